@@ -1,0 +1,315 @@
+//! Collections: their immutable configuration (`collection.json`, created
+//! put-if-absent) and the validation of names, dimensions and attributes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::{CollectionPaths, get_bytes, put_create};
+
+pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_DIMENSION: u32 = 16_384;
+pub const MAX_ATTRIBUTES: usize = 256;
+/// Column names the segment format uses itself.
+pub const RESERVED_NAMES: [&str; 3] = ["id", "vector", "_lsn"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Squared Euclidean distance.
+    L2,
+    /// 1 − cosine similarity.
+    Cosine,
+    /// Negative inner product, so that smaller is closer for every metric.
+    Ip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdType {
+    U64,
+    String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributeType {
+    Bool,
+    I64,
+    F64,
+    String,
+    /// A list of strings (tags).
+    StringList,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: AttributeType,
+}
+
+/// How segments grow and get indexed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexParams {
+    /// A segment with at least this many rows is sealed and gets an ANN index;
+    /// smaller ones are searched exactly.
+    pub seal_rows: u64,
+    /// Rows per Parquet row group in segment files.
+    pub row_group_rows: u32,
+}
+
+impl Default for IndexParams {
+    fn default() -> Self {
+        Self {
+            seal_rows: 1_000_000,
+            row_group_rows: 8_192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    pub name: String,
+    pub dimension: u32,
+    pub metric: Metric,
+    pub id_type: IdType,
+    #[serde(default)]
+    pub attributes: Vec<AttributeDef>,
+    #[serde(default)]
+    pub index: IndexParams,
+}
+
+impl CollectionConfig {
+    pub fn validate(&self) -> Result<()> {
+        validate_collection_name(&self.name)?;
+        if self.dimension == 0 || self.dimension > MAX_DIMENSION {
+            return Err(Error::invalid(
+                "dimension",
+                format!(
+                    "must be between 1 and {MAX_DIMENSION}, got {}",
+                    self.dimension
+                ),
+            ));
+        }
+        if self.attributes.len() > MAX_ATTRIBUTES {
+            return Err(Error::invalid(
+                "attributes",
+                format!(
+                    "at most {MAX_ATTRIBUTES} attributes, got {}",
+                    self.attributes.len()
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, attr) in self.attributes.iter().enumerate() {
+            validate_attribute_name(&attr.name)
+                .map_err(|message| Error::invalid(format!("attributes[{i}].name"), message))?;
+            if !seen.insert(attr.name.as_str()) {
+                return Err(Error::invalid(
+                    format!("attributes[{i}].name"),
+                    format!("duplicate attribute {:?}", attr.name),
+                ));
+            }
+        }
+        if self.index.seal_rows == 0 {
+            return Err(Error::invalid("index.seal_rows", "must be at least 1"));
+        }
+        if self.index.row_group_rows == 0 {
+            return Err(Error::invalid("index.row_group_rows", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn attribute(&self, name: &str) -> Option<&AttributeDef> {
+        self.attributes.iter().find(|a| a.name == name)
+    }
+}
+
+/// Collection names become object-store prefixes and JetStream stream names,
+/// so they are restricted to what is safe in both: `[a-z0-9_-]`, starting with
+/// a letter or digit, at most 64 bytes.
+pub fn validate_collection_name(name: &str) -> Result<()> {
+    let fail = |message: &str| Err(Error::invalid("name", format!("{message}: {name:?}")));
+    if name.is_empty() {
+        return fail("collection name must not be empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return fail("collection name is longer than 64 bytes");
+    }
+    if !name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return fail("collection name must start with a lower-case letter or a digit");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return fail("collection name may only contain a-z, 0-9, '_' and '-'");
+    }
+    Ok(())
+}
+
+fn validate_attribute_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!("attribute name must be 1 to 64 bytes: {name:?}"));
+    }
+    if RESERVED_NAMES.contains(&name) || name.starts_with('_') {
+        return Err(format!("attribute name {name:?} is reserved"));
+    }
+    let mut bytes = name.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic());
+    if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "attribute name must match [A-Za-z][A-Za-z0-9_]*: {name:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and creates collection configurations in the object store.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+
+    /// Creates the collection, or returns the existing one if its
+    /// configuration is identical (so a retried create succeeds). A different
+    /// configuration under the same name is a conflict.
+    pub async fn create(&self, config: &CollectionConfig) -> Result<CollectionConfig> {
+        config.validate()?;
+        let path = CollectionPaths::new(&config.name).config();
+        let body = serde_json::to_vec_pretty(config)
+            .map_err(|e| Error::corrupt("collection config", e))?;
+        if put_create(self.store.as_ref(), &path, Bytes::from(body)).await? {
+            return Ok(config.clone());
+        }
+        let existing = self.get(&config.name).await?;
+        if &existing == config {
+            Ok(existing)
+        } else {
+            Err(Error::CollectionExists {
+                name: config.name.clone(),
+            })
+        }
+    }
+
+    pub async fn get(&self, name: &str) -> Result<CollectionConfig> {
+        validate_collection_name(name)?;
+        let path = CollectionPaths::new(name).config();
+        let bytes = match get_bytes(self.store.as_ref(), &path).await {
+            Err(e) if e.is_not_found() => return Err(Error::CollectionNotFound(name.to_string())),
+            other => other?,
+        };
+        serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path.to_string(), e))
+    }
+
+    /// Names of all collections, sorted.
+    pub async fn list(&self) -> Result<Vec<String>> {
+        let root = CollectionPaths::collections_root();
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&root))
+            .await
+            .map_err(|e| Error::store("list", &root, e))?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|name| validate_collection_name(name).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> CollectionConfig {
+        CollectionConfig {
+            name: "docs".into(),
+            dimension: 4,
+            metric: Metric::Cosine,
+            id_type: IdType::U64,
+            attributes: vec![AttributeDef {
+                name: "tags".into(),
+                ty: AttributeType::StringList,
+            }],
+            index: IndexParams::default(),
+        }
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for good in ["a", "docs", "my-coll_2", "0abc", &"x".repeat(64)] {
+            assert!(validate_collection_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "A",
+            "-x",
+            "_x",
+            "a/b",
+            "..",
+            "a.b",
+            "a b",
+            "é",
+            &"x".repeat(65),
+        ] {
+            let err = validate_collection_name(bad).unwrap_err();
+            assert!(err.to_string().starts_with("invalid name:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn configs_are_validated_naming_the_field() {
+        let mut c = config();
+        c.dimension = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("invalid dimension")
+        );
+        let mut c = config();
+        c.attributes.push(c.attributes[0].clone());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("attributes[1].name")
+        );
+        for reserved in ["id", "vector", "_lsn", "_x", "1a", "a-b"] {
+            let mut c = config();
+            c.attributes[0].name = reserved.into();
+            assert!(c.validate().is_err(), "{reserved}");
+        }
+    }
+
+    #[test]
+    fn config_json_shape() {
+        let json = r#"{"name":"docs","dimension":4,"metric":"cosine","id_type":"u64",
+            "attributes":[{"name":"tags","type":"string_list"}]}"#;
+        let parsed: CollectionConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(parsed, config());
+        let unknown = r#"{"name":"d","dimension":4,"metric":"l2","id_type":"u64","dims":3}"#;
+        assert!(serde_json::from_str::<CollectionConfig>(unknown).is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! The one error type of `floe-core`, and the few kinds callers act on.
+
+use std::fmt;
+
+/// What a caller can do about an error; the HTTP layer maps these to status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input is wrong; retrying the same request will fail again (HTTP 400).
+    BadRequest,
+    /// The named thing does not exist (HTTP 404).
+    NotFound,
+    /// The request clashes with the current state (HTTP 409).
+    Conflict,
+    /// A dependency (object store, log) failed or timed out; retry later (HTTP 503).
+    Unavailable,
+    /// A bug or corrupt data (HTTP 500).
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid {field}: {message}")]
+    Invalid { field: String, message: String },
+
+    #[error("collection {0:?} not found")]
+    CollectionNotFound(String),
+
+    #[error("collection {name:?} already exists with a different configuration")]
+    CollectionExists { name: String },
+
+    #[error("commit of manifest version {version} conflicts: {reason}")]
+    CommitConflict { version: u64, reason: String },
+
+    #[error("object {path} already exists")]
+    ObjectExists { path: String },
+
+    #[error("fenced: writer epoch {ours} is older than the manifest's epoch {current}")]
+    Fenced { ours: u64, current: u64 },
+
+    #[error("log record of {size} bytes exceeds the log's limit of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+
+    #[error("log position {requested} was trimmed; the log now starts at {first}")]
+    LsnTrimmed { requested: u64, first: u64 },
+
+    #[error("object store {op} {path}: {source}")]
+    ObjectStore {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    #[error("log {op}: {message}")]
+    Log { op: &'static str, message: String },
+
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+
+    #[error("i/o on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Invalid { .. } | Error::RecordTooLarge { .. } => ErrorKind::BadRequest,
+            Error::CollectionNotFound(_) => ErrorKind::NotFound,
+            Error::CollectionExists { .. }
+            | Error::CommitConflict { .. }
+            | Error::Fenced { .. }
+            | Error::ObjectExists { .. }
+            | Error::LsnTrimmed { .. } => ErrorKind::Conflict,
+            Error::ObjectStore { source, .. } => match source {
+                object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. } => ErrorKind::Conflict,
+                _ => ErrorKind::Unavailable,
+            },
+            Error::Log { .. } | Error::Io { .. } => ErrorKind::Unavailable,
+            Error::Corrupt { .. } | Error::Parquet(_) | Error::Arrow(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, message: impl fmt::Display) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn store(
+        op: &'static str,
+        path: impl fmt::Display,
+        source: object_store::Error,
+    ) -> Self {
+        Error::ObjectStore {
+            op,
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn log(op: &'static str, message: impl fmt::Display) -> Self {
+        Error::Log {
+            op,
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn corrupt(what: impl Into<String>, detail: impl fmt::Display) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// True when the object did not exist (a NotFound from the object store).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::ObjectStore {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
+    }
+}

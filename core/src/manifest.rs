@@ -1,0 +1,664 @@
+//! Manifests and the commit protocol.
+//!
+//! A manifest lists a collection's live segments (with their delete files and
+//! stats), the log checkpoint (highest LSN whose effects are in segments) and
+//! the epochs that fence zombie writers. Version `v` lives at
+//! `manifests/<v:020>.json` and is written once, create-only. Committing is
+//! "write version `current + 1` if absent"; of racing committers exactly one
+//! wins each version, and the losers re-read and rebase their typed
+//! [`Operation`] onto the winner's manifest (or report a conflict).
+//!
+//! The newest version is found by listing the manifests after a hint
+//! (`latest-manifest`); the hint only shortens the listing, it is never trusted
+//! on its own, so a stale or lost hint costs one longer listing, nothing more.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::{CollectionPaths, get_bytes, put_create};
+
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// Who commits: each role has its own epoch so a flusher and a compactor do
+/// not fence each other, while a zombie of either role is fenced by its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Flushes the log tail into segments and moves the checkpoint.
+    Writer,
+    /// Merges segments and builds indexes.
+    Compactor,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Epochs {
+    pub writer: u64,
+    pub compactor: u64,
+}
+
+impl Epochs {
+    fn get(&self, role: Role) -> u64 {
+        match role {
+            Role::Writer => self.writer,
+            Role::Compactor => self.compactor,
+        }
+    }
+
+    fn get_mut(&mut self, role: Role) -> &mut u64 {
+        match role {
+            Role::Writer => &mut self.writer,
+            Role::Compactor => &mut self.compactor,
+        }
+    }
+}
+
+/// A committer's identity: its role and the epoch it claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub role: Role,
+    pub epoch: u64,
+}
+
+/// Tombstones that apply to one segment's rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteFile {
+    pub path: String,
+    pub rows: u64,
+    /// LSN of the newest delete in the file.
+    pub max_lsn: u64,
+}
+
+/// One immutable segment as the manifest knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    pub id: String,
+    pub data_path: String,
+    pub rows: u64,
+    pub size_bytes: u64,
+    pub min_lsn: u64,
+    pub max_lsn: u64,
+    /// Sealed segments are past the size threshold and carry an ANN index.
+    #[serde(default)]
+    pub sealed: bool,
+    #[serde(default)]
+    pub deletes: Vec<DeleteFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub version: u64,
+    /// Unique per commit attempt: lets a committer whose response was lost
+    /// recognise its own manifest.
+    pub commit_id: String,
+    pub committed_at_ms: u64,
+    pub epochs: Epochs,
+    /// Every log record with LSN ≤ this is reflected in the segments.
+    pub checkpoint_lsn: u64,
+    pub segments: Vec<SegmentEntry>,
+    /// A one-line description of the operation that produced this version.
+    pub operation: String,
+}
+
+impl Manifest {
+    /// The state before the first commit (version 0 is never written).
+    pub fn empty() -> Self {
+        Self {
+            format_version: MANIFEST_FORMAT_VERSION,
+            version: 0,
+            commit_id: String::new(),
+            committed_at_ms: 0,
+            epochs: Epochs::default(),
+            checkpoint_lsn: 0,
+            segments: Vec::new(),
+            operation: "empty".into(),
+        }
+    }
+
+    pub fn segment(&self, id: &str) -> Option<&SegmentEntry> {
+        self.segments.iter().find(|s| s.id == id)
+    }
+
+    /// Rows in segments, before deletes are applied.
+    pub fn total_rows(&self) -> u64 {
+        self.segments.iter().map(|s| s.rows).sum()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size_bytes).sum()
+    }
+}
+
+/// A segment a compaction removes, with the number of delete files the
+/// compactor saw: if more arrived since, the merged output misses them and
+/// the swap must not commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedSegment {
+    pub id: String,
+    pub delete_files_seen: usize,
+}
+
+/// A change to the manifest, re-applied to whatever manifest is newest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// Takes the role's next epoch; every later commit by an older epoch of
+    /// that role is fenced.
+    ClaimEpoch(Role),
+    /// Adds the segment built from log records `(from_lsn, to_lsn]` (none if
+    /// the range held only deletes), adds delete files to live segments, and
+    /// moves the checkpoint from `from_lsn` to `to_lsn`.
+    Flush {
+        from_lsn: u64,
+        to_lsn: u64,
+        segment: Option<SegmentEntry>,
+        deletes: Vec<(String, DeleteFile)>,
+    },
+    /// Adds delete files to live segments.
+    AddDeletes(Vec<(String, DeleteFile)>),
+    /// Swaps segments atomically (compaction, sealing, index builds).
+    Replace {
+        remove: Vec<RemovedSegment>,
+        add: Vec<SegmentEntry>,
+    },
+}
+
+/// What applying an operation to a manifest gives.
+enum Applied {
+    Changed(Manifest),
+    /// The operation's effect is already there (a rerun flush).
+    AlreadyDone,
+}
+
+impl Operation {
+    fn describe(&self) -> String {
+        match self {
+            Operation::ClaimEpoch(role) => format!("claim {role:?} epoch"),
+            Operation::Flush {
+                from_lsn, to_lsn, ..
+            } => format!("flush lsn ({from_lsn}, {to_lsn}]"),
+            Operation::AddDeletes(d) => format!("add {} delete files", d.len()),
+            Operation::Replace { remove, add } => {
+                format!("replace {} segments by {}", remove.len(), add.len())
+            }
+        }
+    }
+
+    /// Rebases the operation onto `base`, giving the next version's content.
+    fn apply(&self, base: &Manifest) -> std::result::Result<Applied, String> {
+        let mut next = base.clone();
+        match self {
+            Operation::ClaimEpoch(role) => *next.epochs.get_mut(*role) += 1,
+            Operation::Flush {
+                from_lsn,
+                to_lsn,
+                segment,
+                deletes,
+            } => {
+                if base.checkpoint_lsn >= *to_lsn {
+                    return Ok(Applied::AlreadyDone);
+                }
+                if base.checkpoint_lsn != *from_lsn {
+                    return Err(format!(
+                        "flush starts at lsn {from_lsn} but the checkpoint is {}",
+                        base.checkpoint_lsn
+                    ));
+                }
+                add_deletes(&mut next, deletes)?;
+                if let Some(segment) = segment {
+                    add_segment(&mut next, segment)?;
+                }
+                next.checkpoint_lsn = *to_lsn;
+            }
+            Operation::AddDeletes(deletes) => add_deletes(&mut next, deletes)?,
+            Operation::Replace { remove, add } => {
+                for removed in remove {
+                    let live = base
+                        .segment(&removed.id)
+                        .ok_or_else(|| format!("segment {} is no longer live", removed.id))?;
+                    if live.deletes.len() != removed.delete_files_seen {
+                        return Err(format!(
+                            "segment {} gained delete files since it was read",
+                            removed.id
+                        ));
+                    }
+                }
+                next.segments
+                    .retain(|s| !remove.iter().any(|r| r.id == s.id));
+                for segment in add {
+                    add_segment(&mut next, segment)?;
+                }
+            }
+        }
+        Ok(Applied::Changed(next))
+    }
+}
+
+fn add_segment(manifest: &mut Manifest, segment: &SegmentEntry) -> std::result::Result<(), String> {
+    if manifest.segment(&segment.id).is_some() {
+        return Err(format!("segment {} is already live", segment.id));
+    }
+    manifest.segments.push(segment.clone());
+    Ok(())
+}
+
+fn add_deletes(
+    manifest: &mut Manifest,
+    deletes: &[(String, DeleteFile)],
+) -> std::result::Result<(), String> {
+    for (segment_id, file) in deletes {
+        let segment = manifest
+            .segments
+            .iter_mut()
+            .find(|s| &s.id == segment_id)
+            .ok_or_else(|| format!("segment {segment_id} is no longer live"))?;
+        segment.deletes.push(file.clone());
+    }
+    Ok(())
+}
+
+/// The result of a successful commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// This manifest is now the newest; it is the one we wrote.
+    New(Manifest),
+    /// The operation was already reflected in this (newest) manifest.
+    AlreadyApplied(Manifest),
+}
+
+impl Committed {
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            Committed::New(m) | Committed::AlreadyApplied(m) => m,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitOptions {
+    /// How many versions a committer may lose before giving up.
+    pub max_attempts: u32,
+    /// Upper bound of the random pause after a lost race.
+    pub max_backoff: Duration,
+}
+
+impl Default for CommitOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 200,
+            max_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Reads and commits one collection's manifests.
+#[derive(Debug)]
+pub struct ManifestStore {
+    store: Arc<dyn ObjectStore>,
+    paths: CollectionPaths,
+    options: CommitOptions,
+    /// Newest version this process has seen; a listing lower bound like the hint.
+    seen: AtomicU64,
+}
+
+impl ManifestStore {
+    pub fn new(store: Arc<dyn ObjectStore>, collection: &str) -> Self {
+        Self::with_options(store, collection, CommitOptions::default())
+    }
+
+    pub fn with_options(
+        store: Arc<dyn ObjectStore>,
+        collection: &str,
+        options: CommitOptions,
+    ) -> Self {
+        Self {
+            store,
+            paths: CollectionPaths::new(collection),
+            options,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads one version.
+    pub async fn read(&self, version: u64) -> Result<Manifest> {
+        let path = self.paths.manifest(version);
+        let bytes = get_bytes(self.store.as_ref(), &path).await?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path.to_string(), e))?;
+        if manifest.version != version {
+            return Err(Error::corrupt(
+                path.to_string(),
+                format!("holds version {}", manifest.version),
+            ));
+        }
+        if manifest.format_version > MANIFEST_FORMAT_VERSION {
+            return Err(Error::corrupt(
+                path.to_string(),
+                format!(
+                    "format version {} is newer than this build",
+                    manifest.format_version
+                ),
+            ));
+        }
+        self.seen.fetch_max(version, Ordering::Relaxed);
+        Ok(manifest)
+    }
+
+    /// The newest committed manifest, or [`Manifest::empty`] before the first commit.
+    pub async fn latest(&self) -> Result<Manifest> {
+        match self.latest_version().await? {
+            0 => Ok(Manifest::empty()),
+            v => self.read(v).await,
+        }
+    }
+
+    /// The newest committed version (0 if none): lists the versions after the
+    /// larger of the hint and what this process has seen.
+    pub async fn latest_version(&self) -> Result<u64> {
+        let floor = self
+            .read_hint()
+            .await
+            .max(self.seen.load(Ordering::Relaxed));
+        let newest = self.list_versions_after(floor).await?.into_iter().max();
+        let version = match newest {
+            Some(v) => v,
+            None if floor == 0 => 0,
+            // Nothing after the floor: the floor itself is the newest, if it exists.
+            None => match self.store.head(&self.paths.manifest(floor)).await {
+                Ok(_) => floor,
+                Err(object_store::Error::NotFound { .. }) => self
+                    .list_versions_after(0)
+                    .await?
+                    .into_iter()
+                    .max()
+                    .unwrap_or(0),
+                Err(e) => return Err(Error::store("head", self.paths.manifest(floor), e)),
+            },
+        };
+        self.seen.fetch_max(version, Ordering::Relaxed);
+        Ok(version)
+    }
+
+    /// Every committed version, ascending.
+    pub async fn versions(&self) -> Result<Vec<u64>> {
+        let mut versions = self.list_versions_after(0).await?;
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    async fn list_versions_after(&self, after: u64) -> Result<Vec<u64>> {
+        let dir = self.paths.manifests_dir();
+        let listing = if after == 0 {
+            self.store.list(Some(&dir))
+        } else {
+            self.store
+                .list_with_offset(Some(&dir), &self.paths.manifest(after))
+        };
+        let metas: Vec<_> = listing
+            .try_collect()
+            .await
+            .map_err(|e| Error::store("list", &dir, e))?;
+        Ok(metas
+            .iter()
+            .filter_map(|m| CollectionPaths::manifest_version(&m.location))
+            .filter(|v| *v > after)
+            .collect())
+    }
+
+    async fn read_hint(&self) -> u64 {
+        let path = self.paths.latest_manifest_hint();
+        match get_bytes(self.store.as_ref(), &path).await {
+            Ok(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    async fn write_hint(&self, version: u64) {
+        let path = self.paths.latest_manifest_hint();
+        let payload = PutPayload::from(version.to_string().into_bytes());
+        if let Err(e) = self.store.put(&path, payload).await {
+            tracing::debug!(%path, error = %e, "manifest hint not updated");
+        }
+    }
+
+    /// Takes the next epoch of `role` and returns the fence to commit with.
+    pub async fn claim(&self, role: Role) -> Result<(Fence, Manifest)> {
+        let committed = self.commit(None, &Operation::ClaimEpoch(role)).await?;
+        let manifest = committed.manifest().clone();
+        let fence = Fence {
+            role,
+            epoch: manifest.epochs.get(role),
+        };
+        Ok((fence, manifest))
+    }
+
+    /// Commits `op` on top of the newest manifest, rebasing over whatever
+    /// other committers wrote in between. With a `fence`, fails with
+    /// [`Error::Fenced`] once a newer epoch of the same role has been claimed.
+    ///
+    /// If this returns an object-store error the outcome may be unknown (the
+    /// write may have landed); operations are designed so that a rerun is
+    /// safe (a flush that landed is reported as already applied).
+    pub async fn commit(&self, fence: Option<Fence>, op: &Operation) -> Result<Committed> {
+        let mut base = self.latest().await?;
+        for attempt in 0..self.options.max_attempts {
+            if let Some(fence) = fence {
+                let current = base.epochs.get(fence.role);
+                if current > fence.epoch {
+                    return Err(Error::Fenced {
+                        ours: fence.epoch,
+                        current,
+                    });
+                }
+            }
+            let mut next = match op.apply(&base) {
+                Ok(Applied::Changed(next)) => next,
+                Ok(Applied::AlreadyDone) => return Ok(Committed::AlreadyApplied(base)),
+                Err(reason) => {
+                    return Err(Error::CommitConflict {
+                        version: base.version + 1,
+                        reason,
+                    });
+                }
+            };
+            next.format_version = MANIFEST_FORMAT_VERSION;
+            next.version = base.version + 1;
+            next.commit_id = uuid::Uuid::new_v4().to_string();
+            next.committed_at_ms = now_ms();
+            next.operation = op.describe();
+            let body = serde_json::to_vec(&next).map_err(|e| Error::corrupt("manifest", e))?;
+            let path = self.paths.manifest(next.version);
+
+            let written = put_create(self.store.as_ref(), &path, Bytes::from(body)).await;
+            // Whatever the put said, the object at `path` decides: a lost
+            // response may hide our success, and a 409 may hide nobody's.
+            let landed = match written {
+                Ok(true) => Some(next.clone()),
+                Ok(false) | Err(_) => match self.read(next.version).await {
+                    Ok(m) => Some(m),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e),
+                },
+            };
+            match landed {
+                Some(m) if m.commit_id == next.commit_id => {
+                    self.seen.fetch_max(m.version, Ordering::Relaxed);
+                    self.write_hint(m.version).await;
+                    return Ok(Committed::New(m));
+                }
+                Some(winner) => {
+                    tracing::debug!(
+                        version = winner.version,
+                        attempt,
+                        "lost manifest commit race"
+                    );
+                    base = self.latest().await?;
+                }
+                None => {
+                    if let Err(e) = written {
+                        return Err(e);
+                    }
+                    // Create refused but nothing is there (S3 409 on concurrent
+                    // conditional writes): try the same version again.
+                }
+            }
+            self.backoff(attempt).await;
+        }
+        Err(Error::CommitConflict {
+            version: base.version + 1,
+            reason: format!("gave up after {} attempts", self.options.max_attempts),
+        })
+    }
+
+    async fn backoff(&self, attempt: u32) {
+        let max = self.options.max_backoff.as_micros() as u64;
+        if max == 0 {
+            return;
+        }
+        let cap = max.min(1_000u64.saturating_mul(1 << attempt.min(16)));
+        let pause = rand::rng().random_range(0..=cap);
+        tokio::time::sleep(Duration::from_micros(pause)).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn segment(id: &str, min_lsn: u64, max_lsn: u64) -> SegmentEntry {
+        SegmentEntry {
+            id: id.into(),
+            data_path: format!("segments/{id}/data.parquet"),
+            rows: max_lsn - min_lsn + 1,
+            size_bytes: 100,
+            min_lsn,
+            max_lsn,
+            sealed: false,
+            deletes: vec![],
+        }
+    }
+
+    fn flush(from: u64, to: u64, id: &str) -> Operation {
+        Operation::Flush {
+            from_lsn: from,
+            to_lsn: to,
+            segment: Some(segment(id, from + 1, to)),
+            deletes: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn flush_rebases_and_reruns_are_idempotent() {
+        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c");
+        assert_eq!(ms.latest().await.unwrap().version, 0);
+        let c1 = ms.commit(None, &flush(0, 10, "s1")).await.unwrap();
+        assert!(matches!(c1, Committed::New(ref m) if m.version == 1 && m.checkpoint_lsn == 10));
+        // A rerun of the same flush (crash after commit) does nothing.
+        let again = ms.commit(None, &flush(0, 10, "s1")).await.unwrap();
+        assert!(matches!(again, Committed::AlreadyApplied(ref m) if m.version == 1));
+        // A flush that skips part of the log is a conflict.
+        let err = ms.commit(None, &flush(11, 20, "s2")).await.unwrap_err();
+        assert!(matches!(err, Error::CommitConflict { .. }), "{err}");
+        let m = ms.commit(None, &flush(10, 20, "s2")).await.unwrap();
+        assert_eq!(m.manifest().segments.len(), 2);
+        assert_eq!(ms.versions().await.unwrap(), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn zombies_are_fenced_per_role() {
+        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c");
+        let (old, _) = ms.claim(Role::Writer).await.unwrap();
+        let (new, _) = ms.claim(Role::Writer).await.unwrap();
+        let (compactor, _) = ms.claim(Role::Compactor).await.unwrap();
+        assert_eq!((old.epoch, new.epoch, compactor.epoch), (1, 2, 1));
+        let err = ms.commit(Some(old), &flush(0, 5, "z")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Fenced {
+                    ours: 1,
+                    current: 2
+                }
+            ),
+            "{err}"
+        );
+        ms.commit(Some(new), &flush(0, 5, "a")).await.unwrap();
+        // The compactor's epoch is independent of the writer's.
+        let replace = Operation::Replace {
+            remove: vec![RemovedSegment {
+                id: "a".into(),
+                delete_files_seen: 0,
+            }],
+            add: vec![segment("b", 1, 5)],
+        };
+        let m = ms.commit(Some(compactor), &replace).await.unwrap();
+        assert_eq!(m.manifest().segments[0].id, "b");
+    }
+
+    #[tokio::test]
+    async fn replace_conflicts_when_deletes_arrived() {
+        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c");
+        ms.commit(None, &flush(0, 5, "a")).await.unwrap();
+        let del = DeleteFile {
+            path: "d".into(),
+            rows: 1,
+            max_lsn: 6,
+        };
+        ms.commit(None, &Operation::AddDeletes(vec![("a".into(), del)]))
+            .await
+            .unwrap();
+        let replace = Operation::Replace {
+            remove: vec![RemovedSegment {
+                id: "a".into(),
+                delete_files_seen: 0,
+            }],
+            add: vec![segment("b", 1, 5)],
+        };
+        let err = ms.commit(None, &replace).await.unwrap_err();
+        assert!(err.to_string().contains("gained delete files"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn stale_or_missing_hint_never_hides_newer_versions() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let ms = ManifestStore::new(Arc::clone(&store), "c");
+        for i in 0..3 {
+            ms.commit(None, &flush(i * 10, i * 10 + 10, &format!("s{i}")))
+                .await
+                .unwrap();
+        }
+        let paths = CollectionPaths::new("c");
+        // A stale hint, a garbage hint, no hint: a fresh reader still finds v3.
+        for hint in [Some("1"), Some("not a number"), Some("999"), None] {
+            match hint {
+                Some(h) => {
+                    store
+                        .put(&paths.latest_manifest_hint(), h.as_bytes().to_vec().into())
+                        .await
+                        .unwrap();
+                }
+                None => store.delete(&paths.latest_manifest_hint()).await.unwrap(),
+            }
+            let fresh = ManifestStore::new(Arc::clone(&store), "c");
+            assert_eq!(fresh.latest().await.unwrap().version, 3, "hint {hint:?}");
+        }
+    }
+}

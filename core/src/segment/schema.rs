@@ -1,0 +1,81 @@
+//! The Arrow schema of a collection's rows.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::catalog::{AttributeType, CollectionConfig, IdType};
+use crate::error::{Error, Result};
+
+pub const COL_ID: &str = "id";
+pub const COL_VECTOR: &str = "vector";
+pub const COL_LSN: &str = "_lsn";
+
+/// `id`, `vector`, `_lsn` (all required), then one nullable column per
+/// attribute, in the configuration's order.
+pub fn segment_schema(config: &CollectionConfig) -> SchemaRef {
+    let id_type = match config.id_type {
+        IdType::U64 => DataType::UInt64,
+        IdType::String => DataType::Utf8,
+    };
+    let vector_type = DataType::FixedSizeList(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        config.dimension as i32,
+    );
+    let mut fields = vec![
+        Field::new(COL_ID, id_type, false),
+        Field::new(COL_VECTOR, vector_type, false),
+        Field::new(COL_LSN, DataType::UInt64, false),
+    ];
+    for attr in &config.attributes {
+        let ty = match attr.ty {
+            AttributeType::Bool => DataType::Boolean,
+            AttributeType::I64 => DataType::Int64,
+            AttributeType::F64 => DataType::Float64,
+            AttributeType::String => DataType::Utf8,
+            AttributeType::StringList => {
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+            }
+        };
+        fields.push(Field::new(&attr.name, ty, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Checks that `batch` has exactly the collection's columns and types.
+pub fn check_batch(schema: &Schema, batch: &RecordBatch) -> Result<()> {
+    let got = batch.schema();
+    if got.fields().len() != schema.fields().len() {
+        return Err(Error::invalid(
+            "batch",
+            format!(
+                "has {} columns, the collection has {}",
+                got.fields().len(),
+                schema.fields().len()
+            ),
+        ));
+    }
+    for (want, have) in schema.fields().iter().zip(got.fields()) {
+        if want.name() != have.name() || !want.data_type().equals_datatype(have.data_type()) {
+            return Err(Error::invalid(
+                want.name(),
+                format!(
+                    "expected column {:?} of type {}, got {:?} of type {}",
+                    want.name(),
+                    want.data_type(),
+                    have.name(),
+                    have.data_type()
+                ),
+            ));
+        }
+        if !want.is_nullable()
+            && batch
+                .column_by_name(want.name())
+                .is_some_and(|c| c.null_count() > 0)
+        {
+            return Err(Error::invalid(want.name(), "must not contain nulls"));
+        }
+    }
+    Ok(())
+}

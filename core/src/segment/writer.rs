@@ -1,0 +1,113 @@
+//! Writing a segment file.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::schema::{COL_LSN, COL_VECTOR, check_batch};
+use crate::error::{Error, Result};
+use crate::storage::put_create;
+
+#[derive(Debug, Clone)]
+pub struct SegmentWriteOptions {
+    pub row_group_rows: usize,
+}
+
+impl Default for SegmentWriteOptions {
+    fn default() -> Self {
+        Self {
+            row_group_rows: 8_192,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    pub rows: u64,
+    pub size_bytes: u64,
+    pub min_lsn: u64,
+    pub max_lsn: u64,
+}
+
+/// Encodes the batches as one Parquet file in memory.
+pub fn encode_segment(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    options: &SegmentWriteOptions,
+) -> Result<(Bytes, SegmentFile)> {
+    let mut rows = 0u64;
+    let mut min_lsn = u64::MAX;
+    let mut max_lsn = 0u64;
+    for batch in batches {
+        check_batch(schema, batch)?;
+        rows += batch.num_rows() as u64;
+        let lsns = batch
+            .column_by_name(COL_LSN)
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| Error::invalid(COL_LSN, "missing or not u64"))?;
+        if let Some(min) = arrow::compute::min(lsns) {
+            min_lsn = min_lsn.min(min);
+        }
+        if let Some(max) = arrow::compute::max(lsns) {
+            max_lsn = max_lsn.max(max);
+        }
+    }
+    if rows == 0 {
+        return Err(Error::invalid("batch", "a segment needs at least one row"));
+    }
+
+    let mut props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page);
+    // Float vectors barely compress and are read in ranges: store them plain.
+    let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
+    for column in parquet_schema.columns() {
+        if column.path().parts().first().map(String::as_str) == Some(COL_VECTOR) {
+            props = props
+                .set_column_compression(column.path().clone(), Compression::UNCOMPRESSED)
+                .set_column_dictionary_enabled(column.path().clone(), false)
+                .set_column_statistics_enabled(column.path().clone(), EnabledStatistics::None);
+        }
+    }
+
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, Arc::clone(schema), Some(props.build()))?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.close()?;
+    let file = SegmentFile {
+        rows,
+        size_bytes: buffer.len() as u64,
+        min_lsn,
+        max_lsn,
+    };
+    Ok((Bytes::from(buffer), file))
+}
+
+/// Encodes and uploads a segment, create-only: segment paths embed a unique
+/// id, so an existing object means a bug or a replay, and is an error.
+pub async fn write_segment(
+    store: &dyn ObjectStore,
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    options: &SegmentWriteOptions,
+) -> Result<SegmentFile> {
+    let (bytes, file) = encode_segment(schema, batches, options)?;
+    if !put_create(store, path, bytes).await? {
+        return Err(Error::ObjectExists {
+            path: path.to_string(),
+        });
+    }
+    Ok(file)
+}

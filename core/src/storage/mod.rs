@@ -1,0 +1,149 @@
+//! Object storage: opening a store from configuration, the collection file
+//! layout, and the wrappers that count requests and inject faults.
+//!
+//! Everything else in Floe sees only `Arc<dyn ObjectStore>`; immutable files
+//! are written with create-only puts ([`put_create`]).
+
+mod counting;
+mod faulty;
+mod layout;
+
+pub use counting::{CountingStore, RequestStats};
+pub use faulty::{FaultConfig, FaultyStore, OpFilter};
+pub use layout::CollectionPaths;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where Floe keeps its files. `url` is one of `s3://bucket[/prefix]`,
+/// `file:///absolute/dir` (or a plain path) and `memory://`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectStoreConfig {
+    pub url: String,
+    /// S3 API endpoint for emulators and S3-compatible servers; AWS when unset.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Allow plain-HTTP endpoints (emulators on loopback).
+    pub allow_http: bool,
+}
+
+impl ObjectStoreConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.parse().map(|_| ())
+    }
+
+    fn parse(&self) -> Result<Location> {
+        let url = self.url.trim();
+        if url.is_empty() {
+            return Err(Error::invalid("object_store.url", "must not be empty"));
+        }
+        if url == "memory://" || url == "memory:" {
+            return Ok(Location::Memory);
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::invalid("object_store.url", "s3 url has no bucket"));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        let dir = match url.strip_prefix("file://") {
+            Some(path) => path,
+            None if url.contains("://") => {
+                return Err(Error::invalid(
+                    "object_store.url",
+                    format!("unsupported scheme in {url:?}; use s3://, file:// or memory://"),
+                ));
+            }
+            None => url,
+        };
+        Ok(Location::Dir(std::path::PathBuf::from(dir)))
+    }
+}
+
+enum Location {
+    Memory,
+    Dir(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+/// Opens the configured store, rooted at the configured prefix.
+pub fn open_object_store(config: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>> {
+    match config.parse()? {
+        Location::Memory => Ok(Arc::new(InMemory::new())),
+        Location::Dir(dir) => {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+            let store = LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| Error::store("open", dir.display(), e))?;
+            Ok(Arc::new(store))
+        }
+        Location::S3 { bucket, prefix } => {
+            // Credentials and region come from the environment (Lambda's role,
+            // AWS_* variables) unless the configuration names them.
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+            if let Some(endpoint) = &config.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(region) = &config.region {
+                builder = builder.with_region(region);
+            }
+            if let Some(key) = &config.access_key_id {
+                builder = builder.with_access_key_id(key);
+            }
+            if let Some(secret) = &config.secret_access_key {
+                builder = builder.with_secret_access_key(secret);
+            }
+            builder = builder.with_allow_http(config.allow_http);
+            let store = builder
+                .build()
+                .map_err(|e| Error::store("open", format!("s3://{bucket}"), e))?;
+            if prefix.is_empty() {
+                Ok(Arc::new(store))
+            } else {
+                Ok(Arc::new(PrefixStore::new(store, prefix.as_str())))
+            }
+        }
+    }
+}
+
+/// Writes an immutable object: succeeds only if nothing exists at `path`.
+/// Returns `Ok(false)` when the object already existed.
+pub async fn put_create(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<bool> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store.put_opts(path, PutPayload::from(bytes), opts).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(Error::store("put", path, e)),
+    }
+}
+
+/// Reads a whole object.
+pub async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+    let result = store
+        .get(path)
+        .await
+        .map_err(|e| Error::store("get", path, e))?;
+    result
+        .bytes()
+        .await
+        .map_err(|e| Error::store("get", path, e))
+}
