@@ -1,1 +1,110 @@
+//! Harness for Floe's integration tests: the real services started by
+//! `localstack/up.sh` (found through `FLOE_TEST_*` variables), the object
+//! stores every storage test runs against, and the log conformance suite.
+//!
+//! A test that needs a service and does not find it fails with a message
+//! saying how to start it; nothing is skipped silently.
 
+pub mod log_conformance;
+
+use std::sync::Arc;
+
+use floe_core::log::{JetStreamConfig, JetStreamLogs};
+use floe_core::storage::{ObjectStoreConfig, open_object_store};
+use object_store::ObjectStore;
+
+/// Reads a variable set by `localstack/up.sh`, or fails the test.
+pub fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: run the tests with ./test.sh, or start the stack with \
+             `localstack/up.sh DIR` and `source DIR/env`"
+        ),
+    }
+}
+
+/// A name no other test or run uses: tests share one server of each kind and
+/// are isolated by prefix and stream name.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..12])
+}
+
+/// The S3 API server's configuration, rooted at a fresh prefix.
+pub fn s3_config() -> ObjectStoreConfig {
+    ObjectStoreConfig {
+        url: format!(
+            "s3://{}/{}",
+            required_env("FLOE_TEST_S3_BUCKET"),
+            unique("t")
+        ),
+        endpoint: Some(required_env("FLOE_TEST_S3_ENDPOINT")),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("floe-test".into()),
+        secret_access_key: Some("floe-test".into()),
+        allow_http: true,
+    }
+}
+
+/// One object store under test, with whatever keeps it alive.
+pub struct TestStore {
+    pub name: &'static str,
+    pub store: Arc<dyn ObjectStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestStore {
+    pub fn memory() -> Self {
+        let config = ObjectStoreConfig {
+            url: "memory://".into(),
+            ..Default::default()
+        };
+        Self {
+            name: "memory",
+            store: open_object_store(&config).expect("memory store"),
+            _dir: None,
+        }
+    }
+
+    pub fn local() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = ObjectStoreConfig {
+            url: format!("file://{}", dir.path().display()),
+            ..Default::default()
+        };
+        Self {
+            name: "local",
+            store: open_object_store(&config).expect("local store"),
+            _dir: Some(dir),
+        }
+    }
+
+    pub fn s3() -> Self {
+        Self {
+            name: "s3",
+            store: open_object_store(&s3_config()).expect("s3 store"),
+            _dir: None,
+        }
+    }
+
+    /// In-memory, local directory and the S3 API server.
+    pub fn all() -> Vec<TestStore> {
+        vec![Self::memory(), Self::local(), Self::s3()]
+    }
+}
+
+/// JetStream settings for the shared nats-server with a fresh stream prefix.
+pub fn jetstream_config() -> JetStreamConfig {
+    JetStreamConfig {
+        url: required_env("FLOE_TEST_NATS_URL"),
+        stream_prefix: unique("T").replace('-', "_"),
+        ..Default::default()
+    }
+}
+
+pub async fn jetstream_logs(config: &JetStreamConfig) -> JetStreamLogs {
+    JetStreamLogs::connect(config.clone())
+        .await
+        .expect("connect to nats-server")
+}

@@ -1,0 +1,223 @@
+//! The behaviour every `Log` implementation must have. Each check takes a
+//! [`LogFixture`] that can hand out fresh providers over the same storage, so
+//! durability across a reopen is part of the suite.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use floe_core::Error;
+use floe_core::log::{Log, LogProvider};
+
+/// Opens providers over one backing store (a nats-server, a directory).
+#[async_trait::async_trait]
+pub trait LogFixture: Send + Sync {
+    /// A new provider; earlier ones must have been dropped by the caller.
+    async fn provider(&self) -> Arc<dyn LogProvider>;
+}
+
+fn payload(i: usize) -> Bytes {
+    Bytes::from(format!("record-{i}-{}", "x".repeat(i % 7)))
+}
+
+async fn open(fixture: &dyn LogFixture, collection: &str) -> (Arc<dyn LogProvider>, Arc<dyn Log>) {
+    let provider = fixture.provider().await;
+    let log = provider.open(collection).await.expect("open log");
+    (provider, log)
+}
+
+pub async fn appends_get_increasing_lsns_and_read_back(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c1").await;
+    assert_eq!(log.last_lsn().await.unwrap(), 0);
+    assert_eq!(log.read(1, 10).await.unwrap(), vec![]);
+    let mut payloads = vec![Bytes::new(), Bytes::from(vec![0u8, 255, 1, 254])];
+    payloads.extend((0..20).map(payload));
+    for (i, p) in payloads.iter().enumerate() {
+        let ack = log.append(p.clone(), None).await.unwrap();
+        assert_eq!(ack.lsn, i as u64 + 1);
+        assert!(!ack.duplicate);
+    }
+    assert_eq!(log.last_lsn().await.unwrap(), payloads.len() as u64);
+    assert_eq!(log.first_lsn().await.unwrap(), 1);
+    let all = log.read(1, 1000).await.unwrap();
+    let got: Vec<_> = all.iter().map(|e| e.payload.clone()).collect();
+    assert_eq!(got, payloads);
+    assert!(all.iter().enumerate().all(|(i, e)| e.lsn == i as u64 + 1));
+}
+
+pub async fn reads_page_and_stop_at_the_end(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c2").await;
+    for i in 0..30 {
+        log.append(payload(i), None).await.unwrap();
+    }
+    let page = log.read(11, 5).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.lsn).collect::<Vec<_>>(),
+        vec![11, 12, 13, 14, 15]
+    );
+    assert_eq!(page[0].payload, payload(10));
+    assert_eq!(log.read(31, 5).await.unwrap(), vec![]);
+    assert_eq!(
+        log.read(0, 1).await.unwrap()[0].lsn,
+        1,
+        "lsn 0 reads from the start"
+    );
+    let range = log.read_range(7, 25).await.unwrap();
+    assert_eq!(range.len(), 19);
+    assert_eq!((range[0].lsn, range[18].lsn), (7, 25));
+    // read_range pages past the 1024-record page size too
+    for i in 30..1100 {
+        log.append(payload(i), None).await.unwrap();
+    }
+    let long = log.read_range(1, 1100).await.unwrap();
+    assert_eq!(long.len(), 1100);
+    assert!(long.windows(2).all(|w| w[1].lsn == w[0].lsn + 1));
+}
+
+pub async fn request_ids_make_retries_idempotent(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c3").await;
+    let first = log.append(payload(1), Some("req-a")).await.unwrap();
+    let retry = log.append(payload(1), Some("req-a")).await.unwrap();
+    assert_eq!(retry.lsn, first.lsn);
+    assert!(retry.duplicate && !first.duplicate);
+    let other = log.append(payload(2), Some("req-b")).await.unwrap();
+    assert_eq!(other.lsn, first.lsn + 1);
+    assert!(!other.duplicate);
+    assert_eq!(
+        log.read(1, 10).await.unwrap().len(),
+        2,
+        "the retry wrote nothing"
+    );
+}
+
+pub async fn oversized_records_are_rejected_and_nothing_is_written(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c4").await;
+    let max = log.max_record_bytes();
+    assert!(
+        max >= 1024 * 1024,
+        "a log must take 1 MiB records, allows {max}"
+    );
+    let err = log
+        .append(Bytes::from(vec![7u8; max + 1]), Some("big"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RecordTooLarge { size, .. } if size == max + 1),
+        "{err}"
+    );
+    assert_eq!(log.last_lsn().await.unwrap(), 0);
+    let big = Bytes::from(vec![7u8; max]);
+    let ack = log.append(big.clone(), Some("big")).await.unwrap();
+    assert_eq!(ack.lsn, 1);
+    assert_eq!(log.read(1, 1).await.unwrap()[0].payload, big);
+}
+
+pub async fn trim_drops_old_records_only(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c5").await;
+    for i in 0..10 {
+        log.append(payload(i), None).await.unwrap();
+    }
+    log.trim(4).await.unwrap();
+    assert_eq!(log.first_lsn().await.unwrap(), 5);
+    assert_eq!(log.last_lsn().await.unwrap(), 10);
+    let err = log.read(2, 10).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LsnTrimmed {
+                requested: 2,
+                first: 5
+            }
+        ),
+        "{err}"
+    );
+    let rest = log.read(5, 100).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.lsn).collect::<Vec<_>>(),
+        (5..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(rest[0].payload, payload(4));
+    // Trimming past the end clamps: the next record still gets the next LSN.
+    log.trim(1000).await.unwrap();
+    assert_eq!(log.last_lsn().await.unwrap(), 10);
+    assert_eq!(log.first_lsn().await.unwrap(), 11);
+    assert!(matches!(
+        log.read(10, 1).await,
+        Err(Error::LsnTrimmed { .. })
+    ));
+    assert_eq!(log.read(11, 1).await.unwrap(), vec![]);
+    assert_eq!(log.append(payload(11), None).await.unwrap().lsn, 11);
+    assert_eq!(log.read(11, 5).await.unwrap()[0].payload, payload(11));
+}
+
+pub async fn records_and_dedupe_survive_a_reopen(fixture: &dyn LogFixture) {
+    {
+        let (_p, log) = open(fixture, "c6").await;
+        for i in 0..25 {
+            log.append(payload(i), Some(&format!("r{i}")))
+                .await
+                .unwrap();
+        }
+        log.trim(5).await.unwrap();
+    }
+    let (_p, log) = open(fixture, "c6").await;
+    assert_eq!(log.last_lsn().await.unwrap(), 25);
+    assert_eq!(log.first_lsn().await.unwrap(), 6);
+    let rest = log.read(6, 100).await.unwrap();
+    assert_eq!(rest.len(), 20);
+    assert_eq!(rest[19].payload, payload(24));
+    let retry = log.append(payload(24), Some("r24")).await.unwrap();
+    assert_eq!((retry.lsn, retry.duplicate), (25, true));
+    assert_eq!(log.append(payload(25), None).await.unwrap().lsn, 26);
+}
+
+pub async fn concurrent_appends_get_distinct_contiguous_lsns(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c7").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut lsns = Vec::new();
+                for i in 0..40 {
+                    let ack = log
+                        .append(Bytes::from(format!("{t}/{i}")), None)
+                        .await
+                        .unwrap();
+                    lsns.push(ack.lsn);
+                }
+                lsns
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for task in tasks {
+        for lsn in task.await.unwrap() {
+            assert!(all.insert(lsn), "lsn {lsn} handed out twice");
+        }
+    }
+    assert_eq!(all, (1..=320).collect::<BTreeSet<u64>>());
+    let records = log.read_range(1, 320).await.unwrap();
+    let payloads: BTreeSet<_> = records.iter().map(|e| e.payload.clone()).collect();
+    assert_eq!(
+        payloads.len(),
+        320,
+        "every acknowledged record is stored once"
+    );
+}
+
+pub async fn collections_are_isolated_and_deletable(fixture: &dyn LogFixture) {
+    let provider = fixture.provider().await;
+    let a = provider.open("ca").await.unwrap();
+    let b = provider.open("cb").await.unwrap();
+    a.append(payload(1), None).await.unwrap();
+    a.append(payload(2), None).await.unwrap();
+    assert_eq!(b.append(payload(3), None).await.unwrap().lsn, 1);
+    assert_eq!(b.read(1, 10).await.unwrap()[0].payload, payload(3));
+    drop((a, b));
+    provider.delete("ca").await.unwrap();
+    provider.delete("ca").await.unwrap(); // deleting twice is fine
+    let a = provider.open("ca").await.unwrap();
+    assert_eq!(a.last_lsn().await.unwrap(), 0);
+    let b = provider.open("cb").await.unwrap();
+    assert_eq!(b.last_lsn().await.unwrap(), 1);
+}
