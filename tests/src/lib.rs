@@ -96,9 +96,12 @@ impl TestStore {
 
 /// JetStream settings for the shared nats-server with a fresh stream prefix.
 pub fn jetstream_config() -> JetStreamConfig {
+    // Both prefixes must be unique: streams on one server may not share subjects.
+    let id = unique("t").replace('-', "_");
     JetStreamConfig {
         url: required_env("FLOE_TEST_NATS_URL"),
-        stream_prefix: unique("T").replace('-', "_"),
+        stream_prefix: id.to_uppercase(),
+        subject_prefix: id,
         ..Default::default()
     }
 }

@@ -16,16 +16,43 @@ use object_store::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-/// Which requests a [`FaultConfig`] applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OpFilter {
-    #[default]
-    All,
+/// Which requests a [`FaultConfig`] applies to: a set, combined with `|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpFilter(u8);
+
+impl OpFilter {
     /// GET (whole or ranged) and HEAD.
-    Gets,
-    Puts,
-    Lists,
-    Deletes,
+    pub const GETS: OpFilter = OpFilter(1);
+    pub const PUTS: OpFilter = OpFilter(2);
+    pub const LISTS: OpFilter = OpFilter(4);
+    pub const DELETES: OpFilter = OpFilter(8);
+    pub const COPIES: OpFilter = OpFilter(16);
+    pub const ALL: OpFilter = OpFilter(31);
+
+    fn matches(self, op: Op) -> bool {
+        let bit = match op {
+            Op::Get => Self::GETS,
+            Op::Put => Self::PUTS,
+            Op::List => Self::LISTS,
+            Op::Delete => Self::DELETES,
+            Op::Copy => Self::COPIES,
+        };
+        self.0 & bit.0 != 0
+    }
+}
+
+impl Default for OpFilter {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl std::ops::BitOr for OpFilter {
+    type Output = OpFilter;
+
+    fn bitor(self, rhs: OpFilter) -> OpFilter {
+        OpFilter(self.0 | rhs.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,18 +62,6 @@ enum Op {
     List,
     Delete,
     Copy,
-}
-
-impl OpFilter {
-    fn matches(self, op: Op) -> bool {
-        match self {
-            OpFilter::All => true,
-            OpFilter::Gets => op == Op::Get,
-            OpFilter::Puts => op == Op::Put,
-            OpFilter::Lists => op == Op::List,
-            OpFilter::Deletes => op == Op::Delete,
-        }
-    }
 }
 
 /// What to inject. The default injects nothing.
@@ -344,7 +359,7 @@ mod tests {
         let store = FaultyStore::new(
             Arc::clone(&inner),
             FaultConfig {
-                ops: OpFilter::Puts,
+                ops: OpFilter::PUTS,
                 fail_every: Some(2),
                 fail_after_request: true,
                 ..Default::default()
