@@ -1,1 +1,339 @@
-fn main() {}
+//! Floe's benchmark binary. Prints figures; never fails on a timing.
+//!
+//! ```text
+//! floe-bench log       JetStream publish throughput: Floe's Log vs raw async-nats
+//! floe-bench file-log  the embedded file log's append throughput
+//! floe-bench manifest  manifest commits/s against S3 (and a local directory)
+//! ```
+//! Endpoints default to the variables `localstack/up.sh` writes.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use floe_core::log::{FileLogOptions, FileLogs, JetStreamConfig, JetStreamLogs, Log, LogProvider};
+use floe_core::manifest::{ManifestStore, Operation, SegmentEntry};
+use floe_core::storage::{ObjectStoreConfig, open_object_store};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+#[derive(Parser)]
+#[command(about = "Floe benchmarks: print measured figures")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish throughput to JetStream for several record sizes.
+    Log {
+        #[arg(long, env = "FLOE_TEST_NATS_URL")]
+        nats_url: String,
+        /// Record sizes in bytes.
+        #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 65536, 1048576])]
+        sizes: Vec<usize>,
+        /// Bytes to publish per size and mode (bounds the run).
+        #[arg(long, default_value_t = 256 * 1024 * 1024)]
+        bytes_per_run: usize,
+        /// Most records per size and mode.
+        #[arg(long, default_value_t = 20_000)]
+        max_records: usize,
+        /// Appends in flight at once in the concurrent modes.
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+    },
+    /// Append throughput of the embedded file log (fsync per append).
+    FileLog {
+        #[arg(long, default_value = ".")]
+        dir: String,
+        #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 65536, 1048576])]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 128 * 1024 * 1024)]
+        bytes_per_run: usize,
+        #[arg(long, default_value_t = 5_000)]
+        max_records: usize,
+    },
+    /// Manifest commits per second.
+    Manifest {
+        #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
+        s3_endpoint: String,
+        #[arg(long, env = "FLOE_TEST_S3_BUCKET")]
+        bucket: String,
+        #[arg(long, default_value_t = 300)]
+        commits: usize,
+        /// Concurrent committers in the racing run.
+        #[arg(long, default_value_t = 8)]
+        committers: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Log {
+            nats_url,
+            sizes,
+            bytes_per_run,
+            max_records,
+            in_flight,
+        } => bench_log(&nats_url, &sizes, bytes_per_run, max_records, in_flight).await,
+        Command::FileLog {
+            dir,
+            sizes,
+            bytes_per_run,
+            max_records,
+        } => bench_file_log(&dir, &sizes, bytes_per_run, max_records).await,
+        Command::Manifest {
+            s3_endpoint,
+            bucket,
+            commits,
+            committers,
+        } => bench_manifest(&s3_endpoint, &bucket, commits, committers).await,
+    }
+}
+
+fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+fn row(size: usize, mode: &str, records: usize, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "{:>9} {:<34} {:>8} {:>12.0} {:>10.1}",
+        size,
+        mode,
+        records,
+        records as f64 / secs,
+        (records * size) as f64 / secs / 1e6
+    );
+}
+
+fn header(title: &str) {
+    println!("\n{title}");
+    println!(
+        "{:>9} {:<34} {:>8} {:>12} {:>10}",
+        "bytes", "mode", "records", "records/s", "MB/s"
+    );
+}
+
+/// Appends `n` records through `log`, `in_flight` at a time.
+async fn drive_log(
+    log: &Arc<dyn Log>,
+    payload: &Bytes,
+    n: usize,
+    in_flight: usize,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    for _ in 0..n {
+        if pending.len() >= in_flight
+            && let Some(result) = pending.next().await
+        {
+            result?;
+        }
+        let log = Arc::clone(log);
+        let payload = payload.clone();
+        pending.push(async move { log.append(payload, None).await });
+    }
+    while let Some(result) = pending.next().await {
+        result?;
+    }
+    Ok(start.elapsed())
+}
+
+async fn bench_log(
+    url: &str,
+    sizes: &[usize],
+    bytes_per_run: usize,
+    max_records: usize,
+    in_flight: usize,
+) -> Result<()> {
+    let id = run_id();
+    let config = JetStreamConfig {
+        url: url.to_string(),
+        stream_prefix: format!("BENCH_{id}"),
+        subject_prefix: format!("bench_{id}"),
+        ..Default::default()
+    };
+    let logs = JetStreamLogs::connect(config.clone()).await?;
+    // The reference: a bare async-nats client publishing to its own stream,
+    // with acks awaited one by one, or pipelined like `nats bench js pub --batch`.
+    let client = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(client);
+    header(&format!(
+        "JetStream publish-with-ack throughput ({url}, file storage, R1)"
+    ));
+    for &size in sizes {
+        let n = (bytes_per_run / size).clamp(50, max_records);
+        let payload = Bytes::from(vec![0x5au8; size]);
+        let collection = format!("s{size}");
+        let log = logs.open(&collection).await?;
+        let elapsed = drive_log(&log, &payload, n, 1).await?;
+        row(size, "floe Log::append, 1 in flight", n, elapsed);
+        let elapsed = drive_log(&log, &payload, n, in_flight).await?;
+        row(
+            size,
+            &format!("floe Log::append, {in_flight} in flight"),
+            n,
+            elapsed,
+        );
+
+        let stream = format!("RAW_{id}_{size}");
+        let subject = format!("raw_{id}.{size}");
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+        let start = Instant::now();
+        for _ in 0..n {
+            js.publish(subject.clone(), payload.clone()).await?.await?;
+        }
+        row(size, "raw async-nats, 1 in flight", n, start.elapsed());
+        let start = Instant::now();
+        let mut acks = FuturesUnordered::new();
+        for _ in 0..n {
+            if acks.len() >= in_flight
+                && let Some(ack) = acks.next().await
+            {
+                ack?;
+            }
+            acks.push(
+                js.publish(subject.clone(), payload.clone())
+                    .await?
+                    .into_future(),
+            );
+        }
+        while let Some(ack) = acks.next().await {
+            ack?;
+        }
+        row(
+            size,
+            &format!("raw async-nats, {in_flight} in flight"),
+            n,
+            start.elapsed(),
+        );
+
+        logs.delete(&collection).await?;
+        js.delete_stream(&stream).await?;
+    }
+    Ok(())
+}
+
+async fn bench_file_log(
+    dir: &str,
+    sizes: &[usize],
+    bytes_per_run: usize,
+    max_records: usize,
+) -> Result<()> {
+    let root = tempfile_in(dir)?;
+    let logs = FileLogs::new(&root, FileLogOptions::default());
+    header(&format!(
+        "embedded file log append throughput (fsync per append, {})",
+        root.display()
+    ));
+    for &size in sizes {
+        let n = (bytes_per_run / size).clamp(50, max_records);
+        let payload = Bytes::from(vec![0x5au8; size]);
+        let log = logs.open(&format!("s{size}")).await?;
+        let elapsed = drive_log(&log, &payload, n, 1).await?;
+        row(size, "floe FileLog::append, 1 in flight", n, elapsed);
+        let elapsed = drive_log(&log, &payload, n, 16).await?;
+        row(size, "floe FileLog::append, 16 in flight", n, elapsed);
+    }
+    std::fs::remove_dir_all(&root).ok();
+    Ok(())
+}
+
+fn tempfile_in(dir: &str) -> Result<std::path::PathBuf> {
+    let path = std::path::Path::new(dir).join(format!("floe-bench-{}", run_id()));
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(path)
+}
+
+fn segment(id: String) -> SegmentEntry {
+    SegmentEntry {
+        data_path: format!("segments/{id}/data.parquet"),
+        id,
+        rows: 1000,
+        size_bytes: 1 << 20,
+        min_lsn: 1,
+        max_lsn: 1000,
+        sealed: false,
+        deletes: vec![],
+    }
+}
+
+async fn bench_manifest(
+    endpoint: &str,
+    bucket: &str,
+    commits: usize,
+    committers: usize,
+) -> Result<()> {
+    let s3 = open_object_store(&ObjectStoreConfig {
+        url: format!("s3://{bucket}/bench-{}", run_id()),
+        endpoint: Some(endpoint.to_string()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("floe-test".into()),
+        secret_access_key: Some("floe-test".into()),
+        allow_http: true,
+    })?;
+    let dir = tempfile_in(".")?;
+    let local = open_object_store(&ObjectStoreConfig {
+        url: format!("file://{}", std::fs::canonicalize(&dir)?.display()),
+        ..Default::default()
+    })?;
+    println!(
+        "\nmanifest commits (each: list after hint + read newest + create-only put + hint put)"
+    );
+    println!(
+        "{:<28} {:>11} {:>8} {:>10} {:>12}",
+        "store", "committers", "commits", "commits/s", "ms/commit"
+    );
+    for (name, store) in [
+        (format!("s3 ({endpoint})"), s3),
+        ("local directory".to_string(), local),
+    ] {
+        for writers in [1, committers] {
+            let collection = format!("c{writers}");
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..writers)
+                .map(|w| {
+                    let ms = ManifestStore::new(Arc::clone(&store), &collection);
+                    let each = commits / writers;
+                    tokio::spawn(async move {
+                        for i in 0..each {
+                            let op = Operation::Replace {
+                                remove: vec![],
+                                add: vec![segment(format!("w{w}-{i}"))],
+                            };
+                            ms.commit(None, &op).await?;
+                        }
+                        anyhow::Ok(each)
+                    })
+                })
+                .collect();
+            let mut done = 0;
+            for task in tasks {
+                done += task.await??;
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            println!(
+                "{:<28} {:>11} {:>8} {:>10.1} {:>12.2}",
+                name,
+                writers,
+                done,
+                done as f64 / elapsed,
+                elapsed * 1000.0 / done as f64
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

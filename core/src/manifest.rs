@@ -9,11 +9,17 @@
 //! [`Operation`] onto the winner's manifest (or report a conflict).
 //!
 //! The newest version is found by listing the manifests after a hint
-//! (`latest-manifest`); the hint only shortens the listing, it is never trusted
-//! on its own, so a stale or lost hint costs one longer listing, nothing more.
+//! (`latest-manifest`, rewritten every [`HINT_EVERY`] versions); the hint only
+//! shortens the listing, it is never trusted on its own, so a stale or lost
+//! hint costs one longer listing, nothing more.
+//!
+//! Versions are contiguous (version `v + 1` is only ever written by someone
+//! who read `v`), so if `v + 1` does not exist, `v` is the newest. A
+//! committer therefore starts from the newest manifest it knows without
+//! listing again; if that was stale its create fails and it reloads.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -26,6 +32,10 @@ use crate::error::{Error, Result};
 use crate::storage::{CollectionPaths, get_bytes, put_create};
 
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// The hint is rewritten when the version is a multiple of this: a fresh
+/// reader lists at most this many extra keys, and most commits save a PUT.
+pub const HINT_EVERY: u64 = 8;
 
 /// Who commits: each role has its own epoch so a flusher and a compactor do
 /// not fence each other, while a zombie of either role is fenced by its successor.
@@ -306,6 +316,9 @@ pub struct ManifestStore {
     options: CommitOptions,
     /// Newest version this process has seen; a listing lower bound like the hint.
     seen: AtomicU64,
+    /// The newest manifest this store has read or written: the base of the
+    /// next commit (a stale base only costs a failed create and a reload).
+    newest: Mutex<Option<Manifest>>,
 }
 
 impl ManifestStore {
@@ -323,6 +336,7 @@ impl ManifestStore {
             paths: CollectionPaths::new(collection),
             options,
             seen: AtomicU64::new(0),
+            newest: Mutex::new(None),
         }
     }
 
@@ -353,9 +367,31 @@ impl ManifestStore {
 
     /// The newest committed manifest, or [`Manifest::empty`] before the first commit.
     pub async fn latest(&self) -> Result<Manifest> {
-        match self.latest_version().await? {
-            0 => Ok(Manifest::empty()),
-            v => self.read(v).await,
+        let manifest = match self.latest_version().await? {
+            0 => Manifest::empty(),
+            v => self.read(v).await?,
+        };
+        self.remember(&manifest);
+        Ok(manifest)
+    }
+
+    fn remember(&self, manifest: &Manifest) {
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        if newest.as_ref().is_none_or(|m| m.version < manifest.version) {
+            *newest = Some(manifest.clone());
+        }
+    }
+
+    /// The base for a commit: the newest manifest known here, else a listing.
+    async fn commit_base(&self) -> Result<Manifest> {
+        let known = self
+            .newest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match known {
+            Some(manifest) => Ok(manifest),
+            None => self.latest().await,
         }
     }
 
@@ -450,7 +486,9 @@ impl ManifestStore {
     /// write may have landed); operations are designed so that a rerun is
     /// safe (a flush that landed is reported as already applied).
     pub async fn commit(&self, fence: Option<Fence>, op: &Operation) -> Result<Committed> {
-        let mut base = self.latest().await?;
+        let mut base = self.commit_base().await?;
+        // Whether `base` was just listed (rather than remembered).
+        let mut fresh = false;
         for attempt in 0..self.options.max_attempts {
             if let Some(fence) = fence {
                 let current = base.epochs.get(fence.role);
@@ -463,6 +501,12 @@ impl ManifestStore {
             }
             let mut next = match op.apply(&base) {
                 Ok(Applied::Changed(next)) => next,
+                // Judged on a possibly stale base: confirm on the newest one.
+                Ok(Applied::AlreadyDone) | Err(_) if !fresh => {
+                    base = self.latest().await?;
+                    fresh = true;
+                    continue;
+                }
                 Ok(Applied::AlreadyDone) => return Ok(Committed::AlreadyApplied(base)),
                 Err(reason) => {
                     return Err(Error::CommitConflict {
@@ -493,7 +537,10 @@ impl ManifestStore {
             match landed {
                 Some(m) if m.commit_id == next.commit_id => {
                     self.seen.fetch_max(m.version, Ordering::Relaxed);
-                    self.write_hint(m.version).await;
+                    self.remember(&m);
+                    if m.version % HINT_EVERY == 0 {
+                        self.write_hint(m.version).await;
+                    }
                     return Ok(Committed::New(m));
                 }
                 Some(winner) => {
@@ -505,9 +552,7 @@ impl ManifestStore {
                     base = self.latest().await?;
                 }
                 None => {
-                    if let Err(e) = written {
-                        return Err(e);
-                    }
+                    written?;
                     // Create refused but nothing is there (S3 409 on concurrent
                     // conditional writes): try the same version again.
                 }

@@ -318,3 +318,48 @@ async fn a_zombie_writer_is_fenced_on_s3() {
         vec!["s"]
     );
 }
+
+#[tokio::test]
+async fn an_uncontended_commit_costs_one_put() {
+    for t in TestStore::all() {
+        let counting = Arc::new(floe_core::storage::CountingStore::new(Arc::clone(&t.store)));
+        let ms = ManifestStore::new(counting.clone(), "cost");
+        ms.commit(None, &add("first")).await.unwrap();
+        for i in 2..=7 {
+            let before = counting.stats();
+            ms.commit(None, &add(&format!("s{i}"))).await.unwrap();
+            let used = counting.stats().since(&before);
+            assert_eq!(
+                (used.puts, used.gets, used.lists, used.heads),
+                (1, 0, 0, 0),
+                "{} v{i}: {used:?}",
+                t.name
+            );
+        }
+        // Every HINT_EVERY-th version also refreshes the hint.
+        let before = counting.stats();
+        ms.commit(None, &add("s8")).await.unwrap();
+        assert_eq!(counting.stats().since(&before).puts, 2, "{}", t.name);
+    }
+}
+
+#[tokio::test]
+async fn a_committer_with_a_stale_base_reloads_and_rebases() {
+    for t in TestStore::all() {
+        let a = ManifestStore::new(Arc::clone(&t.store), "stale");
+        let b = ManifestStore::new(Arc::clone(&t.store), "stale");
+        a.commit(None, &flush(0, 5, "a1")).await.unwrap();
+        b.commit(None, &flush(5, 9, "b1")).await.unwrap();
+        // `a` still believes v1 (checkpoint 5) is the newest: its flush of
+        // (9, 12] is refused there, confirmed against v2, and lands as v3.
+        let m = a.commit(None, &flush(9, 12, "a2")).await.unwrap();
+        assert!(
+            matches!(m, Committed::New(ref m) if m.version == 3 && m.checkpoint_lsn == 12),
+            "{}: {m:?}",
+            t.name
+        );
+        // And a stale rerun of b's flush is recognised as applied.
+        let again = a.commit(None, &flush(5, 9, "b1")).await.unwrap();
+        assert!(matches!(again, Committed::AlreadyApplied(_)), "{}", t.name);
+    }
+}

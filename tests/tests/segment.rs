@@ -53,7 +53,7 @@ fn batch(config: &CollectionConfig, start: u64, n: usize) -> RecordBatch {
     let vectors =
         FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(values)), None)
             .unwrap();
-    let null = |id: &u64| id % 7 == 0;
+    let null = |id: &u64| id.is_multiple_of(7);
     let mut tags = ListBuilder::new(StringBuilder::new());
     for id in &ids {
         if null(id) {
@@ -223,7 +223,10 @@ async fn projected_and_selective_reads_fetch_a_fraction_of_the_file() {
 
         let before = counting.stats();
         let rows = reader
-            .read(Some(&["vector"]), &RowFilter::Ranges(vec![12_345..12_355]))
+            .read(
+                Some(&["vector"]),
+                &RowFilter::Ranges(std::iter::once(12_345..12_355).collect()),
+            )
             .await
             .unwrap();
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 10);

@@ -582,11 +582,10 @@ impl State {
         let firsts: Vec<Lsn> = self.files.keys().copied().collect();
         for pair in firsts.windows(2) {
             let (first, next_first) = (pair[0], pair[1]);
-            if next_first - 1 <= through {
-                if let Some(file) = self.files.remove(&first) {
-                    std::fs::remove_file(&file.path)
-                        .map_err(|e| Error::io(file.path.display(), e))?;
-                }
+            if next_first - 1 <= through
+                && let Some(file) = self.files.remove(&first)
+            {
+                std::fs::remove_file(&file.path).map_err(|e| Error::io(file.path.display(), e))?;
             }
         }
         sync_dir(&self.dir)

@@ -137,7 +137,7 @@ impl SegmentReader {
         let mut reader = ObjectReader::new(store, path, size);
         let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
             .await
-            .map_err(|e| unwrap_external(e))?;
+            .map_err(unwrap_external)?;
         Ok(Self { reader, metadata })
     }
 
