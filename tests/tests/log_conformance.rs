@@ -109,3 +109,28 @@ async fn file_log_rolls_and_trims_across_files() {
         51
     );
 }
+
+/// Many processes opening one collection's stream at once all get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_of_one_jetstream_log_all_succeed() {
+    let config = floe_tests::jetstream_config();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let config = config.clone();
+            tokio::spawn(async move {
+                let logs = jetstream_logs(&config).await;
+                let log = logs.open("shared").await.unwrap();
+                log.append(bytes::Bytes::from_static(b"x"), None)
+                    .await
+                    .unwrap()
+                    .lsn
+            })
+        })
+        .collect();
+    let mut lsns = Vec::new();
+    for task in tasks {
+        lsns.push(task.await.unwrap());
+    }
+    lsns.sort_unstable();
+    assert_eq!(lsns, (1..=8).collect::<Vec<u64>>());
+}

@@ -177,21 +177,26 @@ impl LogProvider for JetStreamLogs {
         }
         let name = self.stream_name(collection);
         let subject = self.subject(collection);
-        let stream = self
-            .context
-            .get_or_create_stream(stream::Config {
-                name: name.clone(),
-                subjects: vec![subject.clone()],
-                storage: stream::StorageType::File,
-                num_replicas: self.config.replicas,
-                duplicate_window: self.config.duplicate_window,
-                retention: stream::RetentionPolicy::Limits,
-                discard: stream::DiscardPolicy::New,
-                allow_direct: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::log("create stream", format!("{name}: {e}")))?;
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            duplicate_window: self.config.duplicate_window,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let stream = match self.context.get_or_create_stream(config).await {
+            Ok(stream) => stream,
+            // Another process may have created it between our get and create.
+            Err(create_error) => self
+                .context
+                .get_stream(&name)
+                .await
+                .map_err(|_| Error::log("create stream", format!("{name}: {create_error}")))?,
+        };
         let log = Arc::new(JetStreamLog {
             context: self.context.clone(),
             stream,
