@@ -266,7 +266,6 @@ fn segment(id: String) -> SegmentEntry {
         min_lsn: 1,
         max_lsn: 1000,
         sealed: false,
-        deletes: vec![],
     }
 }
 

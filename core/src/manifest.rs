@@ -77,12 +77,15 @@ pub struct Fence {
     pub epoch: u64,
 }
 
-/// Tombstones that apply to one segment's rows.
+/// Tombstones `(id, lsn)`: each hides every version of `id` older than `lsn`,
+/// in whichever segment it lives, so delete files belong to the collection,
+/// not to one segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteFile {
     pub path: String,
     pub rows: u64,
-    /// LSN of the newest delete in the file.
+    pub size_bytes: u64,
+    pub min_lsn: u64,
     pub max_lsn: u64,
 }
 
@@ -98,8 +101,6 @@ pub struct SegmentEntry {
     /// Sealed segments are past the size threshold and carry an ANN index.
     #[serde(default)]
     pub sealed: bool,
-    #[serde(default)]
-    pub deletes: Vec<DeleteFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +115,8 @@ pub struct Manifest {
     /// Every log record with LSN ≤ this is reflected in the segments.
     pub checkpoint_lsn: u64,
     pub segments: Vec<SegmentEntry>,
+    #[serde(default)]
+    pub deletes: Vec<DeleteFile>,
     /// A one-line description of the operation that produced this version.
     pub operation: String,
 }
@@ -129,6 +132,7 @@ impl Manifest {
             epochs: Epochs::default(),
             checkpoint_lsn: 0,
             segments: Vec::new(),
+            deletes: Vec::new(),
             operation: "empty".into(),
         }
     }
@@ -147,35 +151,25 @@ impl Manifest {
     }
 }
 
-/// A segment a compaction removes, with the number of delete files the
-/// compactor saw: if more arrived since, the merged output misses them and
-/// the swap must not commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemovedSegment {
-    pub id: String,
-    pub delete_files_seen: usize,
-}
-
 /// A change to the manifest, re-applied to whatever manifest is newest.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
     /// Takes the role's next epoch; every later commit by an older epoch of
     /// that role is fenced.
     ClaimEpoch(Role),
-    /// Adds the segment built from log records `(from_lsn, to_lsn]` (none if
-    /// the range held only deletes), adds delete files to live segments, and
+    /// Adds what log records `(from_lsn, to_lsn]` became — a segment of
+    /// upserted rows and a file of tombstones, either may be absent — and
     /// moves the checkpoint from `from_lsn` to `to_lsn`.
     Flush {
         from_lsn: u64,
         to_lsn: u64,
         segment: Option<SegmentEntry>,
-        deletes: Vec<(String, DeleteFile)>,
+        delete_file: Option<DeleteFile>,
     },
-    /// Adds delete files to live segments.
-    AddDeletes(Vec<(String, DeleteFile)>),
-    /// Swaps segments atomically (compaction, sealing, index builds).
+    /// Swaps segments atomically (compaction, sealing, index builds). Rows
+    /// keep their LSNs when merged, so tombstones keep applying to them.
     Replace {
-        remove: Vec<RemovedSegment>,
+        remove: Vec<String>,
         add: Vec<SegmentEntry>,
     },
 }
@@ -194,7 +188,6 @@ impl Operation {
             Operation::Flush {
                 from_lsn, to_lsn, ..
             } => format!("flush lsn ({from_lsn}, {to_lsn}]"),
-            Operation::AddDeletes(d) => format!("add {} delete files", d.len()),
             Operation::Replace { remove, add } => {
                 format!("replace {} segments by {}", remove.len(), add.len())
             }
@@ -210,7 +203,7 @@ impl Operation {
                 from_lsn,
                 to_lsn,
                 segment,
-                deletes,
+                delete_file,
             } => {
                 if base.checkpoint_lsn >= *to_lsn {
                     return Ok(Applied::AlreadyDone);
@@ -221,27 +214,21 @@ impl Operation {
                         base.checkpoint_lsn
                     ));
                 }
-                add_deletes(&mut next, deletes)?;
                 if let Some(segment) = segment {
                     add_segment(&mut next, segment)?;
                 }
+                if let Some(file) = delete_file {
+                    next.deletes.push(file.clone());
+                }
                 next.checkpoint_lsn = *to_lsn;
             }
-            Operation::AddDeletes(deletes) => add_deletes(&mut next, deletes)?,
             Operation::Replace { remove, add } => {
-                for removed in remove {
-                    let live = base
-                        .segment(&removed.id)
-                        .ok_or_else(|| format!("segment {} is no longer live", removed.id))?;
-                    if live.deletes.len() != removed.delete_files_seen {
-                        return Err(format!(
-                            "segment {} gained delete files since it was read",
-                            removed.id
-                        ));
+                for id in remove {
+                    if base.segment(id).is_none() {
+                        return Err(format!("segment {id} is no longer live"));
                     }
                 }
-                next.segments
-                    .retain(|s| !remove.iter().any(|r| r.id == s.id));
+                next.segments.retain(|s| !remove.contains(&s.id));
                 for segment in add {
                     add_segment(&mut next, segment)?;
                 }
@@ -256,21 +243,6 @@ fn add_segment(manifest: &mut Manifest, segment: &SegmentEntry) -> std::result::
         return Err(format!("segment {} is already live", segment.id));
     }
     manifest.segments.push(segment.clone());
-    Ok(())
-}
-
-fn add_deletes(
-    manifest: &mut Manifest,
-    deletes: &[(String, DeleteFile)],
-) -> std::result::Result<(), String> {
-    for (segment_id, file) in deletes {
-        let segment = manifest
-            .segments
-            .iter_mut()
-            .find(|s| &s.id == segment_id)
-            .ok_or_else(|| format!("segment {segment_id} is no longer live"))?;
-        segment.deletes.push(file.clone());
-    }
     Ok(())
 }
 
@@ -597,7 +569,6 @@ mod tests {
             min_lsn,
             max_lsn,
             sealed: false,
-            deletes: vec![],
         }
     }
 
@@ -606,7 +577,7 @@ mod tests {
             from_lsn: from,
             to_lsn: to,
             segment: Some(segment(id, from + 1, to)),
-            deletes: vec![],
+            delete_file: None,
         }
     }
 
@@ -648,10 +619,7 @@ mod tests {
         ms.commit(Some(new), &flush(0, 5, "a")).await.unwrap();
         // The compactor's epoch is independent of the writer's.
         let replace = Operation::Replace {
-            remove: vec![RemovedSegment {
-                id: "a".into(),
-                delete_files_seen: 0,
-            }],
+            remove: vec!["a".into()],
             add: vec![segment("b", 1, 5)],
         };
         let m = ms.commit(Some(compactor), &replace).await.unwrap();
@@ -659,26 +627,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn replace_conflicts_when_deletes_arrived() {
+    async fn replace_conflicts_when_a_removed_segment_is_gone() {
         let ms = ManifestStore::new(Arc::new(InMemory::new()), "c");
         ms.commit(None, &flush(0, 5, "a")).await.unwrap();
-        let del = DeleteFile {
-            path: "d".into(),
-            rows: 1,
-            max_lsn: 6,
+        let replace = |id: &str| Operation::Replace {
+            remove: vec!["a".into()],
+            add: vec![segment(id, 1, 5)],
         };
-        ms.commit(None, &Operation::AddDeletes(vec![("a".into(), del)]))
-            .await
-            .unwrap();
-        let replace = Operation::Replace {
-            remove: vec![RemovedSegment {
-                id: "a".into(),
-                delete_files_seen: 0,
-            }],
-            add: vec![segment("b", 1, 5)],
-        };
-        let err = ms.commit(None, &replace).await.unwrap_err();
-        assert!(err.to_string().contains("gained delete files"), "{err}");
+        ms.commit(None, &replace("b")).await.unwrap();
+        // A second compactor that also merged "a" must not add its copy.
+        let err = ms.commit(None, &replace("c")).await.unwrap_err();
+        assert!(err.to_string().contains("no longer live"), "{err}");
     }
 
     #[tokio::test]

@@ -19,7 +19,6 @@ fn segment(id: &str) -> SegmentEntry {
         min_lsn: 1,
         max_lsn: 1,
         sealed: false,
-        deletes: vec![],
     }
 }
 
@@ -35,7 +34,7 @@ fn flush(from: u64, to: u64, id: &str) -> Operation {
         from_lsn: from,
         to_lsn: to,
         segment: Some(segment(id)),
-        deletes: vec![],
+        delete_file: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! collections/<name>/manifests/<v:020>.json   one per version, never rewritten
 //! collections/<name>/latest-manifest          hint only: never trusted for correctness
 //! collections/<name>/segments/<id>/...        immutable data files
+//! collections/<name>/deletes/<id>.parquet      tombstones (id, _lsn)
 //! ```
 
 use object_store::path::Path;
@@ -70,11 +71,9 @@ impl CollectionPaths {
         ))
     }
 
-    pub fn segment_deletes(&self, segment_id: &str, lsn: u64) -> Path {
-        Path::from(format!(
-            "{ROOT}/{}/segments/{segment_id}/deletes-{lsn:020}.parquet",
-            self.name
-        ))
+    /// A file of tombstones `(id, _lsn)` written by a flush.
+    pub fn delete_file(&self, file_id: &str) -> Path {
+        Path::from(format!("{ROOT}/{}/deletes/{file_id}.parquet", self.name))
     }
 }
 

@@ -1,0 +1,1076 @@
+//! `Floe`: the operations every function calls — collections, writes,
+//! flushes and reads — over an object store and a log provider.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde_json::{Map, Value};
+
+use crate::catalog::{Catalog, CollectionConfig};
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::log::{FileLogOptions, FileLogs, JetStreamLogs, Log, LogProvider, LogRecord, Lsn};
+use crate::manifest::{Committed, DeleteFile, Manifest, ManifestStore, Operation, SegmentEntry};
+use crate::rows::{self, Id, id_at, value_at};
+use crate::search::{
+    ExactSearch, Newest, QueryVector, SearchParams, SegmentSearch, Visibility, id_and_lsn,
+    merge_top_k,
+};
+use crate::segment::{
+    COL_LSN, COL_VECTOR, RowFilter, SegmentReader, SegmentWriteOptions, new_segment_id,
+    segment_schema, write_segment,
+};
+use crate::storage::{CollectionPaths, open_object_store};
+use crate::types::*;
+
+/// How long a remembered manifest serves `eventual` and `at_least_lsn`
+/// reads before it is listed again (`strong` always lists).
+const MANIFEST_TTL: Duration = Duration::from_secs(1);
+/// Records read from the log per request.
+const LOG_PAGE: usize = 512;
+
+pub struct Floe {
+    store: Arc<dyn ObjectStore>,
+    logs: Arc<dyn LogProvider>,
+    catalog: Catalog,
+    settings: Settings,
+    collections: Mutex<HashMap<String, Arc<Collection>>>,
+}
+
+impl std::fmt::Debug for Floe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Floe")
+            .field("store", &self.store)
+            .field("logs", &self.logs)
+            .finish()
+    }
+}
+
+/// One collection's handles and read caches.
+struct Collection {
+    config: CollectionConfig,
+    schema: SchemaRef,
+    log: Arc<dyn Log>,
+    manifests: ManifestStore,
+    paths: CollectionPaths,
+    state: tokio::sync::Mutex<ReadState>,
+    /// One flush at a time per process.
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+struct ReadState {
+    manifest: Arc<Manifest>,
+    checked: Option<Instant>,
+    segments: HashMap<String, Arc<RecordBatch>>,
+    deletes: HashMap<String, Arc<RecordBatch>>,
+    base: Option<(u64, Arc<Newest>)>,
+    tail: Tail,
+}
+
+/// Log records after the manifest's checkpoint, decoded and kept
+/// incrementally: only records after `upto` are ever fetched.
+struct Tail {
+    upto: Lsn,
+    records: VecDeque<TailRecord>,
+    /// When a record was first seen unflushed (drives age-based flushes).
+    pending_since: Option<Instant>,
+    view: Option<(Arc<RecordBatch>, Arc<Newest>)>,
+}
+
+struct TailRecord {
+    lsn: Lsn,
+    bytes: usize,
+    rows: usize,
+    /// Upserted rows with `_lsn`, or deleted ids with `_lsn`.
+    batch: RecordBatch,
+    deleted: bool,
+}
+
+/// A consistent view for one read.
+struct Snapshot {
+    manifest: Arc<Manifest>,
+    /// Segments, then the tail's upserts.
+    sources: Vec<Arc<RecordBatch>>,
+    base: Arc<Newest>,
+    tail: Arc<Newest>,
+    lsn: Lsn,
+}
+
+impl Snapshot {
+    fn visibility(&self) -> Visibility<'_> {
+        Visibility {
+            base: &self.base,
+            tail: &self.tail,
+        }
+    }
+}
+
+fn with_lsn(batch: &RecordBatch, lsn: Lsn) -> Result<RecordBatch> {
+    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    // `_lsn` sits third, after id and vector, as in the segment schema.
+    let at = if batch.column_by_name(COL_VECTOR).is_some() {
+        2
+    } else {
+        1
+    };
+    fields.insert(
+        at,
+        Arc::new(Field::new(
+            COL_LSN,
+            arrow::datatypes::DataType::UInt64,
+            false,
+        )),
+    );
+    columns.insert(at, Arc::new(UInt64Array::from_value(lsn, batch.num_rows())));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+fn delete_schema(config: &CollectionConfig) -> SchemaRef {
+    let full = segment_schema(config);
+    Arc::new(Schema::new(vec![
+        full.field(0).clone(),
+        Field::new(COL_LSN, arrow::datatypes::DataType::UInt64, false),
+    ]))
+}
+
+impl Floe {
+    /// Opens the store and the log the settings name.
+    pub async fn open(settings: Settings) -> Result<Arc<Floe>> {
+        settings.validate()?;
+        let store = open_object_store(&settings.object_store_config())?;
+        let logs: Arc<dyn LogProvider> = match &settings.nats {
+            Some(nats) => Arc::new(JetStreamLogs::connect(nats.clone()).await?),
+            None => Arc::new(FileLogs::new(settings.log_dir(), FileLogOptions::default())),
+        };
+        Ok(Self::new(store, logs, settings))
+    }
+
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        logs: Arc<dyn LogProvider>,
+        settings: Settings,
+    ) -> Arc<Floe> {
+        Arc::new(Floe {
+            catalog: Catalog::new(Arc::clone(&store)),
+            store,
+            logs,
+            settings,
+            collections: Mutex::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    async fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        if let Some(c) = self
+            .collections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(Arc::clone(c));
+        }
+        let config = self.catalog.get(name).await?;
+        let log = self.logs.open(name).await?;
+        let collection = Arc::new(Collection {
+            schema: segment_schema(&config),
+            manifests: ManifestStore::new(Arc::clone(&self.store), name),
+            paths: CollectionPaths::new(name),
+            log,
+            state: tokio::sync::Mutex::new(ReadState {
+                manifest: Arc::new(Manifest::empty()),
+                checked: None,
+                segments: HashMap::new(),
+                deletes: HashMap::new(),
+                base: None,
+                tail: Tail {
+                    upto: 0,
+                    records: VecDeque::new(),
+                    pending_since: None,
+                    view: None,
+                },
+            }),
+            flush_lock: tokio::sync::Mutex::new(()),
+            config,
+        });
+        let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Arc::clone(
+            map.entry(name.to_string()).or_insert(collection),
+        ))
+    }
+
+    // ---- collections ------------------------------------------------------
+
+    /// Creates a collection; `Ok(false)` when an identical one existed.
+    pub async fn create_collection(
+        &self,
+        config: CollectionConfig,
+    ) -> Result<(CollectionConfig, bool)> {
+        config.validate()?;
+        let existed = match self.catalog.get(&config.name).await {
+            Ok(existing) if existing == config => true,
+            Ok(_) => {
+                return Err(Error::CollectionExists {
+                    name: config.name.clone(),
+                });
+            }
+            Err(Error::CollectionNotFound(_)) => false,
+            Err(e) => return Err(e),
+        };
+        // The log first: a collection that exists can always be written.
+        self.logs.open(&config.name).await?;
+        let created = self.catalog.create(&config).await?;
+        Ok((created, !existed))
+    }
+
+    pub async fn list_collections(&self) -> Result<Vec<String>> {
+        self.catalog.list().await
+    }
+
+    pub async fn describe(&self, name: &str) -> Result<CollectionInfo> {
+        let c = self.collection(name).await?;
+        let snap = self.snapshot(&c, Consistency::Strong).await?;
+        let (tail_records, tail_rows) = {
+            let state = c.state.lock().await;
+            (
+                state.tail.records.len() as u64,
+                state
+                    .tail
+                    .records
+                    .iter()
+                    .filter(|r| !r.deleted)
+                    .map(|r| r.rows as u64)
+                    .sum(),
+            )
+        };
+        let m = &snap.manifest;
+        Ok(CollectionInfo {
+            config: c.config.clone(),
+            stats: CollectionStats {
+                rows: snap.visibility().live_count() as u64,
+                segments: m.segments.len(),
+                segment_rows: m.total_rows(),
+                segment_bytes: m.total_bytes(),
+                delete_files: m.deletes.len(),
+                manifest_version: m.version,
+                log_lsn: snap.lsn,
+                checkpoint_lsn: m.checkpoint_lsn,
+                unflushed_records: tail_records,
+                unflushed_rows: tail_rows,
+            },
+        })
+    }
+
+    /// Deletes the collection's log and files; `collection.json` goes last,
+    /// so an interrupted drop can be repeated.
+    pub async fn drop_collection(&self, name: &str) -> Result<()> {
+        self.catalog.get(name).await?;
+        self.collections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.logs.delete(name).await?;
+        let paths = CollectionPaths::new(name);
+        let config = paths.config();
+        let root = paths.root();
+        let files: Vec<_> = self
+            .store
+            .list(Some(&root))
+            .map_ok(|m| m.location)
+            .try_filter(|p| futures::future::ready(*p != config))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store("list", &root, e))?;
+        let stream = futures::stream::iter(files.into_iter().map(Ok)).boxed();
+        self.store
+            .delete_stream(stream)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| Error::store("delete", &root, e))?;
+        match self.store.delete(&config).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store("delete", config, e)),
+        }
+    }
+
+    // ---- writes -----------------------------------------------------------
+
+    async fn append(
+        &self,
+        c: &Collection,
+        record: LogRecord,
+        request_id: Option<&str>,
+    ) -> Result<WriteAck> {
+        check_request_id(request_id)?;
+        let rows = record.num_rows();
+        let payload = record.encode()?;
+        let ack = c.log.append(payload, request_id).await?;
+        Ok(WriteAck {
+            lsn: ack.lsn,
+            rows,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    pub async fn upsert(&self, name: &str, request: UpsertRequest) -> Result<WriteAck> {
+        let c = self.collection(name).await?;
+        check_request_id(request.request_id.as_deref())?;
+        let batch = match (&request.rows, &request.columns) {
+            (Some(rows), None) => rows::rows_to_batch(&c.config, rows)?,
+            (None, Some(columns)) => rows::columns_to_batch(&c.config, columns)?,
+            _ => {
+                return Err(Error::invalid(
+                    "rows",
+                    "send exactly one of \"rows\" and \"columns\"",
+                ));
+            }
+        };
+        self.append(&c, LogRecord::Upsert(batch), request.request_id.as_deref())
+            .await
+    }
+
+    pub async fn delete(&self, name: &str, request: DeleteRequest) -> Result<WriteAck> {
+        let c = self.collection(name).await?;
+        check_request_id(request.request_id.as_deref())?;
+        let ids = match (&request.ids, &request.filter) {
+            (Some(ids), None) => rows::ids_to_array(&c.config, ids, "ids")?,
+            (None, Some(text)) => {
+                // Resolve the filter against everything acknowledged so far,
+                // then delete those ids in one record.
+                let filter = Filter::parse(text, &c.config)?;
+                let snap = self.snapshot(&c, Consistency::Strong).await?;
+                let matches = scan_matches(&snap, Some(&filter))?;
+                if matches.is_empty() {
+                    return Ok(WriteAck {
+                        lsn: snap.lsn,
+                        rows: 0,
+                        duplicate: false,
+                    });
+                }
+                let ids: Vec<Id> = matches.into_iter().map(|(id, _, _)| id).collect();
+                rows::ids_to_array(&c.config, &ids, "ids")?
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "ids",
+                    "send exactly one of \"ids\" and \"filter\"",
+                ));
+            }
+        };
+        self.append(&c, LogRecord::Delete(ids), request.request_id.as_deref())
+            .await
+    }
+
+    // ---- flush ------------------------------------------------------------
+
+    /// Turns the log tail past the checkpoint into a segment (and a delete
+    /// file) and commits a manifest that moves the checkpoint. Safe to rerun
+    /// and to race: a range already flushed is never flushed twice.
+    pub async fn flush(&self, name: &str) -> Result<FlushReport> {
+        let c = self.collection(name).await?;
+        let _one_at_a_time = c.flush_lock.lock().await;
+        let mut report = FlushReport {
+            checkpoint_lsn: 0,
+            segments_written: 0,
+            rows_flushed: 0,
+            deletes_flushed: 0,
+        };
+        let mut conflicts = 0;
+        loop {
+            let manifest = c.manifests.latest().await?;
+            report.checkpoint_lsn = manifest.checkpoint_lsn;
+            let from = manifest.checkpoint_lsn;
+            let last = c.log.last_lsn().await?;
+            if last <= from {
+                break;
+            }
+            let records = self.read_for_flush(&c, from, last).await?;
+            let Some(to) = records.last().map(|(lsn, _)| *lsn) else {
+                break;
+            };
+            let (segment, delete_file, rows, deletes, segment_batch) =
+                self.write_flush_files(&c, &records).await?;
+            let op = Operation::Flush {
+                from_lsn: from,
+                to_lsn: to,
+                segment: segment.clone(),
+                delete_file,
+            };
+            match c.manifests.commit(None, &op).await {
+                Ok(Committed::New(m)) => {
+                    report.checkpoint_lsn = m.checkpoint_lsn;
+                    report.segments_written += usize::from(segment.is_some());
+                    report.rows_flushed += rows;
+                    report.deletes_flushed += deletes;
+                    // Keep what we just wrote: no need to download it again.
+                    if let (Some(seg), Some(batch)) = (segment, segment_batch) {
+                        c.state
+                            .lock()
+                            .await
+                            .segments
+                            .insert(seg.id, Arc::new(batch));
+                    }
+                }
+                // Someone else flushed this range; our files are garbage.
+                Ok(Committed::AlreadyApplied(m)) => report.checkpoint_lsn = m.checkpoint_lsn,
+                Err(Error::CommitConflict { .. }) if conflicts < 10 => conflicts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        if report.checkpoint_lsn > 0 {
+            // Flushed records live in segments now; readers that still ask
+            // for them get LsnTrimmed and move to the newer manifest.
+            c.log.trim(report.checkpoint_lsn).await?;
+        }
+        Ok(report)
+    }
+
+    async fn read_for_flush(
+        &self,
+        c: &Collection,
+        from: Lsn,
+        last: Lsn,
+    ) -> Result<Vec<(Lsn, LogRecord)>> {
+        let limits = &self.settings.flush;
+        let mut out = Vec::new();
+        let (mut rows, mut bytes) = (0usize, 0usize);
+        let mut next = from + 1;
+        while next <= last
+            && rows < limits.max_rows.max(1) * 2
+            && bytes < limits.max_bytes.max(1) * 2
+        {
+            let page = c.log.read(next, LOG_PAGE).await?;
+            let Some(end) = page.last().map(|e| e.lsn) else {
+                break;
+            };
+            for entry in page.into_iter().filter(|e| e.lsn <= last) {
+                bytes += entry.payload.len();
+                let record = LogRecord::decode(&entry.payload)?;
+                rows += record.num_rows();
+                out.push((entry.lsn, record));
+            }
+            next = end + 1;
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn write_flush_files(
+        &self,
+        c: &Collection,
+        records: &[(Lsn, LogRecord)],
+    ) -> Result<(
+        Option<SegmentEntry>,
+        Option<DeleteFile>,
+        u64,
+        u64,
+        Option<RecordBatch>,
+    )> {
+        // The newest event per id inside the range decides what survives.
+        let mut newest: HashMap<Id, (Lsn, Option<(usize, usize)>)> = HashMap::new();
+        for (r, (lsn, record)) in records.iter().enumerate() {
+            match record {
+                LogRecord::Upsert(batch) => {
+                    let ids = batch.column(0);
+                    for row in 0..batch.num_rows() {
+                        newest.insert(id_at(ids.as_ref(), row), (*lsn, Some((r, row))));
+                    }
+                }
+                LogRecord::Delete(ids) => {
+                    for row in 0..ids.len() {
+                        newest.insert(id_at(ids.as_ref(), row), (*lsn, None));
+                    }
+                }
+            }
+        }
+        let mut kept = Vec::new();
+        for (r, (lsn, record)) in records.iter().enumerate() {
+            if let LogRecord::Upsert(batch) = record {
+                let ids = batch.column(0);
+                let mask: arrow::array::BooleanArray = (0..batch.num_rows())
+                    .map(|row| {
+                        Some(newest.get(&id_at(ids.as_ref(), row)) == Some(&(*lsn, Some((r, row)))))
+                    })
+                    .collect();
+                let filtered = arrow::compute::filter_record_batch(batch, &mask)?;
+                if filtered.num_rows() > 0 {
+                    kept.push(with_lsn(&filtered, *lsn)?);
+                }
+            }
+        }
+        let mut tombstones: Vec<(Id, Lsn)> = newest
+            .into_iter()
+            .filter(|(_, (_, row))| row.is_none())
+            .map(|(id, (lsn, _))| (id, lsn))
+            .collect();
+        tombstones.sort_unstable_by_key(|(_, lsn)| *lsn);
+
+        let options = SegmentWriteOptions {
+            row_group_rows: c.config.index.row_group_rows as usize,
+        };
+        let (segment, segment_batch, rows) = if kept.is_empty() {
+            (None, None, 0)
+        } else {
+            let batch = arrow::compute::concat_batches(&c.schema, &kept)?;
+            let id = new_segment_id();
+            let path = c.paths.segment_data(&id);
+            let file = write_segment(
+                self.store.as_ref(),
+                &path,
+                &c.schema,
+                std::slice::from_ref(&batch),
+                &options,
+            )
+            .await?;
+            let entry = SegmentEntry {
+                id,
+                data_path: path.to_string(),
+                rows: file.rows,
+                size_bytes: file.size_bytes,
+                min_lsn: file.min_lsn,
+                max_lsn: file.max_lsn,
+                sealed: false,
+            };
+            (Some(entry), Some(batch), file.rows)
+        };
+        let (delete_file, deletes) = if tombstones.is_empty() {
+            (None, 0)
+        } else {
+            let ids: Vec<Id> = tombstones.iter().map(|(id, _)| id.clone()).collect();
+            let schema = delete_schema(&c.config);
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    rows::ids_to_array(&c.config, &ids, "ids")?,
+                    Arc::new(UInt64Array::from_iter_values(
+                        tombstones.iter().map(|(_, lsn)| *lsn),
+                    )),
+                ],
+            )?;
+            let path = c.paths.delete_file(&new_segment_id());
+            let file =
+                write_segment(self.store.as_ref(), &path, &schema, &[batch], &options).await?;
+            let entry = DeleteFile {
+                path: path.to_string(),
+                rows: file.rows,
+                size_bytes: file.size_bytes,
+                min_lsn: file.min_lsn,
+                max_lsn: file.max_lsn,
+            };
+            (Some(entry), file.rows)
+        };
+        Ok((segment, delete_file, rows, deletes, segment_batch))
+    }
+
+    /// Flushes when the tail is past a row, byte or age threshold.
+    pub async fn flush_if_due(&self, name: &str) -> Result<Option<FlushReport>> {
+        let c = self.collection(name).await?;
+        let (rows, bytes, since) = {
+            let mut state = c.state.lock().await;
+            self.refresh_manifest(&c, &mut state, true).await?;
+            let last = c.log.last_lsn().await?;
+            self.refresh_tail(&c, &mut state, last).await?;
+            let t = &state.tail;
+            let rows: usize = t.records.iter().map(|r| r.rows).sum();
+            let bytes: usize = t.records.iter().map(|r| r.bytes).sum();
+            (rows, bytes, t.pending_since)
+        };
+        let f = &self.settings.flush;
+        let due = rows >= f.max_rows
+            || bytes >= f.max_bytes
+            || since.is_some_and(|s| s.elapsed() >= f.max_age());
+        if due {
+            self.flush(name).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Runs `flush_if_due` over every collection until the task is dropped.
+    pub fn spawn_background_indexer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let floe = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(floe.settings.flush.poll_interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let names = match floe.list_collections().await {
+                    Ok(names) => names,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "background indexer: listing collections failed");
+                        continue;
+                    }
+                };
+                for name in names {
+                    match floe.flush_if_due(&name).await {
+                        Ok(Some(r)) => {
+                            tracing::info!(collection = %name, checkpoint = r.checkpoint_lsn, rows = r.rows_flushed, "flushed")
+                        }
+                        Ok(None) | Err(Error::CollectionNotFound(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(collection = %name, error = %e, "background flush failed")
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    // ---- reads ------------------------------------------------------------
+
+    async fn refresh_manifest(
+        &self,
+        c: &Collection,
+        state: &mut ReadState,
+        force: bool,
+    ) -> Result<()> {
+        let fresh = state.checked.is_some_and(|t| t.elapsed() < MANIFEST_TTL);
+        if fresh && !force {
+            return Ok(());
+        }
+        let manifest = c.manifests.latest().await?;
+        state.checked = Some(Instant::now());
+        if manifest.version == state.manifest.version && state.base.is_some() {
+            return Ok(());
+        }
+        let live: std::collections::HashSet<&str> =
+            manifest.segments.iter().map(|s| s.id.as_str()).collect();
+        state.segments.retain(|id, _| live.contains(id.as_str()));
+        let live_deletes: std::collections::HashSet<&str> =
+            manifest.deletes.iter().map(|d| d.path.as_str()).collect();
+        state
+            .deletes
+            .retain(|p, _| live_deletes.contains(p.as_str()));
+        // Tail records now covered by segments leave the tail.
+        let checkpoint = manifest.checkpoint_lsn;
+        let before = state.tail.records.len();
+        state.tail.records.retain(|r| r.lsn > checkpoint);
+        if state.tail.records.len() != before || state.tail.upto < checkpoint {
+            state.tail.view = None;
+        }
+        state.tail.upto = state.tail.upto.max(checkpoint);
+        if state.tail.records.is_empty() {
+            state.tail.pending_since = None;
+        }
+        state.base = None;
+        state.manifest = Arc::new(manifest);
+        Ok(())
+    }
+
+    /// Fetches log records after `tail.upto`, up to `target` (or the end).
+    async fn refresh_tail(&self, c: &Collection, state: &mut ReadState, target: Lsn) -> Result<()> {
+        while state.tail.upto < target {
+            let page = match c.log.read(state.tail.upto + 1, LOG_PAGE).await {
+                Ok(page) => page,
+                Err(Error::LsnTrimmed { .. }) => {
+                    // A flush moved the checkpoint past us: take the newer manifest.
+                    self.refresh_manifest(c, state, true).await?;
+                    if state.tail.upto >= target {
+                        break;
+                    }
+                    c.log.read(state.tail.upto + 1, LOG_PAGE).await?
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(end) = page.last().map(|e| e.lsn) else {
+                break;
+            };
+            for entry in page {
+                let (batch, deleted) = match LogRecord::decode(&entry.payload)? {
+                    LogRecord::Upsert(b) => (with_lsn(&b, entry.lsn)?, false),
+                    LogRecord::Delete(ids) => {
+                        let schema = delete_schema(&c.config);
+                        let lsns = Arc::new(UInt64Array::from_value(entry.lsn, ids.len()));
+                        (RecordBatch::try_new(schema, vec![ids, lsns])?, true)
+                    }
+                };
+                state.tail.records.push_back(TailRecord {
+                    lsn: entry.lsn,
+                    bytes: entry.payload.len(),
+                    rows: batch.num_rows(),
+                    batch,
+                    deleted,
+                });
+            }
+            state.tail.upto = end;
+            state.tail.view = None;
+            state.tail.pending_since.get_or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+
+    async fn load_segments(&self, c: &Collection, state: &mut ReadState) -> Result<()> {
+        let missing: Vec<SegmentEntry> = state
+            .manifest
+            .segments
+            .iter()
+            .filter(|s| !state.segments.contains_key(&s.id))
+            .cloned()
+            .collect();
+        let loaded: Vec<(String, RecordBatch)> = futures::stream::iter(missing)
+            .map(|s| async move {
+                let batch = self
+                    .read_whole(&s.data_path, s.size_bytes, &c.schema)
+                    .await?;
+                Ok::<_, Error>((s.id, batch))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        for (id, batch) in loaded {
+            state.segments.insert(id, Arc::new(batch));
+        }
+        let missing: Vec<DeleteFile> = state
+            .manifest
+            .deletes
+            .iter()
+            .filter(|d| !state.deletes.contains_key(&d.path))
+            .cloned()
+            .collect();
+        let schema = delete_schema(&c.config);
+        for d in missing {
+            let batch = self.read_whole(&d.path, d.size_bytes, &schema).await?;
+            state.deletes.insert(d.path.clone(), Arc::new(batch));
+        }
+        Ok(())
+    }
+
+    async fn read_whole(&self, path: &str, size: u64, schema: &SchemaRef) -> Result<RecordBatch> {
+        let reader = SegmentReader::open(
+            Arc::clone(&self.store),
+            object_store::path::Path::from(path),
+            Some(size),
+        )
+        .await?;
+        let batches = reader.read(None, &RowFilter::All).await?;
+        Ok(arrow::compute::concat_batches(schema, &batches)?)
+    }
+
+    async fn snapshot(&self, c: &Collection, consistency: Consistency) -> Result<Snapshot> {
+        let mut state = c.state.lock().await;
+        self.refresh_manifest(c, &mut state, consistency == Consistency::Strong)
+            .await?;
+        match consistency {
+            Consistency::Strong => {
+                let last = c.log.last_lsn().await?;
+                self.refresh_tail(c, &mut state, last).await?;
+            }
+            Consistency::AtLeast(lsn) => {
+                self.refresh_tail(c, &mut state, lsn).await?;
+                if state.tail.upto < lsn {
+                    return Err(Error::invalid(
+                        "consistency.at_least_lsn",
+                        format!(
+                            "{lsn} is beyond the log's last LSN {}: use a token a write returned",
+                            state.tail.upto
+                        ),
+                    ));
+                }
+            }
+            Consistency::Eventual => {}
+        }
+        self.load_segments(c, &mut state).await?;
+        let base = match &state.base {
+            Some((version, base)) if *version == state.manifest.version => Arc::clone(base),
+            _ => {
+                let mut newest = Newest::default();
+                for s in &state.manifest.segments {
+                    if let Some(batch) = state.segments.get(&s.id) {
+                        newest.observe_rows(batch, false)?;
+                    }
+                }
+                for d in &state.manifest.deletes {
+                    if let Some(batch) = state.deletes.get(&d.path) {
+                        newest.observe_rows(batch, true)?;
+                    }
+                }
+                let base = Arc::new(newest);
+                state.base = Some((state.manifest.version, Arc::clone(&base)));
+                base
+            }
+        };
+        let mut sources: Vec<Arc<RecordBatch>> = state
+            .manifest
+            .segments
+            .iter()
+            .filter_map(|s| state.segments.get(&s.id).cloned())
+            .collect();
+        let (tail_rows, tail) = if consistency == Consistency::Eventual {
+            (None, Arc::new(Newest::default()))
+        } else {
+            if state.tail.view.is_none() {
+                let mut newest = Newest::default();
+                let mut upserts = Vec::new();
+                for r in &state.tail.records {
+                    newest.observe_rows(&r.batch, r.deleted)?;
+                    if !r.deleted {
+                        upserts.push(r.batch.clone());
+                    }
+                }
+                let rows = arrow::compute::concat_batches(&c.schema, &upserts)?;
+                state.tail.view = Some((Arc::new(rows), Arc::new(newest)));
+            }
+            let (rows, newest) = state.tail.view.clone().unwrap_or_default_view(&c.schema);
+            (Some(rows), newest)
+        };
+        if let Some(rows) = tail_rows {
+            sources.push(rows);
+        }
+        let lsn = if consistency == Consistency::Eventual {
+            state.manifest.checkpoint_lsn
+        } else {
+            state.tail.upto.max(state.manifest.checkpoint_lsn)
+        };
+        Ok(Snapshot {
+            manifest: Arc::clone(&state.manifest),
+            sources,
+            base,
+            tail,
+            lsn,
+        })
+    }
+
+    pub async fn query(&self, name: &str, request: QueryRequest) -> Result<QueryResponse> {
+        let c = self.collection(name).await?;
+        let consistency = Consistency::parse(request.consistency.as_ref())?;
+        let max_k = self.settings.limits.max_top_k;
+        if request.top_k == 0 || request.top_k > max_k {
+            return Err(Error::invalid(
+                "top_k",
+                format!("must be between 1 and {max_k}, got {}", request.top_k),
+            ));
+        }
+        let filter = request
+            .filter
+            .as_deref()
+            .map(|f| Filter::parse(f, &c.config))
+            .transpose()?;
+        let attributes = attribute_selection(&c.config, request.include_attributes.as_ref())?;
+        let query = match &request.vector {
+            Some(v) => {
+                if request.cursor.is_some() {
+                    return Err(Error::invalid(
+                        "cursor",
+                        "only filter-only queries (without a vector) are paginated",
+                    ));
+                }
+                let dim = c.config.dimension as usize;
+                if v.len() != dim {
+                    return Err(Error::invalid(
+                        "vector",
+                        format!(
+                            "expected {dim} components (the collection's dimension), got {}",
+                            v.len()
+                        ),
+                    ));
+                }
+                let values: Vec<f32> = v.iter().map(|x| *x as f32).collect();
+                if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+                    return Err(Error::invalid(
+                        format!("vector[{i}]"),
+                        "components must be finite 32-bit floats",
+                    ));
+                }
+                Some(QueryVector::new(values, c.config.metric))
+            }
+            None => None,
+        };
+        if let Some(cursor) = &request.cursor {
+            cursor.check(c.config.id_type, "cursor")?;
+        }
+        let snap = self.snapshot(&c, consistency).await?;
+        let k = request.top_k;
+        let include_vector = request.include_vector;
+        tokio::task::spawn_blocking(move || {
+            let (rows, next_cursor) = match &query {
+                Some(q) => {
+                    let params = SearchParams {
+                        query: q,
+                        k,
+                        filter: filter.as_ref(),
+                        visibility: snap.visibility(),
+                    };
+                    let lists = snap
+                        .sources
+                        .iter()
+                        .enumerate()
+                        .map(|(i, batch)| ExactSearch(batch).search(i, &params))
+                        .collect::<Result<Vec<_>>>()?;
+                    let hits = merge_top_k(lists, k);
+                    let rows = hits
+                        .iter()
+                        .map(|h| {
+                            materialize(
+                                &snap,
+                                h.source,
+                                h.row,
+                                Some(h.distance),
+                                &attributes,
+                                include_vector,
+                            )
+                        })
+                        .collect();
+                    (rows, None)
+                }
+                None => {
+                    let mut matches = scan_matches(&snap, filter.as_ref())?;
+                    matches.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    let start = match &request.cursor {
+                        Some(cursor) => matches.partition_point(|m| &m.0 <= cursor),
+                        None => 0,
+                    };
+                    let page: Vec<_> = matches[start..].iter().take(k).collect();
+                    let more = matches.len() > start + page.len();
+                    let next = if more {
+                        page.last().map(|m| m.0.clone())
+                    } else {
+                        None
+                    };
+                    let rows = page
+                        .iter()
+                        .map(|m| materialize(&snap, m.1, m.2, None, &attributes, include_vector))
+                        .collect();
+                    (rows, next)
+                }
+            };
+            Ok(QueryResponse {
+                results: rows,
+                next_cursor,
+                lsn: snap.lsn,
+            })
+        })
+        .await
+        .map_err(|e| Error::corrupt("query task", e))?
+    }
+
+    /// The visible version of one row, if any.
+    pub async fn get_row(
+        &self,
+        name: &str,
+        id_text: &str,
+        consistency: Consistency,
+    ) -> Result<Option<RowOut>> {
+        let c = self.collection(name).await?;
+        let id = Id::parse(id_text, c.config.id_type)?;
+        let snap = self.snapshot(&c, consistency).await?;
+        let all = attribute_selection(&c.config, None)?;
+        for (source, batch) in snap.sources.iter().enumerate() {
+            let (ids, lsns) = id_and_lsn(batch)?;
+            for row in 0..batch.num_rows() {
+                if id_at(ids, row) == id && snap.visibility().is_visible(ids, row, lsns.value(row))
+                {
+                    return Ok(Some(materialize(&snap, source, row, None, &all, true)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+trait DefaultView {
+    fn unwrap_or_default_view(self, schema: &SchemaRef) -> (Arc<RecordBatch>, Arc<Newest>);
+}
+
+impl DefaultView for Option<(Arc<RecordBatch>, Arc<Newest>)> {
+    fn unwrap_or_default_view(self, schema: &SchemaRef) -> (Arc<RecordBatch>, Arc<Newest>) {
+        self.unwrap_or_else(|| {
+            (
+                Arc::new(RecordBatch::new_empty(Arc::clone(schema))),
+                Arc::new(Newest::default()),
+            )
+        })
+    }
+}
+
+/// Visible rows matching the filter: (id, source, row).
+fn scan_matches(snap: &Snapshot, filter: Option<&Filter>) -> Result<Vec<(Id, usize, usize)>> {
+    let mut out = Vec::new();
+    for (source, batch) in snap.sources.iter().enumerate() {
+        let (ids, lsns) = id_and_lsn(batch)?;
+        let mask = filter.map(|f| f.evaluate(batch)).transpose()?;
+        for row in 0..batch.num_rows() {
+            if mask.as_ref().is_none_or(|m| m[row])
+                && snap.visibility().is_visible(ids, row, lsns.value(row))
+            {
+                out.push((id_at(ids, row), source, row));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Which attributes a response carries: all by default.
+fn attribute_selection(config: &CollectionConfig, include: Option<&Value>) -> Result<Vec<String>> {
+    let all = || config.attributes.iter().map(|a| a.name.clone()).collect();
+    match include {
+        None | Some(Value::Bool(true)) => Ok(all()),
+        Some(Value::Bool(false)) => Ok(Vec::new()),
+        Some(Value::Array(names)) => names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match n.as_str() {
+                Some(name) if config.attribute(name).is_some() => Ok(name.to_string()),
+                _ => Err(Error::invalid(
+                    format!("include_attributes[{i}]"),
+                    format!("unknown attribute {n}"),
+                )),
+            })
+            .collect(),
+        Some(other) => Err(Error::invalid(
+            "include_attributes",
+            format!("expected true, false or a list of names, got {other}"),
+        )),
+    }
+}
+
+fn materialize(
+    snap: &Snapshot,
+    source: usize,
+    row: usize,
+    distance: Option<f32>,
+    attributes: &[String],
+    include_vector: bool,
+) -> RowOut {
+    let batch = &snap.sources[source];
+    let id = id_at(batch.column(0).as_ref(), row);
+    let attrs = (!attributes.is_empty()).then(|| {
+        let mut map = Map::new();
+        for name in attributes {
+            if let Some(col) = batch.column_by_name(name) {
+                map.insert(name.clone(), value_at(col.as_ref(), row));
+            }
+        }
+        map
+    });
+    let vector = include_vector.then(|| {
+        batch
+            .column_by_name(COL_VECTOR)
+            .and_then(|c| c.as_fixed_size_list_opt())
+            .map(|list| {
+                let v = list.value(row);
+                v.as_any()
+                    .downcast_ref::<arrow::array::Float32Array>()
+                    .map(|f| f.values().to_vec())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    });
+    RowOut {
+        id,
+        distance,
+        attributes: attrs,
+        vector,
+    }
+}

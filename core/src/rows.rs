@@ -1,0 +1,518 @@
+//! Rows as users send them (JSON, row-wise or columnar) and their checked
+//! conversion to Arrow batches. Every error names the offending field, e.g.
+//! `rows[3].vector[7]` or `columns.attributes.year[12]`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, FixedSizeListArray, Float32Array, Float64Builder, Int64Builder,
+    ListBuilder, RecordBatch, StringArray, StringBuilder, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::catalog::{AttributeType, CollectionConfig, IdType};
+use crate::error::{Error, Result};
+use crate::segment::{COL_LSN, segment_schema};
+
+/// Longest string id, in bytes.
+pub const MAX_STRING_ID_BYTES: usize = 256;
+
+/// A row id as JSON carries it: a non-negative integer or a string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    U64(u64),
+    Str(String),
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Id::U64(v) => write!(f, "{v}"),
+            Id::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl Id {
+    /// Checks the id against the collection's id type.
+    pub fn check(&self, id_type: IdType, field: &str) -> Result<()> {
+        match (self, id_type) {
+            (Id::U64(_), IdType::U64) => Ok(()),
+            (Id::Str(s), IdType::String) => {
+                if s.is_empty() || s.len() > MAX_STRING_ID_BYTES {
+                    Err(Error::invalid(
+                        field,
+                        format!("string ids must be 1 to {MAX_STRING_ID_BYTES} bytes"),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            (_, IdType::U64) => Err(Error::invalid(
+                field,
+                "expected an unsigned integer id (the collection's id_type is u64)",
+            )),
+            (_, IdType::String) => Err(Error::invalid(
+                field,
+                "expected a string id (the collection's id_type is string)",
+            )),
+        }
+    }
+
+    /// Parses an id from a URL path segment.
+    pub fn parse(text: &str, id_type: IdType) -> Result<Id> {
+        let id = match id_type {
+            IdType::U64 => Id::U64(text.parse().map_err(|_| {
+                Error::invalid("id", format!("{text:?} is not an unsigned integer"))
+            })?),
+            IdType::String => Id::Str(text.to_string()),
+        };
+        id.check(id_type, "id")?;
+        Ok(id)
+    }
+}
+
+/// One row of a row-wise upsert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowIn {
+    pub id: Id,
+    pub vector: Vec<f64>,
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+}
+
+/// A columnar upsert: parallel arrays, for bulk loads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnsIn {
+    pub ids: Vec<Id>,
+    pub vectors: Vec<Vec<f64>>,
+    #[serde(default)]
+    pub attributes: HashMap<String, Vec<Value>>,
+}
+
+/// The schema of upserted rows in the log: the segment schema without `_lsn`.
+pub fn upsert_schema(config: &CollectionConfig) -> SchemaRef {
+    let full = segment_schema(config);
+    let fields: Vec<_> = full
+        .fields()
+        .iter()
+        .filter(|f| f.name() != COL_LSN)
+        .cloned()
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Builds Arrow columns row by row, checking each value.
+struct BatchBuilder<'a> {
+    config: &'a CollectionConfig,
+    ids: Vec<Id>,
+    seen: HashMap<Id, usize>,
+    vectors: Vec<f32>,
+    attributes: Vec<AttrBuilder>,
+}
+
+enum AttrBuilder {
+    Bool(BooleanBuilder),
+    I64(Int64Builder),
+    F64(Float64Builder),
+    Str(StringBuilder),
+    StrList(ListBuilder<StringBuilder>),
+}
+
+impl AttrBuilder {
+    fn new(ty: AttributeType) -> Self {
+        match ty {
+            AttributeType::Bool => AttrBuilder::Bool(BooleanBuilder::new()),
+            AttributeType::I64 => AttrBuilder::I64(Int64Builder::new()),
+            AttributeType::F64 => AttrBuilder::F64(Float64Builder::new()),
+            AttributeType::String => AttrBuilder::Str(StringBuilder::new()),
+            AttributeType::StringList => {
+                AttrBuilder::StrList(ListBuilder::new(StringBuilder::new()))
+            }
+        }
+    }
+
+    fn append(&mut self, value: Option<&Value>, field: &str) -> Result<()> {
+        let wrong = |want: &str| {
+            Error::invalid(field, format!("expected {want}, got {}", json_kind(value)))
+        };
+        match (self, value) {
+            (AttrBuilder::Bool(b), None | Some(Value::Null)) => b.append_null(),
+            (AttrBuilder::I64(b), None | Some(Value::Null)) => b.append_null(),
+            (AttrBuilder::F64(b), None | Some(Value::Null)) => b.append_null(),
+            (AttrBuilder::Str(b), None | Some(Value::Null)) => b.append_null(),
+            (AttrBuilder::StrList(b), None | Some(Value::Null)) => b.append_null(),
+            (AttrBuilder::Bool(b), Some(Value::Bool(v))) => b.append_value(*v),
+            (AttrBuilder::Bool(_), _) => return Err(wrong("a bool")),
+            (AttrBuilder::I64(b), Some(Value::Number(n))) => b.append_value(
+                n.as_i64()
+                    .ok_or_else(|| wrong("an integer within the i64 range"))?,
+            ),
+            (AttrBuilder::I64(_), _) => return Err(wrong("an integer")),
+            (AttrBuilder::F64(b), Some(Value::Number(n))) => b.append_value(
+                n.as_f64()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| wrong("a finite number"))?,
+            ),
+            (AttrBuilder::F64(_), _) => return Err(wrong("a number")),
+            (AttrBuilder::Str(b), Some(Value::String(s))) => b.append_value(s),
+            (AttrBuilder::Str(_), _) => return Err(wrong("a string")),
+            (AttrBuilder::StrList(b), Some(Value::Array(items))) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => b.values().append_value(s),
+                        other => {
+                            return Err(Error::invalid(
+                                format!("{field}[{i}]"),
+                                format!("expected a string, got {}", json_kind(Some(other))),
+                            ));
+                        }
+                    }
+                }
+                b.append(true);
+            }
+            (AttrBuilder::StrList(_), _) => return Err(wrong("a list of strings")),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            AttrBuilder::Bool(mut b) => Arc::new(b.finish()),
+            AttrBuilder::I64(mut b) => Arc::new(b.finish()),
+            AttrBuilder::F64(mut b) => Arc::new(b.finish()),
+            AttrBuilder::Str(mut b) => Arc::new(b.finish()),
+            AttrBuilder::StrList(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+fn json_kind(value: Option<&Value>) -> &'static str {
+    match value {
+        None | Some(Value::Null) => "null",
+        Some(Value::Bool(_)) => "a bool",
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => "an integer",
+        Some(Value::Number(_)) => "a number",
+        Some(Value::String(_)) => "a string",
+        Some(Value::Array(_)) => "a list",
+        Some(Value::Object(_)) => "an object",
+    }
+}
+
+impl<'a> BatchBuilder<'a> {
+    fn new(config: &'a CollectionConfig, capacity: usize) -> Self {
+        Self {
+            config,
+            ids: Vec::with_capacity(capacity),
+            seen: HashMap::with_capacity(capacity),
+            vectors: Vec::with_capacity(capacity * config.dimension as usize),
+            attributes: config
+                .attributes
+                .iter()
+                .map(|a| AttrBuilder::new(a.ty))
+                .collect(),
+        }
+    }
+
+    fn push_id(&mut self, id: &Id, field: &str) -> Result<()> {
+        id.check(self.config.id_type, field)?;
+        if let Some(first) = self.seen.insert(id.clone(), self.ids.len()) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "duplicate id {id} in one request (first at index {first}); send each id once"
+                ),
+            ));
+        }
+        self.ids.push(id.clone());
+        Ok(())
+    }
+
+    fn push_vector(&mut self, vector: &[f64], field: &str) -> Result<()> {
+        let dim = self.config.dimension as usize;
+        if vector.len() != dim {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "expected {dim} components (the collection's dimension), got {}",
+                    vector.len()
+                ),
+            ));
+        }
+        for (i, v) in vector.iter().enumerate() {
+            let f = *v as f32;
+            if !f.is_finite() {
+                return Err(Error::invalid(
+                    format!("{field}[{i}]"),
+                    "components must be finite 32-bit floats",
+                ));
+            }
+            self.vectors.push(f);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<RecordBatch> {
+        let schema = upsert_schema(self.config);
+        let ids: ArrayRef = match self.config.id_type {
+            IdType::U64 => Arc::new(UInt64Array::from_iter_values(self.ids.iter().map(
+                |id| match id {
+                    Id::U64(v) => *v,
+                    Id::Str(_) => 0, // excluded by push_id's check
+                },
+            ))),
+            IdType::String => {
+                Arc::new(StringArray::from_iter_values(self.ids.iter().map(
+                    |id| match id {
+                        Id::Str(s) => s.as_str(),
+                        Id::U64(_) => "",
+                    },
+                )))
+            }
+        };
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let vectors = FixedSizeListArray::try_new(
+            item,
+            self.config.dimension as i32,
+            Arc::new(Float32Array::from(self.vectors)),
+            None,
+        )?;
+        let mut columns: Vec<ArrayRef> = vec![ids, Arc::new(vectors)];
+        columns.extend(self.attributes.into_iter().map(AttrBuilder::finish));
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+fn check_attribute_names<'k>(
+    config: &CollectionConfig,
+    names: impl Iterator<Item = &'k String>,
+    field: &str,
+) -> Result<()> {
+    for name in names {
+        if config.attribute(name).is_none() {
+            let known: Vec<_> = config.attributes.iter().map(|a| a.name.as_str()).collect();
+            return Err(Error::invalid(
+                format!("{field}.{name}"),
+                format!("unknown attribute; the collection has {known:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Converts row-wise input to an upsert batch, or says which field is wrong.
+pub fn rows_to_batch(config: &CollectionConfig, rows: &[RowIn]) -> Result<RecordBatch> {
+    if rows.is_empty() {
+        return Err(Error::invalid("rows", "must contain at least one row"));
+    }
+    let mut b = BatchBuilder::new(config, rows.len());
+    for (r, row) in rows.iter().enumerate() {
+        b.push_id(&row.id, &format!("rows[{r}].id"))?;
+        b.push_vector(&row.vector, &format!("rows[{r}].vector"))?;
+        check_attribute_names(
+            config,
+            row.attributes.keys(),
+            &format!("rows[{r}].attributes"),
+        )?;
+        for (a, def) in config.attributes.iter().enumerate() {
+            let field = format!("rows[{r}].attributes.{}", def.name);
+            b.attributes[a].append(row.attributes.get(&def.name), &field)?;
+        }
+    }
+    b.finish()
+}
+
+/// Converts columnar input to an upsert batch, or says which field is wrong.
+pub fn columns_to_batch(config: &CollectionConfig, columns: &ColumnsIn) -> Result<RecordBatch> {
+    let n = columns.ids.len();
+    if n == 0 {
+        return Err(Error::invalid(
+            "columns.ids",
+            "must contain at least one id",
+        ));
+    }
+    if columns.vectors.len() != n {
+        return Err(Error::invalid(
+            "columns.vectors",
+            format!("has {} vectors for {n} ids", columns.vectors.len()),
+        ));
+    }
+    check_attribute_names(config, columns.attributes.keys(), "columns.attributes")?;
+    for (name, values) in &columns.attributes {
+        if values.len() != n {
+            return Err(Error::invalid(
+                format!("columns.attributes.{name}"),
+                format!("has {} values for {n} ids", values.len()),
+            ));
+        }
+    }
+    let mut b = BatchBuilder::new(config, n);
+    for i in 0..n {
+        b.push_id(&columns.ids[i], &format!("columns.ids[{i}]"))?;
+        b.push_vector(&columns.vectors[i], &format!("columns.vectors[{i}]"))?;
+    }
+    for (a, def) in config.attributes.iter().enumerate() {
+        let values = columns.attributes.get(&def.name);
+        for i in 0..n {
+            let field = format!("columns.attributes.{}[{i}]", def.name);
+            b.attributes[a].append(values.map(|v| &v[i]), &field)?;
+        }
+    }
+    b.finish()
+}
+
+/// Checks delete ids and builds the id array of a delete record.
+pub fn ids_to_array(config: &CollectionConfig, ids: &[Id], field: &str) -> Result<ArrayRef> {
+    if ids.is_empty() {
+        return Err(Error::invalid(field, "must contain at least one id"));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        id.check(config.id_type, &format!("{field}[{i}]"))?;
+    }
+    Ok(match config.id_type {
+        IdType::U64 => Arc::new(UInt64Array::from_iter_values(ids.iter().filter_map(
+            |id| match id {
+                Id::U64(v) => Some(*v),
+                Id::Str(_) => None,
+            },
+        ))),
+        IdType::String => Arc::new(StringArray::from_iter_values(ids.iter().filter_map(
+            |id| match id {
+                Id::Str(s) => Some(s.as_str()),
+                Id::U64(_) => None,
+            },
+        ))),
+    })
+}
+
+/// Reads the id at `row` of an id column (u64 or string).
+pub fn id_at(ids: &dyn arrow::array::Array, row: usize) -> Id {
+    if let Some(a) = ids.as_any().downcast_ref::<UInt64Array>() {
+        Id::U64(a.value(row))
+    } else if let Some(a) = ids.as_any().downcast_ref::<StringArray>() {
+        Id::Str(a.value(row).to_string())
+    } else {
+        Id::U64(0)
+    }
+}
+
+/// Reads attribute `column[row]` as JSON.
+pub fn value_at(column: &dyn arrow::array::Array, row: usize) -> Value {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type};
+    if column.is_null(row) {
+        return Value::Null;
+    }
+    match column.data_type() {
+        DataType::Boolean => Value::Bool(column.as_boolean().value(row)),
+        DataType::Int64 => Value::from(column.as_primitive::<Int64Type>().value(row)),
+        DataType::Float64 => Value::from(column.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => Value::from(column.as_string::<i32>().value(row)),
+        DataType::List(_) => {
+            let list = column.as_list::<i32>().value(row);
+            let strings = list.as_string::<i32>();
+            Value::Array(
+                (0..strings.len())
+                    .map(|i| Value::from(strings.value(i)))
+                    .collect(),
+            )
+        }
+        _ => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{AttributeDef, IndexParams, Metric};
+
+    fn config() -> CollectionConfig {
+        CollectionConfig {
+            name: "t".into(),
+            dimension: 2,
+            metric: Metric::L2,
+            id_type: IdType::U64,
+            attributes: vec![
+                AttributeDef {
+                    name: "year".into(),
+                    ty: AttributeType::I64,
+                },
+                AttributeDef {
+                    name: "tags".into(),
+                    ty: AttributeType::StringList,
+                },
+            ],
+            index: IndexParams::default(),
+        }
+    }
+
+    fn rows(json: &str) -> Vec<RowIn> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn good_rows_convert() {
+        let batch = rows_to_batch(&config(), &rows(r#"[{"id":1,"vector":[1,2],"attributes":{"year":2020,"tags":["a"]}},{"id":2,"vector":[3,4]}]"#)).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(value_at(batch.column(2).as_ref(), 0), Value::from(2020));
+        assert_eq!(value_at(batch.column(3).as_ref(), 1), Value::Null);
+    }
+
+    #[test]
+    fn bad_rows_name_the_field() {
+        let cases = [
+            (r#"[{"id":1,"vector":[1]}]"#, "rows[0].vector"),
+            (r#"[{"id":1,"vector":[1,1e300]}]"#, "rows[0].vector[1]"),
+            (r#"[{"id":"a","vector":[1,2]}]"#, "rows[0].id"),
+            (
+                r#"[{"id":1,"vector":[1,2]},{"id":1,"vector":[1,2]}]"#,
+                "rows[1].id",
+            ),
+            (
+                r#"[{"id":1,"vector":[1,2],"attributes":{"nope":1}}]"#,
+                "rows[0].attributes.nope",
+            ),
+            (
+                r#"[{"id":1,"vector":[1,2],"attributes":{"year":"x"}}]"#,
+                "rows[0].attributes.year",
+            ),
+            (
+                r#"[{"id":1,"vector":[1,2],"attributes":{"year":1.5}}]"#,
+                "rows[0].attributes.year",
+            ),
+            (
+                r#"[{"id":1,"vector":[1,2],"attributes":{"tags":["a",3]}}]"#,
+                "rows[0].attributes.tags[1]",
+            ),
+            ("[]", "rows"),
+        ];
+        for (json, field) in cases {
+            let err = rows_to_batch(&config(), &rows(json)).unwrap_err();
+            assert!(
+                matches!(&err, Error::Invalid { field: f, .. } if f == field),
+                "{json}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn columns_convert_and_check_lengths() {
+        let ok: ColumnsIn = serde_json::from_str(
+            r#"{"ids":[1,2],"vectors":[[1,2],[3,4]],"attributes":{"year":[1,null]}}"#,
+        )
+        .unwrap();
+        assert_eq!(columns_to_batch(&config(), &ok).unwrap().num_rows(), 2);
+        let bad: ColumnsIn = serde_json::from_str(
+            r#"{"ids":[1,2],"vectors":[[1,2],[3,4]],"attributes":{"year":[1]}}"#,
+        )
+        .unwrap();
+        let err = columns_to_batch(&config(), &bad).unwrap_err();
+        assert!(err.to_string().contains("columns.attributes.year"), "{err}");
+    }
+}

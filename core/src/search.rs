@@ -1,0 +1,320 @@
+//! Exact search over in-memory row sets, and the visibility rule (MVCC).
+//!
+//! A row `(id, lsn)` is visible iff `lsn` is the newest event for `id`
+//! across all segments, delete files and the log tail, and that event is an
+//! upsert. Segments are searched one by one ([`SegmentSearch`]: exact here,
+//! an ANN index later) and their top-k lists merged.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+use arrow::array::{Array, AsArray, RecordBatch, UInt64Array};
+use arrow::datatypes::{Float32Type, UInt64Type};
+
+use crate::catalog::Metric;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::segment::{COL_ID, COL_LSN, COL_VECTOR};
+
+/// The newest event per id: `(lsn, deleted)`.
+#[derive(Debug, Default, Clone)]
+pub struct Newest {
+    u64s: HashMap<u64, (u64, bool)>,
+    strings: HashMap<String, (u64, bool)>,
+}
+
+impl Newest {
+    /// Records an event if it is newer than what is known for the id.
+    pub fn observe(&mut self, ids: &dyn Array, row: usize, lsn: u64, deleted: bool) {
+        let slot = if let Some(a) = ids.as_any().downcast_ref::<UInt64Array>() {
+            self.u64s.entry(a.value(row)).or_insert((0, true))
+        } else {
+            let s = ids.as_string::<i32>().value(row);
+            match self.strings.get_mut(s) {
+                Some(slot) => slot,
+                None => self.strings.entry(s.to_string()).or_insert((0, true)),
+            }
+        };
+        if lsn >= slot.0 {
+            *slot = (lsn, deleted);
+        }
+    }
+
+    /// Records every row of a batch with an `id` and `_lsn` column.
+    pub fn observe_rows(&mut self, batch: &RecordBatch, deleted: bool) -> Result<()> {
+        let (ids, lsns) = id_and_lsn(batch)?;
+        for row in 0..batch.num_rows() {
+            self.observe(ids, row, lsns.value(row), deleted);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, ids: &dyn Array, row: usize) -> Option<(u64, bool)> {
+        if let Some(a) = ids.as_any().downcast_ref::<UInt64Array>() {
+            self.u64s.get(&a.value(row)).copied()
+        } else {
+            self.strings.get(ids.as_string::<i32>().value(row)).copied()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.u64s.len() + self.strings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ids whose newest event is an upsert.
+    pub fn live_count(&self) -> usize {
+        self.u64s
+            .values()
+            .chain(self.strings.values())
+            .filter(|(_, deleted)| !deleted)
+            .count()
+    }
+
+    /// Visits every (id column value, event) pair: used to overlay a tail.
+    fn events(&self) -> impl Iterator<Item = (IdRef<'_>, (u64, bool))> {
+        self.u64s
+            .iter()
+            .map(|(k, v)| (IdRef::U64(*k), *v))
+            .chain(self.strings.iter().map(|(k, v)| (IdRef::Str(k), *v)))
+    }
+
+    fn get_ref(&self, id: IdRef<'_>) -> Option<(u64, bool)> {
+        match id {
+            IdRef::U64(v) => self.u64s.get(&v).copied(),
+            IdRef::Str(s) => self.strings.get(s).copied(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum IdRef<'a> {
+    U64(u64),
+    Str(&'a str),
+}
+
+/// The visibility of rows: the segments' newest events, overlaid by the
+/// (small, per-query) log tail's.
+#[derive(Debug, Clone, Copy)]
+pub struct Visibility<'a> {
+    pub base: &'a Newest,
+    pub tail: &'a Newest,
+}
+
+impl Visibility<'_> {
+    pub fn newest(&self, ids: &dyn Array, row: usize) -> Option<(u64, bool)> {
+        self.tail.get(ids, row).or_else(|| self.base.get(ids, row))
+    }
+
+    pub fn is_visible(&self, ids: &dyn Array, row: usize, lsn: u64) -> bool {
+        self.newest(ids, row) == Some((lsn, false))
+    }
+
+    /// Number of live ids.
+    pub fn live_count(&self) -> usize {
+        let mut count = self.base.live_count() as i64;
+        for (id, (_, deleted)) in self.tail.events() {
+            if let Some((_, false)) = self.base.get_ref(id) {
+                count -= 1;
+            }
+            if !deleted {
+                count += 1;
+            }
+        }
+        count.max(0) as usize
+    }
+}
+
+pub fn id_and_lsn(batch: &RecordBatch) -> Result<(&dyn Array, &UInt64Array)> {
+    let ids = batch
+        .column_by_name(COL_ID)
+        .ok_or_else(|| Error::corrupt("row set", "no id column"))?;
+    let lsns = batch
+        .column_by_name(COL_LSN)
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+        .ok_or_else(|| Error::corrupt("row set", "no u64 _lsn column"))?;
+    Ok((ids.as_ref(), lsns))
+}
+
+/// A query vector prepared for a metric (normalised for cosine).
+#[derive(Debug, Clone)]
+pub struct QueryVector {
+    pub values: Vec<f32>,
+    pub metric: Metric,
+}
+
+impl QueryVector {
+    pub fn new(mut values: Vec<f32>, metric: Metric) -> Self {
+        if metric == Metric::Cosine {
+            let norm = dot(&values, &values).sqrt();
+            if norm > 0.0 {
+                values.iter_mut().for_each(|v| *v /= norm);
+            }
+        }
+        Self { values, metric }
+    }
+
+    /// Distance to `v`: smaller is closer for every metric.
+    pub fn distance(&self, v: &[f32]) -> f32 {
+        match self.metric {
+            Metric::L2 => l2_squared(&self.values, v),
+            Metric::Ip => -dot(&self.values, v),
+            Metric::Cosine => {
+                let norm = dot(v, v).sqrt();
+                if norm == 0.0 {
+                    1.0
+                } else {
+                    1.0 - dot(&self.values, v) / norm
+                }
+            }
+        }
+    }
+}
+
+/// Written to auto-vectorise: four independent accumulators.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 4];
+    let chunks = a.len() / 4 * 4;
+    for i in (0..chunks).step_by(4) {
+        for j in 0..4 {
+            acc[j] += a[i + j] * b[i + j];
+        }
+    }
+    let mut sum = acc[0] + acc[1] + acc[2] + acc[3];
+    for i in chunks..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 4];
+    let chunks = a.len() / 4 * 4;
+    for i in (0..chunks).step_by(4) {
+        for j in 0..4 {
+            let d = a[i + j] - b[i + j];
+            acc[j] += d * d;
+        }
+    }
+    let mut sum = acc[0] + acc[1] + acc[2] + acc[3];
+    for i in chunks..a.len() {
+        let d = a[i] - b[i];
+        sum += d * d;
+    }
+    sum
+}
+
+/// A search result inside one row set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    pub distance: f32,
+    /// Which row set (segment) the hit comes from.
+    pub source: usize,
+    pub row: usize,
+}
+
+impl Eq for Hit {}
+
+impl Ord for Hit {
+    /// By distance, then source and row, so results are deterministic.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.distance
+            .total_cmp(&other.distance)
+            .then(self.source.cmp(&other.source))
+            .then(self.row.cmp(&other.row))
+    }
+}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What a segment search needs to know.
+pub struct SearchParams<'a> {
+    pub query: &'a QueryVector,
+    pub k: usize,
+    pub filter: Option<&'a Filter>,
+    pub visibility: Visibility<'a>,
+}
+
+/// The seam where an ANN index plugs in: top-k visible, matching rows.
+pub trait SegmentSearch {
+    fn search(&self, source: usize, params: &SearchParams<'_>) -> Result<Vec<Hit>>;
+}
+
+/// Brute force over a row set held in memory.
+pub struct ExactSearch<'a>(pub &'a RecordBatch);
+
+impl SegmentSearch for ExactSearch<'_> {
+    fn search(&self, source: usize, params: &SearchParams<'_>) -> Result<Vec<Hit>> {
+        let batch = self.0;
+        let (ids, lsns) = id_and_lsn(batch)?;
+        let vectors = batch
+            .column_by_name(COL_VECTOR)
+            .and_then(|c| c.as_fixed_size_list_opt())
+            .ok_or_else(|| Error::corrupt("row set", "no vector column"))?;
+        let dim = vectors.value_length() as usize;
+        let values = vectors.values().as_primitive::<Float32Type>().values();
+        let mask = match params.filter {
+            Some(f) => Some(f.evaluate(batch)?),
+            None => None,
+        };
+        let mut heap = BinaryHeap::with_capacity(params.k + 1);
+        for row in 0..batch.num_rows() {
+            if mask.as_ref().is_some_and(|m| !m[row])
+                || !params.visibility.is_visible(ids, row, lsns.value(row))
+            {
+                continue;
+            }
+            let offset = (vectors.offset() + row) * dim;
+            let distance = params.query.distance(&values[offset..offset + dim]);
+            let hit = Hit {
+                distance,
+                source,
+                row,
+            };
+            if heap.len() < params.k {
+                heap.push(hit);
+            } else if heap.peek().is_some_and(|worst| hit < *worst) {
+                heap.pop();
+                heap.push(hit);
+            }
+        }
+        Ok(heap.into_sorted_vec())
+    }
+}
+
+/// Merges per-segment top-k lists into the global top-k.
+pub fn merge_top_k(lists: Vec<Vec<Hit>>, k: usize) -> Vec<Hit> {
+    let mut all: Vec<Hit> = lists.into_iter().flatten().collect();
+    all.sort_unstable();
+    all.truncate(k);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_match_scalar_reference() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let dot_ref: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let l2_ref: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((dot(&a, &b) - dot_ref).abs() < 1e-4);
+        assert!((l2_squared(&a, &b) - l2_ref).abs() < 1e-4);
+        let q = QueryVector::new(a.clone(), Metric::Cosine);
+        let cos_ref = dot_ref / (dot(&a, &a).sqrt() * dot(&b, &b).sqrt());
+        assert!((q.distance(&b) - (1.0 - cos_ref)).abs() < 1e-5);
+        assert_eq!(
+            QueryVector::new(a.clone(), Metric::Ip).distance(&b),
+            -dot(&a, &b)
+        );
+    }
+}

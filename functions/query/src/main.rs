@@ -1,0 +1,11 @@
+//! The query function on AWS Lambda: API Gateway events in, the Floe HTTP
+//! router out (the same router `floe serve` runs). Configuration comes from
+//! `FLOE_*` environment variables, read once at cold start.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    floe_functions::init_tracing();
+    let settings = floe_functions::settings_from_env()?;
+    let floe = floe_core::Floe::open(settings).await?;
+    lambda_http::run(floe_core::api::router(floe)).await
+}
