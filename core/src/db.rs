@@ -414,13 +414,13 @@ impl Floe {
                     report.segments_written += usize::from(segment.is_some());
                     report.rows_flushed += rows;
                     report.deletes_flushed += deletes;
-                    // Keep what we just wrote: no need to download it again.
+                    // Readers here see the flush at once, and keep what we
+                    // just wrote instead of downloading it again.
+                    let mut state = c.state.lock().await;
+                    install_manifest(&mut state, m);
+                    state.checked = Some(Instant::now());
                     if let (Some(seg), Some(batch)) = (segment, segment_batch) {
-                        c.state
-                            .lock()
-                            .await
-                            .segments
-                            .insert(seg.id, Arc::new(batch));
+                        state.segments.insert(seg.id, Arc::new(batch));
                     }
                 }
                 // Someone else flushed this range; our files are garbage.
@@ -645,27 +645,7 @@ impl Floe {
         if manifest.version == state.manifest.version && state.base.is_some() {
             return Ok(());
         }
-        let live: std::collections::HashSet<&str> =
-            manifest.segments.iter().map(|s| s.id.as_str()).collect();
-        state.segments.retain(|id, _| live.contains(id.as_str()));
-        let live_deletes: std::collections::HashSet<&str> =
-            manifest.deletes.iter().map(|d| d.path.as_str()).collect();
-        state
-            .deletes
-            .retain(|p, _| live_deletes.contains(p.as_str()));
-        // Tail records now covered by segments leave the tail.
-        let checkpoint = manifest.checkpoint_lsn;
-        let before = state.tail.records.len();
-        state.tail.records.retain(|r| r.lsn > checkpoint);
-        if state.tail.records.len() != before || state.tail.upto < checkpoint {
-            state.tail.view = None;
-        }
-        state.tail.upto = state.tail.upto.max(checkpoint);
-        if state.tail.records.is_empty() {
-            state.tail.pending_since = None;
-        }
-        state.base = None;
-        state.manifest = Arc::new(manifest);
+        install_manifest(state, manifest);
         Ok(())
     }
 
@@ -977,6 +957,34 @@ impl Floe {
         }
         Ok(None)
     }
+}
+
+/// Makes `manifest` the read state's current one: drops cached files it no
+/// longer lists and tail records its checkpoint now covers.
+fn install_manifest(state: &mut ReadState, manifest: Manifest) {
+    if manifest.version < state.manifest.version {
+        return;
+    }
+    let live: std::collections::HashSet<&str> =
+        manifest.segments.iter().map(|s| s.id.as_str()).collect();
+    state.segments.retain(|id, _| live.contains(id.as_str()));
+    let live_deletes: std::collections::HashSet<&str> =
+        manifest.deletes.iter().map(|d| d.path.as_str()).collect();
+    state
+        .deletes
+        .retain(|p, _| live_deletes.contains(p.as_str()));
+    let checkpoint = manifest.checkpoint_lsn;
+    let before = state.tail.records.len();
+    state.tail.records.retain(|r| r.lsn > checkpoint);
+    if state.tail.records.len() != before || state.tail.upto < checkpoint {
+        state.tail.view = None;
+    }
+    state.tail.upto = state.tail.upto.max(checkpoint);
+    if state.tail.records.is_empty() {
+        state.tail.pending_since = None;
+    }
+    state.base = None;
+    state.manifest = Arc::new(manifest);
 }
 
 trait DefaultView {

@@ -6,6 +6,7 @@
 //! saying how to start it; nothing is skipped silently.
 
 pub mod log_conformance;
+pub mod server;
 
 use std::sync::Arc;
 

@@ -1,0 +1,147 @@
+//! Floe servers for end-to-end tests, in both modes, and a JSON client.
+
+use std::sync::Arc;
+
+use floe_core::config::FlushSettings;
+use floe_core::{Floe, Settings};
+use serde_json::Value;
+
+use crate::{jetstream_config, s3_config};
+
+/// A running in-process Floe HTTP server.
+pub struct TestServer {
+    pub mode: &'static str,
+    pub url: String,
+    pub floe: Arc<Floe>,
+    pub client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Settings with the background indexer effectively off (tests flush
+/// explicitly), unless a test starts it.
+pub fn test_settings(dir: &std::path::Path) -> Settings {
+    Settings {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        flush: FlushSettings {
+            max_age_secs: 3600,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+impl TestServer {
+    /// Embedded: local directory and file log.
+    pub async fn embedded() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start("embedded", test_settings(dir.path()), dir).await
+    }
+
+    /// S3 API server and nats-server from the local stack.
+    pub async fn cloud() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = test_settings(dir.path());
+        settings.object_store = Some(s3_config());
+        settings.nats = Some(jetstream_config());
+        Self::start("cloud", settings, dir).await
+    }
+
+    pub async fn start(
+        mode: &'static str,
+        settings: Settings,
+        dir: tempfile::TempDir,
+    ) -> TestServer {
+        let floe = Floe::open(settings).await.expect("open floe");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = floe_functions::start(Arc::clone(&floe), "127.0.0.1:0", false, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("start server");
+        let url = format!("http://{}", server.addr);
+        TestServer {
+            mode,
+            client: Client::new(&url),
+            url,
+            floe,
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+}
+
+/// A small JSON-over-HTTP client: every call returns (status, body).
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.expect("http request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("response body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// Posts raw bytes (for malformed and oversized bodies).
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    /// Posts and insists on 200, returning the body.
+    pub async fn ok(&self, path: &str, body: &Value) -> Value {
+        let (status, response) = self.post(path, body).await;
+        assert_eq!(status, 200, "POST {path} {body}: {response}");
+        response
+    }
+}

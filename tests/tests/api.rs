@@ -1,0 +1,866 @@
+//! End-to-end tests over HTTP, each run against both modes: embedded (local
+//! directory + file log) and cloud (S3 API server + nats-server). Results
+//! are checked against a brute-force oracle kept in the test.
+
+use std::collections::BTreeMap;
+
+use floe_tests::server::{Client, TestServer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const C: &str = "/v1/collections";
+
+/// What the collection should contain: id → (vector, attributes).
+#[derive(Default, Clone)]
+struct Oracle {
+    rows: BTreeMap<u64, (Vec<f32>, Value)>,
+}
+
+impl Oracle {
+    fn upsert(&mut self, rows: &[Value]) {
+        for r in rows {
+            let v: Vec<f32> = r["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            let attrs = r.get("attributes").cloned().unwrap_or(json!({}));
+            self.rows.insert(r["id"].as_u64().unwrap(), (v, attrs));
+        }
+    }
+
+    fn delete(&mut self, ids: &[u64]) {
+        for id in ids {
+            self.rows.remove(id);
+        }
+    }
+
+    fn distance(metric: &str, q: &[f32], v: &[f32]) -> f64 {
+        let dot: f64 = q.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum();
+        match metric {
+            "l2" => q
+                .iter()
+                .zip(v)
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum(),
+            "ip" => -dot,
+            _ => {
+                let nq: f64 = q.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+                let nv: f64 = v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+                1.0 - dot / (nq * nv)
+            }
+        }
+    }
+
+    fn search(
+        &self,
+        metric: &str,
+        q: &[f32],
+        k: usize,
+        pred: &dyn Fn(u64, &Value) -> bool,
+    ) -> Vec<(u64, f64)> {
+        let mut all: Vec<(u64, f64)> = self
+            .rows
+            .iter()
+            .filter(|(id, (_, a))| pred(**id, a))
+            .map(|(id, (v, _))| (*id, Self::distance(metric, q, v)))
+            .collect();
+        all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all
+    }
+}
+
+fn random_rows(rng: &mut StdRng, ids: std::ops::Range<u64>, dim: usize) -> Vec<Value> {
+    let genres = ["sf", "fantasy", "crime", "poetry"];
+    ids.map(|id| {
+        let vector: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let mut attrs = json!({
+            "year": 1990 + (id % 35) as i64,
+            "score": (id as f64 * 0.37) % 10.0,
+            "genre": genres[(id % 4) as usize],
+            "title": format!("{} book {id}", if id % 3 == 0 { "intro" } else { "advanced" }),
+            "tags": [format!("t{}", id % 5), "all"],
+            "published": id % 2 == 0,
+        });
+        if id % 10 == 0 {
+            attrs["year"] = Value::Null;
+            attrs["tags"] = Value::Null;
+        }
+        json!({"id": id, "vector": vector, "attributes": attrs})
+    })
+    .collect()
+}
+
+async fn create(client: &Client, name: &str, dim: usize, metric: &str) {
+    let (status, body) = client
+        .put(
+            &format!("{C}/{name}"),
+            &json!({
+                "dimension": dim, "metric": metric, "id_type": "u64",
+                "attributes": [
+                    {"name": "year", "type": "i64"}, {"name": "score", "type": "f64"},
+                    {"name": "genre", "type": "string"}, {"name": "title", "type": "string"},
+                    {"name": "tags", "type": "string_list"}, {"name": "published", "type": "bool"}
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn upsert(client: &Client, name: &str, rows: &[Value]) -> u64 {
+    let ack = client
+        .ok(&format!("{C}/{name}/upsert"), &json!({ "rows": rows }))
+        .await;
+    ack["lsn"].as_u64().unwrap()
+}
+
+async fn flush(client: &Client, name: &str) -> Value {
+    client.ok(&format!("{C}/{name}/flush"), &json!({})).await
+}
+
+fn ids(response: &Value) -> Vec<u64> {
+    response["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect()
+}
+
+async fn stats(client: &Client, name: &str) -> Value {
+    let (status, body) = client.get(&format!("{C}/{name}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["stats"].clone()
+}
+
+// ---- scenarios -------------------------------------------------------------
+
+async fn strong_sees_writes_at_once_and_eventual_after_flush(s: TestServer) {
+    let c = &s.client;
+    create(c, "a", 4, "l2").await;
+    let mut rng = StdRng::seed_from_u64(1);
+    let rows = random_rows(&mut rng, 0..50, 4);
+    let lsn = upsert(c, "a", &rows).await;
+    assert_eq!(lsn, 1);
+    let q = json!({"vector": [0, 0, 0, 0], "top_k": 100});
+    let strong = c.ok(&format!("{C}/a/query"), &q).await;
+    assert_eq!(ids(&strong).len(), 50, "{}", s.mode);
+    assert_eq!(strong["lsn"], 1);
+    let mut eventual = q.clone();
+    eventual["consistency"] = json!("eventual");
+    assert_eq!(
+        ids(&c.ok(&format!("{C}/a/query"), &eventual).await).len(),
+        0,
+        "nothing flushed yet"
+    );
+    let report = flush(c, "a").await;
+    assert_eq!(
+        (
+            report["checkpoint_lsn"].as_u64(),
+            report["rows_flushed"].as_u64()
+        ),
+        (Some(1), Some(50))
+    );
+    assert_eq!(
+        ids(&c.ok(&format!("{C}/a/query"), &eventual).await).len(),
+        50
+    );
+    let st = stats(c, "a").await;
+    assert_eq!(
+        (
+            st["rows"].as_u64(),
+            st["segments"].as_u64(),
+            st["unflushed_records"].as_u64()
+        ),
+        (Some(50), Some(1), Some(0))
+    );
+    // A flush with nothing to do changes nothing.
+    assert_eq!(flush(c, "a").await["segments_written"], 0);
+}
+
+async fn write_tokens_give_read_your_writes(s: TestServer) {
+    let c = &s.client;
+    create(c, "t", 2, "l2").await;
+    let lsn = upsert(c, "t", &[json!({"id": 7, "vector": [1, 1]})]).await;
+    let q = json!({"vector": [1, 1], "top_k": 1, "consistency": {"at_least_lsn": lsn}});
+    assert_eq!(ids(&c.ok(&format!("{C}/t/query"), &q).await), vec![7]);
+    let (_, row) = c.get(&format!("{C}/t/rows/7?at_least_lsn={lsn}")).await;
+    assert_eq!(row["id"], 7);
+    let (status, body) = c
+        .post(
+            &format!("{C}/t/query"),
+            &json!({"vector": [1, 1], "consistency": {"at_least_lsn": lsn + 100}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "consistency.at_least_lsn");
+}
+
+async fn upserts_replace_and_deletes_hide(s: TestServer) {
+    let c = &s.client;
+    create(c, "r", 2, "l2").await;
+    let row = |v: f32, year: i64| json!({"id": 1, "vector": [v, v], "attributes": {"year": year}});
+    upsert(c, "r", &[row(1.0, 2001)]).await;
+    upsert(
+        c,
+        "r",
+        &[row(2.0, 2002), json!({"id": 2, "vector": [9, 9]})],
+    )
+    .await;
+    let get = |c: Client| async move { c.get(&format!("{C}/r/rows/1")).await };
+    assert_eq!(get(c.clone()).await.1["attributes"]["year"], 2002);
+    flush(c, "r").await;
+    upsert(c, "r", &[row(3.0, 2003)]).await; // newer version in the tail
+    let all = c
+        .ok(
+            &format!("{C}/r/query"),
+            &json!({"vector": [0, 0], "top_k": 10}),
+        )
+        .await;
+    assert_eq!(ids(&all), vec![1, 2], "one version per id");
+    assert_eq!(all["results"][0]["attributes"]["year"], 2003);
+    // Eventual only sees the flushed version.
+    let ev = c
+        .ok(
+            &format!("{C}/r/query"),
+            &json!({"vector": [0, 0], "top_k": 10, "consistency": "eventual"}),
+        )
+        .await;
+    assert_eq!(ev["results"][0]["attributes"]["year"], 2002);
+
+    c.ok(&format!("{C}/r/delete"), &json!({"ids": [1]})).await;
+    assert_eq!(get(c.clone()).await.0, 404);
+    assert_eq!(
+        ids(&c
+            .ok(&format!("{C}/r/query"), &json!({"vector": [0, 0]}))
+            .await),
+        vec![2]
+    );
+    flush(c, "r").await;
+    assert_eq!(
+        ids(&c
+            .ok(
+                &format!("{C}/r/query"),
+                &json!({"vector": [0, 0], "consistency": "eventual"})
+            )
+            .await),
+        vec![2]
+    );
+    assert_eq!(stats(c, "r").await["rows"], 1);
+    upsert(c, "r", &[row(4.0, 2004)]).await;
+    assert_eq!(
+        get(c.clone()).await.1["attributes"]["year"],
+        2004,
+        "a re-upsert after a delete is visible"
+    );
+    flush(c, "r").await;
+    assert_eq!(stats(c, "r").await["rows"], 2);
+}
+
+async fn delete_by_filter_removes_exactly_the_matches(s: TestServer) {
+    let c = &s.client;
+    create(c, "df", 3, "cosine").await;
+    let mut rng = StdRng::seed_from_u64(2);
+    let rows = random_rows(&mut rng, 0..120, 3);
+    upsert(c, "df", &rows[..80]).await;
+    flush(c, "df").await;
+    upsert(c, "df", &rows[80..]).await;
+    let ack = c
+        .ok(
+            &format!("{C}/df/delete"),
+            &json!({"filter": "genre == 'sf' or year < 1995"}),
+        )
+        .await;
+    let mut oracle = Oracle::default();
+    oracle.upsert(&rows);
+    let doomed: Vec<u64> = oracle
+        .rows
+        .iter()
+        .filter(|(_, (_, a))| a["genre"] == "sf" || a["year"].as_i64().is_some_and(|y| y < 1995))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(ack["rows"].as_u64(), Some(doomed.len() as u64));
+    oracle.delete(&doomed);
+    let left = c
+        .ok(&format!("{C}/df/query"), &json!({"top_k": 1000}))
+        .await;
+    assert_eq!(ids(&left), oracle.rows.keys().copied().collect::<Vec<_>>());
+    // Nothing matches any more: no write, the token is the current LSN.
+    let again = c
+        .ok(
+            &format!("{C}/df/delete"),
+            &json!({"filter": "genre == 'sf'"}),
+        )
+        .await;
+    assert_eq!(
+        (again["rows"].as_u64(), again["lsn"].as_u64()),
+        (Some(0), ack["lsn"].as_u64())
+    );
+}
+
+async fn exact_search_equals_the_oracle_for_every_metric(s: TestServer) {
+    let c = &s.client;
+    let dim = 8;
+    for metric in ["l2", "cosine", "ip"] {
+        let name = format!("m-{metric}");
+        create(c, &name, dim, metric).await;
+        let mut rng = StdRng::seed_from_u64(3);
+        let rows = random_rows(&mut rng, 0..300, dim);
+        let mut oracle = Oracle::default();
+        // Two flushed segments, overwrites and deletes across them, and a tail.
+        for chunk in [&rows[..100], &rows[100..200]] {
+            upsert(c, &name, chunk).await;
+            oracle.upsert(chunk);
+            flush(c, &name).await;
+        }
+        let rewrites = random_rows(&mut rng, 50..70, dim);
+        upsert(c, &name, &rewrites).await;
+        oracle.upsert(&rewrites);
+        c.ok(
+            &format!("{C}/{name}/delete"),
+            &json!({"ids": [3, 4, 150, 299]}),
+        )
+        .await;
+        oracle.delete(&[3, 4, 150, 299]);
+        upsert(c, &name, &rows[200..]).await;
+        oracle.upsert(&rows[200..]);
+        for _ in 0..5 {
+            let q: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let want = oracle.search(metric, &q, 10, &|_, _| true);
+            let got = c
+                .ok(
+                    &format!("{C}/{name}/query"),
+                    &json!({"vector": q, "top_k": 10}),
+                )
+                .await;
+            assert_eq!(
+                ids(&got),
+                want.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                "{} {metric}",
+                s.mode
+            );
+            for (r, (_, d)) in got["results"].as_array().unwrap().iter().zip(&want) {
+                let got_d = r["distance"].as_f64().unwrap();
+                assert!(
+                    (got_d - d).abs() < 1e-4 * (1.0 + d.abs()),
+                    "{metric}: {got_d} vs {d}"
+                );
+            }
+        }
+    }
+}
+
+/// Every filter operator, against the oracle's predicate.
+async fn filters_match_the_oracle(s: TestServer) {
+    let c = &s.client;
+    create(c, "f", 4, "l2").await;
+    let mut rng = StdRng::seed_from_u64(4);
+    let rows = random_rows(&mut rng, 0..200, 4);
+    upsert(c, "f", &rows[..120]).await;
+    flush(c, "f").await;
+    upsert(c, "f", &rows[120..]).await;
+    let mut oracle = Oracle::default();
+    oracle.upsert(&rows);
+
+    type Pred = Box<dyn Fn(u64, &Value) -> bool>;
+    let year = |a: &Value| a["year"].as_i64();
+    let cases: Vec<(&str, Pred)> = vec![
+        ("year == 2000", Box::new(move |_, a| year(a) == Some(2000))),
+        (
+            "year != 2000",
+            Box::new(move |_, a| year(a).is_some_and(|y| y != 2000)),
+        ),
+        (
+            "year < 1995",
+            Box::new(move |_, a| year(a).is_some_and(|y| y < 1995)),
+        ),
+        (
+            "year <= 1995",
+            Box::new(move |_, a| year(a).is_some_and(|y| y <= 1995)),
+        ),
+        (
+            "year > 2020",
+            Box::new(move |_, a| year(a).is_some_and(|y| y > 2020)),
+        ),
+        (
+            "year >= 2020",
+            Box::new(move |_, a| year(a).is_some_and(|y| y >= 2020)),
+        ),
+        (
+            "score > 4.5",
+            Box::new(|_, a| a["score"].as_f64().unwrap() > 4.5),
+        ),
+        (
+            "genre in ['sf', 'poetry']",
+            Box::new(|_, a| a["genre"] == "sf" || a["genre"] == "poetry"),
+        ),
+        (
+            "genre not in ['sf', 'poetry']",
+            Box::new(|_, a| a["genre"] != "sf" && a["genre"] != "poetry"),
+        ),
+        (
+            "title like 'intro%'",
+            Box::new(|_, a| a["title"].as_str().unwrap().starts_with("intro")),
+        ),
+        (
+            "title like '%book 1_'",
+            Box::new(|_, a| {
+                let t = a["title"].as_str().unwrap();
+                t.contains("book 1") && t.len() == t.find("book 1").unwrap() + 7
+            }),
+        ),
+        (
+            "array_contains(tags, 't3')",
+            Box::new(|_, a| {
+                a["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&json!("t3")))
+            }),
+        ),
+        ("published", Box::new(|_, a| a["published"] == true)),
+        ("not published", Box::new(|_, a| a["published"] == false)),
+        (
+            "published == false and year > 2000",
+            Box::new(move |_, a| a["published"] == false && year(a).is_some_and(|y| y > 2000)),
+        ),
+        (
+            "(genre == 'sf' or genre == 'crime') && !(year < 2000)",
+            Box::new(move |_, a| {
+                (a["genre"] == "sf" || a["genre"] == "crime") && !year(a).is_some_and(|y| y < 2000)
+            }),
+        ),
+        (
+            "not (year == 2000)",
+            Box::new(move |_, a| year(a) != Some(2000)),
+        ),
+        (
+            "id in [1, 5, 150] or id > 195",
+            Box::new(|id, _| [1, 5, 150].contains(&id) || id > 195),
+        ),
+        (
+            "id <= 10 and id != 4",
+            Box::new(|id, _| id <= 10 && id != 4),
+        ),
+    ];
+    for (filter, pred) in &cases {
+        // Filter-only, paginated in pages of 7.
+        let mut got = Vec::new();
+        let mut cursor = Value::Null;
+        for _ in 0..100 {
+            let mut q = json!({"filter": filter, "top_k": 7, "include_attributes": false});
+            if !cursor.is_null() {
+                q["cursor"] = cursor.clone();
+            }
+            let page = c.ok(&format!("{C}/f/query"), &q).await;
+            got.extend(ids(&page));
+            cursor = page.get("next_cursor").cloned().unwrap_or(Value::Null);
+            if cursor.is_null() {
+                break;
+            }
+        }
+        let want: Vec<u64> = oracle
+            .rows
+            .iter()
+            .filter(|(id, (_, a))| pred(**id, a))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(got, want, "{} filter {filter}", s.mode);
+        // With a vector: the filtered top-k.
+        let q = [0.3f32, -0.2, 0.1, 0.5];
+        let want: Vec<u64> = oracle
+            .search("l2", &q, 5, &|id, a| pred(id, a))
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        let got = c
+            .ok(
+                &format!("{C}/f/query"),
+                &json!({"vector": q, "top_k": 5, "filter": filter}),
+            )
+            .await;
+        assert_eq!(ids(&got), want, "{} vector + filter {filter}", s.mode);
+    }
+    // Selected attributes and vectors in responses.
+    let one = c
+        .ok(
+            &format!("{C}/f/query"),
+            &json!({"filter": "id == 3", "include_attributes": ["genre"], "include_vector": true}),
+        )
+        .await;
+    assert_eq!(one["results"][0]["attributes"], json!({"genre": "poetry"}));
+    assert_eq!(one["results"][0]["vector"].as_array().unwrap().len(), 4);
+}
+
+async fn bad_input_gets_a_clear_4xx_and_writes_nothing(s: TestServer) {
+    let c = &s.client;
+    create(c, "b", 3, "l2").await;
+    upsert(
+        c,
+        "b",
+        &[json!({"id": 1, "vector": [1, 2, 3], "attributes": {"year": 2000}})],
+    )
+    .await;
+    let before = stats(c, "b").await;
+    let up = format!("{C}/b/upsert");
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "wrong dimension",
+            json!({"rows": [{"id": 2, "vector": [1, 2]}]}),
+            400,
+            "rows[0].vector",
+        ),
+        (
+            "infinite component",
+            json!({"rows": [{"id": 2, "vector": [1, 1e39, 3]}]}),
+            400,
+            "rows[0].vector[1]",
+        ),
+        ("empty batch", json!({"rows": []}), 400, "rows"),
+        (
+            "duplicate ids",
+            json!({"rows": [{"id": 2, "vector": [1, 2, 3]}, {"id": 2, "vector": [1, 2, 3]}]}),
+            400,
+            "rows[1].id",
+        ),
+        (
+            "unknown attribute",
+            json!({"rows": [{"id": 2, "vector": [1, 2, 3], "attributes": {"colour": "red"}}]}),
+            400,
+            "rows[0].attributes.colour",
+        ),
+        (
+            "wrong attribute type",
+            json!({"rows": [{"id": 2, "vector": [1, 2, 3], "attributes": {"year": "1999"}}]}),
+            400,
+            "rows[0].attributes.year",
+        ),
+        (
+            "id of the wrong type",
+            json!({"rows": [{"id": "two", "vector": [1, 2, 3]}]}),
+            400,
+            "rows[0].id",
+        ),
+        (
+            "negative id",
+            json!({"rows": [{"id": -2, "vector": [1, 2, 3]}]}),
+            400,
+            "rows[0].id",
+        ),
+        (
+            "vector not numbers",
+            json!({"rows": [{"id": 2, "vector": [1, "x", 3]}]}),
+            400,
+            "rows[0].vector[1]",
+        ),
+        (
+            "unknown row field",
+            json!({"rows": [{"id": 2, "vector": [1, 2, 3], "colour": 1}]}),
+            400,
+            "rows[0]",
+        ),
+        (
+            "rows and columns",
+            json!({"rows": [{"id": 2, "vector": [1, 2, 3]}], "columns": {"ids": [3], "vectors": [[1, 2, 3]]}}),
+            400,
+            "rows",
+        ),
+        ("neither rows nor columns", json!({}), 400, "rows"),
+        (
+            "columns length mismatch",
+            json!({"columns": {"ids": [2, 3], "vectors": [[1, 2, 3]]}}),
+            400,
+            "columns.vectors",
+        ),
+        (
+            "bad request id",
+            json!({"rows": [{"id": 2, "vector": [1, 2, 3]}], "request_id": "has space"}),
+            400,
+            "request_id",
+        ),
+    ];
+    for (what, body, status, field) in cases {
+        let (got, resp) = c.post(&up, &body).await;
+        assert_eq!(got, status, "{} {what}: {resp}", s.mode);
+        assert!(
+            resp["error"]["field"]
+                .as_str()
+                .is_some_and(|f| f.starts_with(field)),
+            "{what}: {resp}"
+        );
+        assert!(!resp["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (status, resp) = c.post_raw(&up, b"{\"rows\": [".to_vec()).await;
+    assert_eq!(status, 400, "malformed JSON: {resp}");
+    let (status, resp) = c.post_raw(&up, b"[NaN]".to_vec()).await;
+    assert_eq!(status, 400, "NaN is not JSON: {resp}");
+    let big = vec![b' '; s.floe.settings().limits.max_request_bytes + 10];
+    let (status, resp) = c.post_raw(&up, big).await;
+    assert_eq!(
+        (status, resp["error"]["kind"].as_str()),
+        (413, Some("too_large")),
+        "oversized request"
+    );
+
+    let q = format!("{C}/b/query");
+    for (what, body, field) in [
+        ("top_k 0", json!({"vector": [1, 2, 3], "top_k": 0}), "top_k"),
+        (
+            "top_k too large",
+            json!({"vector": [1, 2, 3], "top_k": 100_000}),
+            "top_k",
+        ),
+        ("query dimension", json!({"vector": [1, 2]}), "vector"),
+        ("filter syntax", json!({"filter": "year = 1"}), "filter"),
+        (
+            "filter unknown attribute",
+            json!({"filter": "colour == 'red'"}),
+            "filter",
+        ),
+        (
+            "consistency",
+            json!({"vector": [1, 2, 3], "consistency": "sometimes"}),
+            "consistency",
+        ),
+        (
+            "include_attributes",
+            json!({"filter": "id == 1", "include_attributes": ["colour"]}),
+            "include_attributes[0]",
+        ),
+    ] {
+        let (status, resp) = c.post(&q, &body).await;
+        assert_eq!(status, 400, "{what}: {resp}");
+        assert_eq!(resp["error"]["field"], field, "{what}: {resp}");
+    }
+    let (status, resp) = c.post(&q, &json!({"filter": "year == 1 and"})).await;
+    assert!(
+        status == 400
+            && resp["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("at position 13"),
+        "{resp}"
+    );
+    let (status, _) = c.post(&format!("{C}/b/delete"), &json!({"ids": []})).await;
+    assert_eq!(status, 400);
+    let (status, _) = c
+        .post(&format!("{C}/b/delete"), &json!({"ids": ["x"]}))
+        .await;
+    assert_eq!(status, 400);
+
+    // Collections: unknown → 404, conflicting schema → 409, bad names → 400.
+    let (status, _) = c
+        .post(
+            &format!("{C}/nope/upsert"),
+            &json!({"rows": [{"id": 1, "vector": [1]}]}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = c.get(&format!("{C}/nope")).await;
+    assert_eq!(status, 404);
+    let (status, resp) = c
+        .put(&format!("{C}/b"), &json!({"dimension": 4, "metric": "l2"}))
+        .await;
+    assert_eq!(status, 409, "{resp}");
+    for bad in ["Bad", "a.b", "-x", &"x".repeat(65)] {
+        let (status, resp) = c
+            .put(
+                &format!("{C}/{bad}"),
+                &json!({"dimension": 4, "metric": "l2"}),
+            )
+            .await;
+        assert_eq!(
+            (status, resp["error"]["field"].as_str()),
+            (400, Some("name")),
+            "{bad}: {resp}"
+        );
+    }
+    for (body, field) in [
+        (json!({"dimension": 0, "metric": "l2"}), "dimension"),
+        (json!({"dimension": 4, "metric": "hamming"}), "metric"),
+        (
+            json!({"dimension": 4, "metric": "l2", "attributes": [{"name": "id", "type": "i64"}]}),
+            "attributes[0].name",
+        ),
+        (
+            json!({"dimension": 4, "metric": "l2", "attributes": [{"name": "x", "type": "date"}]}),
+            "attributes[0].type",
+        ),
+    ] {
+        let (status, resp) = c.put(&format!("{C}/newc"), &body).await;
+        assert_eq!(status, 400, "{body}: {resp}");
+        assert!(
+            resp["error"]["field"].as_str().unwrap().contains(field),
+            "{body}: {resp}"
+        );
+    }
+    let (status, _) = c.get("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+
+    let after = stats(c, "b").await;
+    assert_eq!(
+        after["log_lsn"], before["log_lsn"],
+        "a rejected request wrote nothing"
+    );
+    assert_eq!(after["rows"], before["rows"]);
+    let (_, list) = c.get(C).await;
+    assert_eq!(
+        list["collections"],
+        json!(["b"]),
+        "no collection was half-created"
+    );
+}
+
+async fn request_ids_make_writes_idempotent(s: TestServer) {
+    let c = &s.client;
+    create(c, "i", 2, "l2").await;
+    let body = json!({"rows": [{"id": 1, "vector": [1, 1]}], "request_id": "req-1"});
+    let first = c.ok(&format!("{C}/i/upsert"), &body).await;
+    let retry = c.ok(&format!("{C}/i/upsert"), &body).await;
+    assert_eq!(retry["lsn"], first["lsn"]);
+    assert_eq!(
+        (first["duplicate"].as_bool(), retry["duplicate"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(stats(c, "i").await["log_lsn"], first["lsn"]);
+}
+
+async fn string_ids_and_columnar_upserts(s: TestServer) {
+    let c = &s.client;
+    let (status, _) = c
+        .put(
+            &format!("{C}/s"),
+            &json!({"dimension": 2, "metric": "ip", "id_type": "string",
+        "attributes": [{"name": "n", "type": "i64"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    c.ok(
+        &format!("{C}/s/upsert"),
+        &json!({"columns": {"ids": ["a", "b/c", "ü"], "vectors": [[1, 0], [0, 1], [1, 1]],
+        "attributes": {"n": [1, 2, null]}}}),
+    )
+    .await;
+    flush(c, "s").await;
+    let (status, row) = c.get(&format!("{C}/s/rows/b%2Fc")).await;
+    assert_eq!(
+        (status, row["attributes"]["n"].as_i64()),
+        (200, Some(2)),
+        "{row}"
+    );
+    c.ok(&format!("{C}/s/delete"), &json!({"ids": ["a"]})).await;
+    let top = c
+        .ok(
+            &format!("{C}/s/query"),
+            &json!({"vector": [1, 0], "top_k": 3}),
+        )
+        .await;
+    let got: Vec<&str> = top["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec!["ü", "b/c"]);
+    let (status, _) = c
+        .post(
+            &format!("{C}/s/upsert"),
+            &json!({"rows": [{"id": 5, "vector": [1, 0]}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "u64 id in a string collection");
+}
+
+async fn collections_are_listed_described_and_dropped(s: TestServer) {
+    let c = &s.client;
+    create(c, "x1", 2, "l2").await;
+    create(c, "x2", 2, "l2").await;
+    let (status, again) = c
+        .put(
+            &format!("{C}/x1"),
+            &json!({"dimension": 2, "metric": "l2", "id_type": "u64",
+        "attributes": [
+            {"name": "year", "type": "i64"}, {"name": "score", "type": "f64"},
+            {"name": "genre", "type": "string"}, {"name": "title", "type": "string"},
+            {"name": "tags", "type": "string_list"}, {"name": "published", "type": "bool"}]}),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "an identical create is a successful retry: {again}"
+    );
+    upsert(c, "x1", &[json!({"id": 1, "vector": [1, 1]})]).await;
+    flush(c, "x1").await;
+    let (_, list) = c.get(C).await;
+    assert_eq!(list["collections"], json!(["x1", "x2"]));
+    let (status, _) = c.delete(&format!("{C}/x1")).await;
+    assert_eq!(status, 200);
+    let (status, _) = c.get(&format!("{C}/x1")).await;
+    assert_eq!(status, 404);
+    let (status, _) = c.delete(&format!("{C}/x1")).await;
+    assert_eq!(status, 404);
+    // The name is free again, with a new schema and no old data.
+    let (status, _) = c
+        .put(
+            &format!("{C}/x1"),
+            &json!({"dimension": 3, "metric": "cosine"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let st = stats(c, "x1").await;
+    assert_eq!(
+        (
+            st["rows"].as_u64(),
+            st["log_lsn"].as_u64(),
+            st["segments"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    let (_, health) = c.get("/healthz").await;
+    assert_eq!(health["status"], "ok");
+    let (status, spec) = c.get("/openapi.json").await;
+    assert_eq!(
+        (
+            status,
+            spec["openapi"].as_str().map(|v| v.starts_with("3."))
+        ),
+        (200, Some(true))
+    );
+}
+
+macro_rules! both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(floe_tests::server::TestServer::embedded().await).await;
+                }
+            )*
+        }
+        mod cloud {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(floe_tests::server::TestServer::cloud().await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_modes!(
+    strong_sees_writes_at_once_and_eventual_after_flush,
+    write_tokens_give_read_your_writes,
+    upserts_replace_and_deletes_hide,
+    delete_by_filter_removes_exactly_the_matches,
+    exact_search_equals_the_oracle_for_every_metric,
+    filters_match_the_oracle,
+    bad_input_gets_a_clear_4xx_and_writes_nothing,
+    request_ids_make_writes_idempotent,
+    string_ids_and_columnar_upserts,
+    collections_are_listed_described_and_dropped,
+);
