@@ -134,3 +134,19 @@ async fn concurrent_opens_of_one_jetstream_log_all_succeed() {
     lsns.sort_unstable();
     assert_eq!(lsns, (1..=8).collect::<Vec<u64>>());
 }
+
+/// Concurrent opens of one collection inside one process share one log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_of_one_file_log_share_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = Arc::new(FileLogs::new(dir.path(), FileLogOptions::default()));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let logs = Arc::clone(&logs);
+            tokio::spawn(async move { logs.open("shared").await.map(|_| ()) })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every open succeeds");
+    }
+}

@@ -54,6 +54,9 @@ pub struct FileLogs {
     dir: PathBuf,
     options: FileLogOptions,
     open: Arc<Mutex<HashMap<String, Arc<FileLog>>>>,
+    /// Opens one log at a time: two opens of one directory in this process
+    /// would otherwise collide on its lock.
+    opening: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl FileLogs {
@@ -62,6 +65,7 @@ impl FileLogs {
             dir: dir.into(),
             options,
             open: Arc::default(),
+            opening: Arc::default(),
         }
     }
 
@@ -73,6 +77,7 @@ impl FileLogs {
 #[async_trait]
 impl LogProvider for FileLogs {
     async fn open(&self, collection: &str) -> Result<Arc<dyn Log>> {
+        let _one_at_a_time = self.opening.lock().await;
         if let Some(log) = self.open_map().get(collection) {
             return Ok(Arc::clone(log) as Arc<dyn Log>);
         }
@@ -85,6 +90,7 @@ impl LogProvider for FileLogs {
     }
 
     async fn delete(&self, collection: &str) -> Result<()> {
+        let _one_at_a_time = self.opening.lock().await;
         self.open_map().remove(collection);
         let dir = self.dir.join(collection);
         blocking(move || match std::fs::remove_dir_all(&dir) {

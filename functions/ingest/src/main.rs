@@ -4,8 +4,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    floe_functions::init_tracing();
-    let settings = floe_functions::settings_from_env()?;
-    let floe = floe_core::Floe::open(settings).await?;
-    lambda_http::run(floe_core::api::router(floe)).await
+    floe_http_function::run().await
 }

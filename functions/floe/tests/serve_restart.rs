@@ -1,0 +1,150 @@
+//! `floe serve` as a real process: SIGKILL it and start it again on the same
+//! data directory; nothing acknowledged is lost, and the background indexer
+//! flushes the tail by itself.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Floe {
+    child: Child,
+    url: String,
+}
+
+impl Floe {
+    fn start(dir: &std::path::Path) -> Floe {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("FLOE_DATA_DIR", dir)
+            .env("FLOE_FLUSH_MAX_AGE_SECS", "1")
+            .env("FLOE_FLUSH_POLL_MS", "100")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn floe");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("floe exited before listening")
+                .expect("read stderr");
+            if let Some(rest) = line.strip_prefix("floe listening on ") {
+                break rest.split_whitespace().next().expect("address").to_string();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Floe { child, url }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for Floe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
+    let resp = http.post(url).json(&body).send().await.expect("request");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn sigkill_and_restart_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let floe = Floe::start(dir.path());
+    let c = format!("{}/v1/collections/docs", floe.url);
+    let resp = http
+        .put(&c)
+        .json(
+            &json!({"dimension": 2, "metric": "l2", "attributes": [{"name": "v", "type": "i64"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    for batch in 0..20u64 {
+        let rows: Vec<Value> = (0..10).map(|i| json!({"id": batch * 10 + i, "vector": [batch as f32, i as f32], "attributes": {"v": 1}})).collect();
+        post(&http, format!("{c}/upsert"), json!({ "rows": rows })).await;
+        if batch == 9 {
+            post(&http, format!("{c}/flush"), json!({})).await;
+        }
+    }
+    // Overwrite and delete some, acknowledged just before the kill.
+    post(
+        &http,
+        format!("{c}/upsert"),
+        json!({"rows": [{"id": 5, "vector": [0, 0], "attributes": {"v": 2}}]}),
+    )
+    .await;
+    post(&http, format!("{c}/delete"), json!({"ids": [6, 150]})).await;
+    floe.kill();
+
+    let floe = Floe::start(dir.path());
+    let c = format!("{}/v1/collections/docs", floe.url);
+    let all = post(
+        &http,
+        format!("{c}/query"),
+        json!({"top_k": 1000, "filter": "v >= 1"}),
+    )
+    .await;
+    let ids: Vec<u64> = all["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = (0..200).filter(|id| *id != 6 && *id != 150).collect();
+    assert_eq!(ids, want);
+    let five = http
+        .get(format!("{c}/rows/5"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(five["attributes"]["v"], 2);
+
+    // The background indexer flushes the tail (age threshold 1 s) by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = http
+            .get(&c)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["stats"]
+            .clone();
+        if stats["unflushed_records"] == 0 && stats["checkpoint_lsn"] == stats["log_lsn"] {
+            assert_eq!(stats["rows"], 198);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "background indexer did not flush: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let eventual = post(
+        &http,
+        format!("{c}/query"),
+        json!({"top_k": 1000, "filter": "v >= 1", "consistency": "eventual"}),
+    )
+    .await;
+    assert_eq!(eventual["results"].as_array().unwrap().len(), 198);
+}
