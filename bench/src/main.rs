@@ -57,6 +57,26 @@ enum Command {
         #[arg(long, default_value_t = 5_000)]
         max_records: usize,
     },
+    /// Upsert throughput and strong-query latency through the HTTP API.
+    Api {
+        /// `embedded` (local directory + file log) or `cloud` (S3 + NATS
+        /// from the FLOE_TEST_* variables of the local stack).
+        #[arg(long, default_value = "embedded")]
+        mode: String,
+        #[arg(long, default_value_t = 100_000)]
+        vectors: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Upsert requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+    },
     /// Manifest commits per second.
     Manifest {
         #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
@@ -87,6 +107,15 @@ async fn main() -> Result<()> {
             bytes_per_run,
             max_records,
         } => bench_file_log(&dir, &sizes, bytes_per_run, max_records).await,
+        Command::Api {
+            mode,
+            vectors,
+            dim,
+            batch,
+            concurrency,
+            queries,
+            top_k,
+        } => bench_api(&mode, vectors, dim, batch, concurrency, queries, top_k).await,
         Command::Manifest {
             s3_endpoint,
             bucket,
@@ -334,5 +363,172 @@ async fn bench_manifest(
         }
     }
     std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn bench_api(
+    mode: &str,
+    vectors: usize,
+    dim: usize,
+    batch: usize,
+    concurrency: usize,
+    queries: usize,
+    top_k: usize,
+) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+    let dir = tempfile::tempdir()?;
+    let mut settings = floe_core::Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    // No background flushes during the measurement: flushes are explicit.
+    settings.flush.max_age_secs = 3600;
+    settings.flush.max_rows = usize::MAX / 4;
+    settings.flush.max_bytes = usize::MAX / 4;
+    if mode == "cloud" {
+        let env = |k: &str| {
+            std::env::var(k).with_context(|| format!("{k} (source the local stack's env file)"))
+        };
+        settings.object_store = Some(ObjectStoreConfig {
+            url: format!("s3://{}/bench-{}", env("FLOE_TEST_S3_BUCKET")?, run_id()),
+            endpoint: Some(env("FLOE_TEST_S3_ENDPOINT")?),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("floe-test".into()),
+            secret_access_key: Some("floe-test".into()),
+            allow_http: true,
+        });
+        let id = run_id();
+        settings.nats = Some(JetStreamConfig {
+            url: env("FLOE_TEST_NATS_URL")?,
+            stream_prefix: format!("BENCH_{id}"),
+            subject_prefix: format!("bench_{id}"),
+            ..Default::default()
+        });
+    } else if mode != "embedded" {
+        anyhow::bail!("--mode must be embedded or cloud");
+    }
+    let floe = floe_core::Floe::open(settings).await?;
+    let server = floe_functions::start(floe, "127.0.0.1:0", false, std::future::pending()).await?;
+    let base = format!("http://{}/v1/collections/bench", server.addr);
+    let http = reqwest::Client::new();
+    let created = http
+        .put(&base)
+        .json(&json!({"dimension": dim, "metric": "l2"}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        created.status().is_success(),
+        "create: {}",
+        created.text().await?
+    );
+
+    // Seeded, clustered data: 100 centres with noise.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let centres: Vec<Vec<f32>> = (0..100)
+        .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
+        .collect();
+    let bodies: Vec<String> = (0..vectors.div_ceil(batch))
+        .map(|b| {
+            let rows: Vec<_> = (b * batch..((b + 1) * batch).min(vectors))
+                .map(|id| {
+                    let c = &centres[id % centres.len()];
+                    let v: Vec<f32> = c
+                        .iter()
+                        .map(|x| x + rng.random_range(-0.1f32..0.1))
+                        .collect();
+                    json!({"id": id, "vector": v})
+                })
+                .collect();
+            json!({ "rows": rows }).to_string()
+        })
+        .collect();
+    let payload_mb = bodies.iter().map(|b| b.len()).sum::<usize>() as f64 / 1e6;
+
+    println!(
+        "\nFloe API benchmark, mode {mode}: {vectors} vectors x {dim}-d, batches of {batch}, {concurrency} upserts in flight"
+    );
+    let start = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    let mut latencies = Vec::new();
+    for body in bodies {
+        if pending.len() >= concurrency
+            && let Some(r) = pending.next().await
+        {
+            latencies.push(r?);
+        }
+        let http = http.clone();
+        let url = format!("{base}/upsert");
+        pending.push(async move {
+            let t = Instant::now();
+            let resp = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            anyhow::ensure!(resp.status().is_success(), "upsert: {}", resp.text().await?);
+            anyhow::Ok(t.elapsed().as_secs_f64() * 1000.0)
+        });
+    }
+    while let Some(r) = pending.next().await {
+        latencies.push(r?);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "upsert to acknowledged: {:.0} vectors/s ({:.1} MB/s of JSON), request p50 {:.1} ms p99 {:.1} ms",
+        vectors as f64 / secs,
+        payload_mb / secs,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+
+    let t = Instant::now();
+    let flushed: serde_json::Value = http
+        .post(format!("{base}/flush"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "flush of {} rows into segments: {:.2} s",
+        flushed["rows_flushed"],
+        t.elapsed().as_secs_f64()
+    );
+
+    for consistency in ["strong", "eventual"] {
+        let mut lat = Vec::with_capacity(queries);
+        // One warm-up query loads the segments into memory.
+        for i in 0..queries + 1 {
+            let q: Vec<f32> = centres[i % centres.len()]
+                .iter()
+                .map(|x| x + rng.random_range(-0.1f32..0.1))
+                .collect();
+            let t = Instant::now();
+            let resp = http.post(format!("{base}/query")).json(&json!({"vector": q, "top_k": top_k, "consistency": consistency, "include_attributes": false})).send().await?;
+            anyhow::ensure!(resp.status().is_success(), "query: {}", resp.text().await?);
+            let body: serde_json::Value = resp.json().await?;
+            anyhow::ensure!(
+                body["results"].as_array().map(|r| r.len()) == Some(top_k),
+                "short result"
+            );
+            if i > 0 {
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "{consistency} query, exact, top_k {top_k} over {vectors}: p50 {:.2} ms  p99 {:.2} ms  ({} queries, sequential)",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.len()
+        );
+    }
     Ok(())
 }

@@ -367,18 +367,34 @@ impl ManifestStore {
         }
     }
 
-    /// The newest committed version (0 if none): lists the versions after the
-    /// larger of the hint and what this process has seen.
+    /// The newest committed version (0 if none). Once this process has seen
+    /// a version `v`, a HEAD of `v + 1` settles it; otherwise the versions
+    /// after the hint (or `v`) are listed.
     pub async fn latest_version(&self) -> Result<u64> {
-        let floor = self
-            .read_hint()
-            .await
-            .max(self.seen.load(Ordering::Relaxed));
+        // Versions are contiguous: if `seen + 1` does not exist, `seen` is
+        // the newest, and one HEAD (cheaper than a LIST) proves it.
+        let seen = self.seen.load(Ordering::Relaxed);
+        if seen > 0 {
+            let next = self.paths.manifest(seen + 1);
+            match self.store.head(&next).await {
+                Err(object_store::Error::NotFound { .. }) => return Ok(seen),
+                Ok(_) => {}
+                Err(e) => return Err(Error::store("head", next, e)),
+            }
+        }
+        // The hint only helps a process that has seen nothing yet.
+        let floor = if seen > 0 {
+            seen
+        } else {
+            self.read_hint().await
+        };
         let newest = self.list_versions_after(floor).await?.into_iter().max();
         let version = match newest {
             Some(v) => v,
-            None if floor == 0 => 0,
-            // Nothing after the floor: the floor itself is the newest, if it exists.
+            // A version this process read exists: manifests are never
+            // rewritten and the newest is never deleted.
+            None if floor == 0 || floor == seen => floor,
+            // Nothing after the hint: the hinted version is the newest, if it exists.
             None => match self.store.head(&self.paths.manifest(floor)).await {
                 Ok(_) => floor,
                 Err(object_store::Error::NotFound { .. }) => self

@@ -362,3 +362,35 @@ async fn a_committer_with_a_stale_base_reloads_and_rebases() {
         assert!(matches!(again, Committed::AlreadyApplied(_)), "{}", t.name);
     }
 }
+
+#[tokio::test]
+async fn finding_the_newest_costs_one_head_once_a_version_is_known() {
+    for t in TestStore::all() {
+        let counting = Arc::new(floe_core::storage::CountingStore::new(Arc::clone(&t.store)));
+        let writer = ManifestStore::new(Arc::clone(&t.store), "newest");
+        for i in 0..3 {
+            writer.commit(None, &add(&format!("s{i}"))).await.unwrap();
+        }
+        let reader = ManifestStore::new(counting.clone(), "newest");
+        assert_eq!(reader.latest().await.unwrap().version, 3);
+        let before = counting.stats();
+        assert_eq!(reader.latest_version().await.unwrap(), 3);
+        let used = counting.stats().since(&before);
+        assert_eq!(
+            (used.requests(), used.heads),
+            (1, 1),
+            "{}: one HEAD of the next version: {used:?}",
+            t.name
+        );
+        writer.commit(None, &add("s3")).await.unwrap();
+        let before = counting.stats();
+        assert_eq!(reader.latest().await.unwrap().version, 4);
+        let used = counting.stats().since(&before);
+        assert_eq!(
+            (used.heads, used.lists, used.gets),
+            (1, 1, 1),
+            "{}: head, list, read the new version: {used:?}",
+            t.name
+        );
+    }
+}
