@@ -11,6 +11,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+tools="$(./localstack/install.sh)"
+echo "== docs/openapi.json is a valid OpenAPI description"
+"$tools/openapi-spec-validator" docs/openapi.json
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
