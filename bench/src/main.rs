@@ -295,6 +295,7 @@ fn segment(id: String) -> SegmentEntry {
         min_lsn: 1,
         max_lsn: 1000,
         sealed: false,
+        index: None,
     }
 }
 
@@ -340,6 +341,7 @@ async fn bench_manifest(
                             let op = Operation::Replace {
                                 remove: vec![],
                                 add: vec![segment(format!("w{w}-{i}"))],
+                                drop_deletes: vec![],
                             };
                             ms.commit(None, &op).await?;
                         }

@@ -10,6 +10,8 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod filter;
+pub mod index;
+pub mod kernels;
 pub mod log;
 pub mod manifest;
 pub mod rows;

@@ -98,9 +98,20 @@ pub struct SegmentEntry {
     pub size_bytes: u64,
     pub min_lsn: u64,
     pub max_lsn: u64,
-    /// Sealed segments are past the size threshold and carry an ANN index.
+    /// Sealed segments are past the size threshold; they get an ANN index.
     #[serde(default)]
     pub sealed: bool,
+    /// The segment's IVF index; its rows are then stored cluster by cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexFile>,
+}
+
+/// A segment's ANN index file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexFile {
+    pub path: String,
+    pub size_bytes: u64,
+    pub nlist: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,9 +179,12 @@ pub enum Operation {
     },
     /// Swaps segments atomically (compaction, sealing, index builds). Rows
     /// keep their LSNs when merged, so tombstones keep applying to them.
+    /// `drop_deletes` names delete files the merge applied; each is dropped
+    /// only if no segment left outside the swap could hold a row it hides.
     Replace {
         remove: Vec<String>,
         add: Vec<SegmentEntry>,
+        drop_deletes: Vec<String>,
     },
 }
 
@@ -188,9 +202,16 @@ impl Operation {
             Operation::Flush {
                 from_lsn, to_lsn, ..
             } => format!("flush lsn ({from_lsn}, {to_lsn}]"),
-            Operation::Replace { remove, add } => {
-                format!("replace {} segments by {}", remove.len(), add.len())
-            }
+            Operation::Replace {
+                remove,
+                add,
+                drop_deletes,
+            } => format!(
+                "replace {} segments by {}, drop {} delete files",
+                remove.len(),
+                add.len(),
+                drop_deletes.len()
+            ),
         }
     }
 
@@ -222,12 +243,33 @@ impl Operation {
                 }
                 next.checkpoint_lsn = *to_lsn;
             }
-            Operation::Replace { remove, add } => {
+            Operation::Replace {
+                remove,
+                add,
+                drop_deletes,
+            } => {
                 for id in remove {
                     if base.segment(id).is_none() {
                         return Err(format!("segment {id} is no longer live"));
                     }
                 }
+                for path in drop_deletes {
+                    let file = base
+                        .deletes
+                        .iter()
+                        .find(|d| &d.path == path)
+                        .ok_or_else(|| format!("delete file {path} is no longer live"))?;
+                    let still_hides = base
+                        .segments
+                        .iter()
+                        .any(|s| !remove.contains(&s.id) && s.min_lsn < file.max_lsn);
+                    if still_hides {
+                        return Err(format!(
+                            "delete file {path} still applies to a segment outside the swap"
+                        ));
+                    }
+                }
+                next.deletes.retain(|d| !drop_deletes.contains(&d.path));
                 next.segments.retain(|s| !remove.contains(&s.id));
                 for segment in add {
                     add_segment(&mut next, segment)?;
@@ -585,6 +627,7 @@ mod tests {
             min_lsn,
             max_lsn,
             sealed: false,
+            index: None,
         }
     }
 
@@ -637,6 +680,7 @@ mod tests {
         let replace = Operation::Replace {
             remove: vec!["a".into()],
             add: vec![segment("b", 1, 5)],
+            drop_deletes: vec![],
         };
         let m = ms.commit(Some(compactor), &replace).await.unwrap();
         assert_eq!(m.manifest().segments[0].id, "b");
@@ -649,6 +693,7 @@ mod tests {
         let replace = |id: &str| Operation::Replace {
             remove: vec!["a".into()],
             add: vec![segment(id, 1, 5)],
+            drop_deletes: vec![],
         };
         ms.commit(None, &replace("b")).await.unwrap();
         // A second compactor that also merged "a" must not add its copy.

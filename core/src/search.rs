@@ -174,38 +174,7 @@ impl QueryVector {
     }
 }
 
-/// Written to auto-vectorise: four independent accumulators.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 4];
-    let chunks = a.len() / 4 * 4;
-    for i in (0..chunks).step_by(4) {
-        for j in 0..4 {
-            acc[j] += a[i + j] * b[i + j];
-        }
-    }
-    let mut sum = acc[0] + acc[1] + acc[2] + acc[3];
-    for i in chunks..a.len() {
-        sum += a[i] * b[i];
-    }
-    sum
-}
-
-pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 4];
-    let chunks = a.len() / 4 * 4;
-    for i in (0..chunks).step_by(4) {
-        for j in 0..4 {
-            let d = a[i + j] - b[i + j];
-            acc[j] += d * d;
-        }
-    }
-    let mut sum = acc[0] + acc[1] + acc[2] + acc[3];
-    for i in chunks..a.len() {
-        let d = a[i] - b[i];
-        sum += d * d;
-    }
-    sum
-}
+pub use crate::kernels::{dot, l2_squared};
 
 /// A search result inside one row set.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -143,6 +143,12 @@ pub struct QueryRequest {
     pub consistency: Option<Value>,
     /// For filter-only queries: the `next_cursor` of the previous page.
     pub cursor: Option<Id>,
+    /// Indexed segments: clusters to probe (default: from `recall_target`).
+    pub nprobe: Option<usize>,
+    /// Indexed segments: candidates re-ranked at full precision.
+    pub rerank: Option<usize>,
+    /// Indexed segments: the calibrated recall@10 to reach (default 0.95).
+    pub recall_target: Option<f32>,
 }
 
 fn default_top_k() -> usize {

@@ -19,6 +19,7 @@ fn segment(id: &str) -> SegmentEntry {
         min_lsn: 1,
         max_lsn: 1,
         sealed: false,
+        index: None,
     }
 }
 
@@ -26,6 +27,7 @@ fn add(id: &str) -> Operation {
     Operation::Replace {
         remove: vec![],
         add: vec![segment(id)],
+        drop_deletes: vec![],
     }
 }
 

@@ -71,6 +71,22 @@ impl CollectionPaths {
         ))
     }
 
+    /// A sealed segment's data before its index exists; its creation event
+    /// triggers the index build.
+    pub fn segment_sealed(&self, segment_id: &str) -> Path {
+        Path::from(format!(
+            "{ROOT}/{}/segments/{segment_id}/sealed.parquet",
+            self.name
+        ))
+    }
+
+    pub fn segment_index(&self, segment_id: &str) -> Path {
+        Path::from(format!(
+            "{ROOT}/{}/segments/{segment_id}/index.ivf",
+            self.name
+        ))
+    }
+
     /// A file of tombstones `(id, _lsn)` written by a flush.
     pub fn delete_file(&self, file_id: &str) -> Path {
         Path::from(format!("{ROOT}/{}/deletes/{file_id}.parquet", self.name))

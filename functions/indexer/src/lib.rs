@@ -1,7 +1,9 @@
-//! The indexer function's event adapter: which collections an event asks to
-//! be flushed. S3 object-created events name objects under
-//! `collections/<name>/...`; a scheduled (EventBridge) event means "every
-//! collection whose log tail is due".
+//! The indexer function's event adapter. An S3 object-created event for a
+//! sealed segment (`collections/<name>/segments/<id>/sealed.parquet`) builds
+//! its index; any other key under `collections/<name>/` flushes that
+//! collection. A scheduled (EventBridge) event runs a full round over every
+//! collection: flush and compact what is due, build missing indexes (the
+//! safety net for lost S3 events), collect garbage.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,14 +11,15 @@ use std::sync::Arc;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3Event;
 use floe_core::Floe;
+use floe_core::db::parse_sealed_key;
 use serde_json::{Value, json};
 
 /// What the event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Work {
-    /// Flush these collections now.
-    Collections(BTreeSet<String>),
-    /// Flush every collection that is due.
+    /// Objects were created: these keys (decoded).
+    Objects(Vec<String>),
+    /// The schedule: a full round over every collection.
     AllDue,
 }
 
@@ -24,20 +27,14 @@ pub enum Work {
 pub fn work_for(event: &Value) -> anyhow::Result<Work> {
     if event.get("Records").is_some() {
         let s3: S3Event = serde_json::from_value(event.clone())?;
-        let mut names = BTreeSet::new();
-        for record in s3.records {
-            let Some(key) = record.s3.object.key else {
-                continue;
-            };
-            // Keys in S3 notifications are URL-encoded.
-            let key = percent_decode(&key.replace('+', " "));
-            if let Some(name) = key.split('/').skip_while(|p| *p != "collections").nth(1)
-                && floe_core::catalog::validate_collection_name(name).is_ok()
-            {
-                names.insert(name.to_string());
-            }
-        }
-        return Ok(Work::Collections(names));
+        // Keys in S3 notifications are URL-encoded.
+        let keys = s3
+            .records
+            .into_iter()
+            .filter_map(|r| r.s3.object.key)
+            .map(|k| percent_decode(&k.replace('+', " ")))
+            .collect();
+        return Ok(Work::Objects(keys));
     }
     if event.get("detail-type").is_some() {
         let _: EventBridgeEvent<Value> = serde_json::from_value(event.clone())?;
@@ -68,12 +65,34 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Carries out an event and reports what was flushed.
+fn collection_of(key: &str) -> Option<&str> {
+    key.split('/')
+        .skip_while(|p| *p != "collections")
+        .nth(1)
+        .filter(|name| floe_core::catalog::validate_collection_name(name).is_ok())
+}
+
+/// Carries out an event and reports what it did.
 pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
     let mut flushed = Vec::new();
+    let mut indexed = Vec::new();
+    let mut compacted = Vec::new();
+    let mut collected = 0;
     match work_for(&event)? {
-        Work::Collections(names) => {
-            for name in names {
+        Work::Objects(keys) => {
+            let mut to_flush = BTreeSet::new();
+            for key in keys {
+                if parse_sealed_key(&key).is_some() {
+                    if let Some(r) = floe.on_object_created(&key).await? {
+                        indexed.push(
+                            json!({"segment": r.segment, "rows": r.rows, "build_ms": r.build_ms}),
+                        );
+                    }
+                } else if let Some(name) = collection_of(&key) {
+                    to_flush.insert(name.to_string());
+                }
+            }
+            for name in to_flush {
                 match floe.flush(&name).await {
                     Ok(r) => flushed.push(json!({"collection": name, "checkpoint_lsn": r.checkpoint_lsn, "rows": r.rows_flushed})),
                     Err(floe_core::Error::CollectionNotFound(_)) => {}
@@ -86,8 +105,19 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
                 if let Some(r) = floe.flush_if_due(&name).await? {
                     flushed.push(json!({"collection": name, "checkpoint_lsn": r.checkpoint_lsn, "rows": r.rows_flushed}));
                 }
+                if let Some(r) = floe.compact_if_due(&name).await? {
+                    compacted.push(json!({"collection": name, "rows_in": r.rows_in, "rows_out": r.rows_out, "sealed": r.sealed}));
+                }
+                for r in floe.index_missing(&name).await? {
+                    indexed.push(
+                        json!({"segment": r.segment, "rows": r.rows, "build_ms": r.build_ms}),
+                    );
+                }
+                collected += floe.gc(&name, floe_core::db::GC_GRACE).await?.deleted;
             }
         }
     }
-    Ok(json!({ "flushed": flushed }))
+    Ok(
+        json!({ "flushed": flushed, "compacted": compacted, "indexed": indexed, "garbage_deleted": collected }),
+    )
 }

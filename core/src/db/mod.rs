@@ -1,6 +1,12 @@
 //! `Floe`: the operations every function calls — collections, writes,
 //! flushes and reads — over an object store and a log provider.
 
+mod maintenance;
+
+pub use maintenance::{
+    COMPACT_AT_SEGMENTS, CompactReport, GcReport, IndexReport, parse_sealed_key,
+};
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,8 +21,11 @@ use crate::catalog::{Catalog, CollectionConfig};
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::index::{IvfIndex, IvfSearch, SearchKnobs};
 use crate::log::{FileLogOptions, FileLogs, JetStreamLogs, Log, LogProvider, LogRecord, Lsn};
-use crate::manifest::{Committed, DeleteFile, Manifest, ManifestStore, Operation, SegmentEntry};
+use crate::manifest::{
+    Committed, DeleteFile, Fence, Manifest, ManifestStore, Operation, SegmentEntry,
+};
 use crate::rows::{self, Id, id_at, value_at};
 use crate::search::{
     ExactSearch, Newest, QueryVector, SearchParams, SegmentSearch, Visibility, id_and_lsn,
@@ -34,6 +43,8 @@ use crate::types::*;
 const MANIFEST_TTL: Duration = Duration::from_secs(1);
 /// Records read from the log per request.
 const LOG_PAGE: usize = 512;
+/// Unreferenced files are deleted only when older than this.
+pub const GC_GRACE: Duration = Duration::from_secs(600);
 
 pub struct Floe {
     store: Arc<dyn ObjectStore>,
@@ -41,6 +52,9 @@ pub struct Floe {
     catalog: Catalog,
     settings: Settings,
     collections: Mutex<HashMap<String, Arc<Collection>>>,
+    /// Where object-created events go in-process (`floe serve`); on Lambda
+    /// S3 notifications deliver them instead.
+    events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 impl std::fmt::Debug for Floe {
@@ -62,12 +76,17 @@ struct Collection {
     state: tokio::sync::Mutex<ReadState>,
     /// One flush at a time per process.
     flush_lock: tokio::sync::Mutex<()>,
+    /// One compaction or index build at a time per process.
+    maintenance_lock: tokio::sync::Mutex<()>,
+    /// This process's compactor epoch, claimed on first use.
+    compactor: tokio::sync::OnceCell<Fence>,
 }
 
 struct ReadState {
     manifest: Arc<Manifest>,
     checked: Option<Instant>,
     segments: HashMap<String, Arc<RecordBatch>>,
+    indexes: HashMap<String, Arc<IvfIndex>>,
     deletes: HashMap<String, Arc<RecordBatch>>,
     base: Option<(u64, Arc<Newest>)>,
     tail: Tail,
@@ -97,6 +116,8 @@ struct Snapshot {
     manifest: Arc<Manifest>,
     /// Segments, then the tail's upserts.
     sources: Vec<Arc<RecordBatch>>,
+    /// The index of each source, if it has one.
+    indexes: Vec<Option<Arc<IvfIndex>>>,
     base: Arc<Newest>,
     tail: Arc<Newest>,
     lsn: Lsn,
@@ -166,7 +187,27 @@ impl Floe {
             logs,
             settings,
             collections: Mutex::default(),
+            events: Mutex::default(),
         })
+    }
+
+    /// Receives this process's object-created events (keys of new sealed
+    /// data files); without a subscriber they are dropped.
+    pub fn subscribe_object_events(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    fn emit_object_created(&self, key: &str) {
+        if let Some(tx) = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(key.to_string());
+        }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -193,6 +234,7 @@ impl Floe {
                 manifest: Arc::new(Manifest::empty()),
                 checked: None,
                 segments: HashMap::new(),
+                indexes: HashMap::new(),
                 deletes: HashMap::new(),
                 base: None,
                 tail: Tail {
@@ -203,6 +245,8 @@ impl Floe {
                 },
             }),
             flush_lock: tokio::sync::Mutex::new(()),
+            maintenance_lock: tokio::sync::Mutex::new(()),
+            compactor: tokio::sync::OnceCell::new(),
             config,
         });
         let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
@@ -542,6 +586,7 @@ impl Floe {
                 min_lsn: file.min_lsn,
                 max_lsn: file.max_lsn,
                 sealed: false,
+                index: None,
             };
             (Some(entry), Some(batch), file.rows)
         };
@@ -598,34 +643,66 @@ impl Floe {
         }
     }
 
-    /// Runs `flush_if_due` over every collection until the task is dropped.
+    /// Runs the indexer in this process until the task is dropped: on every
+    /// tick it flushes and compacts what is due (and, less often, builds
+    /// missing indexes and collects garbage); object-created events of new
+    /// sealed files trigger index builds at once.
     pub fn spawn_background_indexer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let floe = Arc::clone(self);
+        let mut events = floe.subscribe_object_events();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(floe.settings.flush.poll_interval());
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut rounds: u64 = 0;
             loop {
-                tick.tick().await;
-                let names = match floe.list_collections().await {
-                    Ok(names) => names,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "background indexer: listing collections failed");
-                        continue;
+                tokio::select! {
+                    Some(key) = events.recv() => {
+                        match floe.on_object_created(&key).await {
+                            Ok(Some(r)) => tracing::info!(segment = %r.segment, rows = r.rows, ms = r.build_ms, "index built"),
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(%key, error = %e, "index build failed"),
+                        }
                     }
-                };
-                for name in names {
-                    match floe.flush_if_due(&name).await {
-                        Ok(Some(r)) => {
-                            tracing::info!(collection = %name, checkpoint = r.checkpoint_lsn, rows = r.rows_flushed, "flushed")
-                        }
-                        Ok(None) | Err(Error::CollectionNotFound(_)) => {}
-                        Err(e) => {
-                            tracing::warn!(collection = %name, error = %e, "background flush failed")
-                        }
+                    _ = tick.tick() => {
+                        rounds += 1;
+                        floe.maintain_all(rounds.is_multiple_of(120)).await;
                     }
                 }
             }
         })
+    }
+
+    /// One round of the indexer over every collection; `thorough` adds the
+    /// safety-net index builds and garbage collection.
+    pub async fn maintain_all(&self, thorough: bool) {
+        let names = match self.list_collections().await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "indexer: listing collections failed");
+                return;
+            }
+        };
+        for name in names {
+            if let Err(e) = self.maintain(&name, thorough).await
+                && !matches!(e, Error::CollectionNotFound(_))
+            {
+                tracing::warn!(collection = %name, error = %e, "indexer round failed");
+            }
+        }
+    }
+
+    async fn maintain(&self, name: &str, thorough: bool) -> Result<()> {
+        if let Some(r) = self.flush_if_due(name).await? {
+            tracing::info!(collection = %name, checkpoint = r.checkpoint_lsn, rows = r.rows_flushed, "flushed");
+        }
+        if let Some(r) = self.compact_if_due(name).await? {
+            tracing::info!(collection = %name, rows_in = r.rows_in, rows_out = r.rows_out, sealed = r.sealed.len(), "compacted");
+        }
+        if thorough {
+            self.index_missing(name).await?;
+            self.gc(name, GC_GRACE).await?;
+        }
+        Ok(())
     }
 
     // ---- reads ------------------------------------------------------------
@@ -712,6 +789,25 @@ impl Floe {
         for (id, batch) in loaded {
             state.segments.insert(id, Arc::new(batch));
         }
+        let missing: Vec<SegmentEntry> = state
+            .manifest
+            .segments
+            .iter()
+            .filter(|s| s.index.is_some() && !state.indexes.contains_key(&s.id))
+            .cloned()
+            .collect();
+        for s in missing {
+            if let Some(file) = &s.index {
+                let bytes = crate::storage::get_bytes(
+                    self.store.as_ref(),
+                    &object_store::path::Path::from(file.path.as_str()),
+                )
+                .await?;
+                state
+                    .indexes
+                    .insert(s.id.clone(), Arc::new(IvfIndex::from_bytes(&bytes)?));
+            }
+        }
         let missing: Vec<DeleteFile> = state
             .manifest
             .deletes
@@ -781,12 +877,14 @@ impl Floe {
                 base
             }
         };
-        let mut sources: Vec<Arc<RecordBatch>> = state
-            .manifest
-            .segments
-            .iter()
-            .filter_map(|s| state.segments.get(&s.id).cloned())
-            .collect();
+        let mut sources: Vec<Arc<RecordBatch>> = Vec::new();
+        let mut indexes: Vec<Option<Arc<IvfIndex>>> = Vec::new();
+        for s in &state.manifest.segments {
+            if let Some(batch) = state.segments.get(&s.id) {
+                sources.push(Arc::clone(batch));
+                indexes.push(state.indexes.get(&s.id).cloned());
+            }
+        }
         let (tail_rows, tail) = if consistency == Consistency::Eventual {
             (None, Arc::new(Newest::default()))
         } else {
@@ -807,6 +905,7 @@ impl Floe {
         };
         if let Some(rows) = tail_rows {
             sources.push(rows);
+            indexes.push(None);
         }
         let lsn = if consistency == Consistency::Eventual {
             state.manifest.checkpoint_lsn
@@ -816,6 +915,7 @@ impl Floe {
         Ok(Snapshot {
             manifest: Arc::clone(&state.manifest),
             sources,
+            indexes,
             base,
             tail,
             lsn,
@@ -870,6 +970,7 @@ impl Floe {
         if let Some(cursor) = &request.cursor {
             cursor.check(c.config.id_type, "cursor")?;
         }
+        let knobs = search_knobs(&request)?;
         let snap = self.snapshot(&c, consistency).await?;
         let k = request.top_k;
         let include_vector = request.include_vector;
@@ -885,8 +986,17 @@ impl Floe {
                     let lists = snap
                         .sources
                         .iter()
+                        .zip(&snap.indexes)
                         .enumerate()
-                        .map(|(i, batch)| ExactSearch(batch).search(i, &params))
+                        .map(|(i, (batch, index))| match index {
+                            Some(index) => IvfSearch {
+                                index,
+                                batch,
+                                knobs,
+                            }
+                            .search(i, &params),
+                            None => ExactSearch(batch).search(i, &params),
+                        })
                         .collect::<Result<Vec<_>>>()?;
                     let hits = merge_top_k(lists, k);
                     let rows = hits
@@ -968,6 +1078,7 @@ fn install_manifest(state: &mut ReadState, manifest: Manifest) {
     let live: std::collections::HashSet<&str> =
         manifest.segments.iter().map(|s| s.id.as_str()).collect();
     state.segments.retain(|id, _| live.contains(id.as_str()));
+    state.indexes.retain(|id, _| live.contains(id.as_str()));
     let live_deletes: std::collections::HashSet<&str> =
         manifest.deletes.iter().map(|d| d.path.as_str()).collect();
     state
@@ -1000,6 +1111,30 @@ impl DefaultView for Option<(Arc<RecordBatch>, Arc<Newest>)> {
             )
         })
     }
+}
+
+/// The index search knobs a query asks for.
+fn search_knobs(request: &QueryRequest) -> Result<SearchKnobs> {
+    let mut knobs = SearchKnobs::default();
+    if let Some(n) = request.nprobe {
+        if !(1..=65_536).contains(&n) {
+            return Err(Error::invalid("nprobe", "must be between 1 and 65536"));
+        }
+        knobs.nprobe = Some(n);
+    }
+    if let Some(r) = request.rerank {
+        if !(1..=10_000).contains(&r) {
+            return Err(Error::invalid("rerank", "must be between 1 and 10000"));
+        }
+        knobs.rerank = Some(r);
+    }
+    if let Some(t) = request.recall_target {
+        if !(t > 0.0 && t <= 1.0) {
+            return Err(Error::invalid("recall_target", "must be in (0, 1]"));
+        }
+        knobs.recall_target = t;
+    }
+    Ok(knobs)
 }
 
 /// Visible rows matching the filter: (id, source, row).

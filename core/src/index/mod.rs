@@ -1,0 +1,9 @@
+//! The ANN index of sealed segments: IVF with 8-bit scalar-quantised codes
+//! and full-precision re-ranking, laid out for object storage (a small
+//! header, then one contiguous code block per cluster).
+
+mod ivf;
+mod kmeans;
+
+pub use ivf::{IvfIndex, IvfParams, IvfSearch, SearchKnobs};
+pub use kmeans::kmeans;
