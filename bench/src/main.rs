@@ -7,6 +7,8 @@
 //! ```
 //! Endpoints default to the variables `localstack/up.sh` writes.
 
+mod ann;
+
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +79,27 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         top_k: usize,
     },
+    /// ANN index: recall@10 and latency over nprobe, beside FAISS.
+    Ann {
+        /// A 2-D float32 .npy file; default: generated clustered vectors.
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 1_000_000)]
+        n: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, default_value = "l2")]
+        metric: String,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 4, 8, 16, 32, 64])]
+        nprobes: Vec<usize>,
+        /// Also run FAISS IVF-Flat and HNSW (bench/python/faiss_ref.py).
+        #[arg(long)]
+        faiss: bool,
+        #[arg(long, default_value = "target/ann-bench")]
+        out: std::path::PathBuf,
+    },
     /// Manifest commits per second.
     Manifest {
         #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
@@ -116,6 +139,28 @@ async fn main() -> Result<()> {
             queries,
             top_k,
         } => bench_api(&mode, vectors, dim, batch, concurrency, queries, top_k).await,
+        Command::Ann {
+            data,
+            n,
+            dim,
+            metric,
+            queries,
+            nprobes,
+            faiss,
+            out,
+        } => {
+            ann::run(ann::AnnArgs {
+                data,
+                n,
+                dim,
+                metric,
+                queries,
+                nprobes,
+                faiss,
+                out,
+            })
+            .await
+        }
         Command::Manifest {
             s3_endpoint,
             bucket,

@@ -1,0 +1,62 @@
+"""FAISS reference for floe-bench: IVF-Flat and HNSW on the same data,
+queries and ground truth. Prints one JSON object per line."""
+import argparse, json, time
+import numpy as np
+import faiss
+
+p = argparse.ArgumentParser()
+p.add_argument("--data", required=True)
+p.add_argument("--queries", required=True)
+p.add_argument("--gt", required=True)
+p.add_argument("--metric", default="l2")
+p.add_argument("--nlist", type=int, required=True)
+p.add_argument("--nprobes", default="1,2,4,8,16,32,64")
+p.add_argument("--efs", default="16,32,64,128,256")
+p.add_argument("--k", type=int, default=10)
+a = p.parse_args()
+
+xb = np.load(a.data).astype(np.float32)
+xq = np.load(a.queries).astype(np.float32)
+gt = np.load(a.gt)
+if a.metric == "cosine":
+    faiss.normalize_L2(xb); faiss.normalize_L2(xq)
+mt = faiss.METRIC_L2 if a.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+d = xb.shape[1]
+faiss.omp_set_num_threads(2)
+
+def recall(I):
+    return float(np.mean([len(set(I[i][: a.k]) & set(gt[i][: a.k])) / a.k for i in range(len(xq))]))
+
+def measure(index, label, knob, value):
+    lat = []
+    found = []
+    faiss.omp_set_num_threads(1)  # one query at a time, like Floe's sequential loop
+    for q in xq:
+        t = time.perf_counter()
+        _, I = index.search(q[None, :], a.k)
+        lat.append((time.perf_counter() - t) * 1000)
+        found.append(I[0])
+    faiss.omp_set_num_threads(2)
+    lat.sort()
+    print(json.dumps({"engine": label, knob: value, "recall": recall(np.array(found)),
+                      "p50_ms": lat[len(lat) // 2], "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+                      "qps": 1000.0 / (sum(lat) / len(lat))}), flush=True)
+
+quant = faiss.IndexFlat(d, mt)
+ivf = faiss.IndexIVFFlat(quant, d, a.nlist, mt)
+t = time.perf_counter()
+ivf.train(xb[np.random.default_rng(42).choice(len(xb), min(len(xb), 100_000), replace=False)])
+ivf.add(xb)
+print(json.dumps({"engine": "faiss-ivf-flat", "build_s": time.perf_counter() - t, "bytes_per_vector": 4 * d + 8}), flush=True)
+for n in [int(x) for x in a.nprobes.split(",")]:
+    ivf.nprobe = n
+    measure(ivf, "faiss-ivf-flat", "nprobe", n)
+
+hnsw = faiss.IndexHNSWFlat(d, 32, mt)
+hnsw.hnsw.efConstruction = 100
+t = time.perf_counter()
+hnsw.add(xb)
+print(json.dumps({"engine": "faiss-hnsw", "build_s": time.perf_counter() - t, "bytes_per_vector": 4 * d + 32 * 2 * 4}), flush=True)
+for ef in [int(x) for x in a.efs.split(",")]:
+    hnsw.hnsw.efSearch = ef
+    measure(hnsw, "faiss-hnsw", "ef", ef)

@@ -1,0 +1,400 @@
+//! `floe-bench ann`: build a collection end to end (upsert → log → flush →
+//! compaction → IVF index build), then recall@10 against exact ground truth
+//! and query latency over a range of nprobe, beside FAISS on the same files.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use floe_core::Floe;
+use floe_core::kernels::{dot, l2_squared};
+use floe_core::rows::{ColumnsIn, Id};
+use floe_core::types::{QueryRequest, UpsertRequest};
+use rand::{Rng, SeedableRng};
+
+pub struct AnnArgs {
+    pub data: Option<PathBuf>,
+    pub n: usize,
+    pub dim: usize,
+    pub metric: String,
+    pub queries: usize,
+    pub nprobes: Vec<usize>,
+    pub faiss: bool,
+    pub out: PathBuf,
+}
+
+/// Reads a 2-D little-endian f32 `.npy` file.
+pub fn read_npy_f32(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("{}", path.display()))?
+        .read_to_end(&mut bytes)?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("{} is not an .npy file", path.display());
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len])?;
+    if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
+        bail!(
+            "{}: need a C-order float32 array, header {header}",
+            path.display()
+        );
+    }
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .context("no shape")?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    let [rows, cols] = dims[..] else {
+        bail!("need a 2-D array, shape ({shape})")
+    };
+    let body = &bytes[start + header_len..];
+    let values: Vec<f32> = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if values.len() != rows * cols {
+        bail!(
+            "{}: {} values for shape ({rows}, {cols})",
+            path.display(),
+            values.len()
+        );
+    }
+    Ok((values, rows, cols))
+}
+
+fn write_npy(path: &Path, descr: &str, rows: usize, cols: usize, body: &[u8]) -> Result<()> {
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    header.push_str(&" ".repeat(pad % 64));
+    header.push('\n');
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(b"\x93NUMPY\x01\x00")?;
+    f.write_all(&(header.len() as u16).to_le_bytes())?;
+    f.write_all(header.as_bytes())?;
+    f.write_all(body)?;
+    Ok(())
+}
+
+fn generate(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    // 1000 random centres in [-1, 1]^dim, points uniform within ±1 of one:
+    // the clusters overlap, so neighbours straddle cluster boundaries.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let centres: Vec<f32> = (0..1000 * dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let mut out = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let c = rng.random_range(0..1000);
+        out.extend(
+            centres[c * dim..(c + 1) * dim]
+                .iter()
+                .map(|x| x + rng.random_range(-1.0f32..1.0)),
+        );
+    }
+    out
+}
+
+fn distance(metric: &str, q: &[f32], v: &[f32]) -> f32 {
+    match metric {
+        "l2" => l2_squared(q, v),
+        "ip" => -dot(q, v),
+        _ => 1.0 - dot(q, v) / (dot(q, q).sqrt() * dot(v, v).sqrt()).max(f32::MIN_POSITIVE),
+    }
+}
+
+fn ground_truth(
+    metric: &str,
+    data: &[f32],
+    queries: &[f32],
+    dim: usize,
+    k: usize,
+) -> Vec<Vec<u64>> {
+    let nq = queries.len() / dim;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut out = vec![Vec::new(); nq];
+    std::thread::scope(|s| {
+        for (t, chunk) in out.chunks_mut(nq.div_ceil(threads)).enumerate() {
+            let start = t * nq.div_ceil(threads);
+            s.spawn(move || {
+                for (i, slot) in chunk.iter_mut().enumerate() {
+                    let q = &queries[(start + i) * dim..(start + i + 1) * dim];
+                    let mut all: Vec<(f32, u64)> = data
+                        .chunks_exact(dim)
+                        .enumerate()
+                        .map(|(r, v)| (distance(metric, q, v), r as u64))
+                        .collect();
+                    all.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+                    all.truncate(k);
+                    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    *slot = all.into_iter().map(|(_, r)| r).collect();
+                }
+            });
+        }
+    });
+    out
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+pub async fn run(args: AnnArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    let (mut all, rows, dim) = match &args.data {
+        Some(path) => read_npy_f32(path)?,
+        None => (
+            generate(args.n + args.queries, args.dim, 7),
+            args.n + args.queries,
+            args.dim,
+        ),
+    };
+    if rows <= args.queries {
+        bail!("need more than {} rows", args.queries);
+    }
+    // The last rows are the queries, never inserted.
+    let queries = all.split_off((rows - args.queries) * dim);
+    let data = all;
+    let n = data.len() / dim;
+    let source = args
+        .data
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "generated clustered (seed 7)".into());
+    println!(
+        "\nANN benchmark: {n} x {dim}-d {} vectors from {source}, {} held-out queries, recall@10",
+        args.metric, args.queries
+    );
+
+    let t = Instant::now();
+    let truth = ground_truth(&args.metric, &data, &queries, dim, 10);
+    println!("exact ground truth: {:.1} s", t.elapsed().as_secs_f64());
+
+    let dir = args.out.join("floe-data");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut settings = floe_core::Settings {
+        data_dir: dir.clone(),
+        ..Default::default()
+    };
+    settings.flush.max_rows = 200_000;
+    let floe: Arc<Floe> = Floe::open(settings).await?;
+    let config = serde_json::from_value(serde_json::json!({
+        "name": "ann", "dimension": dim, "metric": args.metric, "id_type": "u64",
+        "index": {"seal_rows": n, "row_group_rows": 8192}
+    }))?;
+    floe.create_collection(config).await?;
+    let batch = (4_000_000 / (dim * 4)).clamp(1, 10_000);
+    let t = Instant::now();
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let columns = ColumnsIn {
+            ids: (start..end).map(|i| Id::U64(i as u64)).collect(),
+            vectors: data[start * dim..end * dim]
+                .chunks_exact(dim)
+                .map(|v| v.iter().map(|x| *x as f64).collect())
+                .collect(),
+            attributes: Default::default(),
+        };
+        floe.upsert(
+            "ann",
+            UpsertRequest {
+                rows: None,
+                columns: Some(columns),
+                request_id: None,
+            },
+        )
+        .await?;
+    }
+    let ingest = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    floe.flush("ann").await?;
+    let flush = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let compacted = floe.compact("ann").await?;
+    let compact = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut built = None;
+    for id in &compacted.sealed {
+        built = floe.build_index("ann", id).await?;
+    }
+    let build = t.elapsed().as_secs_f64();
+    let built = built.context("no index was built")?;
+    println!(
+        "floe: ingest {ingest:.1} s ({:.0} vectors/s), flush {flush:.1} s, compaction {compact:.1} s, index build {build:.1} s (nlist {}, {:.1} bytes/vector of index: {dim} B codes + header)",
+        n as f64 / ingest,
+        built.nlist,
+        built.index_bytes as f64 / n as f64
+    );
+
+    // Warm: one query loads the segment and its index into memory.
+    let query = |q: &[f32], nprobe: Option<usize>| QueryRequest {
+        vector: Some(q.iter().map(|x| *x as f64).collect()),
+        top_k: 10,
+        filter: None,
+        include_attributes: Some(serde_json::Value::Bool(false)),
+        include_vector: false,
+        consistency: Some(serde_json::json!("eventual")),
+        cursor: None,
+        nprobe,
+        rerank: None,
+        recall_target: None,
+    };
+    floe.query("ann", query(&queries[..dim], Some(1))).await?;
+    println!(
+        "\n{:<22} {:>8} {:>10} {:>9} {:>9} {:>9}",
+        "engine", "nprobe", "recall@10", "p50 ms", "p99 ms", "QPS"
+    );
+    let mut floe_rows = Vec::new();
+    let mut settings_list: Vec<Option<usize>> = args.nprobes.iter().map(|n| Some(*n)).collect();
+    settings_list.push(None);
+    for nprobe in settings_list {
+        let mut lat = Vec::with_capacity(args.queries);
+        let mut hit = 0usize;
+        for (qi, q) in queries.chunks_exact(dim).enumerate() {
+            let t = Instant::now();
+            let r = floe.query("ann", query(q, nprobe)).await?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            hit += r
+                .results
+                .iter()
+                .filter(|row| matches!(row.id, Id::U64(id) if truth[qi].contains(&id)))
+                .count();
+        }
+        lat.sort_by(f64::total_cmp);
+        let recall = hit as f64 / (10 * args.queries) as f64;
+        let mean = lat.iter().sum::<f64>() / lat.len() as f64;
+        let label = nprobe
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "auto".into());
+        println!(
+            "{:<22} {:>8} {:>10.4} {:>9.2} {:>9.2} {:>9.0}",
+            "floe ivf-sq8+rerank",
+            label,
+            recall,
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            1000.0 / mean
+        );
+        floe_rows.push((label, recall, pct(&lat, 0.5)));
+    }
+
+    if args.faiss {
+        let python = Command::new("bash")
+            .arg("bench/python/setup.sh")
+            .output()
+            .context("bench/python/setup.sh")?;
+        let python = String::from_utf8(python.stdout)?.trim().to_string();
+        let body: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        write_npy(&args.out.join("data.npy"), "<f4", n, dim, &body)?;
+        let body: Vec<u8> = queries.iter().flat_map(|x| x.to_le_bytes()).collect();
+        write_npy(
+            &args.out.join("queries.npy"),
+            "<f4",
+            args.queries,
+            dim,
+            &body,
+        )?;
+        let body: Vec<u8> = truth
+            .iter()
+            .flatten()
+            .flat_map(|x| (*x as i64).to_le_bytes())
+            .collect();
+        write_npy(&args.out.join("gt.npy"), "<i8", args.queries, 10, &body)?;
+        let nprobes: Vec<String> = args.nprobes.iter().map(|n| n.to_string()).collect();
+        let output = Command::new(python)
+            .arg("bench/python/faiss_ref.py")
+            .args(["--data", &args.out.join("data.npy").display().to_string()])
+            .args([
+                "--queries",
+                &args.out.join("queries.npy").display().to_string(),
+            ])
+            .args(["--gt", &args.out.join("gt.npy").display().to_string()])
+            .args([
+                "--metric",
+                &args.metric,
+                "--nlist",
+                &built.nlist.to_string(),
+                "--nprobes",
+                &nprobes.join(","),
+            ])
+            .output()
+            .context("running faiss_ref.py")?;
+        if !output.status.success() {
+            bail!(
+                "faiss_ref.py failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mut ivf_flat = Vec::new();
+        for line in String::from_utf8(output.stdout)?.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            if let Some(b) = v.get("build_s") {
+                println!(
+                    "{:<22} build {:.1} s, {} bytes/vector",
+                    v["engine"].as_str().unwrap_or(""),
+                    b.as_f64().unwrap_or(0.0),
+                    v["bytes_per_vector"]
+                );
+                continue;
+            }
+            let knob = v.get("nprobe").or(v.get("ef")).cloned().unwrap_or_default();
+            let name = format!(
+                "{}{}",
+                v["engine"].as_str().unwrap_or(""),
+                if v.get("ef").is_some() { " (ef)" } else { "" }
+            );
+            println!(
+                "{:<22} {:>8} {:>10.4} {:>9.2} {:>9.2} {:>9.0}",
+                name,
+                knob.to_string(),
+                v["recall"].as_f64().unwrap_or(0.0),
+                v["p50_ms"].as_f64().unwrap_or(0.0),
+                v["p99_ms"].as_f64().unwrap_or(0.0),
+                v["qps"].as_f64().unwrap_or(0.0)
+            );
+            if v["engine"] == "faiss-ivf-flat" {
+                ivf_flat.push((
+                    v["recall"].as_f64().unwrap_or(0.0),
+                    v["p50_ms"].as_f64().unwrap_or(f64::MAX),
+                ));
+            }
+        }
+        // The target: at recall@10 >= 0.95, Floe's warm p50 vs FAISS IVF-Flat's.
+        let floe_best = floe_rows
+            .iter()
+            .filter(|r| r.1 >= 0.95)
+            .map(|r| r.2)
+            .fold(f64::MAX, f64::min);
+        let faiss_best = ivf_flat
+            .iter()
+            .filter(|r| r.0 >= 0.95)
+            .map(|r| r.1)
+            .fold(f64::MAX, f64::min);
+        if floe_best < f64::MAX && faiss_best < f64::MAX {
+            println!(
+                "\nat recall@10 >= 0.95: floe p50 {floe_best:.2} ms, faiss ivf-flat p50 {faiss_best:.2} ms, ratio {:.2}",
+                floe_best / faiss_best
+            );
+        } else {
+            println!("\nat recall@10 >= 0.95: not reached by one of the engines in this sweep");
+        }
+    }
+    Ok(())
+}
+
+use std::process::Command;
