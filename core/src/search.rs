@@ -209,6 +209,30 @@ pub struct SearchParams<'a> {
     pub k: usize,
     pub filter: Option<&'a Filter>,
     pub visibility: Visibility<'a>,
+    /// Per source: no row of it is hidden by the segments and delete files,
+    /// so only the log tail can hide its rows.
+    pub clean: &'a [bool],
+}
+
+impl SearchParams<'_> {
+    /// The visibility test for rows of `source`, as cheap as it can be made:
+    /// none at all for a clean source while the tail is empty.
+    pub fn visible_fn<'b>(
+        &'b self,
+        source: usize,
+        ids: &'b dyn Array,
+        lsns: &'b UInt64Array,
+    ) -> impl Fn(usize) -> bool + 'b {
+        let clean = self.clean.get(source).copied().unwrap_or(false);
+        let tail_empty = self.visibility.tail.is_empty();
+        move |row| {
+            if clean {
+                tail_empty || self.visibility.tail.get(ids, row).is_none()
+            } else {
+                self.visibility.is_visible(ids, row, lsns.value(row))
+            }
+        }
+    }
 }
 
 /// The seam where an ANN index plugs in: top-k visible, matching rows.

@@ -88,7 +88,9 @@ struct ReadState {
     segments: HashMap<String, Arc<RecordBatch>>,
     indexes: HashMap<String, Arc<IvfIndex>>,
     deletes: HashMap<String, Arc<RecordBatch>>,
-    base: Option<(u64, Arc<Newest>)>,
+    /// The segments' newest-event map for one manifest version, and which
+    /// segments have no row hidden by it.
+    base: Option<(u64, Arc<Newest>, Arc<HashMap<String, bool>>)>,
     tail: Tail,
 }
 
@@ -118,6 +120,8 @@ struct Snapshot {
     sources: Vec<Arc<RecordBatch>>,
     /// The index of each source, if it has one.
     indexes: Vec<Option<Arc<IvfIndex>>>,
+    /// Sources none of whose rows the segments and delete files hide.
+    clean: Vec<bool>,
     base: Arc<Newest>,
     tail: Arc<Newest>,
     lsn: Lsn,
@@ -858,8 +862,10 @@ impl Floe {
             Consistency::Eventual => {}
         }
         self.load_segments(c, &mut state).await?;
-        let base = match &state.base {
-            Some((version, base)) if *version == state.manifest.version => Arc::clone(base),
+        let (base, clean) = match &state.base {
+            Some((version, base, clean)) if *version == state.manifest.version => {
+                (Arc::clone(base), Arc::clone(clean))
+            }
             _ => {
                 let mut newest = Newest::default();
                 for s in &state.manifest.segments {
@@ -872,17 +878,32 @@ impl Floe {
                         newest.observe_rows(batch, true)?;
                     }
                 }
-                let base = Arc::new(newest);
-                state.base = Some((state.manifest.version, Arc::clone(&base)));
-                base
+                let mut clean = HashMap::new();
+                for s in &state.manifest.segments {
+                    if let Some(batch) = state.segments.get(&s.id) {
+                        let (ids, lsns) = id_and_lsn(batch)?;
+                        let all_visible = (0..batch.num_rows())
+                            .all(|r| newest.get(ids, r) == Some((lsns.value(r), false)));
+                        clean.insert(s.id.clone(), all_visible);
+                    }
+                }
+                let (base, clean) = (Arc::new(newest), Arc::new(clean));
+                state.base = Some((
+                    state.manifest.version,
+                    Arc::clone(&base),
+                    Arc::clone(&clean),
+                ));
+                (base, clean)
             }
         };
         let mut sources: Vec<Arc<RecordBatch>> = Vec::new();
         let mut indexes: Vec<Option<Arc<IvfIndex>>> = Vec::new();
+        let mut clean_sources: Vec<bool> = Vec::new();
         for s in &state.manifest.segments {
             if let Some(batch) = state.segments.get(&s.id) {
                 sources.push(Arc::clone(batch));
                 indexes.push(state.indexes.get(&s.id).cloned());
+                clean_sources.push(clean.get(&s.id).copied().unwrap_or(false));
             }
         }
         let (tail_rows, tail) = if consistency == Consistency::Eventual {
@@ -906,6 +927,7 @@ impl Floe {
         if let Some(rows) = tail_rows {
             sources.push(rows);
             indexes.push(None);
+            clean_sources.push(false);
         }
         let lsn = if consistency == Consistency::Eventual {
             state.manifest.checkpoint_lsn
@@ -916,6 +938,7 @@ impl Floe {
             manifest: Arc::clone(&state.manifest),
             sources,
             indexes,
+            clean: clean_sources,
             base,
             tail,
             lsn,
@@ -982,6 +1005,7 @@ impl Floe {
                         k,
                         filter: filter.as_ref(),
                         visibility: snap.visibility(),
+                        clean: &snap.clean,
                     };
                     let lists = snap
                         .sources

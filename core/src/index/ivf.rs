@@ -585,7 +585,7 @@ impl SegmentSearch for IvfSearch<'_> {
             .clamp(1, index.nlist());
         let q = index.prepare_query(&params.query.values);
 
-        let visible = |row: usize| params.visibility.is_visible(ids, row, lsns.value(row));
+        let visible = params.visible_fn(source, ids, lsns);
         let hits = match params.filter {
             None => index.search_rows(&q, k, nprobe, rerank, values, &visible),
             Some(filter) => {
