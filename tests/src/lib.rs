@@ -112,3 +112,21 @@ pub async fn jetstream_logs(config: &JetStreamConfig) -> JetStreamLogs {
         .await
         .expect("connect to nats-server")
 }
+
+/// The distance a brute-force oracle uses, in f64: squared L2, 1 − cosine,
+/// or negative inner product, by metric name.
+pub fn oracle_distance(metric: &str, q: &[f32], v: &[f32]) -> f64 {
+    let dot: f64 = q.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum();
+    match metric {
+        "l2" => q
+            .iter()
+            .zip(v)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum(),
+        "ip" => -dot,
+        _ => {
+            let norm = |x: &[f32]| x.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+            1.0 - dot / (norm(q) * norm(v))
+        }
+    }
+}

@@ -37,23 +37,6 @@ impl Oracle {
         }
     }
 
-    fn distance(metric: &str, q: &[f32], v: &[f32]) -> f64 {
-        let dot: f64 = q.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum();
-        match metric {
-            "l2" => q
-                .iter()
-                .zip(v)
-                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-                .sum(),
-            "ip" => -dot,
-            _ => {
-                let nq: f64 = q.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-                let nv: f64 = v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-                1.0 - dot / (nq * nv)
-            }
-        }
-    }
-
     fn search(
         &self,
         metric: &str,
@@ -65,7 +48,7 @@ impl Oracle {
             .rows
             .iter()
             .filter(|(id, (_, a))| pred(**id, a))
-            .map(|(id, (v, _))| (*id, Self::distance(metric, q, v)))
+            .map(|(id, (v, _))| (*id, floe_tests::oracle_distance(metric, q, v)))
             .collect();
         all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         all.truncate(k);

@@ -37,22 +37,6 @@ fn rows(ids: std::ops::Range<u64>, vs: &[Vec<f32>]) -> Vec<Value> {
         .collect()
 }
 
-fn distance(metric: &str, q: &[f32], v: &[f32]) -> f64 {
-    let dot: f64 = q.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum();
-    match metric {
-        "l2" => q
-            .iter()
-            .zip(v)
-            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-            .sum(),
-        "ip" => -dot,
-        _ => {
-            let n = |x: &[f32]| x.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-            1.0 - dot / (n(q) * n(v))
-        }
-    }
-}
-
 fn oracle(
     metric: &str,
     live: &BTreeMap<u64, Vec<f32>>,
@@ -63,7 +47,7 @@ fn oracle(
     let mut all: Vec<(f64, u64)> = live
         .iter()
         .filter(|(id, _)| keep(**id))
-        .map(|(id, v)| (distance(metric, q, v), *id))
+        .map(|(id, v)| (floe_tests::oracle_distance(metric, q, v), *id))
         .collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     all.into_iter().take(k).map(|(_, id)| id).collect()

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::index::{IvfIndex, IvfParams};
 use crate::manifest::{Committed, Fence, IndexFile, Operation, Role, SegmentEntry};
 use crate::search::Newest;
-use crate::segment::{COL_VECTOR, SegmentWriteOptions, new_segment_id, write_segment};
+use crate::segment::{COL_VECTOR, new_segment_id};
 use crate::storage::{CollectionPaths, put_create};
 
 /// Compaction starts once this many unsealed segments exist (or they hold
@@ -137,9 +137,6 @@ impl Floe {
         let merged = arrow::compute::concat_batches(&c.schema, &kept)?;
         report.rows_out = merged.num_rows() as u64;
         let seal = c.config.index.seal_rows.max(1) as usize;
-        let options = SegmentWriteOptions {
-            row_group_rows: c.config.index.row_group_rows as usize,
-        };
         let mut outputs = Vec::new();
         let mut start = 0;
         while start < merged.num_rows() {
@@ -156,23 +153,15 @@ impl Floe {
             } else {
                 c.paths.segment_data(&id)
             };
-            let file =
-                write_segment(self.store.as_ref(), &path, &c.schema, &[part], &options).await?;
             if sealed {
                 report.sealed.push(id.clone())
             } else {
                 report.unsealed.push(id.clone())
             }
-            outputs.push(SegmentEntry {
-                id,
-                data_path: path.to_string(),
-                rows: file.rows,
-                size_bytes: file.size_bytes,
-                min_lsn: file.min_lsn,
-                max_lsn: file.max_lsn,
-                sealed,
-                index: None,
-            });
+            outputs.push(
+                self.write_segment_entry(&c, &id, path, &part, sealed)
+                    .await?,
+            );
             start += len;
         }
         let removed: Vec<String> = inputs.iter().map(|s| s.id.clone()).collect();
@@ -248,18 +237,9 @@ impl Floe {
         let clustered: RecordBatch =
             arrow::compute::take_record_batch(&batch, &UInt32Array::from(order))?;
         let id = new_segment_id();
-        let data_path = c.paths.segment_data(&id);
-        let options = SegmentWriteOptions {
-            row_group_rows: c.config.index.row_group_rows as usize,
-        };
-        let file = write_segment(
-            self.store.as_ref(),
-            &data_path,
-            &c.schema,
-            std::slice::from_ref(&clustered),
-            &options,
-        )
-        .await?;
+        let mut entry = self
+            .write_segment_entry(&c, &id, c.paths.segment_data(&id), &clustered, true)
+            .await?;
         let index_path = c.paths.segment_index(&id);
         let bytes = index.to_bytes();
         let index_bytes = bytes.len() as u64;
@@ -268,20 +248,12 @@ impl Floe {
                 path: index_path.to_string(),
             });
         }
-        let entry = SegmentEntry {
-            id: id.clone(),
-            data_path: data_path.to_string(),
-            rows: file.rows,
-            size_bytes: file.size_bytes,
-            min_lsn: file.min_lsn,
-            max_lsn: file.max_lsn,
-            sealed: true,
-            index: Some(IndexFile {
-                path: index_path.to_string(),
-                size_bytes: index_bytes,
-                nlist: index.nlist() as u32,
-            }),
-        };
+        entry.index = Some(IndexFile {
+            path: index_path.to_string(),
+            size_bytes: index_bytes,
+            nlist: index.nlist() as u32,
+        });
+        let rows = entry.rows;
         let op = Operation::Replace {
             remove: vec![segment_id.to_string()],
             add: vec![entry],
@@ -302,7 +274,7 @@ impl Floe {
         Ok(Some(IndexReport {
             replaced: segment_id.to_string(),
             segment: id,
-            rows: file.rows,
+            rows,
             nlist: index.nlist() as u32,
             build_ms: started.elapsed().as_millis() as u64,
             index_bytes,

@@ -573,26 +573,11 @@ impl Floe {
         } else {
             let batch = arrow::compute::concat_batches(&c.schema, &kept)?;
             let id = new_segment_id();
-            let path = c.paths.segment_data(&id);
-            let file = write_segment(
-                self.store.as_ref(),
-                &path,
-                &c.schema,
-                std::slice::from_ref(&batch),
-                &options,
-            )
-            .await?;
-            let entry = SegmentEntry {
-                id,
-                data_path: path.to_string(),
-                rows: file.rows,
-                size_bytes: file.size_bytes,
-                min_lsn: file.min_lsn,
-                max_lsn: file.max_lsn,
-                sealed: false,
-                index: None,
-            };
-            (Some(entry), Some(batch), file.rows)
+            let entry = self
+                .write_segment_entry(c, &id, c.paths.segment_data(&id), &batch, false)
+                .await?;
+            let rows = entry.rows;
+            (Some(entry), Some(batch), rows)
         };
         let (delete_file, deletes) = if tombstones.is_empty() {
             (None, 0)
@@ -621,6 +606,38 @@ impl Floe {
             (Some(entry), file.rows)
         };
         Ok((segment, delete_file, rows, deletes, segment_batch))
+    }
+
+    /// Writes `batch` create-only at `path` as segment `id` and describes it.
+    async fn write_segment_entry(
+        &self,
+        c: &Collection,
+        id: &str,
+        path: object_store::path::Path,
+        batch: &RecordBatch,
+        sealed: bool,
+    ) -> Result<SegmentEntry> {
+        let options = SegmentWriteOptions {
+            row_group_rows: c.config.index.row_group_rows as usize,
+        };
+        let file = write_segment(
+            self.store.as_ref(),
+            &path,
+            &c.schema,
+            std::slice::from_ref(batch),
+            &options,
+        )
+        .await?;
+        Ok(SegmentEntry {
+            id: id.to_string(),
+            data_path: path.to_string(),
+            rows: file.rows,
+            size_bytes: file.size_bytes,
+            min_lsn: file.min_lsn,
+            max_lsn: file.max_lsn,
+            sealed,
+            index: None,
+        })
     }
 
     /// Flushes when the tail is past a row, byte or age threshold.
