@@ -43,6 +43,8 @@ use crate::types::*;
 const MANIFEST_TTL: Duration = Duration::from_secs(1);
 /// Records read from the log per request.
 const LOG_PAGE: usize = 512;
+/// Searches touching at most this many rows run on the async worker.
+const INLINE_SEARCH_ROWS: usize = 50_000;
 /// Unreferenced files are deleted only when older than this.
 pub const GC_GRACE: Duration = Duration::from_secs(600);
 
@@ -1014,7 +1016,21 @@ impl Floe {
         let snap = self.snapshot(&c, consistency).await?;
         let k = request.top_k;
         let include_vector = request.include_vector;
-        tokio::task::spawn_blocking(move || {
+        // Rows the search will touch, roughly: probed clusters of indexed
+        // segments, every row of the others.
+        let work: usize = snap
+            .sources
+            .iter()
+            .zip(&snap.indexes)
+            .map(|(batch, index)| match (index, &query) {
+                (Some(index), Some(_)) => {
+                    let nprobe = knobs.nprobe.unwrap_or_else(|| index.nprobe_for(knobs.recall_target));
+                    batch.num_rows() / index.nlist().max(1) * nprobe.max(1)
+                }
+                _ => batch.num_rows(),
+            })
+            .sum();
+        let search = move || {
             let (rows, next_cursor) = match &query {
                 Some(q) => {
                     let params = SearchParams {
@@ -1081,9 +1097,14 @@ impl Floe {
                 next_cursor,
                 lsn: snap.lsn,
             })
-        })
-        .await
-        .map_err(|e| Error::corrupt("query task", e))?
+        };
+        // Small searches (well under a millisecond) run in place; a thread
+        // hand-off would cost as much as the search itself.
+        if work <= INLINE_SEARCH_ROWS {
+            search()
+        } else {
+            tokio::task::spawn_blocking(search).await.map_err(|e| Error::corrupt("query task", e))?
+        }
     }
 
     /// The visible version of one row, if any.

@@ -319,8 +319,9 @@ impl IvfIndex {
         }
     }
 
-    /// Clusters by closeness of their centroid to `q`.
-    fn probe_order(&self, q: &[f32]) -> Vec<usize> {
+    /// Clusters by closeness of their centroid to `q`: the first `first`
+    /// exactly ordered, the rest ordered only when a widening search needs them.
+    fn probe_order(&self, q: &[f32], first: usize) -> Vec<usize> {
         let mut d: Vec<(f32, usize)> = self
             .centroids
             .chunks_exact(self.dim)
@@ -333,7 +334,12 @@ impl IvfIndex {
                 (dist, c)
             })
             .collect();
-        d.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let first = first.min(d.len());
+        if first > 0 && first < d.len() {
+            d.select_nth_unstable_by(first - 1, |a, b| a.0.total_cmp(&b.0));
+        }
+        d[..first].sort_by(|a, b| a.0.total_cmp(&b.0));
+        d[first..].sort_by(|a, b| a.0.total_cmp(&b.0));
         d.into_iter().map(|(_, c)| c).collect()
     }
 
@@ -353,7 +359,7 @@ impl IvfIndex {
         let prepared = self.prepare(q);
         let pool = rerank.max(k);
         let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(pool + 1);
-        for (probed, c) in self.probe_order(q).into_iter().enumerate() {
+        for (probed, c) in self.probe_order(q, nprobe).into_iter().enumerate() {
             if probed >= nprobe && heap.len() >= pool {
                 break;
             }
@@ -591,7 +597,7 @@ impl SegmentSearch for IvfSearch<'_> {
             Some(filter) => {
                 // Evaluate the filter on the probed clusters' rows only, and
                 // estimate its selectivity there.
-                let order = index.probe_order(&q);
+                let order = index.probe_order(&q, nprobe);
                 let mut mask = vec![false; batch.num_rows()];
                 let (mut scanned, mut passed) = (0usize, 0usize);
                 for &c in order.iter().take(nprobe) {
