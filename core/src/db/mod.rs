@@ -1024,7 +1024,9 @@ impl Floe {
             .zip(&snap.indexes)
             .map(|(batch, index)| match (index, &query) {
                 (Some(index), Some(_)) => {
-                    let nprobe = knobs.nprobe.unwrap_or_else(|| index.nprobe_for(knobs.recall_target));
+                    let nprobe = knobs
+                        .nprobe
+                        .unwrap_or_else(|| index.nprobe_for(knobs.recall_target));
                     batch.num_rows() / index.nlist().max(1) * nprobe.max(1)
                 }
                 _ => batch.num_rows(),
@@ -1103,7 +1105,9 @@ impl Floe {
         if work <= INLINE_SEARCH_ROWS {
             search()
         } else {
-            tokio::task::spawn_blocking(search).await.map_err(|e| Error::corrupt("query task", e))?
+            tokio::task::spawn_blocking(search)
+                .await
+                .map_err(|e| Error::corrupt("query task", e))?
         }
     }
 

@@ -327,9 +327,13 @@ impl IvfIndex {
             .chunks_exact(self.dim)
             .enumerate()
             .map(|(c, centroid)| {
+                // Rows were assigned to their nearest centroid by L2; for
+                // cosine (unit vectors) probing must follow the same rule,
+                // as centroids of unit vectors are shorter than 1 and an
+                // inner product would favour the longer, tighter ones.
                 let dist = match self.metric {
-                    Metric::L2 => l2_squared(q, centroid),
-                    Metric::Ip | Metric::Cosine => -dot(q, centroid),
+                    Metric::L2 | Metric::Cosine => l2_squared(q, centroid),
+                    Metric::Ip => -dot(q, centroid),
                 };
                 (dist, c)
             })
