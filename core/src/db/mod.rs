@@ -90,10 +90,16 @@ struct ReadState {
     segments: HashMap<String, Arc<RecordBatch>>,
     indexes: HashMap<String, Arc<IvfIndex>>,
     deletes: HashMap<String, Arc<RecordBatch>>,
-    /// The segments' newest-event map for one manifest version, and which
-    /// segments have no row hidden by it.
-    base: Option<(u64, Arc<Newest>, Arc<HashMap<String, bool>>)>,
+    base: Option<BaseView>,
     tail: Tail,
+}
+
+/// The segments' newest-event map for one manifest version, and which
+/// segments have no row hidden by it.
+struct BaseView {
+    version: u64,
+    newest: Arc<Newest>,
+    clean: Arc<HashMap<String, bool>>,
 }
 
 /// Log records after the manifest's checkpoint, decoded and kept
@@ -882,8 +888,8 @@ impl Floe {
         }
         self.load_segments(c, &mut state).await?;
         let (base, clean) = match &state.base {
-            Some((version, base, clean)) if *version == state.manifest.version => {
-                (Arc::clone(base), Arc::clone(clean))
+            Some(view) if view.version == state.manifest.version => {
+                (Arc::clone(&view.newest), Arc::clone(&view.clean))
             }
             _ => {
                 let mut newest = Newest::default();
@@ -907,11 +913,11 @@ impl Floe {
                     }
                 }
                 let (base, clean) = (Arc::new(newest), Arc::new(clean));
-                state.base = Some((
-                    state.manifest.version,
-                    Arc::clone(&base),
-                    Arc::clone(&clean),
-                ));
+                state.base = Some(BaseView {
+                    version: state.manifest.version,
+                    newest: Arc::clone(&base),
+                    clean: Arc::clone(&clean),
+                });
                 (base, clean)
             }
         };
