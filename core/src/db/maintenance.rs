@@ -61,6 +61,27 @@ pub fn parse_sealed_key(key: &str) -> Option<(String, String)> {
 }
 
 impl Floe {
+    /// The `id` and `_lsn` columns of a segment or delete file (ranged reads).
+    async fn read_keys(&self, path: &str, size: u64) -> Result<RecordBatch> {
+        let reader = crate::segment::SegmentReader::open(
+            Arc::clone(&self.store),
+            object_store::path::Path::from(path),
+            Some(size),
+        )
+        .await?;
+        let batches = reader
+            .read(
+                Some(&[crate::segment::COL_ID, crate::segment::COL_LSN]),
+                &crate::segment::RowFilter::All,
+            )
+            .await?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    }
+
     async fn compactor_fence(&self, c: &Collection) -> Result<Fence> {
         c.compactor
             .get_or_try_init(|| async {
@@ -105,22 +126,16 @@ impl Floe {
         if inputs.is_empty() {
             return Ok(report);
         }
-        // The newest event per id over the whole manifest decides what survives.
+        // The newest event per id decides what survives. Only files holding
+        // an event newer than the oldest input row can hide one, and only
+        // their id and _lsn columns are needed.
+        let oldest = inputs.iter().map(|s| s.min_lsn).min().unwrap_or(0);
         let mut newest = Newest::default();
-        for s in &manifest.segments {
-            let keys = self
-                .read_whole(&s.data_path, s.size_bytes, &c.schema)
-                .await?;
-            newest.observe_rows(&keys, false)?;
+        for s in manifest.segments.iter().filter(|s| s.max_lsn >= oldest) {
+            newest.observe_rows(&self.read_keys(&s.data_path, s.size_bytes).await?, false)?;
         }
-        let delete_schema = super::delete_schema(&c.config);
-        for d in &manifest.deletes {
-            newest.observe_rows(
-                &self
-                    .read_whole(&d.path, d.size_bytes, &delete_schema)
-                    .await?,
-                true,
-            )?;
+        for d in manifest.deletes.iter().filter(|d| d.max_lsn >= oldest) {
+            newest.observe_rows(&self.read_keys(&d.path, d.size_bytes).await?, true)?;
         }
         let mut kept = Vec::new();
         for s in &inputs {
