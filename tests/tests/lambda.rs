@@ -122,4 +122,35 @@ async fn indexer_flushes_on_s3_and_scheduled_events() {
             .is_err(),
         "unknown events are refused"
     );
+
+    // The deleting route is served by the indexer (the only function that
+    // may delete objects), from an API Gateway event.
+    let response = floe_indexer::handle(&floe, fixture("apigw-v2-delete-collection.json"))
+        .await
+        .unwrap();
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert!(matches!(
+        floe.describe("lam").await,
+        Err(floe_core::Error::CollectionNotFound(_))
+    ));
+}
+
+#[test]
+fn the_lag_metric_is_embedded_metric_format() {
+    let line = floe_indexer::lag_metric("docs", 42, 1_795_305_599_000);
+    let spec = &line["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(spec["Namespace"], "Floe");
+    assert_eq!(spec["Metrics"][0]["Name"], "UnflushedRecords");
+    assert_eq!(spec["Dimensions"][0][0], "Collection");
+    assert_eq!(
+        (
+            line["Collection"].as_str(),
+            line["UnflushedRecords"].as_u64()
+        ),
+        (Some("docs"), Some(42))
+    );
+    assert!(!floe_indexer::is_http_event(&fixture(
+        "s3-object-created.json"
+    )));
+    assert!(floe_indexer::is_http_event(&fixture("apigw-v1-query.json")));
 }

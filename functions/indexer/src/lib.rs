@@ -3,7 +3,11 @@
 //! its index; any other key under `collections/<name>/` flushes that
 //! collection. A scheduled (EventBridge) event runs a full round over every
 //! collection: flush and compact what is due, build missing indexes (the
-//! safety net for lost S3 events), collect garbage.
+//! safety net for lost S3 events), collect garbage, and report each
+//! collection's unflushed log records as a CloudWatch metric (EMF).
+//! API Gateway events (the routes that delete: `DELETE /v1/collections/…`)
+//! go through the same HTTP adapter as the ingest and query functions: the
+//! indexer is the only function allowed to delete objects.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -72,8 +76,47 @@ fn collection_of(key: &str) -> Option<&str> {
         .filter(|name| floe_core::catalog::validate_collection_name(name).is_ok())
 }
 
+/// An API Gateway event rather than an S3 or scheduled one.
+pub fn is_http_event(event: &Value) -> bool {
+    event.get("requestContext").is_some()
+        && (event.get("httpMethod").is_some() || event.get("routeKey").is_some())
+}
+
+/// Serves an API Gateway event with the Floe router, as the HTTP functions do.
+pub async fn handle_http(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
+    use lambda_http::Service;
+    let request: lambda_http::request::LambdaRequest = serde_json::from_value(event)?;
+    let mut adapter = lambda_http::Adapter::from(floe_http_function::service(Arc::clone(floe)));
+    let context = lambda_http::Context::default();
+    let response = adapter
+        .call(lambda_http::LambdaEvent::new(request, context))
+        .await
+        .map_err(|e| match e {})?;
+    Ok(serde_json::to_value(response)?)
+}
+
+/// One CloudWatch Embedded Metric Format line: `Floe/UnflushedRecords` for
+/// a collection (the log lag the deployment's alarm watches).
+pub fn lag_metric(collection: &str, unflushed_records: u64, now_ms: u64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "Floe",
+                "Dimensions": [["Collection"]],
+                "Metrics": [{"Name": "UnflushedRecords", "Unit": "Count"}]
+            }]
+        },
+        "Collection": collection,
+        "UnflushedRecords": unflushed_records
+    })
+}
+
 /// Carries out an event and reports what it did.
 pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
+    if is_http_event(&event) {
+        return handle_http(floe, event).await;
+    }
     let mut flushed = Vec::new();
     let mut indexed = Vec::new();
     let mut compacted = Vec::new();
@@ -114,6 +157,16 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
                     );
                 }
                 collected += floe.gc(&name, floe_core::db::GC_GRACE).await?.deleted;
+                let info = floe.describe(&name).await?;
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                // Lambda's log agent turns this stdout line into a metric.
+                println!(
+                    "{}",
+                    lag_metric(&name, info.stats.unflushed_records, now_ms)
+                );
             }
         }
     }
