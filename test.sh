@@ -14,6 +14,8 @@ fi
 tools="$(./localstack/install.sh)"
 echo "== docs/openapi.json is a valid OpenAPI description"
 "$tools/openapi-spec-validator" docs/openapi.json
+echo "== infra/template.yaml passes cfn-lint"
+"$tools/cfn-lint" infra/template.yaml
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"

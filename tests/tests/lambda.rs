@@ -141,7 +141,11 @@ fn the_lag_metric_is_embedded_metric_format() {
     let spec = &line["_aws"]["CloudWatchMetrics"][0];
     assert_eq!(spec["Namespace"], "Floe");
     assert_eq!(spec["Metrics"][0]["Name"], "UnflushedRecords");
-    assert_eq!(spec["Dimensions"][0][0], "Collection");
+    assert_eq!(
+        spec["Dimensions"],
+        json!([["Collection"], []]),
+        "per collection, and one aggregate the alarm watches"
+    );
     assert_eq!(
         (
             line["Collection"].as_str(),

@@ -95,15 +95,16 @@ pub async fn handle_http(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value
     Ok(serde_json::to_value(response)?)
 }
 
-/// One CloudWatch Embedded Metric Format line: `Floe/UnflushedRecords` for
-/// a collection (the log lag the deployment's alarm watches).
+/// One CloudWatch Embedded Metric Format line: `Floe/UnflushedRecords` per
+/// collection, and without dimensions (so one alarm, on the maximum, covers
+/// every collection).
 pub fn lag_metric(collection: &str, unflushed_records: u64, now_ms: u64) -> Value {
     json!({
         "_aws": {
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
                 "Namespace": "Floe",
-                "Dimensions": [["Collection"]],
+                "Dimensions": [["Collection"], []],
                 "Metrics": [{"Name": "UnflushedRecords", "Unit": "Count"}]
             }]
         },
