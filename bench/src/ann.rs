@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use floe_core::Floe;
-use floe_core::kernels::{dot, l2_squared};
+use floe_core::catalog::Metric;
 use floe_core::rows::{ColumnsIn, Id};
+use floe_core::search::QueryVector;
 use floe_core::types::{QueryRequest, UpsertRequest};
 use rand::{Rng, SeedableRng};
 
@@ -108,16 +109,8 @@ fn generate(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     out
 }
 
-fn distance(metric: &str, q: &[f32], v: &[f32]) -> f32 {
-    match metric {
-        "l2" => l2_squared(q, v),
-        "ip" => -dot(q, v),
-        _ => 1.0 - dot(q, v) / (dot(q, q).sqrt() * dot(v, v).sqrt()).max(f32::MIN_POSITIVE),
-    }
-}
-
 fn ground_truth(
-    metric: &str,
+    metric: Metric,
     data: &[f32],
     queries: &[f32],
     dim: usize,
@@ -134,10 +127,11 @@ fn ground_truth(
             s.spawn(move || {
                 for (i, slot) in chunk.iter_mut().enumerate() {
                     let q = &queries[(start + i) * dim..(start + i + 1) * dim];
+                    let q = QueryVector::new(q.to_vec(), metric);
                     let mut all: Vec<(f32, u64)> = data
                         .chunks_exact(dim)
                         .enumerate()
-                        .map(|(r, v)| (distance(metric, q, v), r as u64))
+                        .map(|(r, v)| (q.distance(v), r as u64))
                         .collect();
                     all.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
                     all.truncate(k);
@@ -148,10 +142,6 @@ fn ground_truth(
         }
     });
     out
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
 }
 
 pub async fn run(args: AnnArgs) -> Result<()> {
@@ -182,7 +172,9 @@ pub async fn run(args: AnnArgs) -> Result<()> {
     );
 
     let t = Instant::now();
-    let truth = ground_truth(&args.metric, &data, &queries, dim, 10);
+    let metric: Metric = serde_json::from_value(serde_json::Value::String(args.metric.clone()))
+        .with_context(|| format!("--metric {:?}: use l2, cosine or ip", args.metric))?;
+    let truth = ground_truth(metric, &data, &queries, dim, 10);
     println!("exact ground truth: {:.1} s", t.elapsed().as_secs_f64());
 
     let dir = args.out.join("floe-data");
@@ -286,11 +278,11 @@ pub async fn run(args: AnnArgs) -> Result<()> {
             "floe ivf-sq8+rerank",
             label,
             recall,
-            pct(&lat, 0.5),
-            pct(&lat, 0.99),
+            super::percentile(&lat, 0.5),
+            super::percentile(&lat, 0.99),
             1000.0 / mean
         );
-        floe_rows.push((label, recall, pct(&lat, 0.5)));
+        floe_rows.push((label, recall, super::percentile(&lat, 0.5)));
     }
 
     if args.faiss {

@@ -7,6 +7,7 @@ mod error;
 
 pub mod api;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod filter;

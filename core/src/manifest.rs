@@ -20,7 +20,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -548,7 +548,7 @@ impl ManifestStore {
             next.format_version = MANIFEST_FORMAT_VERSION;
             next.version = base.version + 1;
             next.commit_id = uuid::Uuid::new_v4().to_string();
-            next.committed_at_ms = now_ms();
+            next.committed_at_ms = crate::clock::now_ms();
             next.operation = op.describe();
             let body = serde_json::to_vec(&next).map_err(|e| Error::corrupt("manifest", e))?;
             let path = self.paths.manifest(next.version);
@@ -604,13 +604,6 @@ impl ManifestStore {
         let pause = rand::rng().random_range(0..=cap);
         tokio::time::sleep(Duration::from_micros(pause)).await;
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

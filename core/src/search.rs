@@ -139,6 +139,14 @@ pub fn id_and_lsn(batch: &RecordBatch) -> Result<(&dyn Array, &UInt64Array)> {
     Ok((ids.as_ref(), lsns))
 }
 
+/// Scales `v` to unit length (a zero vector stays zero).
+pub fn normalize(v: &mut [f32]) {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
 /// A query vector prepared for a metric (normalised for cosine).
 #[derive(Debug, Clone)]
 pub struct QueryVector {
@@ -149,10 +157,7 @@ pub struct QueryVector {
 impl QueryVector {
     pub fn new(mut values: Vec<f32>, metric: Metric) -> Self {
         if metric == Metric::Cosine {
-            let norm = dot(&values, &values).sqrt();
-            if norm > 0.0 {
-                values.iter_mut().for_each(|v| *v /= norm);
-            }
+            normalize(&mut values);
         }
         Self { values, metric }
     }

@@ -24,6 +24,9 @@ use crate::storage::{CollectionPaths, put_create};
 /// `seal_rows` rows between them).
 pub const COMPACT_AT_SEGMENTS: usize = 4;
 
+/// The columns that decide visibility.
+const KEYS: [&str; 2] = [crate::segment::COL_ID, crate::segment::COL_LSN];
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompactReport {
     pub segments_in: usize,
@@ -61,27 +64,6 @@ pub fn parse_sealed_key(key: &str) -> Option<(String, String)> {
 }
 
 impl Floe {
-    /// The `id` and `_lsn` columns of a segment or delete file (ranged reads).
-    async fn read_keys(&self, path: &str, size: u64) -> Result<RecordBatch> {
-        let reader = crate::segment::SegmentReader::open(
-            Arc::clone(&self.store),
-            object_store::path::Path::from(path),
-            Some(size),
-        )
-        .await?;
-        let batches = reader
-            .read(
-                Some(&[crate::segment::COL_ID, crate::segment::COL_LSN]),
-                &crate::segment::RowFilter::All,
-            )
-            .await?;
-        let schema = batches
-            .first()
-            .map(|b| b.schema())
-            .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-        Ok(arrow::compute::concat_batches(&schema, &batches)?)
-    }
-
     async fn compactor_fence(&self, c: &Collection) -> Result<Fence> {
         c.compactor
             .get_or_try_init(|| async {
@@ -132,16 +114,22 @@ impl Floe {
         let oldest = inputs.iter().map(|s| s.min_lsn).min().unwrap_or(0);
         let mut newest = Newest::default();
         for s in manifest.segments.iter().filter(|s| s.max_lsn >= oldest) {
-            newest.observe_rows(&self.read_keys(&s.data_path, s.size_bytes).await?, false)?;
+            newest.observe_rows(
+                &self
+                    .read_file(&s.data_path, s.size_bytes, Some(&KEYS))
+                    .await?,
+                false,
+            )?;
         }
         for d in manifest.deletes.iter().filter(|d| d.max_lsn >= oldest) {
-            newest.observe_rows(&self.read_keys(&d.path, d.size_bytes).await?, true)?;
+            newest.observe_rows(
+                &self.read_file(&d.path, d.size_bytes, Some(&KEYS)).await?,
+                true,
+            )?;
         }
         let mut kept = Vec::new();
         for s in &inputs {
-            let batch = self
-                .read_whole(&s.data_path, s.size_bytes, &c.schema)
-                .await?;
+            let batch = self.read_file(&s.data_path, s.size_bytes, None).await?;
             report.rows_in += batch.num_rows() as u64;
             let (ids, lsns) = crate::search::id_and_lsn(&batch)?;
             let mask: arrow::array::BooleanArray = (0..batch.num_rows())
@@ -230,7 +218,7 @@ impl Floe {
         let fence = self.compactor_fence(&c).await?;
         let started = Instant::now();
         let batch = self
-            .read_whole(&segment.data_path, segment.size_bytes, &c.schema)
+            .read_file(&segment.data_path, segment.size_bytes, None)
             .await?;
         let dim = c.config.dimension as usize;
         let metric = c.config.metric;

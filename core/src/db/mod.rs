@@ -369,7 +369,7 @@ impl Floe {
         record: LogRecord,
         request_id: Option<&str>,
     ) -> Result<WriteAck> {
-        check_request_id(request_id)?;
+        // Callers checked `request_id` before doing any work.
         let rows = record.num_rows();
         let payload = record.encode()?;
         let ack = c.log.append(payload, request_id).await?;
@@ -797,7 +797,7 @@ impl Floe {
         Ok(())
     }
 
-    async fn load_segments(&self, c: &Collection, state: &mut ReadState) -> Result<()> {
+    async fn load_segments(&self, state: &mut ReadState) -> Result<()> {
         let missing: Vec<SegmentEntry> = state
             .manifest
             .segments
@@ -807,9 +807,7 @@ impl Floe {
             .collect();
         let loaded: Vec<(String, RecordBatch)> = futures::stream::iter(missing)
             .map(|s| async move {
-                let batch = self
-                    .read_whole(&s.data_path, s.size_bytes, &c.schema)
-                    .await?;
+                let batch = self.read_file(&s.data_path, s.size_bytes, None).await?;
                 Ok::<_, Error>((s.id, batch))
             })
             .buffer_unordered(8)
@@ -844,23 +842,39 @@ impl Floe {
             .filter(|d| !state.deletes.contains_key(&d.path))
             .cloned()
             .collect();
-        let schema = delete_schema(&c.config);
         for d in missing {
-            let batch = self.read_whole(&d.path, d.size_bytes, &schema).await?;
+            let batch = self.read_file(&d.path, d.size_bytes, None).await?;
             state.deletes.insert(d.path.clone(), Arc::new(batch));
         }
         Ok(())
     }
 
-    async fn read_whole(&self, path: &str, size: u64, schema: &SchemaRef) -> Result<RecordBatch> {
+    /// Reads a segment or delete file as one batch: every column, or the
+    /// named ones (a projection: only their byte ranges are fetched).
+    async fn read_file(
+        &self,
+        path: &str,
+        size: u64,
+        columns: Option<&[&str]>,
+    ) -> Result<RecordBatch> {
         let reader = SegmentReader::open(
             Arc::clone(&self.store),
             object_store::path::Path::from(path),
             Some(size),
         )
         .await?;
-        let batches = reader.read(None, &RowFilter::All).await?;
-        Ok(arrow::compute::concat_batches(schema, &batches)?)
+        let schema = match columns {
+            None => Arc::clone(reader.schema()),
+            Some(names) => {
+                let indices = names
+                    .iter()
+                    .map(|n| reader.schema().index_of(n))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Arc::new(reader.schema().project(&indices)?)
+            }
+        };
+        let batches = reader.read(columns, &RowFilter::All).await?;
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
     }
 
     async fn snapshot(&self, c: &Collection, consistency: Consistency) -> Result<Snapshot> {
@@ -886,7 +900,7 @@ impl Floe {
             }
             Consistency::Eventual => {}
         }
-        self.load_segments(c, &mut state).await?;
+        self.load_segments(&mut state).await?;
         let (base, clean) = match &state.base {
             Some(view) if view.version == state.manifest.version => {
                 (Arc::clone(&view.newest), Arc::clone(&view.clean))

@@ -27,7 +27,9 @@ use super::kmeans::{assign, kmeans};
 use crate::catalog::Metric;
 use crate::error::{Error, Result};
 use crate::kernels::{dot, dot_u8, l2_squared, weighted_l2_u8};
-use crate::search::{ExactSearch, Hit, SearchParams, SegmentSearch, id_and_lsn};
+use crate::search::{
+    ExactSearch, Hit, QueryVector, SearchParams, SegmentSearch, id_and_lsn, normalize,
+};
 use crate::segment::COL_VECTOR;
 
 const MAGIC: &[u8; 8] = b"FLOEIVF1";
@@ -95,15 +97,6 @@ pub struct IvfIndex {
     pub calibration: Vec<(u32, f32)>,
 }
 
-fn normalized(v: &[f32]) -> Vec<f32> {
-    let norm = dot(v, v).sqrt();
-    if norm > 0.0 {
-        v.iter().map(|x| x / norm).collect()
-    } else {
-        v.to_vec()
-    }
-}
-
 /// The query side of the SQ8 distance, prepared once per query.
 enum Prepared {
     L2 { u: Vec<f32>, w: Vec<f32> },
@@ -135,10 +128,10 @@ impl IvfIndex {
         }
         let n = vectors.len() / dim;
         // Cosine works on unit vectors: cluster and quantise those.
-        let space: Vec<f32> = match metric {
-            Metric::Cosine => vectors.chunks_exact(dim).flat_map(normalized).collect(),
-            _ => vectors.to_vec(),
-        };
+        let mut space = vectors.to_vec();
+        if metric == Metric::Cosine {
+            space.chunks_exact_mut(dim).for_each(normalize);
+        }
         let nlist = params
             .nlist
             .unwrap_or_else(|| (n as f64).sqrt().round() as usize)
@@ -212,28 +205,23 @@ impl IvfIndex {
         };
         // Queries between the data: the midpoint of two random rows plus
         // noise, harder than near-duplicates of stored rows.
-        let queries: Vec<Vec<f32>> = (0..params.calibration_queries.min(n))
+        let queries: Vec<QueryVector> = (0..params.calibration_queries.min(n))
             .map(|_| {
                 let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
-                (0..dim)
+                let values = (0..dim)
                     .map(|d| {
                         0.5 * (vectors[a * dim + d] + vectors[b * dim + d])
                             + rng.random_range(-0.1f32..0.1) * spread
                     })
-                    .collect()
+                    .collect();
+                QueryVector::new(values, self.metric)
             })
             .collect();
         let truth: Vec<Vec<u32>> = queries
             .iter()
             .map(|q| {
-                let q = self.prepare_query(q);
                 let mut all: Vec<(f32, u32)> = (0..n)
-                    .map(|r| {
-                        (
-                            exact(self.metric, &q, &vectors[r * dim..(r + 1) * dim]),
-                            r as u32,
-                        )
-                    })
+                    .map(|r| (q.distance(&vectors[r * dim..(r + 1) * dim]), r as u32))
                     .collect();
                 let k = k.min(n);
                 all.select_nth_unstable_by(k.saturating_sub(1), |a, b| a.0.total_cmp(&b.0));
@@ -247,9 +235,7 @@ impl IvfIndex {
             let mut found = 0usize;
             let mut total = 0usize;
             for (q, want) in queries.iter().zip(&truth) {
-                let q = self.prepare_query(q);
-                let got =
-                    self.search_rows(&q, k, nprobe_now, default_rerank(k), vectors, &|_| true);
+                let got = self.search_rows(q, k, nprobe_now, default_rerank(k), vectors, &|_| true);
                 total += want.len();
                 found += got.iter().filter(|(_, r)| want.contains(r)).count();
             }
@@ -276,15 +262,6 @@ impl IvfIndex {
             .map(|(n, _)| *n as usize)
             .unwrap_or(self.nlist())
             .clamp(1, self.nlist())
-    }
-
-    /// Normalises for cosine; other metrics use the query as is.
-    fn prepare_query(&self, q: &[f32]) -> Vec<f32> {
-        if self.metric == Metric::Cosine {
-            normalized(q)
-        } else {
-            q.to_vec()
-        }
     }
 
     fn prepare(&self, q: &[f32]) -> Prepared {
@@ -349,21 +326,21 @@ impl IvfIndex {
 
     /// Top-k rows (by exact distance) among rows `accept` admits, probing
     /// `nprobe` clusters (more while fewer than `rerank` candidates pass).
-    /// `q` is prepared (normalised for cosine); `vectors` are the clustered
-    /// full-precision vectors.
+    /// `vectors` are the clustered full-precision vectors.
     fn search_rows(
         &self,
-        q: &[f32],
+        q: &QueryVector,
         k: usize,
         nprobe: usize,
         rerank: usize,
         vectors: &[f32],
         accept: &dyn Fn(usize) -> bool,
     ) -> Vec<(f32, u32)> {
-        let prepared = self.prepare(q);
+        debug_assert_eq!(q.metric, self.metric);
+        let prepared = self.prepare(&q.values);
         let pool = rerank.max(k);
         let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(pool + 1);
-        for (probed, c) in self.probe_order(q, nprobe).into_iter().enumerate() {
+        for (probed, c) in self.probe_order(&q.values, nprobe).into_iter().enumerate() {
             if probed >= nprobe && heap.len() >= pool {
                 break;
             }
@@ -383,14 +360,8 @@ impl IvfIndex {
         let mut exact_hits: Vec<(f32, u32)> = heap
             .into_iter()
             .map(|Candidate(_, row)| {
-                (
-                    exact(
-                        self.metric,
-                        q,
-                        &vectors[row as usize * self.dim..(row as usize + 1) * self.dim],
-                    ),
-                    row,
-                )
+                let v = &vectors[row as usize * self.dim..(row as usize + 1) * self.dim];
+                (q.distance(v), row)
             })
             .collect();
         exact_hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -495,21 +466,6 @@ fn default_rerank(k: usize) -> usize {
     (k * 10).max(100)
 }
 
-fn exact(metric: Metric, q: &[f32], v: &[f32]) -> f32 {
-    match metric {
-        Metric::L2 => l2_squared(q, v),
-        Metric::Ip => -dot(q, v),
-        Metric::Cosine => {
-            let norm = dot(v, v).sqrt();
-            if norm == 0.0 {
-                1.0
-            } else {
-                1.0 - dot(q, v) / norm
-            }
-        }
-    }
-}
-
 #[derive(PartialEq)]
 struct Candidate(f32, u32);
 impl Eq for Candidate {}
@@ -593,15 +549,16 @@ impl SegmentSearch for IvfSearch<'_> {
             .nprobe
             .unwrap_or_else(|| index.nprobe_for(self.knobs.recall_target))
             .clamp(1, index.nlist());
-        let q = index.prepare_query(&params.query.values);
+        // Already prepared for the metric (normalised for cosine).
+        let q = params.query;
 
         let visible = params.visible_fn(source, ids, lsns);
         let hits = match params.filter {
-            None => index.search_rows(&q, k, nprobe, rerank, values, &visible),
+            None => index.search_rows(q, k, nprobe, rerank, values, &visible),
             Some(filter) => {
                 // Evaluate the filter on the probed clusters' rows only, and
                 // estimate its selectivity there.
-                let order = index.probe_order(&q, nprobe);
+                let order = index.probe_order(&q.values, nprobe);
                 let mut mask = vec![false; batch.num_rows()];
                 let (mut scanned, mut passed) = (0usize, 0usize);
                 for &c in order.iter().take(nprobe) {
@@ -622,7 +579,7 @@ impl SegmentSearch for IvfSearch<'_> {
                 }
                 // Broad: probe (and widen) with the filter inside the scan.
                 let full = filter.evaluate(batch)?;
-                index.search_rows(&q, k, nprobe, rerank, values, &|row| {
+                index.search_rows(q, k, nprobe, rerank, values, &|row| {
                     full[row] && visible(row)
                 })
             }
@@ -700,14 +657,9 @@ mod tests {
                 let q: Vec<f32> = (0..dim)
                     .map(|d| v[r * dim + d] + rng.random_range(-0.4f32..0.4))
                     .collect();
-                let q = index.prepare_query(&q);
+                let q = QueryVector::new(q, metric);
                 let mut all: Vec<(f32, u32)> = (0..n)
-                    .map(|r| {
-                        (
-                            exact(metric, &q, &clustered[r * dim..(r + 1) * dim]),
-                            r as u32,
-                        )
-                    })
+                    .map(|r| (q.distance(&clustered[r * dim..(r + 1) * dim]), r as u32))
                     .collect();
                 all.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let want: Vec<u32> = all[..10].iter().map(|x| x.1).collect();

@@ -19,12 +19,13 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Appended, Log, LogEntry, LogProvider, Lsn, check_not_trimmed};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 
 const HEADER: usize = 8;
@@ -133,13 +134,6 @@ struct State {
 pub struct FileLog {
     state: Arc<Mutex<State>>,
     max_record_bytes: usize,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn file_name(first: Lsn) -> String {

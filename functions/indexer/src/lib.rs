@@ -159,10 +159,7 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
                 }
                 collected += floe.gc(&name, floe_core::db::GC_GRACE).await?.deleted;
                 let info = floe.describe(&name).await?;
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
+                let now_ms = floe_core::clock::now_ms();
                 // Lambda's log agent turns this stdout line into a metric.
                 println!(
                     "{}",
