@@ -70,6 +70,10 @@ pub enum Error {
 
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+
+    /// One failure handed to every waiter of a shared (coalesced) fetch.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -92,6 +96,7 @@ impl Error {
             },
             Error::Log { .. } | Error::Io { .. } => ErrorKind::Unavailable,
             Error::Corrupt { .. } | Error::Parquet(_) | Error::Arrow(_) => ErrorKind::Internal,
+            Error::Shared(inner) => inner.kind(),
         }
     }
 
@@ -137,12 +142,15 @@ impl Error {
 
     /// True when the object did not exist (a NotFound from the object store).
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            Error::ObjectStore {
-                source: object_store::Error::NotFound { .. },
-                ..
-            }
-        )
+        match self {
+            Error::Shared(inner) => inner.is_not_found(),
+            other => matches!(
+                other,
+                Error::ObjectStore {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }
+            ),
+        }
     }
 }

@@ -6,6 +6,7 @@
 mod error;
 
 pub mod api;
+pub mod cache;
 pub mod catalog;
 pub mod clock;
 pub mod config;
