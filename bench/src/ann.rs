@@ -227,10 +227,11 @@ pub async fn run(args: AnnArgs) -> Result<()> {
     let build = t.elapsed().as_secs_f64();
     let built = built.context("no index was built")?;
     println!(
-        "floe: ingest {ingest:.1} s ({:.0} vectors/s), flush {flush:.1} s, compaction {compact:.1} s, index build {build:.1} s (nlist {}, {:.1} bytes/vector of index: {dim} B codes + header)",
+        "floe: ingest {ingest:.1} s ({:.0} vectors/s), flush {flush:.1} s, compaction {compact:.1} s, index build {build:.1} s (nlist {}, {:.1} bytes/vector of index: {dim} B codes + {} B vectors + header)",
         n as f64 / ingest,
         built.nlist,
-        built.index_bytes as f64 / n as f64
+        built.index_bytes as f64 / n as f64,
+        dim * 4
     );
 
     // Warm: one query loads the segment and its index into memory.
@@ -245,6 +246,7 @@ pub async fn run(args: AnnArgs) -> Result<()> {
         nprobe,
         rerank: None,
         recall_target: None,
+        explain: false,
     };
     floe.query("ann", query(&queries[..dim], Some(1))).await?;
     println!(

@@ -341,6 +341,7 @@ fn segment(id: String) -> SegmentEntry {
         max_lsn: 1000,
         sealed: false,
         index: None,
+        footer_bytes: 0,
     }
 }
 

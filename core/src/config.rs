@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::CacheSettings;
 use crate::error::{Error, Result};
 use crate::log::JetStreamConfig;
 use crate::storage::ObjectStoreConfig;
@@ -25,6 +26,8 @@ pub struct Settings {
     pub nats: Option<JetStreamConfig>,
     pub flush: FlushSettings,
     pub limits: Limits,
+    /// The read cache (memory and local disk).
+    pub cache: CacheSettings,
 }
 
 impl Default for Settings {
@@ -36,6 +39,7 @@ impl Default for Settings {
             nats: None,
             flush: FlushSettings::default(),
             limits: Limits::default(),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl Settings {
         if self.flush.poll_interval_ms == 0 {
             return Err(Error::invalid("flush.poll_interval_ms", "must be positive"));
         }
+        self.cache.validate()?;
         if !(1..=100_000).contains(&self.limits.max_top_k) {
             return Err(Error::invalid(
                 "limits.max_top_k",
@@ -233,6 +238,18 @@ impl Settings {
         }
         if let Some(v) = num("FLOE_MAX_REQUEST_BYTES")? {
             s.limits.max_request_bytes = v as usize;
+        }
+        if let Some(v) = num("FLOE_CACHE_MEMORY_MB")? {
+            s.cache.memory_mb = v as usize;
+        }
+        if let Some(v) = num("FLOE_CACHE_DISK_MB")? {
+            s.cache.disk_mb = v as usize;
+        }
+        if let Some(v) = get("FLOE_CACHE_DIR") {
+            s.cache.disk_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = num("FLOE_CACHE_BLOCK_KIB")? {
+            s.cache.block_kib = v as usize;
         }
         if let Some(v) = num("FLOE_MAX_TOP_K")? {
             s.limits.max_top_k = v as usize;

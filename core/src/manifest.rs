@@ -104,6 +104,10 @@ pub struct SegmentEntry {
     /// The segment's IVF index; its rows are then stored cluster by cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<IndexFile>,
+    /// Bytes at the end of the data file holding its footer and page index
+    /// (0: unknown, a reader guesses).
+    #[serde(default)]
+    pub footer_bytes: u64,
 }
 
 /// A segment's ANN index file.
@@ -112,6 +116,8 @@ pub struct IndexFile {
     pub path: String,
     pub size_bytes: u64,
     pub nlist: u32,
+    /// Length of the index header (read first by a cold query).
+    pub header_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -621,6 +627,7 @@ mod tests {
             max_lsn,
             sealed: false,
             index: None,
+            footer_bytes: 0,
         }
     }
 

@@ -149,6 +149,10 @@ pub struct QueryRequest {
     pub rerank: Option<usize>,
     /// Indexed segments: the calibrated recall@10 to reach (default 0.95).
     pub recall_target: Option<f32>,
+    /// Return what the query cost: object-store requests, bytes, cache hits
+    /// per tier, round trips, time per phase.
+    #[serde(default)]
+    pub explain: bool,
 }
 
 fn default_top_k() -> usize {
@@ -174,6 +178,20 @@ pub struct QueryResponse {
     pub next_cursor: Option<Id>,
     /// The log position the results reflect.
     pub lsn: Lsn,
+    /// With `"explain": true`: what the query cost.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub explain: Option<crate::cache::QueryStats>,
+}
+
+/// What `POST /v1/collections/{name}/warm` loaded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WarmReport {
+    /// Indexed segments whose header, keys and codes are now cached.
+    pub indexed_segments: usize,
+    /// Other segments and delete files, now in memory.
+    pub other_files: usize,
+    pub stats: crate::cache::QueryStats,
+    pub cache: crate::cache::CacheFootprint,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -20,6 +20,7 @@ fn segment(id: &str) -> SegmentEntry {
         max_lsn: 1,
         sealed: false,
         index: None,
+        footer_bytes: 0,
     }
 }
 

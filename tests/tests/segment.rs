@@ -105,7 +105,7 @@ async fn segments_round_trip_on_every_store() {
     };
     for t in TestStore::all() {
         let path = CollectionPaths::new("seg").segment_data("s1");
-        let file = write_segment(t.store.as_ref(), &path, &schema, &batches, &options)
+        let (file, _) = write_segment(t.store.as_ref(), &path, &schema, &batches, &options)
             .await
             .unwrap();
         assert_eq!(
@@ -194,7 +194,7 @@ async fn projected_and_selective_reads_fetch_a_fraction_of_the_file() {
         let options = SegmentWriteOptions {
             row_group_rows: 2048,
         };
-        let file = write_segment(counting.as_ref(), &path, &schema, &batches, &options)
+        let (file, _) = write_segment(counting.as_ref(), &path, &schema, &batches, &options)
             .await
             .unwrap();
         assert!(file.size_bytes > 10_000_000, "{} bytes", file.size_bytes);

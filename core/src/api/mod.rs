@@ -36,6 +36,7 @@ pub fn router(floe: Arc<Floe>) -> Router {
         .route("/v1/collections/{name}/delete", post(delete))
         .route("/v1/collections/{name}/query", post(query))
         .route("/v1/collections/{name}/flush", post(flush))
+        .route("/v1/collections/{name}/warm", post(warm))
         .route("/v1/collections/{name}/rows/{id}", get(get_row))
         .fallback(|| async {
             ApiError::new(
@@ -205,6 +206,10 @@ async fn query(
 
 async fn flush(State(floe): State<Arc<Floe>>, Path(name): Path<String>) -> ApiResult<Response> {
     Ok(Json(floe.flush(&name).await?).into_response())
+}
+
+async fn warm(State(floe): State<Arc<Floe>>, Path(name): Path<String>) -> ApiResult<Response> {
+    Ok(Json(floe.warm(&name).await?).into_response())
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,7 @@
 //! object-created event), and garbage collection after a grace period.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
@@ -232,8 +232,20 @@ impl Floe {
                 [offset..offset + batch.num_rows() * dim]
                 .to_vec()
         };
-        let (index, order) = tokio::task::spawn_blocking(move || {
-            IvfIndex::build(&vectors, dim, metric, &IvfParams::default())
+        let (index, order, bytes) = tokio::task::spawn_blocking(move || {
+            let (index, order) = IvfIndex::build(&vectors, dim, metric, &IvfParams::default())?;
+            // The index file carries the vectors too, in cluster order, so a
+            // query re-ranks with ranged reads of it alone.
+            let clustered: Vec<f32> = order
+                .iter()
+                .flat_map(|r| {
+                    vectors[*r as usize * dim..(*r as usize + 1) * dim]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let bytes = bytes::Bytes::from(index.to_bytes(&clustered));
+            Ok::<_, Error>((index, order, bytes))
         })
         .await
         .map_err(|e| Error::corrupt("index build", e))??;
@@ -244,17 +256,18 @@ impl Floe {
             .write_segment_entry(&c, &id, c.paths.segment_data(&id), &clustered, true)
             .await?;
         let index_path = c.paths.segment_index(&id);
-        let bytes = index.to_bytes();
         let index_bytes = bytes.len() as u64;
-        if !put_create(self.store.as_ref(), &index_path, bytes.into()).await? {
+        if !put_create(self.store.as_ref(), &index_path, bytes.clone()).await? {
             return Err(Error::ObjectExists {
                 path: index_path.to_string(),
             });
         }
+        self.remember(&index_path, &bytes);
         entry.index = Some(IndexFile {
             path: index_path.to_string(),
             size_bytes: index_bytes,
             nlist: index.nlist() as u32,
+            header_bytes: index.header_len(),
         });
         let rows = entry.rows;
         let op = Operation::Replace {
@@ -267,12 +280,6 @@ impl Floe {
             // Someone else replaced the segment meanwhile: our files are garbage.
             Err(Error::CommitConflict { .. }) => return Ok(None),
             Err(e) => return Err(e),
-        }
-        // Keep the clustered rows and the index for local readers.
-        {
-            let mut state = c.state.lock().await;
-            state.segments.insert(id.clone(), Arc::new(clustered));
-            state.indexes.insert(id.clone(), Arc::new(index.clone()));
         }
         Ok(Some(IndexReport {
             replaced: segment_id.to_string(),

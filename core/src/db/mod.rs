@@ -2,6 +2,9 @@
 //! flushes and reads — over an object store and a log provider.
 
 mod maintenance;
+mod read;
+
+use read::{IndexedSegment, read_whole, row_ranges};
 
 pub use maintenance::{
     COMPACT_AT_SEGMENTS, CompactReport, GcReport, IndexReport, parse_sealed_key,
@@ -13,26 +16,28 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use futures::{StreamExt, TryStreamExt};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{Map, Value};
 
+use crate::cache::{BlockCache, CacheFootprint, ReadStats};
 use crate::catalog::{Catalog, CollectionConfig};
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::index::{IvfIndex, IvfSearch, SearchKnobs};
+use crate::index::{CandidatePool, EXACT_FILTER_ROWS, SearchKnobs, default_rerank, rerank};
 use crate::log::{FileLogOptions, FileLogs, JetStreamLogs, Log, LogProvider, LogRecord, Lsn};
 use crate::manifest::{
     Committed, DeleteFile, Fence, Manifest, ManifestStore, Operation, SegmentEntry,
 };
 use crate::rows::{self, Id, id_at, value_at};
 use crate::search::{
-    ExactSearch, Newest, QueryVector, SearchParams, SegmentSearch, Visibility, id_and_lsn,
+    ExactSearch, Hit, Newest, QueryVector, SearchParams, SegmentSearch, Visibility, id_and_lsn,
     merge_top_k,
 };
 use crate::segment::{
-    COL_LSN, COL_VECTOR, RowFilter, SegmentReader, SegmentWriteOptions, new_segment_id,
+    COL_ID, COL_LSN, COL_VECTOR, RowFilter, SegmentReader, SegmentWriteOptions, new_segment_id,
     segment_schema, write_segment,
 };
 use crate::storage::{CollectionPaths, open_object_store};
@@ -43,8 +48,6 @@ use crate::types::*;
 const MANIFEST_TTL: Duration = Duration::from_secs(1);
 /// Records read from the log per request.
 const LOG_PAGE: usize = 512;
-/// Searches touching at most this many rows run on the async worker.
-const INLINE_SEARCH_ROWS: usize = 50_000;
 /// Unreferenced files are deleted only when older than this.
 pub const GC_GRACE: Duration = Duration::from_secs(600);
 
@@ -54,6 +57,8 @@ pub struct Floe {
     catalog: Catalog,
     settings: Settings,
     collections: Mutex<HashMap<String, Arc<Collection>>>,
+    /// The read cache, opened on first read.
+    cache: tokio::sync::OnceCell<Arc<BlockCache>>,
     /// Where object-created events go in-process (`floe serve`); on Lambda
     /// S3 notifications deliver them instead.
     events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
@@ -87,8 +92,16 @@ struct Collection {
 struct ReadState {
     manifest: Arc<Manifest>,
     checked: Option<Instant>,
+    /// Unindexed segments, whole (they are small and searched exactly).
     segments: HashMap<String, Arc<RecordBatch>>,
-    indexes: HashMap<String, Arc<IvfIndex>>,
+    /// Indexed segments: index header and data-file metadata; codes,
+    /// vectors and columns stay in the block cache.
+    indexed: HashMap<String, Arc<IndexedSegment>>,
+    /// `id` and `_lsn` of indexed segments (visibility).
+    keys: HashMap<String, Arc<RecordBatch>>,
+    /// Every column but the vector, of indexed segments: loaded for filters
+    /// and scans only.
+    columns: HashMap<String, Arc<RecordBatch>>,
     deletes: HashMap<String, Arc<RecordBatch>>,
     base: Option<BaseView>,
     tail: Tail,
@@ -121,18 +134,57 @@ struct TailRecord {
     deleted: bool,
 }
 
+/// One row set a read searches.
+enum Source {
+    /// Rows in memory: an unindexed segment or the log tail.
+    Rows(Arc<RecordBatch>),
+    /// An indexed segment: keys in memory, the rest through the cache.
+    Indexed {
+        segment: Arc<IndexedSegment>,
+        keys: Arc<RecordBatch>,
+        columns: Option<Arc<RecordBatch>>,
+    },
+}
+
+impl Source {
+    /// The batch with `id` and `_lsn` of every row.
+    fn keys(&self) -> &RecordBatch {
+        match self {
+            Source::Rows(batch) => batch,
+            Source::Indexed { keys, .. } => keys,
+        }
+    }
+
+    /// The batch with every attribute of every row, if in memory.
+    fn attributes(&self) -> Option<&RecordBatch> {
+        match self {
+            Source::Rows(batch) => Some(batch),
+            Source::Indexed { columns, .. } => columns.as_deref(),
+        }
+    }
+}
+
+/// What a read needs loaded besides keys.
+#[derive(Clone, Copy, Default)]
+struct Needs<'a> {
+    /// Every non-vector column of indexed segments (filters, scans).
+    columns: bool,
+    /// Prefetch the code blocks of the clusters this query probes first.
+    probe: Option<(&'a QueryVector, SearchKnobs)>,
+}
+
 /// A consistent view for one read.
 struct Snapshot {
     manifest: Arc<Manifest>,
     /// Segments, then the tail's upserts.
-    sources: Vec<Arc<RecordBatch>>,
-    /// The index of each source, if it has one.
-    indexes: Vec<Option<Arc<IvfIndex>>>,
+    sources: Vec<Source>,
     /// Sources none of whose rows the segments and delete files hide.
     clean: Vec<bool>,
     base: Arc<Newest>,
     tail: Arc<Newest>,
     lsn: Lsn,
+    /// Per source: the code blocks prefetched for `Needs::probe`, by cluster.
+    codes: Vec<HashMap<usize, Bytes>>,
 }
 
 impl Snapshot {
@@ -141,6 +193,22 @@ impl Snapshot {
             base: &self.base,
             tail: &self.tail,
         }
+    }
+}
+
+/// Rows of an indexed source fetched for re-ranking and output.
+#[derive(Default)]
+struct Fetched {
+    /// Sorted row numbers.
+    rows: Vec<u32>,
+    vectors: Vec<Vec<f32>>,
+    /// Requested attributes of `rows`, when not already in memory.
+    attributes: Option<RecordBatch>,
+}
+
+impl Fetched {
+    fn position(&self, row: usize) -> Option<usize> {
+        self.rows.binary_search(&(row as u32)).ok()
     }
 }
 
@@ -199,6 +267,7 @@ impl Floe {
             logs,
             settings,
             collections: Mutex::default(),
+            cache: tokio::sync::OnceCell::new(),
             events: Mutex::default(),
         })
     }
@@ -246,7 +315,9 @@ impl Floe {
                 manifest: Arc::new(Manifest::empty()),
                 checked: None,
                 segments: HashMap::new(),
-                indexes: HashMap::new(),
+                indexed: HashMap::new(),
+                keys: HashMap::new(),
+                columns: HashMap::new(),
                 deletes: HashMap::new(),
                 base: None,
                 tail: Tail {
@@ -297,7 +368,10 @@ impl Floe {
 
     pub async fn describe(&self, name: &str) -> Result<CollectionInfo> {
         let c = self.collection(name).await?;
-        let snap = self.snapshot(&c, Consistency::Strong).await?;
+        let stats = Arc::new(ReadStats::default());
+        let snap = self
+            .snapshot(&c, Consistency::Strong, Needs::default(), &stats)
+            .await?;
         let (tail_records, tail_rows) = {
             let state = c.state.lock().await;
             (
@@ -406,7 +480,14 @@ impl Floe {
                 // Resolve the filter against everything acknowledged so far,
                 // then delete those ids in one record.
                 let filter = Filter::parse(text, &c.config)?;
-                let snap = self.snapshot(&c, Consistency::Strong).await?;
+                let stats = Arc::new(ReadStats::default());
+                let needs = Needs {
+                    columns: true,
+                    probe: None,
+                };
+                let snap = self
+                    .snapshot(&c, Consistency::Strong, needs, &stats)
+                    .await?;
                 let matches = scan_matches(&snap, Some(&filter))?;
                 if matches.is_empty() {
                     return Ok(WriteAck {
@@ -602,8 +683,9 @@ impl Floe {
                 ],
             )?;
             let path = c.paths.delete_file(&new_segment_id());
-            let file =
+            let (file, bytes) =
                 write_segment(self.store.as_ref(), &path, &schema, &[batch], &options).await?;
+            self.remember(&path, &bytes);
             let entry = DeleteFile {
                 path: path.to_string(),
                 rows: file.rows,
@@ -628,7 +710,7 @@ impl Floe {
         let options = SegmentWriteOptions {
             row_group_rows: c.config.index.row_group_rows as usize,
         };
-        let file = write_segment(
+        let (file, bytes) = write_segment(
             self.store.as_ref(),
             &path,
             &c.schema,
@@ -636,6 +718,7 @@ impl Floe {
             &options,
         )
         .await?;
+        self.remember(&path, &bytes);
         Ok(SegmentEntry {
             id: id.to_string(),
             data_path: path.to_string(),
@@ -645,6 +728,7 @@ impl Floe {
             max_lsn: file.max_lsn,
             sealed,
             index: None,
+            footer_bytes: file.footer_bytes,
         })
     }
 
@@ -797,59 +881,8 @@ impl Floe {
         Ok(())
     }
 
-    async fn load_segments(&self, state: &mut ReadState) -> Result<()> {
-        let missing: Vec<SegmentEntry> = state
-            .manifest
-            .segments
-            .iter()
-            .filter(|s| !state.segments.contains_key(&s.id))
-            .cloned()
-            .collect();
-        let loaded: Vec<(String, RecordBatch)> = futures::stream::iter(missing)
-            .map(|s| async move {
-                let batch = self.read_file(&s.data_path, s.size_bytes, None).await?;
-                Ok::<_, Error>((s.id, batch))
-            })
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
-        for (id, batch) in loaded {
-            state.segments.insert(id, Arc::new(batch));
-        }
-        let missing: Vec<SegmentEntry> = state
-            .manifest
-            .segments
-            .iter()
-            .filter(|s| s.index.is_some() && !state.indexes.contains_key(&s.id))
-            .cloned()
-            .collect();
-        for s in missing {
-            if let Some(file) = &s.index {
-                let bytes = crate::storage::get_bytes(
-                    self.store.as_ref(),
-                    &object_store::path::Path::from(file.path.as_str()),
-                )
-                .await?;
-                state
-                    .indexes
-                    .insert(s.id.clone(), Arc::new(IvfIndex::from_bytes(&bytes)?));
-            }
-        }
-        let missing: Vec<DeleteFile> = state
-            .manifest
-            .deletes
-            .iter()
-            .filter(|d| !state.deletes.contains_key(&d.path))
-            .cloned()
-            .collect();
-        for d in missing {
-            let batch = self.read_file(&d.path, d.size_bytes, None).await?;
-            state.deletes.insert(d.path.clone(), Arc::new(batch));
-        }
-        Ok(())
-    }
-
-    /// Reads a segment or delete file as one batch: every column, or the
+    /// Reads a segment or delete file as one batch, straight from the store
+    /// (maintenance: not through the query cache): every column, or the
     /// named ones (a projection: only their byte ranges are fetched).
     async fn read_file(
         &self,
@@ -877,7 +910,199 @@ impl Floe {
         Ok(arrow::compute::concat_batches(&schema, &batches)?)
     }
 
-    async fn snapshot(&self, c: &Collection, consistency: Consistency) -> Result<Snapshot> {
+    /// The block cache, opened on first use.
+    async fn cache(&self) -> Result<&Arc<BlockCache>> {
+        self.cache
+            .get_or_try_init(|| async {
+                BlockCache::open(
+                    Arc::clone(&self.store),
+                    &self.settings.cache,
+                    self.settings.data_dir.join("cache"),
+                )
+                .await
+                .map(Arc::new)
+            })
+            .await
+    }
+
+    /// Keeps a file this process just wrote in the read cache, if one is
+    /// open (the indexer alone never opens one).
+    fn remember(&self, path: &object_store::path::Path, bytes: &Bytes) {
+        if let Some(cache) = self.cache.get() {
+            cache.insert_object(path, bytes);
+        }
+    }
+
+    /// What the cache holds now (nothing before the first read).
+    pub fn cache_footprint(&self) -> CacheFootprint {
+        self.cache.get().map(|c| c.footprint()).unwrap_or_default()
+    }
+
+    /// Flushes the disk tier of the cache (on shutdown).
+    pub async fn close_cache(&self) -> Result<()> {
+        match self.cache.get() {
+            Some(cache) => cache.close().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Opens what the manifest lists and this process has not seen: index
+    /// headers and footers of indexed segments, whole small files. One wave.
+    async fn open_sources(
+        &self,
+        state: &mut ReadState,
+        cache: &Arc<BlockCache>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<()> {
+        enum Opened {
+            Indexed(Box<IndexedSegment>),
+            Rows(String, RecordBatch),
+            Deletes(String, RecordBatch),
+        }
+        let mut work: Vec<futures::future::BoxFuture<'_, Result<Opened>>> = Vec::new();
+        for s in &state.manifest.segments {
+            if state.segments.contains_key(&s.id) || state.indexed.contains_key(&s.id) {
+                continue;
+            }
+            let s = s.clone();
+            work.push(if s.index.is_some() {
+                async move {
+                    let segment = IndexedSegment::open(cache, stats, &s).await?;
+                    Ok(Opened::Indexed(Box::new(segment)))
+                }
+                .boxed()
+            } else {
+                async move {
+                    let batch = read_whole(cache, stats, &s.data_path, s.size_bytes).await?;
+                    Ok(Opened::Rows(s.id, batch))
+                }
+                .boxed()
+            });
+        }
+        for d in &state.manifest.deletes {
+            if !state.deletes.contains_key(&d.path) {
+                let d = d.clone();
+                work.push(
+                    async move {
+                        let batch = read_whole(cache, stats, &d.path, d.size_bytes).await?;
+                        Ok(Opened::Deletes(d.path, batch))
+                    }
+                    .boxed(),
+                );
+            }
+        }
+        if work.is_empty() {
+            return Ok(());
+        }
+        let opened = stats
+            .phase("open", futures::future::try_join_all(work))
+            .await?;
+        for o in opened {
+            match o {
+                Opened::Indexed(seg) => {
+                    state.indexed.insert(seg.entry.id.clone(), Arc::from(seg));
+                }
+                Opened::Rows(id, batch) => {
+                    state.segments.insert(id, Arc::new(batch));
+                }
+                Opened::Deletes(path, batch) => {
+                    state.deletes.insert(path, Arc::new(batch));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the keys (and, if needed, all non-vector columns) of indexed
+    /// segments that lack them, and prefetches the first probed code blocks
+    /// of each indexed segment: one wave.
+    async fn load_keys_and_codes(
+        &self,
+        state: &mut ReadState,
+        cache: &Arc<BlockCache>,
+        stats: &Arc<ReadStats>,
+        needs: Needs<'_>,
+    ) -> Result<HashMap<String, HashMap<usize, Bytes>>> {
+        let segments: Vec<Arc<IndexedSegment>> = state
+            .manifest
+            .segments
+            .iter()
+            .filter_map(|s| state.indexed.get(&s.id).cloned())
+            .collect();
+        let mut loads = Vec::new();
+        for seg in &segments {
+            let want_columns = needs.columns && !state.columns.contains_key(&seg.entry.id);
+            let want_keys = !state.keys.contains_key(&seg.entry.id);
+            if !(want_columns || want_keys) {
+                continue;
+            }
+            let names: Vec<String> = if want_columns {
+                seg.data
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|n| n != COL_VECTOR)
+                    .collect()
+            } else {
+                vec![COL_ID.to_string(), COL_LSN.to_string()]
+            };
+            let seg = Arc::clone(seg);
+            loads.push(async move {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let batch = seg.data.read(cache, stats, &names, None).await?;
+                Ok::<_, Error>((seg.entry.id.clone(), want_columns, batch))
+            });
+        }
+        let probes = segments.iter().filter_map(|seg| {
+            let (q, knobs) = needs.probe?;
+            let nprobe = knobs
+                .nprobe
+                .unwrap_or_else(|| seg.header.nprobe_for(knobs.recall_target))
+                .clamp(1, seg.header.nlist());
+            let clusters: Vec<usize> = seg
+                .header
+                .probe_order(&q.values, nprobe)
+                .into_iter()
+                .take(nprobe)
+                .collect();
+            Some(async move {
+                let blocks = read_codes(cache, stats, seg, &clusters).await?;
+                Ok::<_, Error>((seg.entry.id.clone(), blocks))
+            })
+        });
+        let (loaded, codes) = stats
+            .phase("keys+codes", async {
+                futures::try_join!(
+                    futures::future::try_join_all(loads),
+                    futures::future::try_join_all(probes)
+                )
+            })
+            .await?;
+        for (id, all_columns, batch) in loaded {
+            let keys = batch.project(&[
+                batch.schema().index_of(COL_ID)?,
+                batch.schema().index_of(COL_LSN)?,
+            ])?;
+            state.keys.insert(id.clone(), Arc::new(keys));
+            if all_columns {
+                state.columns.insert(id, Arc::new(batch));
+            }
+        }
+        Ok(codes.into_iter().collect())
+    }
+
+    /// A consistent view for one read: the manifest and log tail the
+    /// consistency level asks for, and what `needs` says, fetched in at most
+    /// two waves (open, then keys and codes).
+    async fn snapshot(
+        &self,
+        c: &Collection,
+        consistency: Consistency,
+        needs: Needs<'_>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<Snapshot> {
+        let cache = self.cache().await?;
         let mut state = c.state.lock().await;
         self.refresh_manifest(c, &mut state, consistency == Consistency::Strong)
             .await?;
@@ -900,16 +1125,26 @@ impl Floe {
             }
             Consistency::Eventual => {}
         }
-        self.load_segments(&mut state).await?;
+        self.open_sources(&mut state, cache, stats).await?;
+        let mut codes = self
+            .load_keys_and_codes(&mut state, cache, stats, needs)
+            .await?;
         let (base, clean) = match &state.base {
             Some(view) if view.version == state.manifest.version => {
                 (Arc::clone(&view.newest), Arc::clone(&view.clean))
             }
             _ => {
+                let keys_of = |s: &SegmentEntry| {
+                    state
+                        .segments
+                        .get(&s.id)
+                        .or_else(|| state.keys.get(&s.id))
+                        .cloned()
+                };
                 let mut newest = Newest::default();
                 for s in &state.manifest.segments {
-                    if let Some(batch) = state.segments.get(&s.id) {
-                        newest.observe_rows(batch, false)?;
+                    if let Some(batch) = keys_of(s) {
+                        newest.observe_rows(&batch, false)?;
                     }
                 }
                 for d in &state.manifest.deletes {
@@ -919,8 +1154,8 @@ impl Floe {
                 }
                 let mut clean = HashMap::new();
                 for s in &state.manifest.segments {
-                    if let Some(batch) = state.segments.get(&s.id) {
-                        let (ids, lsns) = id_and_lsn(batch)?;
+                    if let Some(batch) = keys_of(s) {
+                        let (ids, lsns) = id_and_lsn(&batch)?;
                         let all_visible = (0..batch.num_rows())
                             .all(|r| newest.get(ids, r) == Some((lsns.value(r), false)));
                         clean.insert(s.id.clone(), all_visible);
@@ -935,15 +1170,26 @@ impl Floe {
                 (base, clean)
             }
         };
-        let mut sources: Vec<Arc<RecordBatch>> = Vec::new();
-        let mut indexes: Vec<Option<Arc<IvfIndex>>> = Vec::new();
-        let mut clean_sources: Vec<bool> = Vec::new();
+        let mut sources = Vec::new();
+        let mut clean_sources = Vec::new();
+        let mut source_codes = Vec::new();
         for s in &state.manifest.segments {
-            if let Some(batch) = state.segments.get(&s.id) {
-                sources.push(Arc::clone(batch));
-                indexes.push(state.indexes.get(&s.id).cloned());
-                clean_sources.push(clean.get(&s.id).copied().unwrap_or(false));
-            }
+            let source = if let Some(batch) = state.segments.get(&s.id) {
+                Source::Rows(Arc::clone(batch))
+            } else if let (Some(segment), Some(keys)) =
+                (state.indexed.get(&s.id), state.keys.get(&s.id))
+            {
+                Source::Indexed {
+                    segment: Arc::clone(segment),
+                    keys: Arc::clone(keys),
+                    columns: state.columns.get(&s.id).cloned(),
+                }
+            } else {
+                continue;
+            };
+            sources.push(source);
+            clean_sources.push(clean.get(&s.id).copied().unwrap_or(false));
+            source_codes.push(codes.remove(&s.id).unwrap_or_default());
         }
         let (tail_rows, tail) = if consistency == Consistency::Eventual {
             (None, Arc::new(Newest::default()))
@@ -964,9 +1210,9 @@ impl Floe {
             (Some(rows), newest)
         };
         if let Some(rows) = tail_rows {
-            sources.push(rows);
-            indexes.push(None);
+            sources.push(Source::Rows(rows));
             clean_sources.push(false);
+            source_codes.push(HashMap::new());
         }
         let lsn = if consistency == Consistency::Eventual {
             state.manifest.checkpoint_lsn
@@ -976,15 +1222,16 @@ impl Floe {
         Ok(Snapshot {
             manifest: Arc::clone(&state.manifest),
             sources,
-            indexes,
             clean: clean_sources,
             base,
             tail,
             lsn,
+            codes: source_codes,
         })
     }
 
     pub async fn query(&self, name: &str, request: QueryRequest) -> Result<QueryResponse> {
+        let started = Instant::now();
         let c = self.collection(name).await?;
         let consistency = Consistency::parse(request.consistency.as_ref())?;
         let max_k = self.settings.limits.max_top_k;
@@ -1033,102 +1280,169 @@ impl Floe {
             cursor.check(c.config.id_type, "cursor")?;
         }
         let knobs = search_knobs(&request)?;
-        let snap = self.snapshot(&c, consistency).await?;
-        let k = request.top_k;
-        let include_vector = request.include_vector;
-        // Rows the search will touch, roughly: probed clusters of indexed
-        // segments, every row of the others.
-        let work: usize = snap
-            .sources
-            .iter()
-            .zip(&snap.indexes)
-            .map(|(batch, index)| match (index, &query) {
-                (Some(index), Some(_)) => {
-                    let nprobe = knobs
-                        .nprobe
-                        .unwrap_or_else(|| index.nprobe_for(knobs.recall_target));
-                    batch.num_rows() / index.nlist().max(1) * nprobe.max(1)
-                }
-                _ => batch.num_rows(),
-            })
-            .sum();
-        let search = move || {
-            let (rows, next_cursor) = match &query {
-                Some(q) => {
-                    let params = SearchParams {
-                        query: q,
-                        k,
-                        filter: filter.as_ref(),
-                        visibility: snap.visibility(),
-                        clean: &snap.clean,
-                    };
-                    let lists = snap
-                        .sources
-                        .iter()
-                        .zip(&snap.indexes)
-                        .enumerate()
-                        .map(|(i, (batch, index))| match index {
-                            Some(index) => IvfSearch {
-                                index,
-                                batch,
-                                knobs,
-                            }
-                            .search(i, &params),
-                            None => ExactSearch(batch).search(i, &params),
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    let hits = merge_top_k(lists, k);
-                    let rows = hits
-                        .iter()
-                        .map(|h| {
-                            materialize(
-                                &snap,
-                                h.source,
-                                h.row,
-                                Some(h.distance),
-                                &attributes,
-                                include_vector,
-                            )
-                        })
-                        .collect();
-                    (rows, None)
-                }
-                None => {
-                    let mut matches = scan_matches(&snap, filter.as_ref())?;
-                    matches.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                    let start = match &request.cursor {
-                        Some(cursor) => matches.partition_point(|m| &m.0 <= cursor),
-                        None => 0,
-                    };
-                    let page: Vec<_> = matches[start..].iter().take(k).collect();
-                    let more = matches.len() > start + page.len();
-                    let next = if more {
-                        page.last().map(|m| m.0.clone())
-                    } else {
-                        None
-                    };
-                    let rows = page
-                        .iter()
-                        .map(|m| materialize(&snap, m.1, m.2, None, &attributes, include_vector))
-                        .collect();
-                    (rows, next)
-                }
-            };
-            Ok(QueryResponse {
-                results: rows,
-                next_cursor,
-                lsn: snap.lsn,
-            })
+        let stats = Arc::new(ReadStats::default());
+        let cache = self.cache().await?;
+        let needs = Needs {
+            columns: filter.is_some() || query.is_none(),
+            probe: query.as_ref().map(|q| (q, knobs)),
         };
-        // Small searches (well under a millisecond) run in place; a thread
-        // hand-off would cost as much as the search itself.
-        if work <= INLINE_SEARCH_ROWS {
-            search()
-        } else {
-            tokio::task::spawn_blocking(search)
-                .await
-                .map_err(|e| Error::corrupt("query task", e))?
+        let snap = self.snapshot(&c, consistency, needs, &stats).await?;
+        let k = request.top_k;
+        let (results, next_cursor) = match &query {
+            Some(q) => {
+                let params = SearchParams {
+                    query: q,
+                    k,
+                    filter: filter.as_ref(),
+                    visibility: snap.visibility(),
+                    clean: &snap.clean,
+                };
+                let mut candidates: Vec<Option<Vec<u32>>> = Vec::new();
+                for (i, source) in snap.sources.iter().enumerate() {
+                    candidates.push(match source {
+                        Source::Rows(_) => None,
+                        Source::Indexed {
+                            segment,
+                            keys,
+                            columns,
+                        } => Some(
+                            indexed_candidates(
+                                cache,
+                                &stats,
+                                i,
+                                segment,
+                                keys,
+                                columns.as_deref(),
+                                &snap.codes[i],
+                                &params,
+                                knobs,
+                            )
+                            .await?,
+                        ),
+                    });
+                }
+                let fetched =
+                    fetch_rows(cache, &stats, &snap, &candidates, &attributes, true).await?;
+                let search_started = Instant::now();
+                let mut lists = Vec::new();
+                for (i, source) in snap.sources.iter().enumerate() {
+                    lists.push(match (source, &fetched[i]) {
+                        (Source::Rows(batch), _) => ExactSearch(batch).search(i, &params)?,
+                        (Source::Indexed { .. }, Some(f)) => rerank(
+                            q,
+                            &f.rows,
+                            &|row| f.position(row as usize).map(|p| f.vectors[p].as_slice()),
+                            k,
+                        )?
+                        .into_iter()
+                        .map(|(distance, row)| Hit {
+                            distance,
+                            source: i,
+                            row: row as usize,
+                        })
+                        .collect(),
+                        (Source::Indexed { .. }, None) => Vec::new(),
+                    });
+                }
+                let hits = merge_top_k(lists, k);
+                let rows = hits
+                    .iter()
+                    .map(|h| {
+                        materialize(
+                            &snap,
+                            &fetched,
+                            h.source,
+                            h.row,
+                            Some(h.distance),
+                            &attributes,
+                            request.include_vector,
+                        )
+                    })
+                    .collect();
+                stats.record("search", search_started.elapsed(), 0);
+                (rows, None)
+            }
+            None => {
+                let mut matches = scan_matches(&snap, filter.as_ref())?;
+                matches.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let start = match &request.cursor {
+                    Some(cursor) => matches.partition_point(|m| &m.0 <= cursor),
+                    None => 0,
+                };
+                let page: Vec<_> = matches[start..].iter().take(k).collect();
+                let more = matches.len() > start + page.len();
+                let next = if more {
+                    page.last().map(|m| m.0.clone())
+                } else {
+                    None
+                };
+                let wanted = rows_by_source(&snap, page.iter().map(|m| (m.1, m.2)));
+                let fetched = fetch_rows(
+                    cache,
+                    &stats,
+                    &snap,
+                    &wanted,
+                    &attributes,
+                    request.include_vector,
+                )
+                .await?;
+                let rows = page
+                    .iter()
+                    .map(|m| {
+                        materialize(
+                            &snap,
+                            &fetched,
+                            m.1,
+                            m.2,
+                            None,
+                            &attributes,
+                            request.include_vector,
+                        )
+                    })
+                    .collect();
+                (rows, next)
+            }
+        };
+        let explain = request.explain.then(|| {
+            stats.record("total", started.elapsed(), 0);
+            stats.snapshot()
+        });
+        Ok(QueryResponse {
+            results,
+            next_cursor,
+            lsn: snap.lsn,
+            explain,
+        })
+    }
+
+    /// Loads what a cold query would fetch first: index headers, data-file
+    /// footers, keys, and every code block of every indexed segment.
+    pub async fn warm(&self, name: &str) -> Result<WarmReport> {
+        let c = self.collection(name).await?;
+        let stats = Arc::new(ReadStats::default());
+        let cache = self.cache().await?;
+        let snap = self
+            .snapshot(&c, Consistency::Eventual, Needs::default(), &stats)
+            .await?;
+        let mut indexed = 0;
+        let mut codes = Vec::new();
+        for source in &snap.sources {
+            if let Source::Indexed { segment, .. } = source {
+                indexed += 1;
+                let all: Vec<usize> = (0..segment.header.nlist()).collect();
+                let stats = &stats;
+                codes.push(async move { read_codes(cache, stats, segment, &all).await });
+            }
         }
+        stats
+            .phase("codes", futures::future::try_join_all(codes))
+            .await?;
+        Ok(WarmReport {
+            indexed_segments: indexed,
+            other_files: snap.sources.len() - indexed + snap.manifest.deletes.len(),
+            stats: stats.snapshot(),
+            cache: cache.footprint(),
+        })
     }
 
     /// The visible version of one row, if any.
@@ -1140,19 +1454,224 @@ impl Floe {
     ) -> Result<Option<RowOut>> {
         let c = self.collection(name).await?;
         let id = Id::parse(id_text, c.config.id_type)?;
-        let snap = self.snapshot(&c, consistency).await?;
+        let stats = Arc::new(ReadStats::default());
+        let cache = self.cache().await?;
+        let needs = Needs {
+            columns: true,
+            probe: None,
+        };
+        let snap = self.snapshot(&c, consistency, needs, &stats).await?;
         let all = attribute_selection(&c.config, None)?;
-        for (source, batch) in snap.sources.iter().enumerate() {
-            let (ids, lsns) = id_and_lsn(batch)?;
-            for row in 0..batch.num_rows() {
+        for (source, s) in snap.sources.iter().enumerate() {
+            let (ids, lsns) = id_and_lsn(s.keys())?;
+            for row in 0..ids.len() {
                 if id_at(ids, row) == id && snap.visibility().is_visible(ids, row, lsns.value(row))
                 {
-                    return Ok(Some(materialize(&snap, source, row, None, &all, true)));
+                    let wanted = rows_by_source(&snap, [(source, row)]);
+                    let fetched = fetch_rows(cache, &stats, &snap, &wanted, &all, true).await?;
+                    return Ok(Some(materialize(
+                        &snap, &fetched, source, row, None, &all, true,
+                    )));
                 }
             }
         }
         Ok(None)
     }
+}
+
+/// Reads the code blocks of `clusters` of an indexed segment.
+async fn read_codes(
+    cache: &Arc<BlockCache>,
+    stats: &Arc<ReadStats>,
+    segment: &IndexedSegment,
+    clusters: &[usize],
+) -> Result<HashMap<usize, Bytes>> {
+    let ranges: Vec<_> = clusters
+        .iter()
+        .map(|c| segment.header.codes_range(*c))
+        .collect();
+    let blocks = cache
+        .read(stats, &segment.index_path, segment.index_size, &ranges)
+        .await?;
+    Ok(clusters.iter().copied().zip(blocks).collect())
+}
+
+/// The rows of an indexed segment to re-rank: the best candidates by
+/// quantised distance among visible, matching rows of the probed clusters
+/// (more clusters while too few pass), or every matching row when a filter
+/// is selective enough for an exact search.
+#[allow(clippy::too_many_arguments)]
+async fn indexed_candidates(
+    cache: &Arc<BlockCache>,
+    stats: &Arc<ReadStats>,
+    source: usize,
+    segment: &IndexedSegment,
+    keys: &RecordBatch,
+    columns: Option<&RecordBatch>,
+    prefetched: &HashMap<usize, Bytes>,
+    params: &SearchParams<'_>,
+    knobs: SearchKnobs,
+) -> Result<Vec<u32>> {
+    let header = &segment.header;
+    let (ids, lsns) = id_and_lsn(keys)?;
+    if ids.len() != header.rows() {
+        return Err(Error::corrupt(
+            "ivf index",
+            format!(
+                "covers {} rows, the segment has {}",
+                header.rows(),
+                ids.len()
+            ),
+        ));
+    }
+    let visible = params.visible_fn(source, ids, lsns);
+    let mask = match (params.filter, columns) {
+        (Some(filter), Some(columns)) => Some(filter.evaluate(columns)?),
+        (Some(_), None) => {
+            return Err(Error::corrupt("query", "filter columns were not loaded"));
+        }
+        _ => None,
+    };
+    if let Some(mask) = &mask {
+        let matching = mask.iter().filter(|m| **m).count();
+        if matching <= EXACT_FILTER_ROWS {
+            // Selective: every matching row is re-ranked exactly.
+            return Ok((0..header.rows())
+                .filter(|r| mask[*r] && visible(*r))
+                .map(|r| r as u32)
+                .collect());
+        }
+    }
+    let accept = |row: usize| mask.as_ref().is_none_or(|m| m[row]) && visible(row);
+    let nprobe = knobs
+        .nprobe
+        .unwrap_or_else(|| header.nprobe_for(knobs.recall_target))
+        .clamp(1, header.nlist());
+    let rerank_n = knobs.rerank.unwrap_or_else(|| default_rerank(params.k));
+    let order = header.probe_order(&params.query.values, nprobe);
+    let prepared = header.prepare(&params.query.values);
+    let mut pool = CandidatePool::new(rerank_n.max(params.k));
+    let mut probed = 0;
+    let mut extra: HashMap<usize, Bytes> = HashMap::new();
+    let mut batch = nprobe;
+    while probed < order.len() && (probed < nprobe || !pool.is_full()) {
+        let next: Vec<usize> = order[probed..(probed + batch).min(order.len())].to_vec();
+        let missing: Vec<usize> = next
+            .iter()
+            .copied()
+            .filter(|c| !prefetched.contains_key(c))
+            .collect();
+        if !missing.is_empty() {
+            // Too few candidates passed: widen the search (another wave).
+            extra.extend(
+                stats
+                    .phase("widen", read_codes(cache, stats, segment, &missing))
+                    .await?,
+            );
+        }
+        for c in next {
+            let codes = prefetched
+                .get(&c)
+                .or_else(|| extra.get(&c))
+                .ok_or_else(|| Error::corrupt("ivf index", format!("codes of cluster {c}")))?;
+            header.scan(&prepared, c, codes, &accept, &mut pool);
+            probed += 1;
+        }
+        batch = (batch * 2).min(header.nlist());
+    }
+    Ok(pool.rows())
+}
+
+/// Per source, the rows wanted from it (indexed sources only).
+fn rows_by_source(
+    snap: &Snapshot,
+    rows: impl IntoIterator<Item = (usize, usize)>,
+) -> Vec<Option<Vec<u32>>> {
+    let mut out: Vec<Option<Vec<u32>>> = snap
+        .sources
+        .iter()
+        .map(|s| matches!(s, Source::Indexed { .. }).then(Vec::new))
+        .collect();
+    for (source, row) in rows {
+        if let Some(Some(list)) = out.get_mut(source) {
+            list.push(row as u32);
+        }
+    }
+    out
+}
+
+/// Fetches, in one wave, the vectors (when `vectors`) and the `attributes`
+/// not in memory of the wanted rows of indexed sources.
+async fn fetch_rows(
+    cache: &Arc<BlockCache>,
+    stats: &Arc<ReadStats>,
+    snap: &Snapshot,
+    wanted: &[Option<Vec<u32>>],
+    attributes: &[String],
+    vectors: bool,
+) -> Result<Vec<Option<Fetched>>> {
+    let work = snap
+        .sources
+        .iter()
+        .zip(wanted)
+        .map(|(source, rows)| async move {
+            let (
+                Source::Indexed {
+                    segment, columns, ..
+                },
+                Some(rows),
+            ) = (source, rows)
+            else {
+                return Ok::<_, Error>(None);
+            };
+            let mut rows = rows.clone();
+            rows.sort_unstable();
+            rows.dedup();
+            let ranges: Vec<_> = rows
+                .iter()
+                .map(|r| segment.header.vector_range(*r as usize))
+                .collect();
+            let read_vectors = async {
+                if !vectors || rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let bytes = cache
+                    .read(stats, &segment.index_path, segment.index_size, &ranges)
+                    .await?;
+                Ok::<_, Error>(
+                    bytes
+                        .iter()
+                        .map(|b| {
+                            b.chunks_exact(4)
+                                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                                .collect()
+                        })
+                        .collect(),
+                )
+            };
+            let read_attributes = async {
+                if columns.is_some() || attributes.is_empty() || rows.is_empty() {
+                    return Ok(None);
+                }
+                let names: Vec<&str> = attributes.iter().map(String::as_str).collect();
+                let ranges = row_ranges(&rows);
+                Ok::<_, Error>(Some(
+                    segment
+                        .data
+                        .read(cache, stats, &names, Some(&ranges))
+                        .await?,
+                ))
+            };
+            let (vectors, attributes) = futures::try_join!(read_vectors, read_attributes)?;
+            Ok(Some(Fetched {
+                rows,
+                vectors,
+                attributes,
+            }))
+        });
+    stats
+        .phase("rows", futures::future::try_join_all(work))
+        .await
 }
 
 /// Makes `manifest` the read state's current one: drops cached files it no
@@ -1164,7 +1683,9 @@ fn install_manifest(state: &mut ReadState, manifest: Manifest) {
     let live: std::collections::HashSet<&str> =
         manifest.segments.iter().map(|s| s.id.as_str()).collect();
     state.segments.retain(|id, _| live.contains(id.as_str()));
-    state.indexes.retain(|id, _| live.contains(id.as_str()));
+    state.indexed.retain(|id, _| live.contains(id.as_str()));
+    state.keys.retain(|id, _| live.contains(id.as_str()));
+    state.columns.retain(|id, _| live.contains(id.as_str()));
     let live_deletes: std::collections::HashSet<&str> =
         manifest.deletes.iter().map(|d| d.path.as_str()).collect();
     state
@@ -1226,10 +1747,18 @@ fn search_knobs(request: &QueryRequest) -> Result<SearchKnobs> {
 /// Visible rows matching the filter: (id, source, row).
 fn scan_matches(snap: &Snapshot, filter: Option<&Filter>) -> Result<Vec<(Id, usize, usize)>> {
     let mut out = Vec::new();
-    for (source, batch) in snap.sources.iter().enumerate() {
-        let (ids, lsns) = id_and_lsn(batch)?;
-        let mask = filter.map(|f| f.evaluate(batch)).transpose()?;
-        for row in 0..batch.num_rows() {
+    for (source, s) in snap.sources.iter().enumerate() {
+        let (ids, lsns) = id_and_lsn(s.keys())?;
+        let mask = match filter {
+            Some(f) => Some(
+                f.evaluate(
+                    s.attributes()
+                        .ok_or_else(|| Error::corrupt("scan", "columns were not loaded"))?,
+                )?,
+            ),
+            None => None,
+        };
+        for row in 0..ids.len() {
             if mask.as_ref().is_none_or(|m| m[row])
                 && snap.visibility().is_visible(ids, row, lsns.value(row))
             {
@@ -1266,25 +1795,36 @@ fn attribute_selection(config: &CollectionConfig, include: Option<&Value>) -> Re
 
 fn materialize(
     snap: &Snapshot,
+    fetched: &[Option<Fetched>],
     source: usize,
     row: usize,
     distance: Option<f32>,
     attributes: &[String],
     include_vector: bool,
 ) -> RowOut {
-    let batch = &snap.sources[source];
-    let id = id_at(batch.column(0).as_ref(), row);
+    let s = &snap.sources[source];
+    let fetched = fetched.get(source).and_then(Option::as_ref);
+    let position = fetched.and_then(|f| f.position(row));
+    let id = id_at(s.keys().column(0).as_ref(), row);
+    // Where the attributes are: in memory, or among the fetched rows.
+    let attribute_rows = match (s.attributes(), fetched.and_then(|f| f.attributes.as_ref())) {
+        (Some(batch), _) => Some((batch, row)),
+        (None, Some(batch)) => position.map(|p| (batch, p)),
+        (None, None) => None,
+    };
     let attrs = (!attributes.is_empty()).then(|| {
         let mut map = Map::new();
-        for name in attributes {
-            if let Some(col) = batch.column_by_name(name) {
-                map.insert(name.clone(), value_at(col.as_ref(), row));
+        if let Some((batch, at)) = attribute_rows {
+            for name in attributes {
+                if let Some(col) = batch.column_by_name(name) {
+                    map.insert(name.clone(), value_at(col.as_ref(), at));
+                }
             }
         }
         map
     });
-    let vector = include_vector.then(|| {
-        batch
+    let vector = include_vector.then(|| match s {
+        Source::Rows(batch) => batch
             .column_by_name(COL_VECTOR)
             .and_then(|c| c.as_fixed_size_list_opt())
             .map(|list| {
@@ -1294,7 +1834,11 @@ fn materialize(
                     .map(|f| f.values().to_vec())
                     .unwrap_or_default()
             })
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        Source::Indexed { .. } => fetched
+            .zip(position)
+            .and_then(|(f, p)| f.vectors.get(p).cloned())
+            .unwrap_or_default(),
     });
     RowOut {
         id,

@@ -2,24 +2,24 @@
 //!
 //! The data file of an indexed segment stores its rows cluster by cluster,
 //! so cluster `c` is rows `offsets[c]..offsets[c+1]` there and one contiguous
-//! block of codes in the index file:
+//! block of codes (and of full-precision vectors) in the index file:
 //!
 //! ```text
-//! "FLOEIVF1" u32 format u8 metric [3]pad u32 dim u32 nlist u64 rows u32 ncal
+//! "FLOEIVF2" u32 format u8 metric [3]pad u32 dim u32 nlist u64 rows u32 ncal
 //! ncal × (u32 nprobe, f32 recall@10)      calibration: recall by nprobe
 //! nlist × dim f32                         centroids
 //! (nlist + 1) × u32                       row offsets of the clusters
 //! dim × f32 min, dim × f32 scale          SQ8 parameters
 //! rows × dim u8                           codes, cluster-major
+//! rows × dim f32                          vectors, cluster-major (re-rank)
 //! ```
-//! Everything before the codes is the header: a cold query reads it once,
-//! then only the code blocks of the clusters it probes.
+//! Everything before the codes is the header ([`IvfHeader`]): a cold query
+//! reads it once, then only the code blocks of the clusters it probes, then
+//! only the vectors of the candidates it re-ranks.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Float32Type;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -27,18 +27,17 @@ use super::kmeans::{assign, kmeans};
 use crate::catalog::Metric;
 use crate::error::{Error, Result};
 use crate::kernels::{dot, dot_u8, l2_squared, weighted_l2_u8};
-use crate::search::{
-    ExactSearch, Hit, QueryVector, SearchParams, SegmentSearch, id_and_lsn, normalize,
-};
-use crate::segment::COL_VECTOR;
+use crate::search::{QueryVector, normalize};
 
-const MAGIC: &[u8; 8] = b"FLOEIVF1";
-const FORMAT: u32 = 1;
+const MAGIC: &[u8; 8] = b"FLOEIVF2";
+const FORMAT: u32 = 2;
+/// Bytes before the calibration table.
+const FIXED_HEADER: usize = 36;
 /// Recall target of the default (automatic) search.
 pub const DEFAULT_RECALL_TARGET: f32 = 0.95;
 /// Below this many estimated matching rows, a filtered search scans the
 /// matching rows exactly instead of probing more clusters.
-const EXACT_FILTER_ROWS: usize = 20_000;
+pub const EXACT_FILTER_ROWS: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct IvfParams {
@@ -84,26 +83,40 @@ impl Default for SearchKnobs {
     }
 }
 
+/// Everything a search needs before it touches codes or vectors.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IvfIndex {
+pub struct IvfHeader {
     pub metric: Metric,
     pub dim: usize,
     pub centroids: Vec<f32>,
     pub offsets: Vec<u32>,
     pub sq_min: Vec<f32>,
     pub sq_scale: Vec<f32>,
-    pub codes: Vec<u8>,
     /// `(nprobe, recall@10)` measured at build time, nprobe ascending.
     pub calibration: Vec<(u32, f32)>,
 }
 
+/// A built index: the header and all codes, in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IvfIndex {
+    pub header: IvfHeader,
+    pub codes: Vec<u8>,
+}
+
+impl std::ops::Deref for IvfIndex {
+    type Target = IvfHeader;
+    fn deref(&self) -> &IvfHeader {
+        &self.header
+    }
+}
+
 /// The query side of the SQ8 distance, prepared once per query.
-enum Prepared {
+pub enum Prepared {
     L2 { u: Vec<f32>, w: Vec<f32> },
     Dot { v: Vec<f32>, bias: f32 },
 }
 
-impl IvfIndex {
+impl IvfHeader {
     pub fn nlist(&self) -> usize {
         self.offsets.len() - 1
     }
@@ -112,6 +125,267 @@ impl IvfIndex {
         self.offsets.last().copied().unwrap_or(0) as usize
     }
 
+    /// The smallest calibrated nprobe reaching `target` recall.
+    pub fn nprobe_for(&self, target: f32) -> usize {
+        self.calibration
+            .iter()
+            .find(|(_, recall)| *recall >= target)
+            .or(self.calibration.last())
+            .map(|(n, _)| *n as usize)
+            .unwrap_or(self.nlist())
+            .clamp(1, self.nlist())
+    }
+
+    pub fn prepare(&self, q: &[f32]) -> Prepared {
+        match self.metric {
+            Metric::L2 => Prepared::L2 {
+                u: q.iter()
+                    .zip(&self.sq_min)
+                    .zip(&self.sq_scale)
+                    .map(|((x, m), s)| (x - m) / s)
+                    .collect(),
+                w: self.sq_scale.iter().map(|s| s * s).collect(),
+            },
+            Metric::Ip | Metric::Cosine => Prepared::Dot {
+                v: q.iter().zip(&self.sq_scale).map(|(x, s)| x * s).collect(),
+                bias: dot(q, &self.sq_min),
+            },
+        }
+    }
+
+    fn approx(&self, prepared: &Prepared, code: &[u8]) -> f32 {
+        match prepared {
+            Prepared::L2 { u, w } => weighted_l2_u8(u, w, code),
+            Prepared::Dot { v, bias } => {
+                let ip = bias + dot_u8(v, code);
+                if self.metric == Metric::Cosine {
+                    1.0 - ip
+                } else {
+                    -ip
+                }
+            }
+        }
+    }
+
+    /// Clusters by closeness of their centroid to `q`: the first `first`
+    /// exactly ordered, the rest ordered only when a widening search needs them.
+    pub fn probe_order(&self, q: &[f32], first: usize) -> Vec<usize> {
+        let mut d: Vec<(f32, usize)> = self
+            .centroids
+            .chunks_exact(self.dim)
+            .enumerate()
+            .map(|(c, centroid)| {
+                // Rows were assigned to their nearest centroid by L2; for
+                // cosine (unit vectors) probing must follow the same rule,
+                // as centroids of unit vectors are shorter than 1 and an
+                // inner product would favour the longer, tighter ones.
+                let dist = match self.metric {
+                    Metric::L2 | Metric::Cosine => l2_squared(q, centroid),
+                    Metric::Ip => -dot(q, centroid),
+                };
+                (dist, c)
+            })
+            .collect();
+        let first = first.min(d.len());
+        if first > 0 && first < d.len() {
+            d.select_nth_unstable_by(first - 1, |a, b| a.0.total_cmp(&b.0));
+        }
+        d[..first].sort_by(|a, b| a.0.total_cmp(&b.0));
+        d[first..].sort_by(|a, b| a.0.total_cmp(&b.0));
+        d.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Adds the rows of cluster `c` that `accept` admits to `pool`, by
+    /// approximate distance; `codes` are the cluster's codes.
+    pub fn scan(
+        &self,
+        prepared: &Prepared,
+        c: usize,
+        codes: &[u8],
+        accept: &dyn Fn(usize) -> bool,
+        pool: &mut CandidatePool,
+    ) {
+        let start = self.offsets[c] as usize;
+        for (i, code) in codes.chunks_exact(self.dim).enumerate() {
+            let row = start + i;
+            if accept(row) {
+                pool.offer(self.approx(prepared, code), row as u32);
+            }
+        }
+    }
+
+    /// Bytes of the header: everything before the codes.
+    pub fn header_len(&self) -> u64 {
+        header_len(self.dim, self.nlist(), self.calibration.len())
+    }
+
+    /// Where cluster `c`'s codes are in the index file.
+    pub fn codes_range(&self, c: usize) -> std::ops::Range<u64> {
+        let (dim, h) = (self.dim as u64, self.header_len());
+        h + self.offsets[c] as u64 * dim..h + self.offsets[c + 1] as u64 * dim
+    }
+
+    /// Where row `row`'s full-precision vector is in the index file.
+    pub fn vector_range(&self, row: usize) -> std::ops::Range<u64> {
+        let (dim, rows) = (self.dim as u64, self.rows() as u64);
+        let start = self.header_len() + rows * dim + row as u64 * dim * 4;
+        start..start + dim * 4
+    }
+
+    /// Size of the whole index file.
+    pub fn file_len(&self) -> u64 {
+        self.header_len() + self.rows() as u64 * self.dim as u64 * 5
+    }
+
+    /// Parses a header (the first [`IvfHeader::header_len`] bytes; more is
+    /// ignored).
+    pub fn parse(bytes: &[u8]) -> Result<IvfHeader> {
+        let bad = |what: &str| Error::corrupt("ivf index", what);
+        let mut r = Reader { bytes, pos: 0 };
+        if r.take(8).ok_or_else(|| bad("too short"))? != MAGIC {
+            return Err(bad("bad magic (an index of an older format: rebuild it)"));
+        }
+        let format = r.u32().ok_or_else(|| bad("too short"))?;
+        if format != FORMAT {
+            return Err(bad("unknown format"));
+        }
+        let metric = match r.take(4).ok_or_else(|| bad("too short"))?[0] {
+            0 => Metric::L2,
+            1 => Metric::Cosine,
+            2 => Metric::Ip,
+            _ => return Err(bad("unknown metric")),
+        };
+        let dim = r.u32().ok_or_else(|| bad("too short"))? as usize;
+        let nlist = r.u32().ok_or_else(|| bad("too short"))? as usize;
+        let rows = r.u64().ok_or_else(|| bad("too short"))? as usize;
+        let ncal = r.u32().ok_or_else(|| bad("too short"))? as usize;
+        if dim == 0 || nlist == 0 || ncal > 64 {
+            return Err(bad("bad header"));
+        }
+        let mut calibration = Vec::with_capacity(ncal);
+        for _ in 0..ncal {
+            calibration.push((
+                r.u32().ok_or_else(|| bad("too short"))?,
+                r.f32().ok_or_else(|| bad("too short"))?,
+            ));
+        }
+        let centroids = r
+            .f32s(nlist.checked_mul(dim).ok_or_else(|| bad("overflow"))?)
+            .ok_or_else(|| bad("too short"))?;
+        let offsets: Vec<u32> = (0..=nlist)
+            .map(|_| r.u32())
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("too short"))?;
+        let sq_min = r.f32s(dim).ok_or_else(|| bad("too short"))?;
+        let sq_scale = r.f32s(dim).ok_or_else(|| bad("too short"))?;
+        if offsets.windows(2).any(|w| w[0] > w[1]) || offsets.last().copied() != Some(rows as u32) {
+            return Err(bad("bad cluster offsets"));
+        }
+        Ok(IvfHeader {
+            metric,
+            dim,
+            centroids,
+            offsets,
+            sq_min,
+            sq_scale,
+            calibration,
+        })
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT.to_le_bytes());
+        out.push(match self.metric {
+            Metric::L2 => 0,
+            Metric::Cosine => 1,
+            Metric::Ip => 2,
+        });
+        out.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(&(self.dim as u32).to_le_bytes());
+        out.extend_from_slice(&(self.nlist() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.rows() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.calibration.len() as u32).to_le_bytes());
+        for (n, r) in &self.calibration {
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&r.to_le_bytes());
+        }
+        for v in &self.centroids {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for o in &self.offsets {
+            out.extend_from_slice(&o.to_le_bytes());
+        }
+        for v in self.sq_min.iter().chain(&self.sq_scale) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+fn header_len(dim: usize, nlist: usize, ncal: usize) -> u64 {
+    (FIXED_HEADER + ncal * 8 + nlist * dim * 4 + (nlist + 1) * 4 + dim * 8) as u64
+}
+
+/// The best `capacity` candidates by approximate distance.
+pub struct CandidatePool {
+    heap: BinaryHeap<Candidate>,
+    capacity: usize,
+}
+
+impl CandidatePool {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            heap: BinaryHeap::with_capacity(capacity + 1),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn offer(&mut self, d: f32, row: u32) {
+        if self.heap.len() < self.capacity {
+            self.heap.push(Candidate(d, row));
+        } else if self.heap.peek().is_some_and(|w| d < w.0) {
+            self.heap.pop();
+            self.heap.push(Candidate(d, row));
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.heap.len() >= self.capacity
+    }
+
+    /// Candidate rows, ascending.
+    pub fn rows(&self) -> Vec<u32> {
+        let mut rows: Vec<u32> = self.heap.iter().map(|c| c.1).collect();
+        rows.sort_unstable();
+        rows
+    }
+}
+
+/// Candidates under their exact distance, best `k` first.
+pub fn rerank<'v>(
+    q: &QueryVector,
+    rows: &[u32],
+    vector: &dyn Fn(u32) -> Option<&'v [f32]>,
+    k: usize,
+) -> Result<Vec<(f32, u32)>> {
+    let mut hits = rows
+        .iter()
+        .map(|row| {
+            vector(*row)
+                .map(|v| (q.distance(v), *row))
+                .ok_or_else(|| Error::corrupt("ivf index", format!("no vector for row {row}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    hits.truncate(k);
+    Ok(hits)
+}
+
+/// How many candidates are re-ranked for a top-`k` search by default.
+pub fn default_rerank(k: usize) -> usize {
+    (k * 10).max(100)
+}
+
+impl IvfIndex {
     /// Builds the index over `vectors` (row-major). Returns it with the row
     /// order of the clustered data file: `order[new_row] = old_row`.
     pub fn build(
@@ -174,14 +448,16 @@ impl IvfIndex {
             }
         }
         let mut index = IvfIndex {
-            metric,
-            dim,
-            centroids,
-            offsets,
-            sq_min: lo,
-            sq_scale: scale,
+            header: IvfHeader {
+                metric,
+                dim,
+                centroids,
+                offsets,
+                sq_min: lo,
+                sq_scale: scale,
+                calibration: Vec::new(),
+            },
             codes,
-            calibration: Vec::new(),
         };
         let clustered: Vec<f32> = order
             .iter()
@@ -191,7 +467,7 @@ impl IvfIndex {
                     .copied()
             })
             .collect();
-        index.calibration = index.calibrate(&clustered, params);
+        index.header.calibration = index.calibrate(&clustered, params);
         Ok((index, order))
     }
 
@@ -253,77 +529,6 @@ impl IvfIndex {
         out
     }
 
-    /// The smallest calibrated nprobe reaching `target` recall.
-    pub fn nprobe_for(&self, target: f32) -> usize {
-        self.calibration
-            .iter()
-            .find(|(_, recall)| *recall >= target)
-            .or(self.calibration.last())
-            .map(|(n, _)| *n as usize)
-            .unwrap_or(self.nlist())
-            .clamp(1, self.nlist())
-    }
-
-    fn prepare(&self, q: &[f32]) -> Prepared {
-        match self.metric {
-            Metric::L2 => Prepared::L2 {
-                u: q.iter()
-                    .zip(&self.sq_min)
-                    .zip(&self.sq_scale)
-                    .map(|((x, m), s)| (x - m) / s)
-                    .collect(),
-                w: self.sq_scale.iter().map(|s| s * s).collect(),
-            },
-            Metric::Ip | Metric::Cosine => Prepared::Dot {
-                v: q.iter().zip(&self.sq_scale).map(|(x, s)| x * s).collect(),
-                bias: dot(q, &self.sq_min),
-            },
-        }
-    }
-
-    fn approx(&self, prepared: &Prepared, row: usize) -> f32 {
-        let code = &self.codes[row * self.dim..(row + 1) * self.dim];
-        match prepared {
-            Prepared::L2 { u, w } => weighted_l2_u8(u, w, code),
-            Prepared::Dot { v, bias } => {
-                let ip = bias + dot_u8(v, code);
-                if self.metric == Metric::Cosine {
-                    1.0 - ip
-                } else {
-                    -ip
-                }
-            }
-        }
-    }
-
-    /// Clusters by closeness of their centroid to `q`: the first `first`
-    /// exactly ordered, the rest ordered only when a widening search needs them.
-    fn probe_order(&self, q: &[f32], first: usize) -> Vec<usize> {
-        let mut d: Vec<(f32, usize)> = self
-            .centroids
-            .chunks_exact(self.dim)
-            .enumerate()
-            .map(|(c, centroid)| {
-                // Rows were assigned to their nearest centroid by L2; for
-                // cosine (unit vectors) probing must follow the same rule,
-                // as centroids of unit vectors are shorter than 1 and an
-                // inner product would favour the longer, tighter ones.
-                let dist = match self.metric {
-                    Metric::L2 | Metric::Cosine => l2_squared(q, centroid),
-                    Metric::Ip => -dot(q, centroid),
-                };
-                (dist, c)
-            })
-            .collect();
-        let first = first.min(d.len());
-        if first > 0 && first < d.len() {
-            d.select_nth_unstable_by(first - 1, |a, b| a.0.total_cmp(&b.0));
-        }
-        d[..first].sort_by(|a, b| a.0.total_cmp(&b.0));
-        d[first..].sort_by(|a, b| a.0.total_cmp(&b.0));
-        d.into_iter().map(|(_, c)| c).collect()
-    }
-
     /// Top-k rows (by exact distance) among rows `accept` admits, probing
     /// `nprobe` clusters (more while fewer than `rerank` candidates pass).
     /// `vectors` are the clustered full-precision vectors.
@@ -332,140 +537,62 @@ impl IvfIndex {
         q: &QueryVector,
         k: usize,
         nprobe: usize,
-        rerank: usize,
+        rerank_n: usize,
         vectors: &[f32],
         accept: &dyn Fn(usize) -> bool,
     ) -> Vec<(f32, u32)> {
         debug_assert_eq!(q.metric, self.metric);
         let prepared = self.prepare(&q.values);
-        let pool = rerank.max(k);
-        let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(pool + 1);
+        let mut pool = CandidatePool::new(rerank_n.max(k));
         for (probed, c) in self.probe_order(&q.values, nprobe).into_iter().enumerate() {
-            if probed >= nprobe && heap.len() >= pool {
+            if probed >= nprobe && pool.is_full() {
                 break;
             }
-            for row in self.offsets[c] as usize..self.offsets[c + 1] as usize {
-                if !accept(row) {
-                    continue;
-                }
-                let d = self.approx(&prepared, row);
-                if heap.len() < pool {
-                    heap.push(Candidate(d, row as u32));
-                } else if heap.peek().is_some_and(|w| d < w.0) {
-                    heap.pop();
-                    heap.push(Candidate(d, row as u32));
-                }
-            }
+            let codes = &self.codes
+                [self.offsets[c] as usize * self.dim..self.offsets[c + 1] as usize * self.dim];
+            self.header.scan(&prepared, c, codes, accept, &mut pool);
         }
-        let mut exact_hits: Vec<(f32, u32)> = heap
-            .into_iter()
-            .map(|Candidate(_, row)| {
-                let v = &vectors[row as usize * self.dim..(row as usize + 1) * self.dim];
-                (q.distance(v), row)
-            })
-            .collect();
-        exact_hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        exact_hits.truncate(k);
-        exact_hits
+        let dim = self.dim;
+        rerank(
+            q,
+            &pool.rows(),
+            &|row| vectors.get(row as usize * dim..(row as usize + 1) * dim),
+            k,
+        )
+        .unwrap_or_default()
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.codes.len() + self.centroids.len() * 4);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT.to_le_bytes());
-        out.push(match self.metric {
-            Metric::L2 => 0,
-            Metric::Cosine => 1,
-            Metric::Ip => 2,
-        });
-        out.extend_from_slice(&[0; 3]);
-        out.extend_from_slice(&(self.dim as u32).to_le_bytes());
-        out.extend_from_slice(&(self.nlist() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.rows() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.calibration.len() as u32).to_le_bytes());
-        for (n, r) in &self.calibration {
-            out.extend_from_slice(&n.to_le_bytes());
-            out.extend_from_slice(&r.to_le_bytes());
-        }
-        for v in self.centroids.iter().chain(std::iter::empty()) {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        for o in &self.offsets {
-            out.extend_from_slice(&o.to_le_bytes());
-        }
-        for v in self.sq_min.iter().chain(&self.sq_scale) {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+    /// The index file: header, codes, then `vectors` (the clustered
+    /// full-precision vectors, row-major).
+    pub fn to_bytes(&self, vectors: &[f32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.file_len() as usize);
+        self.header.write(&mut out);
         out.extend_from_slice(&self.codes);
+        for v in vectors {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
         out
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<IvfIndex> {
-        let bad = |what: &str| Error::corrupt("ivf index", what);
-        let mut r = Reader { bytes, pos: 0 };
-        if r.take(8).ok_or_else(|| bad("too short"))? != MAGIC {
-            return Err(bad("bad magic"));
-        }
-        let format = r.u32().ok_or_else(|| bad("too short"))?;
-        if format != FORMAT {
-            return Err(bad("unknown format"));
-        }
-        let metric = match r.take(4).ok_or_else(|| bad("too short"))?[0] {
-            0 => Metric::L2,
-            1 => Metric::Cosine,
-            2 => Metric::Ip,
-            _ => return Err(bad("unknown metric")),
-        };
-        let dim = r.u32().ok_or_else(|| bad("too short"))? as usize;
-        let nlist = r.u32().ok_or_else(|| bad("too short"))? as usize;
-        let rows = r.u64().ok_or_else(|| bad("too short"))? as usize;
-        let ncal = r.u32().ok_or_else(|| bad("too short"))? as usize;
-        if dim == 0 || nlist == 0 || ncal > 64 {
-            return Err(bad("bad header"));
-        }
-        let mut calibration = Vec::with_capacity(ncal);
-        for _ in 0..ncal {
-            calibration.push((
-                r.u32().ok_or_else(|| bad("too short"))?,
-                r.f32().ok_or_else(|| bad("too short"))?,
+    /// Parses a whole index file: the index and its vectors.
+    pub fn from_bytes(bytes: &[u8]) -> Result<(IvfIndex, Vec<f32>)> {
+        let header = IvfHeader::parse(bytes)?;
+        if bytes.len() as u64 != header.file_len() {
+            return Err(Error::corrupt(
+                "ivf index",
+                format!("{} bytes, expected {}", bytes.len(), header.file_len()),
             ));
         }
-        let centroids = r
-            .f32s(nlist.checked_mul(dim).ok_or_else(|| bad("overflow"))?)
-            .ok_or_else(|| bad("too short"))?;
-        let offsets: Vec<u32> = (0..=nlist)
-            .map(|_| r.u32())
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("too short"))?;
-        let sq_min = r.f32s(dim).ok_or_else(|| bad("too short"))?;
-        let sq_scale = r.f32s(dim).ok_or_else(|| bad("too short"))?;
-        if offsets.windows(2).any(|w| w[0] > w[1]) || offsets.last().copied() != Some(rows as u32) {
-            return Err(bad("bad cluster offsets"));
-        }
-        let codes = r
-            .take(rows.checked_mul(dim).ok_or_else(|| bad("overflow"))?)
-            .ok_or_else(|| bad("codes cut short"))?
-            .to_vec();
-        if r.pos != bytes.len() {
-            return Err(bad("trailing bytes"));
-        }
-        Ok(IvfIndex {
-            metric,
-            dim,
-            centroids,
-            offsets,
-            sq_min,
-            sq_scale,
-            codes,
-            calibration,
-        })
+        let h = header.header_len() as usize;
+        let n = header.rows() * header.dim;
+        let codes = bytes[h..h + n].to_vec();
+        let vectors = bytes[h + n..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((IvfIndex { header, codes }, vectors))
     }
 }
-
-fn default_rerank(k: usize) -> usize {
-    (k * 10).max(100)
-}
-
 #[derive(PartialEq)]
 struct Candidate(f32, u32);
 impl Eq for Candidate {}
@@ -513,88 +640,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// An indexed segment held in memory: its clustered rows and its index.
-pub struct IvfSearch<'a> {
-    pub index: &'a IvfIndex,
-    pub batch: &'a RecordBatch,
-    pub knobs: SearchKnobs,
-}
-
-impl SegmentSearch for IvfSearch<'_> {
-    fn search(&self, source: usize, params: &SearchParams<'_>) -> Result<Vec<Hit>> {
-        let batch = self.batch;
-        let index = self.index;
-        if batch.num_rows() != index.rows() {
-            return Err(Error::corrupt(
-                "ivf index",
-                format!(
-                    "covers {} rows, the segment has {}",
-                    index.rows(),
-                    batch.num_rows()
-                ),
-            ));
-        }
-        let (ids, lsns) = id_and_lsn(batch)?;
-        let vectors = batch
-            .column_by_name(COL_VECTOR)
-            .and_then(|c| c.as_fixed_size_list_opt())
-            .ok_or_else(|| Error::corrupt("segment", "no vector column"))?;
-        let offset = vectors.offset() * index.dim;
-        let values = &vectors.values().as_primitive::<Float32Type>().values()
-            [offset..offset + batch.num_rows() * index.dim];
-        let k = params.k;
-        let rerank = self.knobs.rerank.unwrap_or_else(|| default_rerank(k));
-        let nprobe = self
-            .knobs
-            .nprobe
-            .unwrap_or_else(|| index.nprobe_for(self.knobs.recall_target))
-            .clamp(1, index.nlist());
-        // Already prepared for the metric (normalised for cosine).
-        let q = params.query;
-
-        let visible = params.visible_fn(source, ids, lsns);
-        let hits = match params.filter {
-            None => index.search_rows(q, k, nprobe, rerank, values, &visible),
-            Some(filter) => {
-                // Evaluate the filter on the probed clusters' rows only, and
-                // estimate its selectivity there.
-                let order = index.probe_order(&q.values, nprobe);
-                let mut mask = vec![false; batch.num_rows()];
-                let (mut scanned, mut passed) = (0usize, 0usize);
-                for &c in order.iter().take(nprobe) {
-                    let (start, end) = (index.offsets[c] as usize, index.offsets[c + 1] as usize);
-                    if end > start {
-                        let m = filter.evaluate(&batch.slice(start, end - start))?;
-                        passed += m.iter().filter(|b| **b).count();
-                        scanned += m.len();
-                        mask[start..end].copy_from_slice(&m);
-                    }
-                }
-                let estimate = (passed * batch.num_rows())
-                    .checked_div(scanned)
-                    .unwrap_or(0);
-                if estimate <= EXACT_FILTER_ROWS {
-                    // Selective: an exact scan of the matching rows keeps recall.
-                    return ExactSearch(batch).search(source, params);
-                }
-                // Broad: probe (and widen) with the filter inside the scan.
-                let full = filter.evaluate(batch)?;
-                index.search_rows(q, k, nprobe, rerank, values, &|row| {
-                    full[row] && visible(row)
-                })
-            }
-        };
-        Ok(hits
-            .into_iter()
-            .map(|(distance, row)| Hit {
-                distance,
-                source,
-                row: row as usize,
-            })
-            .collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,9 +670,26 @@ mod tests {
             (0..500).collect::<Vec<u32>>(),
             "the order is a permutation"
         );
-        let bytes = index.to_bytes();
-        assert_eq!(IvfIndex::from_bytes(&bytes).unwrap(), index);
+        let clustered: Vec<f32> = order
+            .iter()
+            .flat_map(|r| v[*r as usize * 8..(*r as usize + 1) * 8].to_vec())
+            .collect();
+        let bytes = index.to_bytes(&clustered);
+        assert_eq!(bytes.len() as u64, index.file_len());
+        let (back, vectors) = IvfIndex::from_bytes(&bytes).unwrap();
+        assert_eq!((back, vectors), (index.clone(), clustered));
+        let header = IvfHeader::parse(&bytes[..index.header_len() as usize]).unwrap();
+        assert_eq!(header, index.header);
+        let c = 3;
+        let codes =
+            &bytes[header.codes_range(c).start as usize..header.codes_range(c).end as usize];
+        let first = header.offsets[c] as usize;
+        assert_eq!(
+            codes,
+            &index.codes[first * 8..header.offsets[c + 1] as usize * 8]
+        );
         assert!(IvfIndex::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+        assert!(IvfHeader::parse(&bytes[..index.header_len() as usize - 1]).is_err());
         let mut bad = bytes.clone();
         bad[0] = b'X';
         assert!(IvfIndex::from_bytes(&bad).is_err());

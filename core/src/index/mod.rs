@@ -5,5 +5,8 @@
 mod ivf;
 mod kmeans;
 
-pub use ivf::{IvfIndex, IvfParams, IvfSearch, SearchKnobs};
+pub use ivf::{
+    CandidatePool, EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, SearchKnobs, default_rerank,
+    rerank,
+};
 pub use kmeans::kmeans;

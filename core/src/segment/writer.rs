@@ -9,11 +9,15 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::schema::{COL_LSN, COL_VECTOR, check_batch};
 use crate::error::{Error, Result};
 use crate::storage::put_create;
+
+/// Target size of a data page.
+const PAGE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct SegmentWriteOptions {
@@ -35,6 +39,9 @@ pub struct SegmentFile {
     pub size_bytes: u64,
     pub min_lsn: u64,
     pub max_lsn: u64,
+    /// Bytes at the end of the file holding the footer and the page index:
+    /// one suffix GET of this size opens the file for ranged reads.
+    pub footer_bytes: u64,
 }
 
 /// Encodes the batches as one Parquet file in memory.
@@ -67,7 +74,10 @@ pub fn encode_segment(
     let mut props = WriterProperties::builder()
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_statistics_enabled(EnabledStatistics::Page);
+        .set_statistics_enabled(EnabledStatistics::Page)
+        // Small pages: a query reads the pages holding the rows it wants.
+        .set_data_page_size_limit(PAGE_BYTES)
+        .set_write_batch_size(128);
     // Float vectors barely compress and are read in ranges: store them plain.
     let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
     for column in parquet_schema.columns() {
@@ -85,13 +95,41 @@ pub fn encode_segment(
         writer.write(batch)?;
     }
     writer.close()?;
+    let bytes = Bytes::from(buffer);
     let file = SegmentFile {
         rows,
-        size_bytes: buffer.len() as u64,
+        size_bytes: bytes.len() as u64,
         min_lsn,
         max_lsn,
+        footer_bytes: footer_bytes(&bytes)?,
     };
-    Ok((Bytes::from(buffer), file))
+    Ok((bytes, file))
+}
+
+/// How many bytes from the end hold the metadata and the page indexes
+/// (which parquet writes just before the footer).
+fn footer_bytes(file: &Bytes) -> Result<u64> {
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Optional)
+        .parse_and_finish(file)?;
+    let len = file.len() as u64;
+    let footer_len = file
+        .len()
+        .checked_sub(8)
+        .map(|at| u32::from_le_bytes([file[at], file[at + 1], file[at + 2], file[at + 3]]))
+        .ok_or_else(|| Error::corrupt("segment", "shorter than a footer"))?;
+    let mut start = len - 8 - footer_len as u64;
+    for group in metadata.row_groups() {
+        for column in group.columns() {
+            for offset in [column.column_index_offset(), column.offset_index_offset()]
+                .into_iter()
+                .flatten()
+            {
+                start = start.min(offset as u64);
+            }
+        }
+    }
+    Ok(len - start)
 }
 
 /// Encodes and uploads a segment, create-only: segment paths embed a unique
@@ -102,12 +140,12 @@ pub async fn write_segment(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     options: &SegmentWriteOptions,
-) -> Result<SegmentFile> {
+) -> Result<(SegmentFile, Bytes)> {
     let (bytes, file) = encode_segment(schema, batches, options)?;
-    if !put_create(store, path, bytes).await? {
+    if !put_create(store, path, bytes.clone()).await? {
         return Err(Error::ObjectExists {
             path: path.to_string(),
         });
     }
-    Ok(file)
+    Ok((file, bytes))
 }
