@@ -3,8 +3,9 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -59,6 +60,34 @@ struct Counters {
     copies: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    log: Mutex<Vec<Request>>,
+}
+
+/// One GET or HEAD as sent: which object, and when it was in flight.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub head: bool,
+    pub path: String,
+    pub started: Instant,
+    pub ended: Instant,
+}
+
+/// How many requests of `log` ran one after another: the longest chain in
+/// which each starts after the previous one ended. Requests in flight
+/// together count once, so this is the number of sequential round trips.
+pub fn sequential_round_trips<'a>(log: impl IntoIterator<Item = &'a Request>) -> usize {
+    let mut by_end: Vec<&Request> = log.into_iter().collect();
+    by_end.sort_by_key(|r| r.ended);
+    // Greedy by earliest end picks the most pairwise-disjoint intervals.
+    let mut chain = 0;
+    let mut free_from: Option<Instant> = None;
+    for r in by_end {
+        if free_from.is_none_or(|t| r.started >= t) {
+            chain += 1;
+            free_from = Some(r.ended);
+        }
+    }
+    chain
 }
 
 /// Counts every request that reaches the inner store. Ranged multi-reads are
@@ -90,6 +119,37 @@ impl CountingStore {
             bytes_read: c.bytes_read.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
         }
+    }
+
+    /// Every GET and HEAD sent so far, in the order they finished.
+    pub fn requests(&self) -> Vec<Request> {
+        self.counters
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Forgets the request log (the counters keep counting).
+    pub fn clear_requests(&self) {
+        self.counters
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn note(&self, head: bool, path: &Path, started: Instant) {
+        self.counters
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Request {
+                head,
+                path: path.to_string(),
+                started,
+                ended: Instant::now(),
+            });
     }
 
     fn add(counter: &AtomicU64, n: u64) {
@@ -143,12 +203,17 @@ impl ObjectStore for CountingStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        let started = Instant::now();
         if options.head {
             Self::add(&self.counters.heads, 1);
-            return self.inner.get_opts(location, options).await;
+            let result = self.inner.get_opts(location, options).await;
+            self.note(true, location, started);
+            return result;
         }
         Self::add(&self.counters.gets, 1);
-        let result = self.inner.get_opts(location, options).await?;
+        let result = self.inner.get_opts(location, options).await;
+        self.note(false, location, started);
+        let result = result?;
         Self::add(
             &self.counters.bytes_read,
             result.range.end - result.range.start,
@@ -243,5 +308,31 @@ mod tests {
         assert_eq!(s.heads, 1);
         assert_eq!(s.gets, 2, "{s:?}");
         assert_eq!(s.bytes_read, 100 + 1000, "{s:?}");
+        assert_eq!(store.requests().len(), 3);
+        assert_eq!(sequential_round_trips(&store.requests()), 3);
+    }
+
+    #[test]
+    fn overlapping_requests_are_one_round_trip() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        let r = |from: u64, to: u64| Request {
+            head: false,
+            path: String::new(),
+            started: at(from),
+            ended: at(to),
+        };
+        // Two waves of parallel requests, then one straggler after them.
+        let log = [
+            r(0, 40),
+            r(1, 45),
+            r(2, 38),
+            r(50, 90),
+            r(52, 95),
+            r(100, 140),
+        ];
+        assert_eq!(sequential_round_trips(&log), 3);
+        assert_eq!(sequential_round_trips(&log[..3]), 1);
+        assert_eq!(sequential_round_trips(&[]), 0);
     }
 }

@@ -8,7 +8,7 @@ mod counting;
 mod faulty;
 mod layout;
 
-pub use counting::{CountingStore, RequestStats};
+pub use counting::{CountingStore, Request, RequestStats, sequential_round_trips};
 pub use faulty::{FaultConfig, FaultyStore, OpFilter};
 pub use layout::CollectionPaths;
 

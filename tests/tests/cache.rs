@@ -1,0 +1,229 @@
+//! What a query costs in object-store requests, measured against the S3
+//! server with injected latency (so parallel requests really overlap): the
+//! cold query's round trips and requests stay within budget, a repeated
+//! query costs nothing, a new manifest costs only the new files, a fresh
+//! process with the same disk cache costs nothing, and warm-up leaves only
+//! the candidates' rows to fetch.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use floe_core::Floe;
+use floe_core::cache::QueryStats;
+use floe_core::storage::{
+    CountingStore, FaultConfig, FaultyStore, OpFilter, Request, open_object_store,
+    sequential_round_trips,
+};
+use floe_core::types::{DeleteRequest, QueryRequest, UpsertRequest};
+use floe_tests::server::test_settings;
+use floe_tests::{jetstream_config, jetstream_logs, s3_config};
+use futures::TryStreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const DIM: usize = 16;
+
+fn rows(ids: std::ops::Range<u64>, seed: u64) -> Vec<Value> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    ids.map(|id| {
+        let v: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        json!({"id": id, "vector": v, "attributes": {"cat": (id % 100) as i64, "title": format!("row {id}")}})
+    })
+    .collect()
+}
+
+async fn upsert(floe: &Floe, name: &str, rows: Vec<Value>) {
+    let request: UpsertRequest = serde_json::from_value(json!({ "rows": rows })).unwrap();
+    floe.upsert(name, request).await.unwrap();
+}
+
+/// Data requests (segments, indexes, delete files), not catalog or manifests.
+fn data(log: &[Request]) -> Vec<&Request> {
+    log.iter()
+        .filter(|r| r.path.contains("/segments/") || r.path.contains("/deletes/"))
+        .collect()
+}
+
+/// A query process: its own cache directory, S3 behind 20–40 ms of latency
+/// per GET and HEAD, every request counted.
+async fn reader(
+    s3: &floe_core::storage::ObjectStoreConfig,
+    nats: &floe_core::log::JetStreamConfig,
+    cache_dir: &std::path::Path,
+) -> (Arc<Floe>, CountingStore) {
+    let slow = FaultyStore::new(
+        open_object_store(s3).unwrap(),
+        FaultConfig {
+            seed: 5,
+            ops: OpFilter::GETS,
+            latency: Some((Duration::from_millis(20), Duration::from_millis(40))),
+            ..Default::default()
+        },
+    );
+    let counting = CountingStore::new(Arc::new(slow));
+    let mut settings = test_settings(cache_dir);
+    settings.cache.disk_mb = 128;
+    let floe = Floe::new(
+        Arc::new(counting.clone()),
+        Arc::new(jetstream_logs(nats).await),
+        settings,
+    );
+    (floe, counting)
+}
+
+async fn query(floe: &Floe, q: &[f32], consistency: &str) -> (Vec<Value>, QueryStats) {
+    let request: QueryRequest = serde_json::from_value(json!({
+        "vector": q, "top_k": 10, "consistency": consistency, "explain": true
+    }))
+    .unwrap();
+    let response = floe.query("c", request).await.unwrap();
+    let results = response
+        .results
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    (results, response.explain.expect("explain was asked for"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_warm_and_incremental_queries_stay_within_their_request_budget() {
+    let (s3, nats) = (s3_config(), jetstream_config());
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer_settings = test_settings(&dir.path().join("writer"));
+    writer_settings.object_store = Some(s3.clone());
+    writer_settings.nats = Some(nats.clone());
+    let writer = Floe::open(writer_settings).await.unwrap();
+    let config = serde_json::from_value(json!({
+        "name": "c", "dimension": DIM, "metric": "l2", "id_type": "u64",
+        "attributes": [{"name": "cat", "type": "i64"}, {"name": "title", "type": "string"}],
+        "index": {"seal_rows": 2000, "row_group_rows": 512}
+    }))
+    .unwrap();
+    writer.create_collection(config).await.unwrap();
+    // Three indexed segments, one small unindexed one, one delete file.
+    for start in (0..6000).step_by(1000) {
+        upsert(&writer, "c", rows(start..start + 1000, start)).await;
+        writer.flush("c").await.unwrap();
+    }
+    let compacted = writer.compact("c").await.unwrap();
+    assert_eq!(compacted.sealed.len(), 3);
+    for id in &compacted.sealed {
+        writer.build_index("c", id).await.unwrap().expect("built");
+    }
+    upsert(&writer, "c", rows(6000..6300, 6000)).await;
+    let delete: DeleteRequest = serde_json::from_value(json!({"ids": [1, 2, 3]})).unwrap();
+    writer.delete("c", delete).await.unwrap();
+    writer.flush("c").await.unwrap();
+    let info = writer.describe("c").await.unwrap();
+    assert_eq!(
+        (
+            info.stats.segments,
+            info.stats.delete_files,
+            info.stats.rows
+        ),
+        (4, 1, 6297)
+    );
+
+    let mut rng = StdRng::seed_from_u64(11);
+    let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let (expected, _) = query(&writer, &q, "strong").await;
+
+    // Cold: a fresh process with empty caches.
+    let cache_dir = dir.path().join("reader");
+    let (cold, counting) = reader(&s3, &nats, &cache_dir).await;
+    let (results, stats) = query(&cold, &q, "strong").await;
+    assert_eq!(results, expected);
+    let log = counting.requests();
+    let fetched = data(&log);
+    let data_trips = sequential_round_trips(fetched.iter().copied());
+    println!(
+        "cold: {} data requests, {} bytes, {data_trips} sequential data round trips \
+         (+{} for catalog and manifest); stats {stats:?}",
+        fetched.len(),
+        stats.bytes_fetched,
+        sequential_round_trips(&log) - data_trips,
+    );
+    assert!(data_trips <= 3, "cold query: {data_trips} data round trips");
+    assert!(stats.round_trips <= 3, "{stats:?}");
+    assert_eq!(stats.requests as usize, fetched.len(), "{stats:?}");
+    // Per indexed segment: header, footer, keys, codes, vectors, attribute
+    // pages; the unindexed segment and the delete file: one GET each.
+    assert!(
+        fetched.len() <= 3 * 12 + 2,
+        "{} data requests: {:#?}",
+        fetched.len(),
+        fetched.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    // Each block at most once: never more than the files themselves (at
+    // this small scale a cold query reads most of them; the benchmark
+    // measures the share on a million vectors).
+    let store = open_object_store(&s3).unwrap();
+    let files: u64 = store
+        .list(Some(&object_store::path::Path::from("collections/c")))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m.location.as_ref().contains("/segments/") || m.location.as_ref().contains("/deletes/")
+        })
+        .map(|m| m.size)
+        .sum();
+    assert!(
+        stats.bytes_fetched <= files,
+        "{} of {files}",
+        stats.bytes_fetched
+    );
+
+    // The same query again: no data requests; eventual needs none at all.
+    counting.clear_requests();
+    let (again, stats) = query(&cold, &q, "strong").await;
+    assert_eq!(again, expected);
+    assert!(data(&counting.requests()).is_empty(), "{stats:?}");
+    assert_eq!((stats.requests, stats.round_trips), (0, 0));
+    assert!(stats.memory_hits > 0);
+    counting.clear_requests();
+    let (again, _) = query(&cold, &q, "eventual").await;
+    assert_eq!(again, expected);
+    assert!(counting.requests().is_empty(), "{:?}", counting.requests());
+
+    // A new manifest: only the new segment's file is fetched.
+    let seen: HashSet<String> = fetched.iter().map(|r| r.path.clone()).collect();
+    upsert(&writer, "c", rows(7000..7200, 7000)).await;
+    writer.flush("c").await.unwrap();
+    counting.clear_requests();
+    let (results, stats) = query(&cold, &q, "strong").await;
+    assert_eq!(results, query(&writer, &q, "strong").await.0);
+    let log = counting.requests();
+    let new_files: HashSet<&str> = data(&log).iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(new_files.len(), 1, "{new_files:?}");
+    assert!(
+        new_files.iter().all(|p| !seen.contains(*p)),
+        "{new_files:?}"
+    );
+    assert_eq!(stats.requests, 1, "{stats:?}");
+    let expected = results;
+
+    // A fresh process on the same disk cache: everything comes from disk.
+    cold.close_cache().await.unwrap();
+    drop(cold);
+    let (restarted, counting) = reader(&s3, &nats, &cache_dir).await;
+    let (results, stats) = query(&restarted, &q, "strong").await;
+    assert_eq!(results, expected);
+    assert!(data(&counting.requests()).is_empty(), "{stats:?}");
+    assert!(stats.disk_hits > 0 && stats.requests == 0, "{stats:?}");
+
+    // Warm-up: headers, keys and codes are loaded; a query then fetches only
+    // its candidates' vectors and attribute pages, in one wave.
+    let (warmed, counting) = reader(&s3, &nats, &dir.path().join("warmed")).await;
+    let report = warmed.warm("c").await.unwrap();
+    assert_eq!(report.indexed_segments, 3);
+    assert!(report.cache.memory_bytes > 0, "{report:?}");
+    counting.clear_requests();
+    let (results, stats) = query(&warmed, &q, "strong").await;
+    assert_eq!(results, expected);
+    assert!(stats.round_trips <= 1, "{stats:?}");
+    assert!(sequential_round_trips(data(&counting.requests())) <= 1);
+}
