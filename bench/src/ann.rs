@@ -90,7 +90,7 @@ fn write_npy(path: &Path, descr: &str, rows: usize, cols: usize, body: &[u8]) ->
     Ok(())
 }
 
-fn generate(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+pub fn generate(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     // 1000 random centres in [-1, 1]^dim, points uniform within ±1 of one:
     // the clusters overlap, so neighbours straddle cluster boundaries.
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -109,7 +109,7 @@ fn generate(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     out
 }
 
-fn ground_truth(
+pub fn ground_truth(
     metric: Metric,
     data: &[f32],
     queries: &[f32],

@@ -8,6 +8,7 @@
 //! Endpoints default to the variables `localstack/up.sh` writes.
 
 mod ann;
+mod cold;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -100,6 +101,30 @@ enum Command {
         #[arg(long, default_value = "target/ann-bench")]
         out: std::path::PathBuf,
     },
+    /// Cold (fresh process) and warm query latency on an indexed collection
+    /// in the S3 server, with per-request latency injected.
+    Cold {
+        #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
+        s3_endpoint: String,
+        #[arg(long, env = "FLOE_TEST_S3_BUCKET")]
+        bucket: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        n: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        /// Queries run each in a fresh process (empty cache).
+        #[arg(long, default_value_t = 30)]
+        cold_queries: usize,
+        #[arg(long, default_value_t = 200)]
+        warm_queries: usize,
+        /// Injected latency per GET/HEAD/LIST, uniform in [min, max] ms.
+        #[arg(long, default_value_t = 20)]
+        latency_min_ms: u64,
+        #[arg(long, default_value_t = 60)]
+        latency_max_ms: u64,
+        #[arg(long, default_value = "target/cold-bench")]
+        out: std::path::PathBuf,
+    },
     /// Manifest commits per second.
     Manifest {
         #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
@@ -157,6 +182,29 @@ async fn main() -> Result<()> {
                 queries,
                 nprobes,
                 faiss,
+                out,
+            })
+            .await
+        }
+        Command::Cold {
+            s3_endpoint,
+            bucket,
+            n,
+            dim,
+            cold_queries,
+            warm_queries,
+            latency_min_ms,
+            latency_max_ms,
+            out,
+        } => {
+            cold::run(cold::ColdArgs {
+                s3_endpoint,
+                bucket,
+                n,
+                dim,
+                cold_queries,
+                warm_queries,
+                latency_ms: (latency_min_ms, latency_max_ms),
                 out,
             })
             .await

@@ -387,8 +387,17 @@ impl ManifestStore {
 
     /// The newest committed manifest, or [`Manifest::empty`] before the first commit.
     pub async fn latest(&self) -> Result<Manifest> {
+        let known = self
+            .newest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let manifest = match self.latest_version().await? {
             0 => Manifest::empty(),
+            // Manifests are immutable: the one already read is still right.
+            v if known.as_ref().is_some_and(|m| m.version == v) => {
+                known.unwrap_or_else(Manifest::empty)
+            }
             v => self.read(v).await?,
         };
         self.remember(&manifest);

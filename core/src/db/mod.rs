@@ -46,6 +46,8 @@ use crate::types::*;
 /// How long a remembered manifest serves `eventual` and `at_least_lsn`
 /// reads before it is listed again (`strong` always lists).
 const MANIFEST_TTL: Duration = Duration::from_secs(1);
+/// Smallest row group of a sealed segment.
+const SEALED_ROW_GROUP_ROWS: usize = 131_072;
 /// Records read from the log per request.
 const LOG_PAGE: usize = 512;
 /// Unreferenced files are deleted only when older than this.
@@ -707,8 +709,15 @@ impl Floe {
         batch: &RecordBatch,
         sealed: bool,
     ) -> Result<SegmentEntry> {
+        // Sealed segments get large row groups: a cold query reads their
+        // keys column chunk by column chunk, one GET per row group.
+        let row_group_rows = c.config.index.row_group_rows as usize;
         let options = SegmentWriteOptions {
-            row_group_rows: c.config.index.row_group_rows as usize,
+            row_group_rows: if sealed {
+                row_group_rows.max(SEALED_ROW_GROUP_ROWS)
+            } else {
+                row_group_rows
+            },
         };
         let (file, bytes) = write_segment(
             self.store.as_ref(),
