@@ -33,6 +33,9 @@ pub struct ColdArgs {
     pub cold_queries: usize,
     pub warm_queries: usize,
     pub latency_ms: (u64, u64),
+    /// Read from the build directory instead of the S3 server (isolates the
+    /// injected latency from the S3 server's own per-request cost).
+    pub local: bool,
     pub out: PathBuf,
 }
 
@@ -104,49 +107,58 @@ pub async fn run(args: ColdArgs) -> Result<()> {
     }
     println!("built locally in {:.1} s", t.elapsed().as_secs_f64());
 
-    let s3 = ObjectStoreConfig {
-        url: format!("s3://{}/cold-{}", args.bucket, crate::run_id()),
-        endpoint: Some(args.s3_endpoint.clone()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("floe-test".into()),
-        secret_access_key: Some("floe-test".into()),
-        allow_http: true,
-    };
-    let source = open_object_store(&settings.object_store_config())?;
-    let target = open_object_store(&s3)?;
-    let t = Instant::now();
+    let source_config = settings.object_store_config();
+    let source = open_object_store(&source_config)?;
     let manifest = ManifestStore::new(Arc::clone(&source), NAME)
         .latest()
         .await?;
-    let mut files: Vec<String> = source
-        .list(Some(&Path::from(format!("collections/{NAME}"))))
-        .try_collect::<Vec<_>>()
-        .await?
-        .into_iter()
-        .map(|m| m.location.to_string())
-        .filter(|p| !p.contains("/segments/") && !p.contains("/deletes/"))
-        .collect();
-    for s in &manifest.segments {
-        files.push(s.data_path.clone());
-        if let Some(index) = &s.index {
-            files.push(index.path.clone());
+    let collection_bytes: u64 = manifest
+        .segments
+        .iter()
+        .map(|s| s.size_bytes + s.index.as_ref().map_or(0, |i| i.size_bytes))
+        .chain(manifest.deletes.iter().map(|d| d.size_bytes))
+        .sum();
+    let s3 = if args.local {
+        println!("reading from the local build directory");
+        source_config
+    } else {
+        let s3 = ObjectStoreConfig {
+            url: format!("s3://{}/cold-{}", args.bucket, crate::run_id()),
+            endpoint: Some(args.s3_endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("floe-test".into()),
+            secret_access_key: Some("floe-test".into()),
+            allow_http: true,
+        };
+        let target = open_object_store(&s3)?;
+        let t = Instant::now();
+        let mut files: Vec<String> = source
+            .list(Some(&Path::from(format!("collections/{NAME}"))))
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .filter(|p| !p.contains("/segments/") && !p.contains("/deletes/"))
+            .collect();
+        for s in &manifest.segments {
+            files.push(s.data_path.clone());
+            if let Some(index) = &s.index {
+                files.push(index.path.clone());
+            }
         }
-    }
-    files.extend(manifest.deletes.iter().map(|d| d.path.clone()));
-    let mut collection_bytes = 0u64;
-    for f in &files {
-        let bytes = source.get(&Path::from(f.as_str())).await?.bytes().await?;
-        if f.contains("/segments/") || f.contains("/deletes/") {
-            collection_bytes += bytes.len() as u64;
+        files.extend(manifest.deletes.iter().map(|d| d.path.clone()));
+        for f in &files {
+            let bytes = source.get(&Path::from(f.as_str())).await?.bytes().await?;
+            target.put(&Path::from(f.as_str()), bytes.into()).await?;
         }
-        target.put(&Path::from(f.as_str()), bytes.into()).await?;
-    }
-    println!(
-        "copied {} files ({:.1} MB of segments and indexes) to the S3 server in {:.1} s",
-        files.len(),
-        collection_bytes as f64 / 1e6,
-        t.elapsed().as_secs_f64()
-    );
+        println!(
+            "copied {} files ({:.1} MB of segments and indexes) to the S3 server in {:.1} s",
+            files.len(),
+            collection_bytes as f64 / 1e6,
+            t.elapsed().as_secs_f64()
+        );
+        s3
+    };
 
     let reader = |cache_dir: PathBuf| {
         let s3 = s3.clone();
@@ -218,10 +230,21 @@ pub async fn run(args: ColdArgs) -> Result<()> {
         let response = floe.query(NAME, request(q)).await?;
         cold.push(t.elapsed());
         let stats = response.explain.context("explain")?;
+        if i == 0 {
+            let phases: Vec<String> = stats
+                .phases
+                .iter()
+                .map(|p| format!("{} {:.0} ms ({} requests)", p.name, p.ms, p.requests))
+                .collect();
+            println!("first cold query: {}", phases.join(", "));
+        }
         let data_ms: f64 = stats
             .phases
             .iter()
-            .filter(|p| p.name != "total")
+            .filter(|p| {
+                !["total", "collection config", "manifest+log", "cache open"]
+                    .contains(&p.name.as_str())
+            })
             .map(|p| p.ms)
             .sum();
         after_manifest.push(Duration::from_secs_f64(data_ms / 1e3));

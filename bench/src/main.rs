@@ -122,6 +122,10 @@ enum Command {
         latency_min_ms: u64,
         #[arg(long, default_value_t = 60)]
         latency_max_ms: u64,
+        /// Read from the local build directory (with the same injected
+        /// latency) instead of the S3 server.
+        #[arg(long)]
+        local: bool,
         #[arg(long, default_value = "target/cold-bench")]
         out: std::path::PathBuf,
     },
@@ -195,6 +199,7 @@ async fn main() -> Result<()> {
             warm_queries,
             latency_min_ms,
             latency_max_ms,
+            local,
             out,
         } => {
             cold::run(cold::ColdArgs {
@@ -205,6 +210,7 @@ async fn main() -> Result<()> {
                 cold_queries,
                 warm_queries,
                 latency_ms: (latency_min_ms, latency_max_ms),
+                local,
                 out,
             })
             .await

@@ -16,11 +16,15 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::segment::{COL_ID, COL_LSN, COL_VECTOR};
 
+/// A fast, seeded hasher: these maps hold an entry per row of a collection
+/// and are built on a cold query's path.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The newest event per id: `(lsn, deleted)`.
 #[derive(Debug, Default, Clone)]
 pub struct Newest {
-    u64s: HashMap<u64, (u64, bool)>,
-    strings: HashMap<String, (u64, bool)>,
+    u64s: FastMap<u64, (u64, bool)>,
+    strings: FastMap<String, (u64, bool)>,
 }
 
 impl Newest {
@@ -43,6 +47,11 @@ impl Newest {
     /// Records every row of a batch with an `id` and `_lsn` column.
     pub fn observe_rows(&mut self, batch: &RecordBatch, deleted: bool) -> Result<()> {
         let (ids, lsns) = id_and_lsn(batch)?;
+        if ids.as_any().is::<UInt64Array>() {
+            self.u64s.reserve(batch.num_rows());
+        } else {
+            self.strings.reserve(batch.num_rows());
+        }
         for row in 0..batch.num_rows() {
             self.observe(ids, row, lsns.value(row), deleted);
         }

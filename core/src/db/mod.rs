@@ -1111,8 +1111,13 @@ impl Floe {
         needs: Needs<'_>,
         stats: &Arc<ReadStats>,
     ) -> Result<Snapshot> {
+        let started = Instant::now();
         let cache = self.cache().await?;
+        if started.elapsed() > Duration::from_millis(1) {
+            stats.record("cache open", started.elapsed(), 0);
+        }
         let mut state = c.state.lock().await;
+        let started = Instant::now();
         self.refresh_manifest(c, &mut state, consistency == Consistency::Strong)
             .await?;
         match consistency {
@@ -1134,6 +1139,7 @@ impl Floe {
             }
             Consistency::Eventual => {}
         }
+        stats.record("manifest+log", started.elapsed(), 0);
         self.open_sources(&mut state, cache, stats).await?;
         let mut codes = self
             .load_keys_and_codes(&mut state, cache, stats, needs)
@@ -1143,6 +1149,7 @@ impl Floe {
                 (Arc::clone(&view.newest), Arc::clone(&view.clean))
             }
             _ => {
+                let started = Instant::now();
                 let keys_of = |s: &SegmentEntry| {
                     state
                         .segments
@@ -1171,6 +1178,7 @@ impl Floe {
                     }
                 }
                 let (base, clean) = (Arc::new(newest), Arc::new(clean));
+                stats.record("visibility", started.elapsed(), 0);
                 state.base = Some(BaseView {
                     version: state.manifest.version,
                     newest: Arc::clone(&base),
@@ -1242,6 +1250,7 @@ impl Floe {
     pub async fn query(&self, name: &str, request: QueryRequest) -> Result<QueryResponse> {
         let started = Instant::now();
         let c = self.collection(name).await?;
+        let opened = started.elapsed();
         let consistency = Consistency::parse(request.consistency.as_ref())?;
         let max_k = self.settings.limits.max_top_k;
         if request.top_k == 0 || request.top_k > max_k {
@@ -1290,6 +1299,9 @@ impl Floe {
         }
         let knobs = search_knobs(&request)?;
         let stats = Arc::new(ReadStats::default());
+        if opened > Duration::from_millis(1) {
+            stats.record("collection config", opened, 0);
+        }
         let cache = self.cache().await?;
         let needs = Needs {
             columns: filter.is_some() || query.is_none(),
