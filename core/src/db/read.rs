@@ -25,6 +25,7 @@ use crate::cache::{BlockCache, ReadStats};
 use crate::error::{Error, Result};
 use crate::index::IvfHeader;
 use crate::manifest::SegmentEntry;
+use crate::segment::unwrap_external;
 
 /// Footer bytes fetched when the manifest does not say how many there are.
 const FOOTER_GUESS: u64 = 64 * 1024;
@@ -351,15 +352,5 @@ impl AsyncFileReader for CachedFile {
                 .ok_or_else(|| ParquetError::General("metadata not loaded".into()))
         }
         .boxed()
-    }
-}
-
-fn unwrap_external(e: ParquetError) -> Error {
-    match e {
-        ParquetError::External(inner) => match inner.downcast::<Error>() {
-            Ok(ours) => *ours,
-            Err(other) => Error::Parquet(ParquetError::External(other)),
-        },
-        other => Error::Parquet(other),
     }
 }

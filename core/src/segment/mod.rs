@@ -9,6 +9,7 @@ mod reader;
 mod schema;
 mod writer;
 
+pub(crate) use reader::unwrap_external;
 pub use reader::{ObjectReader, RowFilter, SegmentReader};
 pub use schema::{COL_ID, COL_LSN, COL_VECTOR, check_batch, segment_schema};
 pub use writer::{SegmentFile, SegmentWriteOptions, encode_segment, write_segment};

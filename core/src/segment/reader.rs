@@ -203,7 +203,7 @@ impl SegmentReader {
 
 /// Our own errors travel through parquet as `External`; take them back out so
 /// callers see the object-store error kind (not found, unavailable).
-fn unwrap_external(e: ParquetError) -> Error {
+pub(crate) fn unwrap_external(e: ParquetError) -> Error {
     match e {
         ParquetError::External(inner) => match inner.downcast::<Error>() {
             Ok(ours) => *ours,
