@@ -233,19 +233,11 @@ impl Floe {
                 .to_vec()
         };
         let (index, order, bytes) = tokio::task::spawn_blocking(move || {
-            let (index, order) = IvfIndex::build(&vectors, dim, metric, &IvfParams::default())?;
+            let built = IvfIndex::build(&vectors, dim, metric, &IvfParams::default())?;
             // The index file carries the vectors too, in cluster order, so a
             // query re-ranks with ranged reads of it alone.
-            let clustered: Vec<f32> = order
-                .iter()
-                .flat_map(|r| {
-                    vectors[*r as usize * dim..(*r as usize + 1) * dim]
-                        .iter()
-                        .copied()
-                })
-                .collect();
-            let bytes = bytes::Bytes::from(index.to_bytes(&clustered));
-            Ok::<_, Error>((index, order, bytes))
+            let bytes = bytes::Bytes::from(built.index.to_bytes(&built.clustered));
+            Ok::<_, Error>((built.index, built.order, bytes))
         })
         .await
         .map_err(|e| Error::corrupt("index build", e))??;

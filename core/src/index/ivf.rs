@@ -385,15 +385,24 @@ pub fn default_rerank(k: usize) -> usize {
     (k * 10).max(100)
 }
 
+/// What [`IvfIndex::build`] makes.
+#[derive(Debug)]
+pub struct BuiltIndex {
+    pub index: IvfIndex,
+    /// The row order of the clustered data file: `order[new_row] = old_row`.
+    pub order: Vec<u32>,
+    /// The vectors in that order (row-major), as the index file stores them.
+    pub clustered: Vec<f32>,
+}
+
 impl IvfIndex {
-    /// Builds the index over `vectors` (row-major). Returns it with the row
-    /// order of the clustered data file: `order[new_row] = old_row`.
+    /// Builds the index over `vectors` (row-major).
     pub fn build(
         vectors: &[f32],
         dim: usize,
         metric: Metric,
         params: &IvfParams,
-    ) -> Result<(IvfIndex, Vec<u32>)> {
+    ) -> Result<BuiltIndex> {
         if dim == 0 || !vectors.len().is_multiple_of(dim) || vectors.is_empty() {
             return Err(Error::invalid(
                 "vectors",
@@ -468,7 +477,11 @@ impl IvfIndex {
             })
             .collect();
         index.header.calibration = index.calibrate(&clustered, params);
-        Ok((index, order))
+        Ok(BuiltIndex {
+            index,
+            order,
+            clustered,
+        })
     }
 
     /// Recall@10 by nprobe on queries near sampled rows, against exact search.
@@ -662,7 +675,11 @@ mod tests {
     #[test]
     fn round_trips_through_bytes_and_rejects_damage() {
         let v = data(500, 8, 1);
-        let (index, order) = IvfIndex::build(&v, 8, Metric::L2, &IvfParams::default()).unwrap();
+        let BuiltIndex {
+            index,
+            order,
+            clustered: built,
+        } = IvfIndex::build(&v, 8, Metric::L2, &IvfParams::default()).unwrap();
         let mut sorted = order.clone();
         sorted.sort_unstable();
         assert_eq!(
@@ -674,6 +691,7 @@ mod tests {
             .iter()
             .flat_map(|r| v[*r as usize * 8..(*r as usize + 1) * 8].to_vec())
             .collect();
+        assert_eq!(built, clustered, "the vectors in the order of the rows");
         let bytes = index.to_bytes(&clustered);
         assert_eq!(bytes.len() as u64, index.file_len());
         let (back, vectors) = IvfIndex::from_bytes(&bytes).unwrap();
@@ -700,7 +718,8 @@ mod tests {
         for metric in [Metric::L2, Metric::Cosine, Metric::Ip] {
             let (n, dim) = (4000, 16);
             let v = data(n, dim, 2);
-            let (index, order) = IvfIndex::build(&v, dim, metric, &IvfParams::default()).unwrap();
+            let BuiltIndex { index, order, .. } =
+                IvfIndex::build(&v, dim, metric, &IvfParams::default()).unwrap();
             let clustered: Vec<f32> = order
                 .iter()
                 .flat_map(|r| v[*r as usize * dim..(*r as usize + 1) * dim].to_vec())

@@ -6,7 +6,7 @@ mod ivf;
 mod kmeans;
 
 pub use ivf::{
-    CandidatePool, EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, SearchKnobs, default_rerank,
-    rerank,
+    BuiltIndex, CandidatePool, EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, SearchKnobs,
+    default_rerank, rerank,
 };
 pub use kmeans::kmeans;
