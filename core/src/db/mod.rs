@@ -185,8 +185,17 @@ struct Snapshot {
     base: Arc<Newest>,
     tail: Arc<Newest>,
     lsn: Lsn,
-    /// Per source: the code blocks prefetched for `Needs::probe`, by cluster.
-    codes: Vec<HashMap<usize, Bytes>>,
+    /// Per source: its probe order and the code blocks prefetched for
+    /// `Needs::probe` (indexed sources of a vector query only).
+    probes: Vec<Probe>,
+}
+
+/// Clusters of an indexed segment by closeness to the query, and the codes
+/// of the first `nprobe` of them.
+#[derive(Default)]
+struct Probe {
+    order: Vec<usize>,
+    codes: HashMap<usize, Bytes>,
 }
 
 impl Snapshot {
@@ -1031,7 +1040,7 @@ impl Floe {
         cache: &Arc<BlockCache>,
         stats: &Arc<ReadStats>,
         needs: Needs<'_>,
-    ) -> Result<HashMap<String, HashMap<usize, Bytes>>> {
+    ) -> Result<HashMap<String, Probe>> {
         let segments: Vec<Arc<IndexedSegment>> = state
             .manifest
             .segments
@@ -1065,22 +1074,14 @@ impl Floe {
         }
         let probes = segments.iter().filter_map(|seg| {
             let (q, knobs) = needs.probe?;
-            let nprobe = knobs
-                .nprobe
-                .unwrap_or_else(|| seg.header.nprobe_for(knobs.recall_target))
-                .clamp(1, seg.header.nlist());
-            let clusters: Vec<usize> = seg
-                .header
-                .probe_order(&q.values, nprobe)
-                .into_iter()
-                .take(nprobe)
-                .collect();
+            let nprobe = seg.header.nprobe(&knobs);
+            let order = seg.header.probe_order(&q.values, nprobe);
             Some(async move {
-                let blocks = read_codes(cache, stats, seg, &clusters).await?;
-                Ok::<_, Error>((seg.entry.id.clone(), blocks))
+                let codes = read_codes(cache, stats, seg, &order[..nprobe]).await?;
+                Ok::<_, Error>((seg.entry.id.clone(), Probe { order, codes }))
             })
         });
-        let (loaded, codes) = stats
+        let (loaded, probes) = stats
             .phase("keys+codes", async {
                 futures::try_join!(
                     futures::future::try_join_all(loads),
@@ -1098,7 +1099,7 @@ impl Floe {
                 state.columns.insert(id, Arc::new(batch));
             }
         }
-        Ok(codes.into_iter().collect())
+        Ok(probes.into_iter().collect())
     }
 
     /// A consistent view for one read: the manifest and log tail the
@@ -1141,7 +1142,7 @@ impl Floe {
         }
         stats.record("manifest+log", started.elapsed(), 0);
         self.open_sources(&mut state, cache, stats).await?;
-        let mut codes = self
+        let mut probes = self
             .load_keys_and_codes(&mut state, cache, stats, needs)
             .await?;
         let (base, clean) = match &state.base {
@@ -1189,7 +1190,7 @@ impl Floe {
         };
         let mut sources = Vec::new();
         let mut clean_sources = Vec::new();
-        let mut source_codes = Vec::new();
+        let mut source_probes = Vec::new();
         for s in &state.manifest.segments {
             let source = if let Some(batch) = state.segments.get(&s.id) {
                 Source::Rows(Arc::clone(batch))
@@ -1206,7 +1207,7 @@ impl Floe {
             };
             sources.push(source);
             clean_sources.push(clean.get(&s.id).copied().unwrap_or(false));
-            source_codes.push(codes.remove(&s.id).unwrap_or_default());
+            source_probes.push(probes.remove(&s.id).unwrap_or_default());
         }
         let (tail_rows, tail) = if consistency == Consistency::Eventual {
             (None, Arc::new(Newest::default()))
@@ -1229,7 +1230,7 @@ impl Floe {
         if let Some(rows) = tail_rows {
             sources.push(Source::Rows(rows));
             clean_sources.push(false);
-            source_codes.push(HashMap::new());
+            source_probes.push(Probe::default());
         }
         let lsn = if consistency == Consistency::Eventual {
             state.manifest.checkpoint_lsn
@@ -1243,7 +1244,7 @@ impl Floe {
             base,
             tail,
             lsn,
-            codes: source_codes,
+            probes: source_probes,
         })
     }
 
@@ -1334,7 +1335,7 @@ impl Floe {
                                 segment,
                                 keys,
                                 columns.as_deref(),
-                                &snap.codes[i],
+                                &snap.probes[i],
                                 &params,
                                 knobs,
                             )
@@ -1529,7 +1530,7 @@ async fn indexed_candidates(
     segment: &IndexedSegment,
     keys: &RecordBatch,
     columns: Option<&RecordBatch>,
-    prefetched: &HashMap<usize, Bytes>,
+    probe: &Probe,
     params: &SearchParams<'_>,
     knobs: SearchKnobs,
 ) -> Result<Vec<u32>> {
@@ -1564,12 +1565,12 @@ async fn indexed_candidates(
         }
     }
     let accept = |row: usize| mask.as_ref().is_none_or(|m| m[row]) && visible(row);
-    let nprobe = knobs
-        .nprobe
-        .unwrap_or_else(|| header.nprobe_for(knobs.recall_target))
-        .clamp(1, header.nlist());
+    let nprobe = header.nprobe(&knobs);
     let rerank_n = knobs.rerank.unwrap_or_else(|| default_rerank(params.k));
-    let order = header.probe_order(&params.query.values, nprobe);
+    let order = &probe.order;
+    if order.len() != header.nlist() {
+        return Err(Error::corrupt("query", "the probe order was not planned"));
+    }
     let prepared = header.prepare(&params.query.values);
     let mut pool = CandidatePool::new(rerank_n.max(params.k));
     let mut probed = 0;
@@ -1580,7 +1581,7 @@ async fn indexed_candidates(
         let missing: Vec<usize> = next
             .iter()
             .copied()
-            .filter(|c| !prefetched.contains_key(c))
+            .filter(|c| !probe.codes.contains_key(c))
             .collect();
         if !missing.is_empty() {
             // Too few candidates passed: widen the search (another wave).
@@ -1591,7 +1592,8 @@ async fn indexed_candidates(
             );
         }
         for c in next {
-            let codes = prefetched
+            let codes = probe
+                .codes
                 .get(&c)
                 .or_else(|| extra.get(&c))
                 .ok_or_else(|| Error::corrupt("ivf index", format!("codes of cluster {c}")))?;

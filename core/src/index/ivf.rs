@@ -125,6 +125,14 @@ impl IvfHeader {
         self.offsets.last().copied().unwrap_or(0) as usize
     }
 
+    /// Clusters a search with `knobs` probes first.
+    pub fn nprobe(&self, knobs: &SearchKnobs) -> usize {
+        knobs
+            .nprobe
+            .unwrap_or_else(|| self.nprobe_for(knobs.recall_target))
+            .clamp(1, self.nlist())
+    }
+
     /// The smallest calibrated nprobe reaching `target` recall.
     pub fn nprobe_for(&self, target: f32) -> usize {
         self.calibration
