@@ -197,14 +197,7 @@ impl ReadStats {
         if requests > 0 {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
         }
-        self.phases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Phase {
-                name: name.to_string(),
-                ms: started.elapsed().as_secs_f64() * 1e3,
-                requests,
-            });
+        self.record(name, started.elapsed(), requests);
         out
     }
 }
