@@ -2,6 +2,7 @@
 //! compaction → IVF index build), then recall@10 against exact ground truth
 //! and query latency over a range of nprobe, beside FAISS on the same files.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -144,6 +145,40 @@ pub fn ground_truth(
     out
 }
 
+/// Upserts `data` (row-major, ids 0…) in requests of about 4 MB of vectors,
+/// with the attributes `attributes` gives for each id range.
+pub async fn upsert_vectors(
+    floe: &Floe,
+    name: &str,
+    data: &[f32],
+    dim: usize,
+    attributes: impl Fn(std::ops::Range<usize>) -> HashMap<String, Vec<serde_json::Value>>,
+) -> Result<()> {
+    let n = data.len() / dim;
+    let batch = (4_000_000 / (dim * 4)).clamp(1, 10_000);
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let columns = ColumnsIn {
+            ids: (start..end).map(|i| Id::U64(i as u64)).collect(),
+            vectors: data[start * dim..end * dim]
+                .chunks_exact(dim)
+                .map(|v| v.iter().map(|x| *x as f64).collect())
+                .collect(),
+            attributes: attributes(start..end),
+        };
+        floe.upsert(
+            name,
+            UpsertRequest {
+                rows: None,
+                columns: Some(columns),
+                request_id: None,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 pub async fn run(args: AnnArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let (mut all, rows, dim) = match &args.data {
@@ -190,28 +225,8 @@ pub async fn run(args: AnnArgs) -> Result<()> {
         "index": {"seal_rows": n, "row_group_rows": 8192}
     }))?;
     floe.create_collection(config).await?;
-    let batch = (4_000_000 / (dim * 4)).clamp(1, 10_000);
     let t = Instant::now();
-    for start in (0..n).step_by(batch) {
-        let end = (start + batch).min(n);
-        let columns = ColumnsIn {
-            ids: (start..end).map(|i| Id::U64(i as u64)).collect(),
-            vectors: data[start * dim..end * dim]
-                .chunks_exact(dim)
-                .map(|v| v.iter().map(|x| *x as f64).collect())
-                .collect(),
-            attributes: Default::default(),
-        };
-        floe.upsert(
-            "ann",
-            UpsertRequest {
-                rows: None,
-                columns: Some(columns),
-                request_id: None,
-            },
-        )
-        .await?;
-    }
+    upsert_vectors(&floe, "ann", &data, dim, |_| Default::default()).await?;
     let ingest = t.elapsed().as_secs_f64();
     let t = Instant::now();
     floe.flush("ann").await?;

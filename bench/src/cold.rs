@@ -13,17 +13,17 @@ use floe_core::Floe;
 use floe_core::catalog::Metric;
 use floe_core::log::{FileLogOptions, FileLogs};
 use floe_core::manifest::ManifestStore;
-use floe_core::rows::{ColumnsIn, Id};
+use floe_core::rows::Id;
 use floe_core::storage::{
     CountingStore, FaultConfig, FaultyStore, ObjectStoreConfig, OpFilter, open_object_store,
     sequential_round_trips,
 };
-use floe_core::types::{QueryRequest, UpsertRequest};
+use floe_core::types::QueryRequest;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::ann::{generate, ground_truth};
+use crate::ann::{generate, ground_truth, upsert_vectors};
 
 pub struct ColdArgs {
     pub s3_endpoint: String,
@@ -71,35 +71,16 @@ pub async fn run(args: ColdArgs) -> Result<()> {
         "index": {"seal_rows": args.n, "row_group_rows": 8192}
     }))?;
     builder.create_collection(config).await?;
-    let batch = (4_000_000 / (dim * 4)).clamp(1, 10_000);
-    for start in (0..args.n).step_by(batch) {
-        let end = (start + batch).min(args.n);
-        let columns = ColumnsIn {
-            ids: (start..end).map(|i| Id::U64(i as u64)).collect(),
-            vectors: data[start * dim..end * dim]
-                .chunks_exact(dim)
-                .map(|v| v.iter().map(|x| *x as f64).collect())
+    upsert_vectors(&builder, NAME, &data, dim, |ids| {
+        [(
+            "tag".to_string(),
+            ids.map(|i| serde_json::json!(format!("item-{i}")))
                 .collect(),
-            attributes: [(
-                "tag".to_string(),
-                (start..end)
-                    .map(|i| serde_json::json!(format!("item-{i}")))
-                    .collect(),
-            )]
-            .into_iter()
-            .collect(),
-        };
-        builder
-            .upsert(
-                NAME,
-                UpsertRequest {
-                    rows: None,
-                    columns: Some(columns),
-                    request_id: None,
-                },
-            )
-            .await?;
-    }
+        )]
+        .into_iter()
+        .collect()
+    })
+    .await?;
     builder.flush(NAME).await?;
     let compacted = builder.compact(NAME).await?;
     for id in &compacted.sealed {
