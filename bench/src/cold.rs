@@ -15,8 +15,8 @@ use floe_core::log::{FileLogOptions, FileLogs};
 use floe_core::manifest::ManifestStore;
 use floe_core::rows::Id;
 use floe_core::storage::{
-    CountingStore, FaultConfig, FaultyStore, ObjectStoreConfig, OpFilter, open_object_store,
-    sequential_round_trips,
+    CollectionPaths, CountingStore, FaultConfig, FaultyStore, ObjectStoreConfig, OpFilter,
+    open_object_store, sequential_round_trips,
 };
 use floe_core::types::QueryRequest;
 use futures::TryStreamExt;
@@ -119,7 +119,7 @@ pub async fn run(args: ColdArgs) -> Result<()> {
             .await?
             .into_iter()
             .map(|m| m.location.to_string())
-            .filter(|p| !p.contains("/segments/") && !p.contains("/deletes/"))
+            .filter(|p| !CollectionPaths::is_data_file(p))
             .collect();
         for s in &manifest.segments {
             files.push(s.data_path.clone());
@@ -232,7 +232,7 @@ pub async fn run(args: ColdArgs) -> Result<()> {
         let log = counting.requests();
         let data: Vec<_> = log
             .iter()
-            .filter(|r| r.path.contains("/segments/") || r.path.contains("/deletes/"))
+            .filter(|r| CollectionPaths::is_data_file(&r.path))
             .collect();
         let data_trips = sequential_round_trips(data.iter().copied());
         trips = trips.max(data_trips);

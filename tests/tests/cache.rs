@@ -12,7 +12,7 @@ use std::time::Duration;
 use floe_core::Floe;
 use floe_core::cache::QueryStats;
 use floe_core::storage::{
-    CountingStore, FaultConfig, FaultyStore, OpFilter, Request, open_object_store,
+    CollectionPaths, CountingStore, FaultConfig, FaultyStore, OpFilter, Request, open_object_store,
     sequential_round_trips,
 };
 use floe_core::types::{DeleteRequest, QueryRequest, UpsertRequest};
@@ -42,7 +42,7 @@ async fn upsert(floe: &Floe, name: &str, rows: Vec<Value>) {
 /// Data requests (segments, indexes, delete files), not catalog or manifests.
 fn data(log: &[Request]) -> Vec<&Request> {
     log.iter()
-        .filter(|r| r.path.contains("/segments/") || r.path.contains("/deletes/"))
+        .filter(|r| CollectionPaths::is_data_file(&r.path))
         .collect()
 }
 
@@ -166,9 +166,7 @@ async fn cold_warm_and_incremental_queries_stay_within_their_request_budget() {
         .await
         .unwrap()
         .iter()
-        .filter(|m| {
-            m.location.as_ref().contains("/segments/") || m.location.as_ref().contains("/deletes/")
-        })
+        .filter(|m| CollectionPaths::is_data_file(m.location.as_ref()))
         .map(|m| m.size)
         .sum();
     assert!(

@@ -91,6 +91,12 @@ impl CollectionPaths {
     pub fn delete_file(&self, file_id: &str) -> Path {
         Path::from(format!("{ROOT}/{}/deletes/{file_id}.parquet", self.name))
     }
+
+    /// Whether `path` is an immutable data file (segment data, index,
+    /// tombstones) rather than configuration or a manifest.
+    pub fn is_data_file(path: &str) -> bool {
+        path.contains("/segments/") || path.contains("/deletes/")
+    }
 }
 
 #[cfg(test)]
