@@ -2,8 +2,8 @@
 //!
 //! A row `(id, lsn)` is visible iff `lsn` is the newest event for `id`
 //! across all segments, delete files and the log tail, and that event is an
-//! upsert. Segments are searched one by one ([`SegmentSearch`]: exact here,
-//! an ANN index later) and their top-k lists merged.
+//! upsert. Row sets in memory are searched by [`ExactSearch`] (indexed
+//! segments by the IVF index, through the cache) and the top-k lists merged.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -249,16 +249,12 @@ impl SearchParams<'_> {
     }
 }
 
-/// The seam where an ANN index plugs in: top-k visible, matching rows.
-pub trait SegmentSearch {
-    fn search(&self, source: usize, params: &SearchParams<'_>) -> Result<Vec<Hit>>;
-}
-
 /// Brute force over a row set held in memory.
 pub struct ExactSearch<'a>(pub &'a RecordBatch);
 
-impl SegmentSearch for ExactSearch<'_> {
-    fn search(&self, source: usize, params: &SearchParams<'_>) -> Result<Vec<Hit>> {
+impl ExactSearch<'_> {
+    /// Top-k visible, matching rows of the set, which is source `source`.
+    pub fn search(&self, source: usize, params: &SearchParams<'_>) -> Result<Vec<Hit>> {
         let batch = self.0;
         let (ids, lsns) = id_and_lsn(batch)?;
         let vectors = batch

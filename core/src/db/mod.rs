@@ -33,8 +33,7 @@ use crate::manifest::{
 };
 use crate::rows::{self, Id, id_at, value_at};
 use crate::search::{
-    ExactSearch, Hit, Newest, QueryVector, SearchParams, SegmentSearch, Visibility, id_and_lsn,
-    merge_top_k,
+    ExactSearch, Hit, Newest, QueryVector, SearchParams, Visibility, id_and_lsn, merge_top_k,
 };
 use crate::segment::{
     COL_ID, COL_LSN, COL_VECTOR, RowFilter, SegmentReader, SegmentWriteOptions, new_segment_id,
