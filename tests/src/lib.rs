@@ -5,7 +5,9 @@
 //! A test that needs a service and does not find it fails with a message
 //! saying how to start it; nothing is skipped silently.
 
+pub mod lambda_emulator;
 pub mod log_conformance;
+pub mod s3_events;
 pub mod server;
 
 use std::sync::Arc;

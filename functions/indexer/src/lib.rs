@@ -2,8 +2,10 @@
 //! sealed segment (`collections/<name>/segments/<id>/sealed.parquet`) builds
 //! its index; any other key under `collections/<name>/` flushes that
 //! collection. A scheduled (EventBridge) event runs a full round over every
-//! collection: flush and compact what is due, build missing indexes (the
-//! safety net for lost S3 events), collect garbage, and report each
+//! collection: flush what is due, build the indexes still missing from
+//! earlier rounds (the safety net for lost S3 events), compact what is due
+//! (its new sealed segments are indexed by their own S3 events), collect
+//! garbage, and report each
 //! collection's unflushed log records as a CloudWatch metric (EMF).
 //! API Gateway events (the routes that delete: `DELETE /v1/collections/…`)
 //! go through the same HTTP adapter as the ingest and query functions: the
@@ -149,13 +151,17 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
                 if let Some(r) = floe.flush_if_due(&name).await? {
                     flushed.push(json!({"collection": name, "checkpoint_lsn": r.checkpoint_lsn, "rows": r.rows_flushed}));
                 }
-                if let Some(r) = floe.compact_if_due(&name).await? {
-                    compacted.push(json!({"collection": name, "rows_in": r.rows_in, "rows_out": r.rows_out, "sealed": r.sealed}));
-                }
+                // The safety net first: segments sealed before this round
+                // whose S3 event was lost or failed. Segments this round
+                // seals get their index from their own S3 event, in a
+                // separate invocation that runs in parallel with this one.
                 for r in floe.index_missing(&name).await? {
                     indexed.push(
                         json!({"segment": r.segment, "rows": r.rows, "build_ms": r.build_ms}),
                     );
+                }
+                if let Some(r) = floe.compact_if_due(&name).await? {
+                    compacted.push(json!({"collection": name, "rows_in": r.rows_in, "rows_out": r.rows_out, "sealed": r.sealed}));
                 }
                 collected += floe.gc(&name, floe_core::db::GC_GRACE).await?.deleted;
                 let info = floe.describe(&name).await?;

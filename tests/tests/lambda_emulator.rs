@@ -1,0 +1,329 @@
+//! The deployed Lambda code path, end to end on loopback: the `bootstrap`
+//! executables from the zips `infra/build.sh` makes run as Lambda runs them
+//! (the Runtime API, Lambda's environment, one process per function) behind
+//! an API Gateway HTTP API routed by `infra/template.yaml`, against the S3
+//! server and nats-server. The S3 notifications of sealed segments come
+//! from the S3 server itself (through an SQS queue, the one hop that differs
+//! from AWS) and go to the indexer function.
+//!
+//! Needs `FLOE_TEST_LAMBDA_DIR` (`target/lambda/<host arch>`, set by
+//! `./test.sh` after `infra/build.sh`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floe_tests::lambda_emulator::{ApiGateway, Function, FunctionSpec, Outcome, template_routes};
+use floe_tests::s3_events::{SqsQueue, event_keys, notify_bucket, object_created_events};
+use floe_tests::server::Client;
+use floe_tests::{oracle_distance, required_env, unique};
+use serde_json::{Value, json};
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn template() -> String {
+    std::fs::read_to_string(repo_file("infra/template.yaml")).expect("infra/template.yaml")
+}
+
+/// The logical ids of the template's functions and their binaries.
+const FUNCTIONS: [(&str, &str); 3] = [
+    ("IngestFunction", "floe-ingest"),
+    ("QueryFunction", "floe-query"),
+    ("IndexerFunction", "floe-indexer"),
+];
+
+#[test]
+fn the_template_routes_every_api_operation_to_a_function() {
+    let routes = template_routes(&template());
+    let openapi: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_file("docs/openapi.json")).unwrap())
+            .unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in openapi["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            operations.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    assert!(operations.len() >= 10, "{operations:?}");
+    for (method, path) in &operations {
+        let owners: Vec<&str> = routes
+            .iter()
+            .filter(|r| &r.method == method && &r.path == path)
+            .map(|r| r.function.as_str())
+            .collect();
+        assert_eq!(owners.len(), 1, "{method} {path} is routed to {owners:?}");
+    }
+    assert_eq!(routes.len(), operations.len(), "no route outside the API");
+    // Least privilege: the query function serves only reads; deleting is the
+    // indexer's alone.
+    for r in &routes {
+        match r.function.as_str() {
+            "QueryFunction" => assert!(
+                r.method == "GET" || r.path.ends_with("/query") || r.path.ends_with("/warm"),
+                "{r:?}"
+            ),
+            "IndexerFunction" => assert_eq!(r.method, "DELETE", "{r:?}"),
+            "IngestFunction" => assert!(r.method == "PUT" || r.method == "POST", "{r:?}"),
+            other => panic!("route to an unknown function {other}"),
+        }
+    }
+}
+
+struct Stack {
+    functions: HashMap<String, Arc<Function>>,
+    init: Vec<(String, Duration)>,
+    gateway: ApiGateway,
+    queue: SqsQueue,
+    prefix: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the three functions (cold) with the configuration the template
+/// gives them, and the gateway in front.
+async fn stack() -> Stack {
+    let artifacts = PathBuf::from(required_env("FLOE_TEST_LAMBDA_DIR"));
+    let endpoint = required_env("FLOE_TEST_S3_ENDPOINT");
+    let nats = required_env("FLOE_TEST_NATS_URL");
+    let dir = tempfile::tempdir().unwrap();
+    // A bucket of its own: a bucket has one notification configuration.
+    let bucket = unique("lambda");
+    let prefix = "floe".to_string();
+    let queue = SqsQueue::create(&endpoint, &bucket).await.unwrap();
+    notify_bucket(
+        &endpoint,
+        &bucket,
+        &format!("{prefix}/collections/"),
+        "sealed.parquet",
+        &queue,
+    )
+    .await
+    .unwrap();
+    let streams = unique("lam").replace('-', "_");
+    let mut functions = HashMap::new();
+    let mut init = Vec::new();
+    for (logical_id, binary) in FUNCTIONS {
+        let bootstrap = artifacts.join(binary).join("unzipped").join("bootstrap");
+        assert!(
+            bootstrap.is_file(),
+            "{} is missing: build the artifacts with infra/build.sh",
+            bootstrap.display()
+        );
+        let tmp = dir.path().join(logical_id);
+        let mut env: Vec<(String, String)> = [
+            ("FLOE_STORE_URL", format!("s3://{bucket}/{prefix}")),
+            ("FLOE_S3_ENDPOINT", endpoint.clone()),
+            ("FLOE_S3_ALLOW_HTTP", "true".into()),
+            ("FLOE_NATS_URL", nats.clone()),
+            ("FLOE_NATS_REPLICAS", "1".into()),
+            ("FLOE_NATS_STREAM_PREFIX", streams.to_uppercase()),
+            ("FLOE_NATS_SUBJECT_PREFIX", streams.clone()),
+            ("FLOE_DATA_DIR", tmp.join("floe").display().to_string()),
+            ("FLOE_CACHE_MEMORY_MB", "64".into()),
+            ("FLOE_CACHE_DISK_MB", "0".into()),
+            // Lambda hands a function its role's credentials this way.
+            ("AWS_ACCESS_KEY_ID", "floe-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "floe-test".into()),
+            ("AWS_SESSION_TOKEN", "floe-test-session".into()),
+            ("RUST_LOG", "info".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if logical_id == "QueryFunction" {
+            env.push((
+                "FLOE_CACHE_DIR".into(),
+                tmp.join("floe-cache").display().to_string(),
+            ));
+            env.push(("FLOE_CACHE_DISK_MB".into(), "128".into()));
+        }
+        let mut function = Function::start(
+            FunctionSpec {
+                name: binary.to_string(),
+                bootstrap,
+                env,
+                memory_mb: 1024,
+                timeout: Duration::from_secs(60),
+            },
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        let took = function
+            .init_duration(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        init.push((binary.to_string(), took));
+        functions.insert(logical_id.to_string(), Arc::new(function));
+    }
+    let gateway = ApiGateway::start(template_routes(&template()), functions.clone())
+        .await
+        .unwrap();
+    Stack {
+        functions,
+        init,
+        gateway,
+        queue,
+        prefix,
+        _dir: dir,
+    }
+}
+
+impl Stack {
+    async fn invoke(&self, logical_id: &str, event: Value) -> Value {
+        let f = &self.functions[logical_id];
+        match f.invoke(event).await {
+            Ok(Outcome::Ok(v)) => v,
+            Ok(Outcome::Error(e)) => panic!("{logical_id} failed: {e}\n{}", f.output()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn vector(i: u64) -> Vec<f32> {
+    (0..8)
+        .map(|d| (((i * 31 + d * 17) % 97) as f32 / 97.0) - 0.5 + (i % 7) as f32 * 0.01)
+        .collect()
+}
+
+fn fixture(name: &str) -> Value {
+    let text = std::fs::read_to_string(repo_file(&format!("functions/fixtures/{name}")))
+        .expect("fixture");
+    serde_json::from_str(&text).expect("fixture json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lambda_artifacts_serve_the_api_and_index_on_s3_events() {
+    let stack = stack().await;
+    for (name, took) in &stack.init {
+        println!("cold start: {name} init {:.1} ms", took.as_secs_f64() * 1e3);
+    }
+    let api = Client::new(&stack.gateway.url);
+    let base = "/v1/collections/lam";
+
+    // Ingest function: create, upsert (two requests), a refused bad input.
+    let first = Instant::now();
+    let (status, body) = api
+        .put(
+            base,
+            &json!({"dimension": 8, "metric": "l2",
+                "attributes": [{"name": "n", "type": "i64"}], "index": {"seal_rows": 400}}),
+        )
+        .await;
+    println!(
+        "first invocation (ingest, create): {:.1} ms",
+        first.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(status, 201, "{body}");
+    for (batch, ids) in [(1u64, 0..500u64), (2, 500..1000)] {
+        let rows: Vec<Value> = ids
+            .map(|i| json!({"id": i, "vector": vector(i), "attributes": {"n": i}}))
+            .collect();
+        let (status, body) = api.post(&format!("{base}/upsert"), &json!({"rows": rows})).await;
+        assert_eq!((status, body["lsn"].as_u64()), (200, Some(batch)), "{body}");
+    }
+    let (status, body) = api
+        .post(&format!("{base}/upsert"), &json!({"rows": [{"id": 5, "vector": [1.0]}]}))
+        .await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("rows[0].vector")), "{body}");
+
+    // Query function: a strong query sees the unflushed writes; exact answer.
+    let q = vector(123);
+    let mut oracle: Vec<(f64, u64)> = (0..1000)
+        .map(|i| (oracle_distance("l2", &q, &vector(i)), i))
+        .collect();
+    oracle.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let expected: Vec<u64> = oracle[..5].iter().map(|(_, i)| *i).collect();
+    let ids = |body: &Value| -> Vec<u64> {
+        body["results"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect()
+    };
+    let (status, body) = api
+        .post(&format!("{base}/query"), &json!({"vector": q, "top_k": 5}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body), expected);
+    let warm = Instant::now();
+    let (status, _) = api.get("/healthz").await;
+    println!("warm invocation (query, healthz): {:.1} ms", warm.elapsed().as_secs_f64() * 1e3);
+    assert_eq!(status, 200);
+    // Routes the gateway does not have are its own 404, as on AWS.
+    let (status, _) = api.get("/v2/collections").await;
+    assert_eq!(status, 404);
+
+    // Flush (ingest), then the schedule (indexer): compaction seals segments
+    // but leaves their indexes to the S3 events.
+    let (status, body) = api.post(&format!("{base}/flush"), &json!({})).await;
+    assert_eq!((status, body["rows_flushed"].as_u64()), (200, Some(1000)), "{body}");
+    let report = stack
+        .invoke("IndexerFunction", fixture("eventbridge-scheduled.json"))
+        .await;
+    let sealed: Vec<String> = report["compacted"][0]["sealed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("nothing compacted: {report}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sealed.len(), 2, "1000 rows at 400 a segment: {report}");
+    assert_eq!(report["indexed"], json!([]), "{report}");
+
+    // The S3 server's notifications for the sealed files reach the indexer.
+    let mut indexed = Vec::new();
+    let mut keys = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while indexed.len() < sealed.len() && Instant::now() < deadline {
+        let messages = stack.queue.receive(Duration::from_secs(1)).await.unwrap();
+        for event in object_created_events(messages) {
+            keys.extend(event_keys(&event));
+            let out = stack.invoke("IndexerFunction", event).await;
+            indexed.extend(out["indexed"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    let mut built: Vec<String> = indexed
+        .iter()
+        .map(|r| r["segment"].as_str().unwrap().to_string())
+        .collect();
+    built.sort();
+    let mut want = sealed.clone();
+    want.sort();
+    assert_eq!(built, want, "events for {keys:?}");
+    for key in &keys {
+        assert!(
+            key.starts_with(&format!("{}%2Fcollections%2Flam%2Fsegments%2F", stack.prefix))
+                || key.starts_with(&format!("{}/collections/lam/segments/", stack.prefix)),
+            "{key}"
+        );
+    }
+
+    // The query function reads the indexed segments: same answer.
+    let (status, body) = api.post(&format!("{base}/warm"), &json!({})).await;
+    assert_eq!((status, body["indexed_segments"].as_u64()), (200, Some(2)), "{body}");
+    let (status, body) = api
+        .post(
+            &format!("{base}/query"),
+            &json!({"vector": q, "top_k": 5, "consistency": "eventual", "recall_target": 1.0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body), expected);
+    let (status, body) = api.get(&format!("{base}/rows/123")).await;
+    assert_eq!((status, body["attributes"]["n"].as_u64()), (200, Some(123)), "{body}");
+
+    // Deleting is routed to the indexer.
+    let (status, body) = api.delete(base).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api.delete(base).await;
+    assert_eq!(status, 404, "already gone: {body}");
+
+    // The functions logged through Lambda's stdout/stderr, and none crashed.
+    for (id, f) in &stack.functions {
+        let log = f.output();
+        assert!(!log.contains("panicked"), "{id}: {log}");
+    }
+}
