@@ -63,7 +63,7 @@ for arch in "${ARCHES[@]}"; do
   started=$SECONDS
   # --compiler cargo-zigbuild for both: zig links against an old enough glibc
   # even when the host's is newer than Amazon Linux 2023's.
-  cargo lambda build --locked --profile lambda --compiler cargo-zigbuild --target "$triple" \
+  cargo lambda build --locked --profile lambda-release --compiler cargo-zigbuild --target "$triple" \
     --output-format zip --lambda-dir "$OUT/$arch" "${bins[@]}" >&2
   log "built for $arch in $((SECONDS - started)) s"
   python3 - "$OUT/$arch" "$elf_machine" "$GLIBC_MAX" "$MAX_ZIP_MB" "$MAX_UNZIPPED_MB" "${FUNCTIONS[@]}" <<'PY'

@@ -4,11 +4,13 @@
 //! floe-bench log       JetStream publish throughput: Floe's Log vs raw async-nats
 //! floe-bench file-log  the embedded file log's append throughput
 //! floe-bench manifest  manifest commits/s against S3 (and a local directory)
+//! floe-bench lambda    cold starts of the Lambda artifacts under a local Runtime API
 //! ```
 //! Endpoints default to the variables `localstack/up.sh` writes.
 
 mod ann;
 mod cold;
+mod lambda;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -129,6 +131,25 @@ enum Command {
         #[arg(long, default_value = "target/cold-bench")]
         out: std::path::PathBuf,
     },
+    /// Cold starts of the Lambda artifacts (infra/build.sh) under a local
+    /// Runtime API, against the S3 server and nats-server.
+    Lambda {
+        /// `target/lambda/<arch>`: the artifacts of the host's architecture.
+        #[arg(long, default_value = "target/lambda/x86_64")]
+        artifacts: std::path::PathBuf,
+        #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
+        s3_endpoint: String,
+        #[arg(long, env = "FLOE_TEST_S3_BUCKET")]
+        bucket: String,
+        #[arg(long, env = "FLOE_TEST_NATS_URL")]
+        nats_url: String,
+        /// Cold starts per function.
+        #[arg(long, default_value_t = 20)]
+        starts: usize,
+        /// Warm invocations after each cold start.
+        #[arg(long, default_value_t = 20)]
+        warm: usize,
+    },
     /// Manifest commits per second.
     Manifest {
         #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
@@ -212,6 +233,24 @@ async fn main() -> Result<()> {
                 latency_ms: (latency_min_ms, latency_max_ms),
                 local,
                 out,
+            })
+            .await
+        }
+        Command::Lambda {
+            artifacts,
+            s3_endpoint,
+            bucket,
+            nats_url,
+            starts,
+            warm,
+        } => {
+            lambda::run(lambda::LambdaArgs {
+                artifacts,
+                s3_endpoint,
+                bucket,
+                nats_url,
+                starts,
+                warm,
             })
             .await
         }

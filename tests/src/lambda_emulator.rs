@@ -140,8 +140,14 @@ impl Function {
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name))
+            .env(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                spec.memory_mb.to_string(),
+            )
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", spec.name),
+            )
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
             .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
             .env("AWS_REGION", "us-east-1")
@@ -213,6 +219,16 @@ impl Function {
         }
     }
 
+    /// The process's peak resident memory so far (Linux `VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// Everything the function printed so far (its CloudWatch log stream).
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -275,7 +291,8 @@ fn finish(s: &RuntimeState, id: &str, outcome: Outcome) -> StatusCode {
 }
 
 fn json_or_string(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into()))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into()))
 }
 
 async fn respond(
@@ -353,7 +370,10 @@ pub fn template_routes(template: &str) -> Vec<Route> {
             resource = key.to_string();
             continue;
         }
-        let Some(props) = line.trim().strip_prefix("Properties: {ApiId: !Ref HttpApi,") else {
+        let Some(props) = line
+            .trim()
+            .strip_prefix("Properties: {ApiId: !Ref HttpApi,")
+        else {
             continue;
         };
         let field = |name: &str| {
@@ -415,9 +435,7 @@ impl ApiGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let state = Arc::new(GatewayState { routes, functions });
-        let app = axum::Router::new()
-            .fallback(gateway)
-            .with_state(state);
+        let app = axum::Router::new().fallback(gateway).with_state(state);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -572,4 +590,99 @@ fn http_response(response: &Value) -> Response {
         }
     }
     out
+}
+
+// ---- Floe's functions on the local stack ---------------------------------
+
+/// The template's functions: logical id and binary (the artifact's name).
+pub const FUNCTIONS: [(&str, &str); 3] = [
+    ("IngestFunction", "floe-ingest"),
+    ("QueryFunction", "floe-query"),
+    ("IndexerFunction", "floe-indexer"),
+];
+
+/// Where the functions keep their data: an S3 API server and nats-server.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub s3_endpoint: String,
+    pub bucket: String,
+    /// The data prefix in the bucket (the template's `DataPrefix`).
+    pub prefix: String,
+    pub nats_url: String,
+    /// Stream and subject prefix, unique per run.
+    pub streams: String,
+}
+
+impl Backends {
+    /// The environment the template gives the function `logical_id`, with
+    /// its `/tmp` under `tmp`.
+    pub fn function_env(&self, logical_id: &str, tmp: &Path) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            (
+                "FLOE_STORE_URL",
+                format!("s3://{}/{}", self.bucket, self.prefix),
+            ),
+            ("FLOE_S3_ENDPOINT", self.s3_endpoint.clone()),
+            ("FLOE_S3_ALLOW_HTTP", "true".into()),
+            ("FLOE_NATS_URL", self.nats_url.clone()),
+            ("FLOE_NATS_REPLICAS", "1".into()),
+            ("FLOE_NATS_STREAM_PREFIX", self.streams.to_uppercase()),
+            ("FLOE_NATS_SUBJECT_PREFIX", self.streams.clone()),
+            ("FLOE_DATA_DIR", tmp.join("floe").display().to_string()),
+            ("FLOE_CACHE_MEMORY_MB", "256".into()),
+            ("FLOE_CACHE_DISK_MB", "0".into()),
+            // Lambda hands a function its role's credentials this way.
+            ("AWS_ACCESS_KEY_ID", "floe-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "floe-test".into()),
+            ("AWS_SESSION_TOKEN", "floe-test-session".into()),
+            ("RUST_LOG", "info".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if logical_id == "QueryFunction" {
+            env.push((
+                "FLOE_CACHE_DIR".into(),
+                tmp.join("floe-cache").display().to_string(),
+            ));
+            env.push(("FLOE_CACHE_DISK_MB".into(), "256".into()));
+        }
+        env
+    }
+
+    /// Starts the function `logical_id` from `<artifacts>/<binary>/unzipped/bootstrap`
+    /// (what `infra/build.sh` extracts from the zip) and waits for its init.
+    pub async fn start(
+        &self,
+        logical_id: &str,
+        artifacts: &Path,
+        dir: &Path,
+    ) -> Result<(Function, Duration), String> {
+        let binary = FUNCTIONS
+            .iter()
+            .find(|(id, _)| *id == logical_id)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| format!("no function {logical_id}"))?;
+        let bootstrap = artifacts.join(binary).join("unzipped").join("bootstrap");
+        if !bootstrap.is_file() {
+            return Err(format!(
+                "{} is missing: build the artifacts with infra/build.sh",
+                bootstrap.display()
+            ));
+        }
+        let tmp = dir.join(format!("{logical_id}-{}", uuid::Uuid::new_v4().simple()));
+        let spec = FunctionSpec {
+            name: binary.to_string(),
+            env: self.function_env(logical_id, &tmp),
+            bootstrap,
+            memory_mb: 1024,
+            timeout: Duration::from_secs(60),
+        };
+        std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut function = Function::start(spec, &tmp)
+            .await
+            .map_err(|e| format!("starting {binary}: {e}"))?;
+        let init = function.init_duration(Duration::from_secs(30)).await?;
+        Ok((function, init))
+    }
 }

@@ -62,9 +62,8 @@ impl SqsQueue {
         let mut bodies = Vec::new();
         for message in got["Messages"].as_array().into_iter().flatten() {
             let body = message["Body"].as_str().unwrap_or_default();
-            bodies.push(
-                serde_json::from_str(body).map_err(|e| format!("message body {body}: {e}"))?,
-            );
+            bodies
+                .push(serde_json::from_str(body).map_err(|e| format!("message body {body}: {e}"))?);
             call(
                 &self.http,
                 &self.endpoint,
@@ -93,7 +92,10 @@ async fn call(
         .await
         .map_err(|e| format!("SQS {action}: {e}"))?;
     let status = response.status();
-    let text = response.text().await.map_err(|e| format!("SQS {action}: {e}"))?;
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("SQS {action}: {e}"))?;
     if !status.is_success() {
         return Err(format!("SQS {action}: {status}: {text}"));
     }
@@ -143,7 +145,9 @@ pub async fn notify_bucket(
     let status = put.status();
     if !status.is_success() {
         let text = put.text().await.unwrap_or_default();
-        return Err(format!("PutBucketNotificationConfiguration: {status}: {text}"));
+        return Err(format!(
+            "PutBucketNotificationConfiguration: {status}: {text}"
+        ));
     }
     Ok(())
 }

@@ -33,11 +33,17 @@ fn every_setting_the_code_reads_is_documented_and_the_template_sets_only_those()
     assert!(code.len() >= 20, "{code:?}");
     let documented = settings(&read("docs/configuration.md"));
     let missing: Vec<_> = code.difference(&documented).collect();
-    assert!(missing.is_empty(), "not in docs/configuration.md: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not in docs/configuration.md: {missing:?}"
+    );
     let unknown: Vec<_> = documented.difference(&code).collect();
     assert!(unknown.is_empty(), "documented but never read: {unknown:?}");
     let template = settings(&read("infra/template.yaml"));
     assert!(template.len() >= 8, "{template:?}");
     let bogus: Vec<_> = template.difference(&code).collect();
-    assert!(bogus.is_empty(), "the template sets unknown settings: {bogus:?}");
+    assert!(
+        bogus.is_empty(),
+        "the template sets unknown settings: {bogus:?}"
+    );
 }

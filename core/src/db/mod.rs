@@ -1442,8 +1442,10 @@ impl Floe {
         let c = self.collection(name).await?;
         let stats = Arc::new(ReadStats::default());
         let cache = self.cache().await?;
+        // The newest manifest, not the eventual view (re-checked at most
+        // once a second): warming right after an index build must see it.
         let snap = self
-            .snapshot(&c, Consistency::Eventual, Needs::default(), &stats)
+            .snapshot(&c, Consistency::Strong, Needs::default(), &stats)
             .await?;
         let mut indexed = 0;
         let mut codes = Vec::new();

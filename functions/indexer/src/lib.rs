@@ -15,9 +15,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use aws_lambda_events::event::s3::S3Event;
 use floe_core::Floe;
 use floe_core::db::parse_sealed_key;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// What the event asks for.
@@ -31,14 +31,15 @@ pub enum Work {
 
 /// Reads an S3 notification or a scheduled event.
 pub fn work_for(event: &Value) -> anyhow::Result<Work> {
-    if event.get("Records").is_some() {
-        let s3: S3Event = serde_json::from_value(event.clone())?;
+    if let Some(records) = event.get("Records") {
+        // Only the keys are read: S3-compatible servers differ in the
+        // fields around them (moto's eventTime has no time zone, say).
+        let records: Vec<S3Record> = serde_json::from_value(records.clone())
+            .map_err(|e| anyhow::anyhow!("reading the S3 notification's Records: {e}"))?;
         // Keys in S3 notifications are URL-encoded.
-        let keys = s3
-            .records
+        let keys = records
             .into_iter()
-            .filter_map(|r| r.s3.object.key)
-            .map(|k| percent_decode(&k.replace('+', " ")))
+            .map(|r| percent_decode(&r.s3.object.key.replace('+', " ")))
             .collect();
         return Ok(Work::Objects(keys));
     }
@@ -49,6 +50,22 @@ pub fn work_for(event: &Value) -> anyhow::Result<Work> {
     anyhow::bail!(
         "unsupported event: expected an S3 notification or an EventBridge scheduled event"
     )
+}
+
+/// The part of an S3 notification record the indexer needs.
+#[derive(Deserialize)]
+struct S3Record {
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
 }
 
 fn percent_decode(s: &str) -> String {
@@ -115,6 +132,12 @@ pub fn lag_metric(collection: &str, unflushed_records: u64, now_ms: u64) -> Valu
     })
 }
 
+/// An index build as the indexer reports it: the sealed segment it
+/// replaced and the indexed segment that took its place.
+fn index_report(r: &floe_core::db::IndexReport) -> Value {
+    json!({"replaced": r.replaced, "segment": r.segment, "rows": r.rows, "build_ms": r.build_ms})
+}
+
 /// Carries out an event and reports what it did.
 pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
     if is_http_event(&event) {
@@ -130,9 +153,7 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
             for key in keys {
                 if parse_sealed_key(&key).is_some() {
                     if let Some(r) = floe.on_object_created(&key).await? {
-                        indexed.push(
-                            json!({"segment": r.segment, "rows": r.rows, "build_ms": r.build_ms}),
-                        );
+                        indexed.push(index_report(&r));
                     }
                 } else if let Some(name) = collection_of(&key) {
                     to_flush.insert(name.to_string());
@@ -156,9 +177,7 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
                 // seals get their index from their own S3 event, in a
                 // separate invocation that runs in parallel with this one.
                 for r in floe.index_missing(&name).await? {
-                    indexed.push(
-                        json!({"segment": r.segment, "rows": r.rows, "build_ms": r.build_ms}),
-                    );
+                    indexed.push(index_report(&r));
                 }
                 if let Some(r) = floe.compact_if_due(&name).await? {
                     compacted.push(json!({"collection": name, "rows_in": r.rows_in, "rows_out": r.rows_out, "sealed": r.sealed}));

@@ -16,7 +16,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         async move {
             floe_indexer::handle(&floe, event.payload)
                 .await
-                .map_err(lambda_runtime::Error::from)
+                .map_err(|e| lambda_runtime::Diagnostic {
+                    error_type: "FloeIndexerError".into(),
+                    // The whole context chain, not only the outermost message.
+                    error_message: format!("{e:#}"),
+                })
         }
     }))
     .await

@@ -1,0 +1,209 @@
+//! Lambda cold starts on loopback: each function's zipped `bootstrap` (from
+//! `infra/build.sh`) is started again and again under the local Runtime API
+//! (`floe_tests::lambda_emulator`), against the S3 server and nats-server.
+//! Per function: the init duration (process start → first `next`, what
+//! Lambda reports as `Init Duration`), the first invocation after init, warm
+//! invocations, and peak resident memory.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use floe_tests::lambda_emulator::{ApiGateway, Backends, FUNCTIONS, Function, template_routes};
+use serde_json::{Value, json};
+
+pub struct LambdaArgs {
+    pub artifacts: PathBuf,
+    pub s3_endpoint: String,
+    pub bucket: String,
+    pub nats_url: String,
+    pub starts: usize,
+    pub warm: usize,
+}
+
+/// One request a function serves in the benchmark.
+fn request(logical_id: &str, i: usize) -> (reqwest::Method, String, Option<Value>) {
+    let base = "/v1/collections/bench";
+    match logical_id {
+        "IngestFunction" => {
+            let rows: Vec<Value> = (0..100)
+                .map(|r| {
+                    let id = (i * 100 + r) as u64;
+                    json!({"id": id, "vector": vector(id)})
+                })
+                .collect();
+            (
+                reqwest::Method::POST,
+                format!("{base}/upsert"),
+                Some(json!({"rows": rows})),
+            )
+        }
+        "QueryFunction" => (
+            reqwest::Method::POST,
+            format!("{base}/query"),
+            Some(json!({"vector": vector(i as u64), "top_k": 10})),
+        ),
+        _ => (reqwest::Method::GET, "/v1/collections/bench".into(), None),
+    }
+}
+
+fn vector(i: u64) -> Vec<f32> {
+    (0..128)
+        .map(|d| ((i.wrapping_mul(2654435761) ^ d) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn call(
+    http: &reqwest::Client,
+    gateway: &ApiGateway,
+    (method, path, body): (reqwest::Method, String, Option<Value>),
+) -> Result<f64> {
+    let started = Instant::now();
+    let mut req = http.request(method, format!("{}{path}", gateway.url));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let response = req.send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!("{path}: {status}: {text}");
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e3)
+}
+
+pub async fn run(args: LambdaArgs) -> Result<()> {
+    let backends = Backends {
+        s3_endpoint: args.s3_endpoint,
+        bucket: args.bucket,
+        prefix: format!("lambda-bench-{}", crate::run_id()),
+        nats_url: args.nats_url,
+        streams: format!("lb_{}", crate::run_id()),
+    };
+    let dir = tempfile::tempdir()?;
+    let routes = template_routes(
+        &std::fs::read_to_string("infra/template.yaml").context("run from the repository root")?,
+    );
+    let http = reqwest::Client::new();
+
+    // A collection with flushed rows, so queries read a segment.
+    {
+        let (ingest, _) = backends
+            .start("IngestFunction", &args.artifacts, dir.path())
+            .await
+            .map_err(|e| anyhow!(e))?;
+        let gateway = gateway_for(&routes, "IngestFunction", ingest).await?;
+        call(
+            &http,
+            &gateway,
+            (
+                reqwest::Method::PUT,
+                "/v1/collections/bench".into(),
+                Some(json!({"dimension": 128, "metric": "l2"})),
+            ),
+        )
+        .await?;
+        for i in 0..100 {
+            call(&http, &gateway, request("IngestFunction", 1000 + i)).await?;
+        }
+        call(
+            &http,
+            &gateway,
+            (
+                reqwest::Method::POST,
+                "/v1/collections/bench/flush".into(),
+                Some(json!({})),
+            ),
+        )
+        .await?;
+    }
+
+    println!(
+        "Lambda cold starts ({} starts per function, {} warm invocations each; artifacts {})",
+        args.starts,
+        args.warm,
+        args.artifacts.display()
+    );
+    println!(
+        "{:<14} {:>10} {:>10} {:>12} {:>12} {:>12} {:>10}",
+        "function", "init p50", "init max", "first p50", "warm p50", "warm p99", "peak RSS"
+    );
+    for (logical_id, binary) in FUNCTIONS {
+        let (mut init, mut first, mut warm, mut rss) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
+        for start in 0..args.starts {
+            let (function, took) = backends
+                .start(logical_id, &args.artifacts, dir.path())
+                .await
+                .map_err(|e| anyhow!(e))?;
+            init.push(took.as_secs_f64() * 1e3);
+            let function = Arc::new(function);
+            if logical_id == "IndexerFunction" {
+                // The indexer's own events, invoked as S3 and EventBridge do.
+                let schedule = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event",
+                    "source": "aws.events", "account": "123456789012", "time": "2026-11-23T00:00:00Z",
+                    "region": "us-east-1", "resources": [], "detail": {}});
+                let t = Instant::now();
+                invoke_ok(&function, schedule.clone()).await?;
+                first.push(t.elapsed().as_secs_f64() * 1e3);
+                for _ in 0..args.warm {
+                    let t = Instant::now();
+                    invoke_ok(&function, schedule.clone()).await?;
+                    warm.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            } else {
+                let gateway = gateway_for(&routes, logical_id, Arc::clone(&function)).await?;
+                first.push(call(&http, &gateway, request(logical_id, start * 1000)).await?);
+                for i in 0..args.warm {
+                    warm.push(
+                        call(&http, &gateway, request(logical_id, start * 1000 + i + 1)).await?,
+                    );
+                }
+            }
+            rss = rss.max(function.peak_rss_kib().unwrap_or(0));
+        }
+        for v in [&mut init, &mut first, &mut warm] {
+            v.sort_by(|a, b| a.total_cmp(b));
+        }
+        println!(
+            "{:<14} {:>8.1}ms {:>8.1}ms {:>10.1}ms {:>10.2}ms {:>10.2}ms {:>7.1}MiB",
+            binary,
+            percentile(&init, 0.5),
+            init.last().copied().unwrap_or(f64::NAN),
+            percentile(&first, 0.5),
+            percentile(&warm, 0.5),
+            percentile(&warm, 0.99),
+            rss as f64 / 1024.0
+        );
+    }
+    println!(
+        "(init: process start to the runtime's first `next`; first: the first request after it)"
+    );
+    Ok(())
+}
+
+async fn gateway_for(
+    routes: &[floe_tests::lambda_emulator::Route],
+    logical_id: &str,
+    function: impl Into<Arc<Function>>,
+) -> Result<ApiGateway> {
+    let functions = HashMap::from([(logical_id.to_string(), function.into())]);
+    Ok(ApiGateway::start(routes.to_vec(), functions).await?)
+}
+
+async fn invoke_ok(function: &Function, event: Value) -> Result<()> {
+    match function.invoke(event).await.map_err(|e| anyhow!(e))? {
+        floe_tests::lambda_emulator::Outcome::Ok(_) => Ok(()),
+        floe_tests::lambda_emulator::Outcome::Error(e) => {
+            bail!("{}: {e}; log: {}", function.name, function.output())
+        }
+    }
+}
