@@ -24,12 +24,21 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== Lambda artifacts for arm64 and x86_64 (infra/build.sh)"
 lambda_dir="$(./infra/build.sh arm64 x86_64)"
+# The Lambda emulator tests run both architectures' zipped executables: this
+# machine's natively, the other under qemu's user-mode emulation (from apt).
 case "$(uname -m)" in
-  x86_64) host_arch=x86_64 ;;
-  aarch64|arm64) host_arch=arm64 ;;
+  x86_64) native=X86_64; foreign=ARM64; qemu=qemu-aarch64; sysroot=/usr/aarch64-linux-gnu; cross_libc=libc6-arm64-cross ;;
+  aarch64|arm64) native=ARM64; foreign=X86_64; qemu=qemu-x86_64; sysroot=/usr/x86_64-linux-gnu; cross_libc=libc6-amd64-cross ;;
   *) echo "error: no Lambda architecture for $(uname -m)" >&2; exit 1 ;;
 esac
-# The Lambda emulator test runs the zipped executables of this machine's architecture.
-export FLOE_TEST_LAMBDA_DIR="$(cd "$lambda_dir/$host_arch" && pwd)"
+if ! command -v "$qemu" >/dev/null 2>&1 || [ ! -d "$sysroot/lib" ]; then
+  echo "[floe] installing qemu-user and $cross_libc from apt" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq qemu-user "$cross_libc" >/dev/null
+fi
+export FLOE_TEST_LAMBDA_DIR="$(cd "$lambda_dir" && pwd)"
+export "FLOE_TEST_LAMBDA_RUN_$native=native"
+export "FLOE_TEST_LAMBDA_RUN_$foreign=$qemu -L $sysroot"
 echo "== tests (against nats-server -js and moto S3 on loopback)"
 ./localstack/with-stack.sh cargo test --workspace --locked "$@"

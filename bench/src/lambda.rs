@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use floe_tests::lambda_emulator::{ApiGateway, Backends, FUNCTIONS, Function, template_routes};
+use floe_tests::lambda_emulator::{
+    ApiGateway, Artifacts, Backends, FUNCTIONS, Function, template_routes,
+};
 use serde_json::{Value, json};
 
 pub struct LambdaArgs {
@@ -90,6 +92,10 @@ pub async fn run(args: LambdaArgs) -> Result<()> {
         streams: format!("lb_{}", crate::run_id()),
     };
     let dir = tempfile::tempdir()?;
+    let artifacts = Artifacts {
+        dir: args.artifacts.clone(),
+        launcher: Vec::new(),
+    };
     let routes = template_routes(
         &std::fs::read_to_string("infra/template.yaml").context("run from the repository root")?,
     );
@@ -98,7 +104,7 @@ pub async fn run(args: LambdaArgs) -> Result<()> {
     // A collection with flushed rows, so queries read a segment.
     {
         let (ingest, _) = backends
-            .start("IngestFunction", &args.artifacts, dir.path())
+            .start("IngestFunction", &artifacts, dir.path())
             .await
             .map_err(|e| anyhow!(e))?;
         let gateway = gateway_for(&routes, "IngestFunction", ingest).await?;
@@ -141,7 +147,7 @@ pub async fn run(args: LambdaArgs) -> Result<()> {
         let (mut init, mut first, mut warm, mut rss) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
         for start in 0..args.starts {
             let (function, took) = backends
-                .start(logical_id, &args.artifacts, dir.path())
+                .start(logical_id, &artifacts, dir.path())
                 .await
                 .map_err(|e| anyhow!(e))?;
             init.push(took.as_secs_f64() * 1e3);

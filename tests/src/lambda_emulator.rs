@@ -73,6 +73,10 @@ pub struct FunctionSpec {
     pub name: String,
     /// The `bootstrap` executable to run.
     pub bootstrap: PathBuf,
+    /// A program (and its arguments) to run `bootstrap` with, such as
+    /// `qemu-aarch64 -L /usr/aarch64-linux-gnu` for another architecture's
+    /// artifact; empty to run it directly.
+    pub launcher: Vec<String>,
     /// The function's configured environment (its `FLOE_*` settings and
     /// credentials); nothing else of the caller's environment is passed on.
     pub env: Vec<(String, String)>,
@@ -133,7 +137,14 @@ impl Function {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let mut command = tokio::process::Command::new(&spec.bootstrap);
+        let mut command = match spec.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(&spec.bootstrap);
+                c
+            }
+            None => tokio::process::Command::new(&spec.bootstrap),
+        };
         command
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -396,23 +407,9 @@ pub fn template_routes(template: &str) -> Vec<Route> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 struct GatewayState {
@@ -601,6 +598,31 @@ pub const FUNCTIONS: [(&str, &str); 3] = [
     ("IndexerFunction", "floe-indexer"),
 ];
 
+/// The artifacts of one architecture, as `infra/build.sh` leaves them
+/// (`target/lambda/<arch>`), and how to run them on this machine.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    pub dir: PathBuf,
+    pub launcher: Vec<String>,
+}
+
+impl Artifacts {
+    /// `<FLOE_TEST_LAMBDA_DIR>/<arch>`, run as `FLOE_TEST_LAMBDA_RUN_<ARCH>`
+    /// says: `native`, or a launcher command line (`qemu-aarch64 -L …`).
+    pub fn from_env(arch: &str) -> Artifacts {
+        let root = crate::required_env("FLOE_TEST_LAMBDA_DIR");
+        let run = crate::required_env(&format!("FLOE_TEST_LAMBDA_RUN_{}", arch.to_uppercase()));
+        let launcher = match run.as_str() {
+            "native" => Vec::new(),
+            other => other.split_whitespace().map(str::to_string).collect(),
+        };
+        Artifacts {
+            dir: Path::new(&root).join(arch),
+            launcher,
+        }
+    }
+}
+
 /// Where the functions keep their data: an S3 API server and nats-server.
 #[derive(Debug, Clone)]
 pub struct Backends {
@@ -655,7 +677,7 @@ impl Backends {
     pub async fn start(
         &self,
         logical_id: &str,
-        artifacts: &Path,
+        artifacts: &Artifacts,
         dir: &Path,
     ) -> Result<(Function, Duration), String> {
         let binary = FUNCTIONS
@@ -663,7 +685,11 @@ impl Backends {
             .find(|(id, _)| *id == logical_id)
             .map(|(_, b)| *b)
             .ok_or_else(|| format!("no function {logical_id}"))?;
-        let bootstrap = artifacts.join(binary).join("unzipped").join("bootstrap");
+        let bootstrap = artifacts
+            .dir
+            .join(binary)
+            .join("unzipped")
+            .join("bootstrap");
         if !bootstrap.is_file() {
             return Err(format!(
                 "{} is missing: build the artifacts with infra/build.sh",
@@ -675,6 +701,7 @@ impl Backends {
             name: binary.to_string(),
             env: self.function_env(logical_id, &tmp),
             bootstrap,
+            launcher: artifacts.launcher.clone(),
             memory_mb: 1024,
             timeout: Duration::from_secs(60),
         };

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe_tests::lambda_emulator::{
-    ApiGateway, Backends, FUNCTIONS, Function, Outcome, template_routes,
+    ApiGateway, Artifacts, Backends, FUNCTIONS, Function, Outcome, template_routes,
 };
 use floe_tests::s3_events::{SqsQueue, event_keys, notify_bucket, object_created_events};
 use floe_tests::server::Client;
@@ -81,8 +81,7 @@ struct Stack {
 
 /// Starts the three functions (cold) with the configuration the template
 /// gives them, and the gateway in front.
-async fn stack() -> Stack {
-    let artifacts = PathBuf::from(required_env("FLOE_TEST_LAMBDA_DIR"));
+async fn stack(artifacts: &Artifacts) -> Stack {
     let backends = Backends {
         s3_endpoint: required_env("FLOE_TEST_S3_ENDPOINT"),
         // A bucket of its own: a bucket has one notification configuration.
@@ -108,7 +107,7 @@ async fn stack() -> Stack {
     let mut init = Vec::new();
     for (logical_id, binary) in FUNCTIONS {
         let (function, took) = backends
-            .start(logical_id, &artifacts, dir.path())
+            .start(logical_id, artifacts, dir.path())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         init.push((binary.to_string(), took));
@@ -158,10 +157,26 @@ fn fixture(name: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_lambda_artifacts_serve_the_api_and_index_on_s3_events() {
-    let stack = stack().await;
+async fn the_x86_64_artifacts_serve_the_api_and_index_on_s3_events() {
+    serve_the_api_and_index_on_s3_events("x86_64").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_arm64_artifacts_serve_the_api_and_index_on_s3_events() {
+    serve_the_api_and_index_on_s3_events("arm64").await;
+}
+
+/// The whole path for one architecture's artifacts (the other architecture
+/// than this machine's runs under qemu's user-mode emulation).
+async fn serve_the_api_and_index_on_s3_events(arch: &str) {
+    let artifacts = Artifacts::from_env(arch);
+    let stack = stack(&artifacts).await;
     for (name, took) in &stack.init {
-        println!("cold start: {name} init {:.1} ms", took.as_secs_f64() * 1e3);
+        println!(
+            "cold start ({arch}, {:?}): {name} init {:.1} ms",
+            artifacts.launcher,
+            took.as_secs_f64() * 1e3
+        );
     }
     let api = Client::new(&stack.gateway.url);
     let base = "/v1/collections/lam";
