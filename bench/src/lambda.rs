@@ -16,13 +16,23 @@ use floe_tests::lambda_emulator::{
 };
 use serde_json::{Value, json};
 
+#[derive(clap::Args)]
 pub struct LambdaArgs {
-    pub artifacts: PathBuf,
-    pub s3_endpoint: String,
-    pub bucket: String,
-    pub nats_url: String,
-    pub starts: usize,
-    pub warm: usize,
+    /// `target/lambda/<arch>`: the artifacts of this machine's architecture.
+    #[arg(long, default_value = "target/lambda/x86_64")]
+    artifacts: PathBuf,
+    #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
+    s3_endpoint: String,
+    #[arg(long, env = "FLOE_TEST_S3_BUCKET")]
+    bucket: String,
+    #[arg(long, env = "FLOE_TEST_NATS_URL")]
+    nats_url: String,
+    /// Cold starts per function.
+    #[arg(long, default_value_t = 20)]
+    starts: usize,
+    /// Warm invocations after each cold start.
+    #[arg(long, default_value_t = 20)]
+    warm: usize,
 }
 
 /// One request a function serves in the benchmark.

@@ -133,23 +133,7 @@ enum Command {
     },
     /// Cold starts of the Lambda artifacts (infra/build.sh) under a local
     /// Runtime API, against the S3 server and nats-server.
-    Lambda {
-        /// `target/lambda/<arch>`: the artifacts of the host's architecture.
-        #[arg(long, default_value = "target/lambda/x86_64")]
-        artifacts: std::path::PathBuf,
-        #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
-        s3_endpoint: String,
-        #[arg(long, env = "FLOE_TEST_S3_BUCKET")]
-        bucket: String,
-        #[arg(long, env = "FLOE_TEST_NATS_URL")]
-        nats_url: String,
-        /// Cold starts per function.
-        #[arg(long, default_value_t = 20)]
-        starts: usize,
-        /// Warm invocations after each cold start.
-        #[arg(long, default_value_t = 20)]
-        warm: usize,
-    },
+    Lambda(lambda::LambdaArgs),
     /// Manifest commits per second.
     Manifest {
         #[arg(long, env = "FLOE_TEST_S3_ENDPOINT")]
@@ -236,24 +220,7 @@ async fn main() -> Result<()> {
             })
             .await
         }
-        Command::Lambda {
-            artifacts,
-            s3_endpoint,
-            bucket,
-            nats_url,
-            starts,
-            warm,
-        } => {
-            lambda::run(lambda::LambdaArgs {
-                artifacts,
-                s3_endpoint,
-                bucket,
-                nats_url,
-                starts,
-                warm,
-            })
-            .await
-        }
+        Command::Lambda(args) => lambda::run(args).await,
         Command::Manifest {
             s3_endpoint,
             bucket,

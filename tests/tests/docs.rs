@@ -47,3 +47,22 @@ fn every_setting_the_code_reads_is_documented_and_the_template_sets_only_those()
         "the template sets unknown settings: {bogus:?}"
     );
 }
+
+#[test]
+fn the_api_reference_lists_every_operation_of_the_openapi_description() {
+    let openapi: serde_json::Value = serde_json::from_str(&read("docs/openapi.json")).unwrap();
+    let reference = read("docs/api.md");
+    let methods = ["get", "put", "post", "delete", "patch"];
+    let mut operations = 0;
+    for (path, item) in openapi["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if !methods.contains(&method.as_str()) {
+                continue;
+            }
+            operations += 1;
+            let row = format!("`{} {path}`", method.to_uppercase());
+            assert!(reference.contains(&row), "docs/api.md lacks {row}");
+        }
+    }
+    assert!(operations >= 10, "{operations}");
+}
