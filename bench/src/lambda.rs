@@ -33,13 +33,18 @@ pub struct LambdaArgs {
     /// Warm invocations after each cold start.
     #[arg(long, default_value_t = 20)]
     warm: usize,
+    /// The query function's disk cache tier in MB (0: memory only).
+    #[arg(long, default_value_t = 256)]
+    query_cache_disk_mb: u64,
 }
 
 /// One request a function serves in the benchmark.
 fn request(logical_id: &str, i: usize) -> (reqwest::Method, String, Option<Value>) {
     let base = "/v1/collections/bench";
     match logical_id {
+        // Its own collection: the query function's collection stays flushed.
         "IngestFunction" => {
+            let base = "/v1/collections/bench-ingest";
             let rows: Vec<Value> = (0..100)
                 .map(|r| {
                     let id = (i * 100 + r) as u64;
@@ -100,6 +105,7 @@ pub async fn run(args: LambdaArgs) -> Result<()> {
         prefix: format!("lambda-bench-{}", crate::run_id()),
         nats_url: args.nats_url,
         streams: format!("lb_{}", crate::run_id()),
+        query_cache_disk_mb: args.query_cache_disk_mb,
     };
     let dir = tempfile::tempdir()?;
     let artifacts = Artifacts {
@@ -118,18 +124,31 @@ pub async fn run(args: LambdaArgs) -> Result<()> {
             .await
             .map_err(|e| anyhow!(e))?;
         let gateway = gateway_for(&routes, "IngestFunction", ingest).await?;
-        call(
-            &http,
-            &gateway,
-            (
-                reqwest::Method::PUT,
-                "/v1/collections/bench".into(),
-                Some(json!({"dimension": 128, "metric": "l2"})),
-            ),
-        )
-        .await?;
-        for i in 0..100 {
-            call(&http, &gateway, request("IngestFunction", 1000 + i)).await?;
+        for name in ["bench", "bench-ingest"] {
+            call(
+                &http,
+                &gateway,
+                (
+                    reqwest::Method::PUT,
+                    format!("/v1/collections/{name}"),
+                    Some(json!({"dimension": 128, "metric": "l2"})),
+                ),
+            )
+            .await?;
+        }
+        let rows = |i: u64| json!({"id": i, "vector": vector(i)});
+        for i in 0..100u64 {
+            let batch: Vec<Value> = (i * 100..(i + 1) * 100).map(rows).collect();
+            call(
+                &http,
+                &gateway,
+                (
+                    reqwest::Method::POST,
+                    "/v1/collections/bench/upsert".into(),
+                    Some(json!({ "rows": batch })),
+                ),
+            )
+            .await?;
         }
         call(
             &http,

@@ -129,21 +129,22 @@ impl Function {
             let _ = axum::serve(listener, app).await;
         });
 
+        // The process runs in the artifact's directory, as in /var/task.
+        let bootstrap = std::fs::canonicalize(&spec.bootstrap)?;
         let log = log_dir.join(format!("{}.log", spec.name));
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
-        let task_root = spec
-            .bootstrap
+        let task_root = bootstrap
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let mut command = match spec.launcher.split_first() {
             Some((program, args)) => {
                 let mut c = tokio::process::Command::new(program);
-                c.args(args).arg(&spec.bootstrap);
+                c.args(args).arg(&bootstrap);
                 c
             }
-            None => tokio::process::Command::new(&spec.bootstrap),
+            None => tokio::process::Command::new(&bootstrap),
         };
         command
             .env_clear()
@@ -164,11 +165,11 @@ impl Function {
             .env("AWS_REGION", "us-east-1")
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
-            .env("LAMBDA_TASK_ROOT", task_root)
+            .env("LAMBDA_TASK_ROOT", &task_root)
             .env("_HANDLER", "bootstrap")
             .env("TZ", ":UTC")
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(spec.bootstrap.parent().unwrap_or(Path::new("/")))
+            .current_dir(&task_root)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -633,6 +634,8 @@ pub struct Backends {
     pub nats_url: String,
     /// Stream and subject prefix, unique per run.
     pub streams: String,
+    /// The query function's disk cache tier (`FLOE_CACHE_DISK_MB`).
+    pub query_cache_disk_mb: u64,
 }
 
 impl Backends {
@@ -667,7 +670,10 @@ impl Backends {
                 "FLOE_CACHE_DIR".into(),
                 tmp.join("floe-cache").display().to_string(),
             ));
-            env.push(("FLOE_CACHE_DISK_MB".into(), "256".into()));
+            env.push((
+                "FLOE_CACHE_DISK_MB".into(),
+                self.query_cache_disk_mb.to_string(),
+            ));
         }
         env
     }

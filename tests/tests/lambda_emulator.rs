@@ -89,6 +89,7 @@ async fn stack(artifacts: &Artifacts) -> Stack {
         prefix: "floe".into(),
         nats_url: required_env("FLOE_TEST_NATS_URL"),
         streams: unique("lam").replace('-', "_"),
+        query_cache_disk_mb: 256,
     };
     let queue = SqsQueue::create(&backends.s3_endpoint, &backends.bucket)
         .await
