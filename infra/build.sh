@@ -5,10 +5,11 @@
 #
 # usage: infra/build.sh [arm64|x86_64]...      (default: arm64 x86_64)
 #
-# Output: target/lambda/<arch>/<function>/bootstrap.zip for every
-# architecture, and the first one also at target/lambda/<function>/bootstrap.zip,
-# where infra/template.yaml's CodeUri points (deploy with
-# `Architecture=<that arch>`). CARGO_TARGET_DIR is honoured.
+# Output: <target dir>/lambda/<arch>/<function>/bootstrap.zip for every
+# architecture (CARGO_TARGET_DIR is honoured; the path is printed), and the
+# first architecture's zips also at target/lambda/<function>/bootstrap.zip in
+# the repository, where infra/template.yaml's CodeUri points (deploy with
+# `Architecture=<that arch>`).
 #
 # cargo-lambda (with zig as the cross linker) comes from PyPI into a venv
 # beside the local stack's; the Rust targets come from rustup.
@@ -106,12 +107,14 @@ sys.exit(1 if failed else 0)
 PY
 done
 
-# The deploy set the template's CodeUri names: the first architecture.
+# The deploy set the template's CodeUri names (../target/lambda/<function>,
+# relative to infra/, whatever CARGO_TARGET_DIR is): the first architecture.
 deploy="${ARCHES[0]}"
+DEPLOY_DIR=target/lambda
 for f in "${FUNCTIONS[@]}"; do
-  mkdir -p "$OUT/$f"
-  cp "$OUT/$deploy/$f/bootstrap.zip" "$OUT/$f/bootstrap.zip"
+  mkdir -p "$DEPLOY_DIR/$f"
+  cp "$OUT/$deploy/$f/bootstrap.zip" "$DEPLOY_DIR/$f/bootstrap.zip"
 done
-echo "$deploy" > "$OUT/ARCHITECTURE"
-log "deploy set: $OUT/<function>/bootstrap.zip = $deploy (sam deploy ... Architecture=$deploy)"
+echo "$deploy" > "$DEPLOY_DIR/ARCHITECTURE"
+log "deploy set: $DEPLOY_DIR/<function>/bootstrap.zip = $deploy (sam deploy ... Architecture=$deploy)"
 echo "$OUT"
