@@ -186,30 +186,37 @@ impl Function {
     }
 
     /// Waits for the runtime's first `next` call: Lambda's init duration.
+    /// Fails if the runtime reports an init error, the process exits first
+    /// (what Lambda reports as `Runtime.ExitError`), or `limit` passes.
     pub async fn init_duration(&mut self, limit: Duration) -> Result<Duration, String> {
+        let Function { init, child, .. } = self;
         let waited = tokio::time::timeout(limit, async {
             loop {
-                match &*self.init.borrow_and_update() {
+                match &*init.borrow_and_update() {
                     InitState::Done(d) => return Ok(*d),
                     InitState::Failed(e) => return Err(format!("init error: {e}")),
                     InitState::Running => {}
                 }
-                if self.init.changed().await.is_err() {
-                    return Err("runtime API stopped".to_string());
+                tokio::select! {
+                    changed = init.changed() => {
+                        if changed.is_err() {
+                            return Err("runtime API stopped".to_string());
+                        }
+                    }
+                    status = child.wait() => {
+                        return Err(format!("the process exited during init: {status:?}"));
+                    }
                 }
             }
         })
         .await;
         match waited {
             Ok(r) => r.map_err(|e| format!("{}: {e}; log: {}", self.name, self.output())),
-            Err(_) => {
-                let exited = self.child.try_wait().ok().flatten();
-                Err(format!(
-                    "{}: not ready after {limit:?} (process exit: {exited:?}); log: {}",
-                    self.name,
-                    self.output()
-                ))
-            }
+            Err(_) => Err(format!(
+                "{}: not ready after {limit:?}; log: {}",
+                self.name,
+                self.output()
+            )),
         }
     }
 
@@ -239,6 +246,14 @@ impl Function {
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The process's exit status, waiting up to 5 s for it to end.
+    pub async fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     /// Everything the function printed so far (its CloudWatch log stream).

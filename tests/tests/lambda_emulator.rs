@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe_tests::lambda_emulator::{
-    ApiGateway, Artifacts, Backends, FUNCTIONS, Function, Outcome, template_routes,
+    ApiGateway, Artifacts, Backends, FUNCTIONS, Function, FunctionSpec, Outcome, template_routes,
 };
 use floe_tests::s3_events::{SqsQueue, event_keys, notify_bucket, object_created_events};
 use floe_tests::server::Client;
@@ -331,4 +331,47 @@ async fn serve_the_api_and_index_on_s3_events(arch: &str) {
         let log = f.output();
         assert!(!log.contains("panicked"), "{id}: {log}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_setting_fails_the_init_with_a_message_naming_it() {
+    let artifacts = Artifacts::from_env("x86_64");
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing is reached: the settings are read before any connection.
+    let backends = Backends {
+        s3_endpoint: "http://127.0.0.1:9".into(),
+        bucket: "unused".into(),
+        prefix: "floe".into(),
+        nats_url: "nats://127.0.0.1:9".into(),
+        streams: "unused".into(),
+        query_cache_disk_mb: 0,
+    };
+    let mut env = backends.function_env("IngestFunction", dir.path());
+    env.push(("FLOE_NATS_REPLICAS".into(), "three".into()));
+    let mut function = Function::start(
+        FunctionSpec {
+            name: "floe-ingest".into(),
+            bootstrap: artifacts
+                .dir
+                .join("floe-ingest")
+                .join("unzipped")
+                .join("bootstrap"),
+            launcher: artifacts.launcher.clone(),
+            env,
+            memory_mb: 128,
+            timeout: Duration::from_secs(10),
+        },
+        dir.path(),
+    )
+    .await
+    .unwrap();
+    let failed = function
+        .init_duration(Duration::from_secs(20))
+        .await
+        .expect_err("the init must fail");
+    assert!(failed.contains("FLOE_NATS_REPLICAS"), "{failed}");
+    assert!(
+        function.exited().await.is_some(),
+        "the process ends: {failed}"
+    );
 }
