@@ -30,19 +30,21 @@ ARCHES=("$@")
 MAX_ZIP_MB="${FLOE_LAMBDA_MAX_ZIP_MB:-20}"
 MAX_UNZIPPED_MB="${FLOE_LAMBDA_MAX_UNZIPPED_MB:-64}"
 GLIBC_MAX="2.34"
+# Pinned, zig too (cargo-lambda leaves its version open): the same linker everywhere.
 CARGO_LAMBDA_PKG="cargo-lambda==1.9.2"
+ZIG_PKG="ziglang==0.17.1"
 
 log() { echo "[floe/build] $*" >&2; }
 
 TOOLS_DIR="${FLOE_TOOLS_DIR:-$HOME/.cache/floe/tools}"
 VENV="$TOOLS_DIR/lambda-venv"
-STAMP="$VENV/.floe-installed-$(echo "$CARGO_LAMBDA_PKG" | md5sum | cut -c1-12)"
+STAMP="$VENV/.floe-installed-$(echo "$CARGO_LAMBDA_PKG $ZIG_PKG" | md5sum | cut -c1-12)"
 if [ ! -f "$STAMP" ]; then
-  log "installing $CARGO_LAMBDA_PKG (and zig) into $VENV"
+  log "installing $CARGO_LAMBDA_PKG and $ZIG_PKG into $VENV"
   mkdir -p "$TOOLS_DIR"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$CARGO_LAMBDA_PKG"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$CARGO_LAMBDA_PKG" "$ZIG_PKG"
   touch "$STAMP"
 fi
 # cargo-lambda finds zig (python -m ziglang) through the venv's PATH.
