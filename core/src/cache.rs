@@ -250,13 +250,22 @@ impl BlockCache {
             let dir = settings.disk_dir.clone().unwrap_or(default_dir);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::invalid("cache.disk_dir", format!("{}: {e}", dir.display())))?;
+            // A new directory (every new Lambda container's /tmp) has nothing
+            // to recover: skip reading every block's header at open.
+            let fresh = std::fs::read_dir(&dir)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(false);
             let device = FsDeviceBuilder::new(&dir)
                 .with_capacity(settings.disk_mb * 1024 * 1024)
                 .build()
                 .map_err(|e| Error::invalid("cache.disk_dir", format!("{}: {e}", dir.display())))?;
             builder
                 .with_engine_config(BlockEngineConfig::new(device).with_block_size(4 * 1024 * 1024))
-                .with_recover_mode(RecoverMode::Quiet)
+                .with_recover_mode(if fresh {
+                    RecoverMode::None
+                } else {
+                    RecoverMode::Quiet
+                })
         } else {
             builder
         };
