@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use floe_tests::lambda_emulator::{
     ApiGateway, Artifacts, Backends, FUNCTIONS, Function, template_routes,
 };
@@ -38,31 +38,31 @@ pub struct LambdaArgs {
     query_cache_disk_mb: u64,
 }
 
-/// One request a function serves in the benchmark.
-fn request(logical_id: &str, i: usize) -> (reqwest::Method, String, Option<Value>) {
-    let base = "/v1/collections/bench";
+type Request = (reqwest::Method, String, Option<Value>);
+
+/// An upsert of rows `ids` into `collection`.
+fn upsert(collection: &str, ids: std::ops::Range<u64>) -> Request {
+    let rows: Vec<Value> = ids
+        .map(|id| json!({"id": id, "vector": vector(id)}))
+        .collect();
+    (
+        reqwest::Method::POST,
+        format!("/v1/collections/{collection}/upsert"),
+        Some(json!({ "rows": rows })),
+    )
+}
+
+/// The `i`th request an HTTP function serves in the benchmark. The ingest
+/// function writes to a collection of its own, so the query function's
+/// collection stays flushed.
+fn request(logical_id: &str, i: u64) -> Request {
     match logical_id {
-        // Its own collection: the query function's collection stays flushed.
-        "IngestFunction" => {
-            let base = "/v1/collections/bench-ingest";
-            let rows: Vec<Value> = (0..100)
-                .map(|r| {
-                    let id = (i * 100 + r) as u64;
-                    json!({"id": id, "vector": vector(id)})
-                })
-                .collect();
-            (
-                reqwest::Method::POST,
-                format!("{base}/upsert"),
-                Some(json!({"rows": rows})),
-            )
-        }
-        "QueryFunction" => (
+        "IngestFunction" => upsert("bench-ingest", i * 100..(i + 1) * 100),
+        _ => (
             reqwest::Method::POST,
-            format!("{base}/query"),
-            Some(json!({"vector": vector(i as u64), "top_k": 10})),
+            "/v1/collections/bench/query".into(),
+            Some(json!({"vector": vector(i), "top_k": 10})),
         ),
-        _ => (reqwest::Method::GET, "/v1/collections/bench".into(), None),
     }
 }
 
@@ -82,7 +82,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn call(
     http: &reqwest::Client,
     gateway: &ApiGateway,
-    (method, path, body): (reqwest::Method, String, Option<Value>),
+    (method, path, body): Request,
 ) -> Result<f64> {
     let started = Instant::now();
     let mut req = http.request(method, format!("{}{path}", gateway.url));
@@ -112,9 +112,7 @@ pub async fn run(args: LambdaArgs) -> Result<()> {
         dir: args.artifacts.clone(),
         launcher: Vec::new(),
     };
-    let routes = template_routes(
-        &std::fs::read_to_string("infra/template.yaml").context("run from the repository root")?,
-    );
+    let routes = template_routes(&floe_tests::read_repo_file("infra/template.yaml"));
     let http = reqwest::Client::new();
 
     // A collection with flushed rows, so queries read a segment.
@@ -136,19 +134,8 @@ pub async fn run(args: LambdaArgs) -> Result<()> {
             )
             .await?;
         }
-        let rows = |i: u64| json!({"id": i, "vector": vector(i)});
         for i in 0..100u64 {
-            let batch: Vec<Value> = (i * 100..(i + 1) * 100).map(rows).collect();
-            call(
-                &http,
-                &gateway,
-                (
-                    reqwest::Method::POST,
-                    "/v1/collections/bench/upsert".into(),
-                    Some(json!({ "rows": batch })),
-                ),
-            )
-            .await?;
+            call(&http, &gateway, upsert("bench", i * 100..(i + 1) * 100)).await?;
         }
         call(
             &http,
@@ -182,25 +169,28 @@ pub async fn run(args: LambdaArgs) -> Result<()> {
             init.push(took.as_secs_f64() * 1e3);
             let function = Arc::new(function);
             if logical_id == "IndexerFunction" {
-                // The indexer's own events, invoked as S3 and EventBridge do.
-                let schedule = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event",
-                    "source": "aws.events", "account": "123456789012", "time": "2026-11-23T00:00:00Z",
-                    "region": "us-east-1", "resources": [], "detail": {}});
+                // Its scheduled round, invoked as EventBridge does.
+                let schedule = floe_tests::fixture("eventbridge-scheduled.json");
                 let t = Instant::now();
-                invoke_ok(&function, schedule.clone()).await?;
+                function
+                    .invoke_ok(schedule.clone())
+                    .await
+                    .map_err(|e| anyhow!(e))?;
                 first.push(t.elapsed().as_secs_f64() * 1e3);
                 for _ in 0..args.warm {
                     let t = Instant::now();
-                    invoke_ok(&function, schedule.clone()).await?;
+                    function
+                        .invoke_ok(schedule.clone())
+                        .await
+                        .map_err(|e| anyhow!(e))?;
                     warm.push(t.elapsed().as_secs_f64() * 1e3);
                 }
             } else {
                 let gateway = gateway_for(&routes, logical_id, Arc::clone(&function)).await?;
-                first.push(call(&http, &gateway, request(logical_id, start * 1000)).await?);
-                for i in 0..args.warm {
-                    warm.push(
-                        call(&http, &gateway, request(logical_id, start * 1000 + i + 1)).await?,
-                    );
+                let n = (start * 1000) as u64;
+                first.push(call(&http, &gateway, request(logical_id, n)).await?);
+                for i in 0..args.warm as u64 {
+                    warm.push(call(&http, &gateway, request(logical_id, n + i + 1)).await?);
                 }
             }
             rss = rss.max(function.peak_rss_kib().unwrap_or(0));
@@ -232,13 +222,4 @@ async fn gateway_for(
 ) -> Result<ApiGateway> {
     let functions = HashMap::from([(logical_id.to_string(), function.into())]);
     Ok(ApiGateway::start(routes.to_vec(), functions).await?)
-}
-
-async fn invoke_ok(function: &Function, event: Value) -> Result<()> {
-    match function.invoke(event).await.map_err(|e| anyhow!(e))? {
-        floe_tests::lambda_emulator::Outcome::Ok(_) => Ok(()),
-        floe_tests::lambda_emulator::Outcome::Error(e) => {
-            bail!("{}: {e}; log: {}", function.name, function.output())
-        }
-    }
 }

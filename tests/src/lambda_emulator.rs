@@ -238,6 +238,19 @@ impl Function {
         }
     }
 
+    /// Invokes the function and takes a reported error as a failure, with
+    /// the event and the function's log in the message.
+    pub async fn invoke_ok(&self, event: Value) -> Result<Value, String> {
+        match self.invoke(event.clone()).await? {
+            Outcome::Ok(v) => Ok(v),
+            Outcome::Error(e) => Err(format!(
+                "{} failed on {event}: {e}\n{}",
+                self.name,
+                self.output()
+            )),
+        }
+    }
+
     /// The process's peak resident memory so far (Linux `VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let pid = self.child.id()?;
@@ -259,11 +272,6 @@ impl Function {
     /// Everything the function printed so far (its CloudWatch log stream).
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Stops the execution environment (Lambda reclaiming it).
-    pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
     }
 }
 
@@ -637,6 +645,11 @@ impl Artifacts {
             launcher,
         }
     }
+
+    /// The `bootstrap` `infra/build.sh` extracted from `binary`'s zip.
+    pub fn bootstrap(&self, binary: &str) -> PathBuf {
+        self.dir.join(binary).join("unzipped").join("bootstrap")
+    }
 }
 
 /// Where the functions keep their data: an S3 API server and nats-server.
@@ -706,11 +719,7 @@ impl Backends {
             .find(|(id, _)| *id == logical_id)
             .map(|(_, b)| *b)
             .ok_or_else(|| format!("no function {logical_id}"))?;
-        let bootstrap = artifacts
-            .dir
-            .join(binary)
-            .join("unzipped")
-            .join("bootstrap");
+        let bootstrap = artifacts.bootstrap(binary);
         if !bootstrap.is_file() {
             return Err(format!(
                 "{} is missing: build the artifacts with infra/build.sh",

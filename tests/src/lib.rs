@@ -27,6 +27,25 @@ pub fn required_env(name: &str) -> String {
     }
 }
 
+/// A file of this repository, by its path from the repository's root.
+pub fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// Reads a file of this repository, or fails the test naming it.
+pub fn read_repo_file(path: &str) -> String {
+    let full = repo_file(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// A real event payload from `functions/fixtures/`.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let text = read_repo_file(&format!("functions/fixtures/{name}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
 /// A name no other test or run uses: tests share one server of each kind and
 /// are isolated by prefix and stream name.
 pub fn unique(prefix: &str) -> String {

@@ -1,13 +1,8 @@
 //! The configuration reference stays true: every `FLOE_*` setting the code
 //! reads is documented, and the SAM template sets only settings that exist.
 
+use floe_tests::read_repo_file as read;
 use std::collections::BTreeSet;
-use std::path::Path;
-
-fn read(path: &str) -> String {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-}
 
 /// The `FLOE_[A-Z0-9_]+` names in a text.
 fn settings(text: &str) -> BTreeSet<String> {

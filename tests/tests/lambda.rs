@@ -8,18 +8,10 @@ use std::sync::Arc;
 
 use floe_core::Floe;
 use floe_tests::server::test_settings;
-use floe_tests::{jetstream_config, s3_config};
+use floe_tests::{fixture, jetstream_config, s3_config};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent, Service};
 use serde_json::{Value, json};
-
-fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/../functions/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture json")
-}
 
 async fn cloud_floe() -> (Arc<Floe>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

@@ -10,32 +10,25 @@
 //! `./test.sh` after `infra/build.sh`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe_tests::lambda_emulator::{
-    ApiGateway, Artifacts, Backends, FUNCTIONS, Function, FunctionSpec, Outcome, template_routes,
+    ApiGateway, Artifacts, Backends, FUNCTIONS, Function, FunctionSpec, template_routes,
 };
 use floe_tests::s3_events::{SqsQueue, event_keys, notify_bucket, object_created_events};
 use floe_tests::server::Client;
-use floe_tests::{oracle_distance, required_env, unique};
+use floe_tests::{fixture, oracle_distance, read_repo_file, required_env, unique};
 use serde_json::{Value, json};
 
-fn repo_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
 fn template() -> String {
-    std::fs::read_to_string(repo_file("infra/template.yaml")).expect("infra/template.yaml")
+    read_repo_file("infra/template.yaml")
 }
 
 #[test]
 fn the_template_routes_every_api_operation_to_a_function() {
     let routes = template_routes(&template());
-    let openapi: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_file("docs/openapi.json")).unwrap())
-            .unwrap();
+    let openapi: Value = serde_json::from_str(&read_repo_file("docs/openapi.json")).unwrap();
     let mut operations = Vec::new();
     for (path, item) in openapi["paths"].as_object().unwrap() {
         let methods = ["get", "put", "post", "delete", "patch", "head", "options"];
@@ -129,12 +122,10 @@ async fn stack(artifacts: &Artifacts) -> Stack {
 
 impl Stack {
     async fn invoke(&self, logical_id: &str, event: Value) -> Value {
-        let f = &self.functions[logical_id];
-        match f.invoke(event.clone()).await {
-            Ok(Outcome::Ok(v)) => v,
-            Ok(Outcome::Error(e)) => panic!("{logical_id} failed on {event}: {e}\n{}", f.output()),
-            Err(e) => panic!("{e}"),
-        }
+        self.functions[logical_id]
+            .invoke_ok(event)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -149,12 +140,6 @@ fn vector(i: u64) -> Vec<f32> {
             (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         })
         .collect()
-}
-
-fn fixture(name: &str) -> Value {
-    let text =
-        std::fs::read_to_string(repo_file(&format!("functions/fixtures/{name}"))).expect("fixture");
-    serde_json::from_str(&text).expect("fixture json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -351,11 +336,7 @@ async fn a_bad_setting_fails_the_init_with_a_message_naming_it() {
     let mut function = Function::start(
         FunctionSpec {
             name: "floe-ingest".into(),
-            bootstrap: artifacts
-                .dir
-                .join("floe-ingest")
-                .join("unzipped")
-                .join("bootstrap"),
+            bootstrap: artifacts.bootstrap("floe-ingest"),
             launcher: artifacts.launcher.clone(),
             env,
             memory_mb: 128,

@@ -1444,8 +1444,11 @@ impl Floe {
         let cache = self.cache().await?;
         // The newest manifest, not the eventual view (re-checked at most
         // once a second): warming right after an index build must see it.
+        // Only the manifest: warm-up has no use for the log tail.
+        self.refresh_manifest(&c, &mut *c.state.lock().await, true)
+            .await?;
         let snap = self
-            .snapshot(&c, Consistency::Strong, Needs::default(), &stats)
+            .snapshot(&c, Consistency::Eventual, Needs::default(), &stats)
             .await?;
         let mut indexed = 0;
         let mut codes = Vec::new();
