@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use floe_core::Floe;
+use floe_core::api::wire::{QueryRequest, UpsertRequest};
 use floe_core::catalog::Metric;
 use floe_core::rows::{ColumnsIn, Id};
-use floe_core::search::QueryVector;
-use floe_core::types::{QueryRequest, UpsertRequest};
+use floe_core::vector::QueryVector;
 use rand::{Rng, SeedableRng};
 
 pub struct AnnArgs {
@@ -166,7 +166,8 @@ pub async fn upsert_vectors(
                 .collect(),
             attributes: attributes(start..end),
         };
-        floe.upsert(
+        floe_core::api::upsert(
+            floe,
             name,
             UpsertRequest {
                 rows: None,
@@ -263,7 +264,7 @@ pub async fn run(args: AnnArgs) -> Result<()> {
         recall_target: None,
         explain: false,
     };
-    floe.query("ann", query(&queries[..dim], Some(1))).await?;
+    floe_core::api::query(&floe, "ann", query(&queries[..dim], Some(1))).await?;
     println!(
         "\n{:<22} {:>8} {:>10} {:>9} {:>9} {:>9}",
         "engine", "nprobe", "recall@10", "p50 ms", "p99 ms", "QPS"
@@ -276,7 +277,7 @@ pub async fn run(args: AnnArgs) -> Result<()> {
         let mut hit = 0usize;
         for (qi, q) in queries.chunks_exact(dim).enumerate() {
             let t = Instant::now();
-            let r = floe.query("ann", query(q, nprobe)).await?;
+            let r = floe_core::api::query(&floe, "ann", query(q, nprobe)).await?;
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
             hit += r
                 .results

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use floe_core::Floe;
+use floe_core::api::wire::QueryRequest;
 use floe_core::catalog::Metric;
 use floe_core::log::{FileLogOptions, FileLogs};
 use floe_core::manifest::ManifestStore;
@@ -18,7 +19,6 @@ use floe_core::storage::{
     CollectionPaths, CountingStore, FaultConfig, FaultyStore, ObjectStoreConfig, OpFilter,
     open_object_store, sequential_round_trips,
 };
-use floe_core::types::QueryRequest;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -191,7 +191,7 @@ pub async fn run(args: ColdArgs) -> Result<()> {
         explain: true,
     };
     let request = |q: &[f32]| request_with(q, "strong");
-    let recall_of = |results: &[floe_core::types::RowOut], want: &[u64]| {
+    let recall_of = |results: &[floe_core::api::wire::RowOut], want: &[u64]| {
         results
             .iter()
             .filter(|r| matches!(r.id, Id::U64(id) if want.contains(&id)))
@@ -208,7 +208,7 @@ pub async fn run(args: ColdArgs) -> Result<()> {
         let (floe, counting) = reader(dir.join(format!("cold-{i}"))).await?;
         let q = &queries[i * dim..(i + 1) * dim];
         let t = Instant::now();
-        let response = floe.query(NAME, request(q)).await?;
+        let response = floe_core::api::query(&floe, NAME, request(q)).await?;
         cold.push(t.elapsed());
         let stats = response.explain.context("explain")?;
         if i == 0 {
@@ -276,7 +276,7 @@ pub async fn run(args: ColdArgs) -> Result<()> {
     for i in 0..nw {
         let q = &queries[i * dim..(i + 1) * dim];
         let t = Instant::now();
-        let response = floe.query(NAME, request(q)).await?;
+        let response = floe_core::api::query(&floe, NAME, request(q)).await?;
         warmed.push(t.elapsed());
         first_trips = first_trips.max(response.explain.map(|s| s.round_trips).unwrap_or(0));
     }
@@ -292,7 +292,7 @@ pub async fn run(args: ColdArgs) -> Result<()> {
     for i in 0..nw {
         let q = &queries[i * dim..(i + 1) * dim];
         let t = Instant::now();
-        let response = floe.query(NAME, request(q)).await?;
+        let response = floe_core::api::query(&floe, NAME, request(q)).await?;
         hot.push(t.elapsed());
         hot_requests += response.explain.map(|s| s.requests).unwrap_or(0);
         hot_recall += recall_of(&response.results, &truth[i]);
@@ -306,7 +306,7 @@ pub async fn run(args: ColdArgs) -> Result<()> {
     for i in 0..nw {
         let q = &queries[i * dim..(i + 1) * dim];
         let t = Instant::now();
-        floe.query(NAME, request_with(q, "eventual")).await?;
+        floe_core::api::query(&floe, NAME, request_with(q, "eventual")).await?;
         eventual.push(t.elapsed());
     }
     print_latency("  eventual (no request at all)", &mut eventual);

@@ -522,7 +522,7 @@ async fn bench_api(
         anyhow::bail!("--mode must be embedded or cloud");
     }
     let floe = floe_core::Floe::open(settings).await?;
-    let server = floe_functions::start(floe, "127.0.0.1:0", false, std::future::pending()).await?;
+    let server = floe::serve::start(floe, "127.0.0.1:0", false, std::future::pending()).await?;
     let base = format!("http://{}/v1/collections/bench", server.addr);
     let http = reqwest::Client::new();
     let created = http

@@ -30,6 +30,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::segment::RangeSource;
 
 /// Cache sizes and where the disk tier lives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,7 +250,7 @@ impl BlockCache {
         let builder = if settings.disk_mb > 0 {
             let dir = settings.disk_dir.clone().unwrap_or(default_dir);
             std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::invalid("cache.disk_dir", format!("{}: {e}", dir.display())))?;
+                .map_err(|e| Error::cache("open", format!("{}: {e}", dir.display())))?;
             // A new directory (every new Lambda container's /tmp) has nothing
             // to recover: skip reading every block's header at open.
             let fresh = std::fs::read_dir(&dir)
@@ -258,7 +259,7 @@ impl BlockCache {
             let device = FsDeviceBuilder::new(&dir)
                 .with_capacity(settings.disk_mb * 1024 * 1024)
                 .build()
-                .map_err(|e| Error::invalid("cache.disk_dir", format!("{}: {e}", dir.display())))?;
+                .map_err(|e| Error::cache("open", format!("{}: {e}", dir.display())))?;
             builder
                 .with_engine_config(BlockEngineConfig::new(device).with_block_size(4 * 1024 * 1024))
                 .with_recover_mode(if fresh {
@@ -269,10 +270,7 @@ impl BlockCache {
         } else {
             builder
         };
-        let cache = builder
-            .build()
-            .await
-            .map_err(|e| Error::invalid("cache", format!("cannot open the cache: {e}")))?;
+        let cache = builder.build().await.map_err(|e| Error::cache("open", e))?;
         Ok(BlockCache {
             cache,
             store,
@@ -299,7 +297,7 @@ impl BlockCache {
         self.cache
             .close()
             .await
-            .map_err(|e| Error::invalid("cache", format!("close: {e}")))
+            .map_err(|e| Error::cache("close", e))
     }
 
     /// Keeps the bytes of an object this process just wrote, so reading it
@@ -351,13 +349,13 @@ impl BlockCache {
             .collect()
     }
 
-    /// The whole object.
-    pub async fn read_all(&self, stats: &Arc<ReadStats>, path: &Path, size: u64) -> Result<Bytes> {
-        let whole = 0..size;
-        let mut out = self
-            .read(stats, path, size, std::slice::from_ref(&whole))
-            .await?;
-        Ok(out.pop().unwrap_or_default())
+    /// The cache as the read seam of one query (or warm-up), whose reads
+    /// are counted in `stats`.
+    pub fn source(self: &Arc<Self>, stats: &Arc<ReadStats>) -> Arc<dyn RangeSource> {
+        Arc::new(CachedSource {
+            cache: Arc::clone(self),
+            stats: Arc::clone(stats),
+        })
     }
 
     async fn blocks(
@@ -422,7 +420,7 @@ impl BlockCache {
                 Err(e) => {
                     return Err(match fetch.await {
                         Err(ours) => Error::Shared(ours),
-                        Ok(_) => Error::corrupt(path.to_string(), format!("cache: {e}")),
+                        Ok(_) => Error::cache("read", format!("{path}: {e}")),
                     });
                 }
             }
@@ -456,6 +454,28 @@ impl BlockCache {
     }
 }
 
+/// [`BlockCache`] behind the [`RangeSource`] seam, for one query.
+#[derive(Debug)]
+struct CachedSource {
+    cache: Arc<BlockCache>,
+    stats: Arc<ReadStats>,
+}
+
+impl RangeSource for CachedSource {
+    fn read_ranges<'a>(
+        &'a self,
+        path: &'a Path,
+        size: u64,
+        ranges: &'a [Range<u64>],
+    ) -> BoxFuture<'a, Result<Vec<Bytes>>> {
+        self.cache.read(&self.stats, path, size, ranges).boxed()
+    }
+
+    fn keeps_reads(&self) -> bool {
+        true
+    }
+}
+
 fn count_hit(stats: &ReadStats, source: Source) {
     match source {
         Source::Memory => stats.memory_hits.fetch_add(1, Ordering::Relaxed),
@@ -473,13 +493,13 @@ fn assemble(blocks: &BTreeMap<u64, Bytes>, block: u64, range: &Range<u64>) -> Re
     let part = |b: u64| {
         blocks
             .get(&b)
-            .ok_or_else(|| Error::corrupt("cache", format!("block {b} missing after a read")))
+            .ok_or_else(|| Error::internal("cache", format!("block {b} missing after a read")))
     };
     let cut = |b: u64, bytes: &Bytes| -> Result<Bytes> {
         let start = range.start.max(b * block) - b * block;
         let end = range.end.min((b + 1) * block) - b * block;
         if end as usize > bytes.len() {
-            return Err(Error::corrupt("cache", format!("block {b} is short")));
+            return Err(Error::internal("cache", format!("block {b} is short")));
         }
         Ok(bytes.slice(start as usize..end as usize))
     };
@@ -574,6 +594,15 @@ mod tests {
         assert_eq!(counting.stats().gets, 1);
     }
 
+    async fn read_all(cache: &BlockCache, stats: &Arc<ReadStats>, path: &Path) -> Bytes {
+        let whole = 0..300_000;
+        let mut out = cache
+            .read(stats, path, 300_000, std::slice::from_ref(&whole))
+            .await
+            .unwrap();
+        out.pop().unwrap()
+    }
+
     #[tokio::test]
     async fn a_damaged_disk_entry_is_refetched_never_returned() {
         let dir = tempfile::tempdir().unwrap();
@@ -581,7 +610,7 @@ mod tests {
         {
             let (cache, _, _) = setup(Some(dir.path())).await;
             let stats = Arc::new(ReadStats::default());
-            cache.read_all(&stats, &path, 300_000).await.unwrap();
+            read_all(&cache, &stats, &path).await;
             cache.close().await.unwrap();
         }
         // Flip one byte inside the cached copy of block 1 (bytes 65536..),
@@ -603,7 +632,7 @@ mod tests {
         assert_eq!(damaged, 1, "the disk tier should hold block 1 once");
         let (cache, counting, data) = setup(Some(dir.path())).await;
         let stats = Arc::new(ReadStats::default());
-        let got = cache.read_all(&stats, &path, 300_000).await.unwrap();
+        let got = read_all(&cache, &stats, &path).await;
         assert_eq!(got, data, "the damaged block must not be returned");
         let s = stats.snapshot();
         assert_eq!(

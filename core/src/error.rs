@@ -55,8 +55,19 @@ pub enum Error {
     #[error("log {op}: {message}")]
     Log { op: &'static str, message: String },
 
+    /// A stored file or record is damaged (bad magic, short read, a
+    /// column missing from a segment).
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: String, detail: String },
+
+    /// An invariant of Floe's own code broke: a bug, not bad data.
+    #[error("internal error in {what}: {detail}")]
+    Internal { what: String, detail: String },
+
+    /// The local cache (memory or disk tier) failed: a full or unwritable
+    /// disk, say. Retrying, or another instance, can succeed.
+    #[error("cache {op}: {message}")]
+    Cache { op: &'static str, message: String },
 
     #[error("i/o on {path}: {source}")]
     Io {
@@ -94,8 +105,11 @@ impl Error {
                 | object_store::Error::Precondition { .. } => ErrorKind::Conflict,
                 _ => ErrorKind::Unavailable,
             },
-            Error::Log { .. } | Error::Io { .. } => ErrorKind::Unavailable,
-            Error::Corrupt { .. } | Error::Parquet(_) | Error::Arrow(_) => ErrorKind::Internal,
+            Error::Log { .. } | Error::Io { .. } | Error::Cache { .. } => ErrorKind::Unavailable,
+            Error::Corrupt { .. }
+            | Error::Internal { .. }
+            | Error::Parquet(_)
+            | Error::Arrow(_) => ErrorKind::Internal,
             Error::Shared(inner) => inner.kind(),
         }
     }
@@ -130,6 +144,20 @@ impl Error {
         Error::Corrupt {
             what: what.into(),
             detail: detail.to_string(),
+        }
+    }
+
+    pub(crate) fn internal(what: impl Into<String>, detail: impl fmt::Display) -> Self {
+        Error::Internal {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(crate) fn cache(op: &'static str, message: impl fmt::Display) -> Self {
+        Error::Cache {
+            op,
+            message: message.to_string(),
         }
     }
 

@@ -1,7 +1,11 @@
 //! Floe's library: the write-ahead log, object storage and manifests, the
-//! segment format, the collection catalog, the write and read paths, and the
-//! HTTP API. The function binaries in `functions/` are thin adapters over
-//! this crate.
+//! segment format, the collection catalog, the engine (write and read
+//! paths, maintenance), and the HTTP API. The function binaries in
+//! `functions/` are thin adapters over this crate.
+//!
+//! A query walks `api` (JSON → a checked `Query`) → `engine::read`
+//! (snapshot, search, materialise) → `mvcc` / `index` / `segment` →
+//! `cache` → the object store.
 
 mod error;
 
@@ -10,18 +14,17 @@ pub mod cache;
 pub mod catalog;
 pub mod clock;
 pub mod config;
-pub mod db;
+pub mod engine;
 pub mod filter;
 pub mod index;
-pub mod kernels;
 pub mod log;
 pub mod manifest;
+pub mod mvcc;
 pub mod rows;
-pub mod search;
 pub mod segment;
 pub mod storage;
-pub mod types;
+pub mod vector;
 
 pub use config::Settings;
-pub use db::Floe;
+pub use engine::Floe;
 pub use error::{Error, ErrorKind, Result};

@@ -63,7 +63,7 @@ impl TestServer {
     ) -> TestServer {
         let floe = Floe::open(settings).await.expect("open floe");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = floe_functions::start(Arc::clone(&floe), "127.0.0.1:0", false, async {
+        let server = floe::serve::start(Arc::clone(&floe), "127.0.0.1:0", false, async {
             let _ = stopped.await;
         })
         .await

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floe_core::Floe;
+use floe_core::api::wire::{DeleteRequest, QueryRequest, UpsertRequest};
 use floe_core::cache::QueryStats;
 use floe_core::storage::{
     CollectionPaths, CountingStore, FaultConfig, FaultyStore, OpFilter, Request, open_object_store,
     sequential_round_trips,
 };
-use floe_core::types::{DeleteRequest, QueryRequest, UpsertRequest};
 use floe_tests::server::test_settings;
 use floe_tests::{jetstream_config, jetstream_logs, s3_config};
 use futures::TryStreamExt;
@@ -36,7 +36,7 @@ fn rows(ids: std::ops::Range<u64>, seed: u64) -> Vec<Value> {
 
 async fn upsert(floe: &Floe, name: &str, rows: Vec<Value>) {
     let request: UpsertRequest = serde_json::from_value(json!({ "rows": rows })).unwrap();
-    floe.upsert(name, request).await.unwrap();
+    floe_core::api::upsert(floe, name, request).await.unwrap();
 }
 
 /// Data requests (segments, indexes, delete files), not catalog or manifests.
@@ -78,7 +78,7 @@ async fn query(floe: &Floe, q: &[f32], consistency: &str) -> (Vec<Value>, QueryS
         "vector": q, "top_k": 10, "consistency": consistency, "explain": true
     }))
     .unwrap();
-    let response = floe.query("c", request).await.unwrap();
+    let response = floe_core::api::query(floe, "c", request).await.unwrap();
     let results = response
         .results
         .iter()
@@ -114,7 +114,7 @@ async fn cold_warm_and_incremental_queries_stay_within_their_request_budget() {
     }
     upsert(&writer, "c", rows(6000..6300, 6000)).await;
     let delete: DeleteRequest = serde_json::from_value(json!({"ids": [1, 2, 3]})).unwrap();
-    writer.delete("c", delete).await.unwrap();
+    floe_core::api::delete(&writer, "c", delete).await.unwrap();
     writer.flush("c").await.unwrap();
     let info = writer.describe("c").await.unwrap();
     assert_eq!(

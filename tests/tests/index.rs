@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floe_core::Floe;
-use floe_core::types::{DeleteRequest, QueryRequest, UpsertRequest};
+use floe_core::api::wire::{DeleteRequest, QueryRequest, UpsertRequest};
 use floe_tests::server::test_settings;
 use floe_tests::{jetstream_config, s3_config};
 use rand::rngs::StdRng;
@@ -76,12 +76,12 @@ async fn create(floe: &Floe, name: &str, metric: &str, seal_rows: u64) {
 
 async fn upsert(floe: &Floe, name: &str, rows: Vec<Value>) {
     let request: UpsertRequest = serde_json::from_value(json!({ "rows": rows })).unwrap();
-    floe.upsert(name, request).await.unwrap();
+    floe_core::api::upsert(floe, name, request).await.unwrap();
 }
 
 async fn query(floe: &Floe, name: &str, body: Value) -> Vec<u64> {
     let request: QueryRequest = serde_json::from_value(body).unwrap();
-    let response = floe.query(name, request).await.unwrap();
+    let response = floe_core::api::query(floe, name, request).await.unwrap();
     response
         .results
         .iter()
@@ -221,7 +221,7 @@ async fn compaction_drops_superseded_and_deleted_rows() {
     // tombstones now sit in older segments.
     let deleted: Vec<u64> = (0..3000).step_by(30).collect();
     let request: DeleteRequest = serde_json::from_value(json!({ "ids": deleted })).unwrap();
-    floe.delete("c", request).await.unwrap();
+    floe_core::api::delete(&floe, "c", request).await.unwrap();
     let moved = vectors(3000, 3);
     upsert(&floe, "c", rows(1001..1051, &moved)).await;
     floe.flush("c").await.unwrap();
@@ -348,7 +348,7 @@ async fn s3_events_trigger_index_builds_and_gc_keeps_what_readers_need() {
             "responseElements": {}, "s3": {"s3SchemaVersion": "1.0", "configurationId": "floe",
             "bucket": {"name": "floe-test", "ownerIdentity": {"principalId": "x"}, "arn": "arn:aws:s3:::floe-test"},
             "object": {"key": key.replace('/', "%2F"), "size": 1, "sequencer": "1"}}}]});
-        let out = floe_indexer::handle(&floe, event).await.unwrap();
+        let out = floe::indexer::handle(&floe, event).await.unwrap();
         assert_eq!(out["indexed"].as_array().unwrap().len(), 1, "{out}");
     }
     // A reader that opened the old manifest keeps working within the grace

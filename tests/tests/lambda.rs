@@ -24,7 +24,7 @@ async fn cloud_floe() -> (Arc<Floe>, tempfile::TempDir) {
 /// Invokes the HTTP function the way the Lambda runtime does.
 async fn invoke_http(floe: &Arc<Floe>, event: Value) -> (u16, Value) {
     let request: LambdaRequest = serde_json::from_value(event).expect("an API Gateway event");
-    let mut adapter = Adapter::from(floe_http_function::service(Arc::clone(floe)));
+    let mut adapter = Adapter::from(floe::http::service(Arc::clone(floe)));
     let response = adapter
         .call(LambdaEvent::new(request, Context::default()))
         .await
@@ -72,7 +72,7 @@ async fn indexer_flushes_on_s3_and_scheduled_events() {
     invoke_http(&floe, fixture("apigw-v2-upsert.json")).await;
 
     // An S3 object-created event naming the collection flushes it now.
-    let report = floe_indexer::handle(&floe, fixture("s3-object-created.json"))
+    let report = floe::indexer::handle(&floe, fixture("s3-object-created.json"))
         .await
         .unwrap();
     assert_eq!(
@@ -84,7 +84,7 @@ async fn indexer_flushes_on_s3_and_scheduled_events() {
     assert_eq!((info.stats.checkpoint_lsn, info.stats.segments), (1, 1));
 
     // A scheduled event flushes what is due; nothing is, so nothing happens.
-    let report = floe_indexer::handle(&floe, fixture("eventbridge-scheduled.json"))
+    let report = floe::indexer::handle(&floe, fixture("eventbridge-scheduled.json"))
         .await
         .unwrap();
     assert_eq!(report["flushed"], json!([]));
@@ -103,13 +103,13 @@ async fn indexer_flushes_on_s3_and_scheduled_events() {
     settings.nats = floe.settings().nats.clone();
     settings.flush.max_age_secs = 0;
     let eager = Floe::open(settings).await.unwrap();
-    let report = floe_indexer::handle(&eager, fixture("eventbridge-scheduled.json"))
+    let report = floe::indexer::handle(&eager, fixture("eventbridge-scheduled.json"))
         .await
         .unwrap();
     assert_eq!(report["flushed"][0]["checkpoint_lsn"], 2, "{report}");
 
     assert!(
-        floe_indexer::handle(&floe, json!({"hello": "world"}))
+        floe::indexer::handle(&floe, json!({"hello": "world"}))
             .await
             .is_err(),
         "unknown events are refused"
@@ -117,7 +117,7 @@ async fn indexer_flushes_on_s3_and_scheduled_events() {
 
     // The deleting route is served by the indexer (the only function that
     // may delete objects), from an API Gateway event.
-    let response = floe_indexer::handle(&floe, fixture("apigw-v2-delete-collection.json"))
+    let response = floe::indexer::handle(&floe, fixture("apigw-v2-delete-collection.json"))
         .await
         .unwrap();
     assert_eq!(response["statusCode"], 200, "{response}");
@@ -129,7 +129,7 @@ async fn indexer_flushes_on_s3_and_scheduled_events() {
 
 #[test]
 fn the_lag_metric_is_embedded_metric_format() {
-    let line = floe_indexer::lag_metric("docs", 42, 1_795_305_599_000);
+    let line = floe::indexer::lag_metric("docs", 42, 1_795_305_599_000);
     let spec = &line["_aws"]["CloudWatchMetrics"][0];
     assert_eq!(spec["Namespace"], "Floe");
     assert_eq!(spec["Metrics"][0]["Name"], "UnflushedRecords");
@@ -145,8 +145,10 @@ fn the_lag_metric_is_embedded_metric_format() {
         ),
         (Some("docs"), Some(42))
     );
-    assert!(!floe_indexer::is_http_event(&fixture(
+    assert!(!floe::indexer::is_http_event(&fixture(
         "s3-object-created.json"
     )));
-    assert!(floe_indexer::is_http_event(&fixture("apigw-v1-query.json")));
+    assert!(floe::indexer::is_http_event(&fixture(
+        "apigw-v1-query.json"
+    )));
 }

@@ -12,7 +12,7 @@ use floe_core::catalog::{
     AttributeDef, AttributeType, CollectionConfig, IdType, IndexParams, Metric,
 };
 use floe_core::segment::{
-    RowFilter, SegmentReader, SegmentWriteOptions, segment_schema, write_segment,
+    ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, segment_schema, write_segment,
 };
 use floe_core::storage::{CollectionPaths, CountingStore};
 use floe_core::{Error, ErrorKind};
@@ -120,17 +120,14 @@ async fn segments_round_trip_on_every_store() {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Conflict, "{}: {err}", t.name);
 
-        let reader = SegmentReader::open(Arc::clone(&t.store), path.clone(), Some(file.size_bytes))
+        let source: Arc<dyn RangeSource> = Arc::new(StoreSource(Arc::clone(&t.store)));
+        let reader = ParquetFile::open(&source, path.clone(), file.size_bytes, 0)
             .await
             .unwrap();
         assert_eq!(reader.num_rows(), 1500);
         assert_eq!(reader.num_row_groups(), 6, "{}", t.name);
         assert_eq!(reader.schema(), &schema, "{}", t.name);
-        let all = arrow::compute::concat_batches(
-            &schema,
-            &reader.read(None, &RowFilter::All).await.unwrap(),
-        )
-        .unwrap();
+        let all = reader.read(&source, None, None).await.unwrap();
         let want = arrow::compute::concat_batches(&schema, &batches).unwrap();
         assert_eq!(
             all, want,
@@ -139,13 +136,9 @@ async fn segments_round_trip_on_every_store() {
         );
 
         let some = reader
-            .read(
-                Some(&["id", "tags"]),
-                &RowFilter::Ranges(vec![10..12, 1400..1401]),
-            )
+            .read(&source, Some(&["id", "tags"]), Some(&[10..12, 1400..1401]))
             .await
             .unwrap();
-        let some = arrow::compute::concat_batches(&some[0].schema(), &some).unwrap();
         assert_eq!(some.num_columns(), 2);
         let ids = some
             .column(0)
@@ -155,24 +148,27 @@ async fn segments_round_trip_on_every_store() {
         assert_eq!(ids.values().to_vec(), vec![10, 11, 1400], "{}", t.name);
         assert!(some.column(1).is_null(2), "row 1400 has null tags");
 
+        // Row group 5 (of 256 rows each) by its rows.
         let groups = reader
-            .read(Some(&["year"]), &RowFilter::RowGroups(vec![5]))
+            .read(
+                &source,
+                Some(&["year"]),
+                Some(std::slice::from_ref(&(5 * 256..1500))),
+            )
             .await
             .unwrap();
-        assert_eq!(
-            groups.iter().map(|b| b.num_rows()).sum::<usize>(),
-            1500 - 5 * 256
-        );
+        assert_eq!(groups.num_rows(), 1500 - 5 * 256);
 
         let err = reader
-            .read(Some(&["nope"]), &RowFilter::All)
+            .read(&source, Some(&["nope"]), None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
-        let missing = SegmentReader::open(
-            Arc::clone(&t.store),
+        let missing = ParquetFile::open(
+            &source,
             CollectionPaths::new("seg").segment_data("none"),
-            None,
+            file.size_bytes,
+            0,
         )
         .await;
         assert!(
@@ -200,19 +196,20 @@ async fn projected_and_selective_reads_fetch_a_fraction_of_the_file() {
         assert!(file.size_bytes > 10_000_000, "{} bytes", file.size_bytes);
 
         let before = counting.stats();
-        let reader = SegmentReader::open(counting.clone(), path.clone(), None)
+        let source: Arc<dyn RangeSource> = Arc::new(StoreSource(counting.clone()));
+        let reader = ParquetFile::open(&source, path.clone(), file.size_bytes, file.footer_bytes)
             .await
             .unwrap();
         let opened = counting.stats().since(&before);
         assert_eq!(
             opened.gets, 1,
-            "{}: footer in one suffix GET: {opened:?}",
+            "{}: footer and page index in one ranged GET: {opened:?}",
             t.name
         );
 
         let before = counting.stats();
-        let ids = reader.read(Some(&["id"]), &RowFilter::All).await.unwrap();
-        assert_eq!(ids.iter().map(|b| b.num_rows()).sum::<usize>(), 20_000);
+        let ids = reader.read(&source, Some(&["id"]), None).await.unwrap();
+        assert_eq!(ids.num_rows(), 20_000);
         let used = counting.stats().since(&before);
         assert!(
             used.bytes_read * 20 < file.size_bytes,
@@ -224,12 +221,13 @@ async fn projected_and_selective_reads_fetch_a_fraction_of_the_file() {
         let before = counting.stats();
         let rows = reader
             .read(
+                &source,
                 Some(&["vector"]),
-                &RowFilter::Ranges(std::iter::once(12_345..12_355).collect()),
+                Some(std::slice::from_ref(&(12_345..12_355))),
             )
             .await
             .unwrap();
-        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+        assert_eq!(rows.num_rows(), 10);
         let used = counting.stats().since(&before);
         assert!(
             used.bytes_read * 8 < file.size_bytes,

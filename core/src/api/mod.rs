@@ -1,5 +1,14 @@
 //! The HTTP API (`/v1`, JSON), one axum `Router` served both by `floe serve`
 //! and by the Lambda functions through `lambda_http`.
+//!
+//! A handler reads the body ([`wire`] shapes), checks it against the
+//! collection into an engine request, calls the engine, and turns the
+//! answer back into JSON; [`error`] maps failures to status codes.
+
+mod error;
+pub mod wire;
+
+pub use error::ApiError;
 
 use std::sync::Arc;
 
@@ -13,9 +22,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::db::Floe;
-use crate::error::{Error, ErrorKind};
-use crate::types::{Consistency, CreateCollection, DeleteRequest, QueryRequest, UpsertRequest};
+use crate::engine::{Floe, WriteAck};
+use crate::error::{Error, Result};
+use crate::rows::Id;
+use wire::{CreateCollection, DeleteRequest, QueryRequest, QueryResponse, RowOut, UpsertRequest};
 
 /// The OpenAPI description, kept in `docs/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
@@ -32,9 +42,9 @@ pub fn router(floe: Arc<Floe>) -> Router {
             "/v1/collections/{name}",
             get(describe).put(create).delete(drop_collection),
         )
-        .route("/v1/collections/{name}/upsert", post(upsert))
-        .route("/v1/collections/{name}/delete", post(delete))
-        .route("/v1/collections/{name}/query", post(query))
+        .route("/v1/collections/{name}/upsert", post(upsert_route))
+        .route("/v1/collections/{name}/delete", post(delete_route))
+        .route("/v1/collections/{name}/query", post(query_route))
         .route("/v1/collections/{name}/flush", post(flush))
         .route("/v1/collections/{name}/warm", post(warm))
         .route("/v1/collections/{name}/rows/{id}", get(get_row))
@@ -57,66 +67,29 @@ pub fn router(floe: Arc<Floe>) -> Router {
         .with_state(floe)
 }
 
-/// An error response: `{"error": {"kind", "field"?, "message"}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    kind: &'static str,
-    field: Option<String>,
-    message: String,
+// ---- the operations, as the handlers (and embedders) run them -------------
+
+/// Checks an upsert body against the collection and appends it.
+pub async fn upsert(floe: &Floe, name: &str, request: UpsertRequest) -> Result<WriteAck> {
+    let upsert = request.check(&floe.config(name).await?)?;
+    floe.upsert(name, upsert).await
 }
 
-impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, field: Option<String>, message: String) -> Self {
-        Self {
-            status,
-            kind,
-            field,
-            message,
-        }
-    }
+/// Checks a delete body against the collection and appends it.
+pub async fn delete(floe: &Floe, name: &str, request: DeleteRequest) -> Result<WriteAck> {
+    let delete = request.check(&floe.config(name).await?)?;
+    floe.delete(name, delete).await
 }
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        let field = match &e {
-            Error::Invalid { field, .. } => Some(field.clone()),
-            _ => None,
-        };
-        let (status, kind) = match (&e, e.kind()) {
-            (Error::RecordTooLarge { .. }, _) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            (_, ErrorKind::BadRequest) => (StatusCode::BAD_REQUEST, "bad_request"),
-            (_, ErrorKind::NotFound) => (StatusCode::NOT_FOUND, "not_found"),
-            (_, ErrorKind::Conflict) => (StatusCode::CONFLICT, "conflict"),
-            (_, ErrorKind::Unavailable) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            (_, ErrorKind::Internal) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        if status.is_server_error() {
-            tracing::error!(error = %e, "request failed");
-        }
-        let message = match &e {
-            Error::RecordTooLarge { size, max } => {
-                format!(
-                    "the encoded batch is {size} bytes, the log takes at most {max}: send fewer rows per request"
-                )
-            }
-            other => other.to_string(),
-        };
-        ApiError::new(status, kind, field, message)
-    }
+/// Checks a query body against the collection and runs it.
+pub async fn query(floe: &Floe, name: &str, request: QueryRequest) -> Result<QueryResponse> {
+    let query = request.check(&floe.config(name).await?, &floe.settings().limits)?;
+    Ok(floe.query(name, &query).await?.into())
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut error = json!({"kind": self.kind, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = json!(field);
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
-    }
-}
+// ---- handlers -------------------------------------------------------------
 
-type ApiResult<T> = Result<T, ApiError>;
+type ApiResult<T> = std::result::Result<T, ApiError>;
 
 /// Reads the body within the configured limit and parses it, naming the
 /// JSON path of a bad field.
@@ -177,31 +150,31 @@ async fn drop_collection(
     Ok(Json(json!({ "deleted": name })).into_response())
 }
 
-async fn upsert(
+async fn upsert_route(
     State(floe): State<Arc<Floe>>,
     Path(name): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let request: UpsertRequest = parse_body(&floe, body).await?;
-    Ok(Json(floe.upsert(&name, request).await?).into_response())
+    Ok(Json(upsert(&floe, &name, request).await?).into_response())
 }
 
-async fn delete(
+async fn delete_route(
     State(floe): State<Arc<Floe>>,
     Path(name): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let request: DeleteRequest = parse_body(&floe, body).await?;
-    Ok(Json(floe.delete(&name, request).await?).into_response())
+    Ok(Json(delete(&floe, &name, request).await?).into_response())
 }
 
-async fn query(
+async fn query_route(
     State(floe): State<Arc<Floe>>,
     Path(name): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let request: QueryRequest = parse_body(&floe, body).await?;
-    Ok(Json(floe.query(&name, request).await?).into_response())
+    Ok(Json(query(&floe, &name, request).await?).into_response())
 }
 
 async fn flush(State(floe): State<Arc<Floe>>, Path(name): Path<String>) -> ApiResult<Response> {
@@ -223,20 +196,10 @@ async fn get_row(
     Path((name, id)): Path<(String, String)>,
     Query(params): Query<RowParams>,
 ) -> ApiResult<Response> {
-    let consistency = match (params.consistency.as_deref(), params.at_least_lsn) {
-        (_, Some(lsn)) => Consistency::AtLeast(lsn),
-        (None | Some("strong"), None) => Consistency::Strong,
-        (Some("eventual"), None) => Consistency::Eventual,
-        (Some(other), None) => {
-            return Err(Error::invalid(
-                "consistency",
-                format!("expected strong or eventual, got {other:?}"),
-            )
-            .into());
-        }
-    };
-    match floe.get_row(&name, &id, consistency).await? {
-        Some(row) => Ok(Json(row).into_response()),
+    let consistency = wire::consistency(params.consistency.as_deref(), params.at_least_lsn)?;
+    let row_id = Id::parse(&id, floe.config(&name).await?.id_type)?;
+    match floe.get_row(&name, &row_id, consistency).await? {
+        Some(row) => Ok(Json(RowOut::from(row)).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -26,8 +26,7 @@ use rand::{Rng, SeedableRng};
 use super::kmeans::{assign, kmeans};
 use crate::catalog::Metric;
 use crate::error::{Error, Result};
-use crate::kernels::{dot, dot_u8, l2_squared, weighted_l2_u8};
-use crate::search::{QueryVector, normalize};
+use crate::vector::{QueryVector, dot, dot_u8, l2_squared, normalize, weighted_l2_u8};
 
 const MAGIC: &[u8; 8] = b"FLOEIVF2";
 const FORMAT: u32 = 2;
@@ -203,9 +202,31 @@ impl IvfHeader {
         d.into_iter().map(|(_, c)| c).collect()
     }
 
+    /// Starts a search for `q` that probes the clusters of `order` (every
+    /// cluster, closest first: [`IvfHeader::probe_order`]) and keeps the
+    /// best `candidates` rows by approximate distance.
+    pub fn probe_loop(
+        &self,
+        q: &QueryVector,
+        nprobe: usize,
+        candidates: usize,
+        order: Vec<usize>,
+    ) -> ProbeLoop<'_> {
+        debug_assert_eq!(q.metric, self.metric);
+        ProbeLoop {
+            header: self,
+            prepared: self.prepare(&q.values),
+            pool: CandidatePool::new(candidates),
+            nprobe: nprobe.clamp(1, self.nlist()),
+            batch: nprobe.clamp(1, self.nlist()),
+            probed: 0,
+            order,
+        }
+    }
+
     /// Adds the rows of cluster `c` that `accept` admits to `pool`, by
     /// approximate distance; `codes` are the cluster's codes.
-    pub fn scan(
+    fn scan(
         &self,
         prepared: &Prepared,
         c: usize,
@@ -331,6 +352,51 @@ impl IvfHeader {
 
 fn header_len(dim: usize, nlist: usize, ncal: usize) -> u64 {
     (FIXED_HEADER + ncal * 8 + nlist * dim * 4 + (nlist + 1) * 4 + dim * 8) as u64
+}
+
+/// The one probe-and-widen loop of an IVF search, run by queries (over
+/// code blocks read through the cache) and by the recall calibration (over
+/// codes in memory), so the calibration measures the search queries run.
+///
+/// It probes the first `nprobe` clusters of the order; while fewer rows
+/// than the pool holds passed (a filter or deletes hid them) it widens by
+/// batches that double in size, each one more wave for a cold query.
+pub struct ProbeLoop<'h> {
+    header: &'h IvfHeader,
+    prepared: Prepared,
+    pool: CandidatePool,
+    order: Vec<usize>,
+    nprobe: usize,
+    probed: usize,
+    batch: usize,
+}
+
+impl ProbeLoop<'_> {
+    /// The clusters to scan next; empty once the search is done.
+    pub fn next_clusters(&mut self) -> Vec<usize> {
+        let done =
+            self.probed >= self.order.len() || (self.probed >= self.nprobe && self.pool.is_full());
+        if done {
+            return Vec::new();
+        }
+        let end = (self.probed + self.batch).min(self.order.len());
+        let next = self.order[self.probed..end].to_vec();
+        self.probed = end;
+        self.batch = (self.batch * 2).min(self.header.nlist());
+        next
+    }
+
+    /// Scans cluster `c`, whose codes are `codes`, offering the rows
+    /// `accept` admits.
+    pub fn scan(&mut self, c: usize, codes: &[u8], accept: &dyn Fn(usize) -> bool) {
+        self.header
+            .scan(&self.prepared, c, codes, accept, &mut self.pool);
+    }
+
+    /// The candidate rows found, ascending.
+    pub fn candidates(&self) -> Vec<u32> {
+        self.pool.rows()
+    }
 }
 
 /// The best `capacity` candidates by approximate distance.
@@ -550,9 +616,9 @@ impl IvfIndex {
         out
     }
 
-    /// Top-k rows (by exact distance) among rows `accept` admits, probing
-    /// `nprobe` clusters (more while fewer than `rerank` candidates pass).
-    /// `vectors` are the clustered full-precision vectors.
+    /// Top-k rows (by exact distance) among rows `accept` admits, by the
+    /// query's own [`ProbeLoop`]. `vectors` are the clustered full-precision
+    /// vectors.
     fn search_rows(
         &self,
         q: &QueryVector,
@@ -562,21 +628,23 @@ impl IvfIndex {
         vectors: &[f32],
         accept: &dyn Fn(usize) -> bool,
     ) -> Vec<(f32, u32)> {
-        debug_assert_eq!(q.metric, self.metric);
-        let prepared = self.prepare(&q.values);
-        let mut pool = CandidatePool::new(rerank_n.max(k));
-        for (probed, c) in self.probe_order(&q.values, nprobe).into_iter().enumerate() {
-            if probed >= nprobe && pool.is_full() {
+        let order = self.probe_order(&q.values, nprobe);
+        let mut probe = self.probe_loop(q, nprobe, rerank_n.max(k), order);
+        loop {
+            let next = probe.next_clusters();
+            if next.is_empty() {
                 break;
             }
-            let codes = &self.codes
-                [self.offsets[c] as usize * self.dim..self.offsets[c + 1] as usize * self.dim];
-            self.header.scan(&prepared, c, codes, accept, &mut pool);
+            for c in next {
+                let codes = &self.codes
+                    [self.offsets[c] as usize * self.dim..self.offsets[c + 1] as usize * self.dim];
+                probe.scan(c, codes, accept);
+            }
         }
         let dim = self.dim;
         rerank(
             q,
-            &pool.rows(),
+            &probe.candidates(),
             &|row| vectors.get(row as usize * dim..(row as usize + 1) * dim),
             k,
         )

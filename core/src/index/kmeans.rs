@@ -4,7 +4,7 @@ use rand::rngs::SmallRng;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 
-use crate::kernels::l2_squared;
+use crate::vector::l2_squared;
 
 /// Index and squared distance of the centroid nearest to `v`.
 pub fn nearest(centroids: &[f32], dim: usize, v: &[f32]) -> (usize, f32) {

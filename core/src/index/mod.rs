@@ -6,7 +6,7 @@ mod ivf;
 mod kmeans;
 
 pub use ivf::{
-    BuiltIndex, CandidatePool, EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, SearchKnobs,
+    BuiltIndex, EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, ProbeLoop, SearchKnobs,
     default_rerank, rerank,
 };
 pub use kmeans::kmeans;

@@ -1,17 +1,20 @@
 //! Segments: immutable Parquet files of rows `(id, vector, _lsn, attributes…)`.
 //!
-//! Written from Arrow record batches with a create-only put; read back with
-//! column projection and row selection through the async Parquet reader over
-//! `object_store`, so a read fetches the footer and the byte ranges of the
-//! pages it needs, never the whole file.
+//! Written from Arrow record batches with a create-only put; read back by
+//! one reader ([`ParquetFile`]) over the read seam ([`RangeSource`]): column
+//! projection and row selection fetch the footer and the byte ranges of the
+//! pages a read needs, never the whole file.
 
 mod reader;
 mod schema;
+mod source;
 mod writer;
 
-pub(crate) use reader::unwrap_external;
-pub use reader::{ObjectReader, RowFilter, SegmentReader};
-pub use schema::{COL_ID, COL_LSN, COL_VECTOR, check_batch, segment_schema};
+pub use reader::{ParquetFile, read_whole, row_ranges};
+pub use schema::{
+    COL_ID, COL_LSN, COL_VECTOR, check_batch, delete_schema, segment_schema, with_lsn,
+};
+pub use source::{RangeSource, StoreSource};
 pub use writer::{SegmentFile, SegmentWriteOptions, encode_segment, write_segment};
 
 /// A fresh segment id: time-ordered (UUIDv7), so listings sort by creation.

@@ -1,4 +1,7 @@
-//! Reading segment files with ranged requests.
+//! The one Parquet reader, over a [`RangeSource`]: queries read through the
+//! block cache by plan (which byte ranges a read needs is worked out from
+//! the metadata first, all of them are fetched in one wave, then decoded
+//! from the cache); maintenance reads straight from the store.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -9,83 +12,315 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
 use parquet::arrow::async_reader::{
-    AsyncFileReader, MetadataFetch, MetadataSuffixFetch, ParquetRecordBatchStreamBuilder,
+    AsyncFileReader, MetadataFetch, ParquetRecordBatchStreamBuilder,
 };
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
+use super::source::RangeSource;
 use crate::error::{Error, Result};
 
-/// Footer bytes fetched in the first request: enough for the metadata of a
-/// typical segment, so opening one is a single ranged GET.
-const FOOTER_PREFETCH: usize = 64 * 1024;
+/// Footer bytes fetched when the manifest does not say how many there are.
+const FOOTER_GUESS: u64 = 64 * 1024;
 
-/// `AsyncFileReader` over any `ObjectStore`: every read is a ranged GET
-/// (parquet 60 deprecated its own object_store reader, so we keep this seam,
-/// which is also where a block cache plugs in).
+/// An opened Parquet file: its metadata (with the page index) parsed,
+/// ready for projected reads of selected rows.
 #[derive(Debug, Clone)]
-pub struct ObjectReader {
-    store: Arc<dyn ObjectStore>,
+pub struct ParquetFile {
     path: Path,
-    size: Option<u64>,
+    size: u64,
+    metadata: ArrowReaderMetadata,
 }
 
-impl ObjectReader {
-    /// `size` (known from the manifest) saves nothing in requests but lets
-    /// the footer be fetched with a plain range instead of a suffix range.
-    pub fn new(store: Arc<dyn ObjectStore>, path: Path, size: Option<u64>) -> Self {
-        Self { store, path, size }
+impl ParquetFile {
+    /// Parses the footer and page index of the `size`-byte file at `path`:
+    /// one read of its last `footer_bytes` (from the manifest; 0 when
+    /// unknown, then a guess).
+    pub async fn open(
+        source: &Arc<dyn RangeSource>,
+        path: Path,
+        size: u64,
+        footer_bytes: u64,
+    ) -> Result<ParquetFile> {
+        let hint = if footer_bytes > 0 {
+            footer_bytes
+        } else {
+            FOOTER_GUESS
+        };
+        let fetch = SourceFile {
+            source: Arc::clone(source),
+            path: path.clone(),
+            size,
+            metadata: None,
+        };
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .with_prefetch_hint(Some(hint.min(size) as usize))
+            .load_and_finish(fetch, size)
+            .await
+            .map_err(unwrap_external)?;
+        let metadata = ArrowReaderMetadata::try_new(
+            Arc::new(metadata),
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )?;
+        Ok(ParquetFile {
+            path,
+            size,
+            metadata,
+        })
     }
 
-    fn store_error(&self, op: &'static str, e: object_store::Error) -> ParquetError {
-        ParquetError::External(Box::new(Error::store(op, &self.path, e)))
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-}
 
-impl MetadataSuffixFetch for &mut ObjectReader {
-    fn fetch_suffix(&mut self, suffix: usize) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move {
-            let options = GetOptions {
-                range: Some(GetRange::Suffix(suffix as u64)),
-                ..Default::default()
-            };
-            let result = self
-                .store
-                .get_opts(&self.path, options)
-                .await
-                .map_err(|e| self.store_error("get", e))?;
-            result.bytes().await.map_err(|e| self.store_error("get", e))
+    pub fn schema(&self) -> &SchemaRef {
+        self.metadata.schema()
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.metadata.metadata().file_metadata().num_rows() as usize
+    }
+
+    pub fn num_row_groups(&self) -> usize {
+        self.metadata.metadata().num_row_groups()
+    }
+
+    /// The names of every column but `except`.
+    pub fn column_names_except(&self, except: &str) -> Vec<String> {
+        self.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n != except)
+            .collect()
+    }
+
+    /// The byte ranges holding `columns` of `rows` (all rows when `None`):
+    /// only the pages with selected rows, plus dictionary pages.
+    pub fn plan(&self, columns: &[&str], rows: Option<&[Range<usize>]>) -> Result<Vec<Range<u64>>> {
+        let metadata = self.metadata.metadata();
+        let leaves = self.leaves(columns)?;
+        let page_index = metadata.page_index();
+        let mut out = Vec::new();
+        let mut first_row = 0usize;
+        for (g, group) in metadata.row_groups().iter().enumerate() {
+            let group_rows = first_row..first_row + group.num_rows() as usize;
+            first_row = group_rows.end;
+            let overlaps = |r: &Range<usize>| r.start < group_rows.end && group_rows.start < r.end;
+            if let Some(rows) = rows
+                && !rows.iter().any(overlaps)
+            {
+                continue;
+            }
+            for &leaf in &leaves {
+                let chunk = group.column(leaf);
+                let (start, len) = chunk.byte_range();
+                let pages = page_index
+                    .and_then(|p| p.offset_index(g, leaf))
+                    .map(|o| o.page_locations());
+                let (Some(rows), Some(pages)) = (rows, pages) else {
+                    out.push(start..start + len);
+                    continue;
+                };
+                if let Some(first) = pages.first()
+                    && first.offset as u64 > start
+                {
+                    // The dictionary page sits before the first data page.
+                    out.push(start..first.offset as u64);
+                }
+                for (i, page) in pages.iter().enumerate() {
+                    let from = group_rows.start + page.first_row_index as usize;
+                    let to = pages
+                        .get(i + 1)
+                        .map(|next| group_rows.start + next.first_row_index as usize)
+                        .unwrap_or(group_rows.end);
+                    if rows.iter().any(|r| r.start < to && from < r.end) {
+                        let at = page.offset as u64;
+                        out.push(at..at + page.compressed_page_size as u64);
+                    }
+                }
+            }
         }
-        .boxed()
+        Ok(out)
+    }
+
+    fn leaves(&self, columns: &[&str]) -> Result<Vec<usize>> {
+        let descr = self.metadata.metadata().file_metadata().schema_descr();
+        self.check_columns(columns)?;
+        Ok((0..descr.num_columns())
+            .filter(|i| {
+                descr
+                    .column(*i)
+                    .path()
+                    .parts()
+                    .first()
+                    .is_some_and(|root| columns.contains(&root.as_str()))
+            })
+            .collect())
+    }
+
+    /// A column the file lacks is a damaged (or foreign) file.
+    fn check_columns(&self, columns: &[&str]) -> Result<()> {
+        match columns.iter().find(|n| self.schema().index_of(n).is_err()) {
+            Some(name) => Err(Error::corrupt(
+                self.path.to_string(),
+                format!("no column {name:?}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads `columns` (every column when `None`) of `rows` (file row
+    /// numbers; all when `None`), in file order. A source that keeps reads
+    /// gets every byte range [`ParquetFile::plan`] names in one wave first.
+    pub async fn read(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        columns: Option<&[&str]>,
+        rows: Option<&[Range<usize>]>,
+    ) -> Result<RecordBatch> {
+        let all: Vec<String>;
+        let columns: Vec<&str> = match columns {
+            Some(names) => names.to_vec(),
+            None => {
+                all = self.column_names_except("");
+                all.iter().map(String::as_str).collect()
+            }
+        };
+        self.check_columns(&columns)?;
+        if source.keeps_reads() {
+            let plan = self.plan(&columns, rows)?;
+            source.read_ranges(&self.path, self.size, &plan).await?;
+        }
+        self.decode(source, &columns, rows).await
+    }
+
+    /// Decodes through the source (from what it keeps, or with ranged reads).
+    async fn decode(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        columns: &[&str],
+        rows: Option<&[Range<usize>]>,
+    ) -> Result<RecordBatch> {
+        let reader = SourceFile {
+            source: Arc::clone(source),
+            path: self.path.clone(),
+            size: self.size,
+            metadata: Some(Arc::clone(self.metadata.metadata())),
+        };
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.metadata.clone());
+        let indices = columns
+            .iter()
+            .map(|n| self.schema().index_of(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let projected = Arc::new(self.schema().project(&indices)?);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+        builder = builder.with_projection(mask);
+        if let Some(rows) = rows {
+            let total = self.num_rows();
+            if let Some(bad) = rows.iter().find(|r| r.end > total || r.start > r.end) {
+                return Err(Error::corrupt(
+                    self.path.to_string(),
+                    format!("row range {bad:?} outside 0..{total}"),
+                ));
+            }
+            builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(
+                rows.iter().cloned(),
+                total,
+            ));
+        }
+        let batches: Vec<RecordBatch> = builder
+            .with_batch_size(64 * 1024)
+            .build()?
+            .try_collect()
+            .await
+            .map_err(unwrap_external)?;
+        Ok(arrow::compute::concat_batches(&projected, &batches)?)
     }
 }
 
-impl AsyncFileReader for ObjectReader {
+/// A whole small file (unindexed segment, delete file) read with one GET
+/// and decoded in memory.
+pub async fn read_whole(
+    source: &Arc<dyn RangeSource>,
+    path: &Path,
+    size: u64,
+) -> Result<RecordBatch> {
+    let whole = 0..size;
+    let bytes = source
+        .read_ranges(path, size, std::slice::from_ref(&whole))
+        .await?
+        .pop()
+        .unwrap_or_default();
+    decode_whole(bytes)
+}
+
+fn decode_whole(bytes: Bytes) -> Result<RecordBatch> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let schema = Arc::clone(builder.schema());
+    let batches = builder
+        .with_batch_size(64 * 1024)
+        .build()?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
+/// Row numbers as sorted, merged ranges.
+pub fn row_ranges(rows: &[u32]) -> Vec<Range<usize>> {
+    let mut sorted = rows.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for r in sorted {
+        let r = r as usize;
+        match out.last_mut() {
+            Some(last) if last.end == r => last.end = r + 1,
+            _ => out.push(r..r + 1),
+        }
+    }
+    out
+}
+
+/// `AsyncFileReader` and `MetadataFetch` over a [`RangeSource`].
+struct SourceFile {
+    source: Arc<dyn RangeSource>,
+    path: Path,
+    size: u64,
+    metadata: Option<Arc<ParquetMetaData>>,
+}
+
+impl SourceFile {
+    async fn ranges(&self, ranges: Vec<Range<u64>>) -> parquet::errors::Result<Vec<Bytes>> {
+        self.source
+            .read_ranges(&self.path, self.size, &ranges)
+            .await
+            .map_err(|e| ParquetError::External(Box::new(e)))
+    }
+}
+
+impl MetadataFetch for SourceFile {
+    fn fetch(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move { Ok(self.ranges(vec![range]).await?.pop().unwrap_or_default()) }.boxed()
+    }
+}
+
+impl AsyncFileReader for SourceFile {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move {
-            self.store
-                .get_range(&self.path, range)
-                .await
-                .map_err(|e| self.store_error("get", e))
-        }
-        .boxed()
+        async move { Ok(self.ranges(vec![range]).await?.pop().unwrap_or_default()) }.boxed()
     }
 
     fn get_byte_ranges(
         &mut self,
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(|e| self.store_error("get", e))
-        }
-        .boxed()
+        async move { self.ranges(ranges).await }.boxed()
     }
 
     fn get_metadata<'a>(
@@ -93,117 +328,17 @@ impl AsyncFileReader for ObjectReader {
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
-            let reader = ParquetMetaDataReader::new().with_prefetch_hint(Some(FOOTER_PREFETCH));
-            let metadata = match self.size {
-                Some(size) => reader.load_and_finish(Fetch(self), size).await?,
-                None => reader.load_via_suffix_and_finish(self).await?,
-            };
-            Ok(Arc::new(metadata))
+            self.metadata
+                .clone()
+                .ok_or_else(|| ParquetError::General("metadata not loaded".into()))
         }
         .boxed()
     }
 }
 
-/// Adapts the reader to `MetadataFetch` for the known-size path.
-struct Fetch<'a>(&'a mut ObjectReader);
-
-impl MetadataFetch for Fetch<'_> {
-    fn fetch(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        self.0.get_bytes(range)
-    }
-}
-
-/// Which rows to read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum RowFilter {
-    #[default]
-    All,
-    /// Whole row groups, by index.
-    RowGroups(Vec<usize>),
-    /// Row ranges (file row numbers), sorted and non-overlapping.
-    Ranges(Vec<Range<usize>>),
-}
-
-/// An opened segment: footer parsed, ready for projected, selective reads.
-#[derive(Debug, Clone)]
-pub struct SegmentReader {
-    reader: ObjectReader,
-    metadata: ArrowReaderMetadata,
-}
-
-impl SegmentReader {
-    /// Fetches and parses the footer (one ranged GET for typical segments).
-    pub async fn open(store: Arc<dyn ObjectStore>, path: Path, size: Option<u64>) -> Result<Self> {
-        let mut reader = ObjectReader::new(store, path, size);
-        let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
-            .await
-            .map_err(unwrap_external)?;
-        Ok(Self { reader, metadata })
-    }
-
-    pub fn schema(&self) -> &SchemaRef {
-        self.metadata.schema()
-    }
-
-    pub fn num_rows(&self) -> u64 {
-        self.metadata.metadata().file_metadata().num_rows() as u64
-    }
-
-    pub fn num_row_groups(&self) -> usize {
-        self.metadata.metadata().num_row_groups()
-    }
-
-    /// Reads `columns` (all when `None`) of the selected rows.
-    pub async fn read(
-        &self,
-        columns: Option<&[&str]>,
-        rows: &RowFilter,
-    ) -> Result<Vec<RecordBatch>> {
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.reader.clone(),
-            self.metadata.clone(),
-        );
-        if let Some(columns) = columns {
-            let schema = self.metadata.schema();
-            let mut indices = Vec::with_capacity(columns.len());
-            for name in columns {
-                let index = schema
-                    .index_of(name)
-                    .map_err(|_| Error::invalid("columns", format!("no column {name:?}")))?;
-                indices.push(index);
-            }
-            let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-            builder = builder.with_projection(mask);
-        }
-        match rows {
-            RowFilter::All => {}
-            RowFilter::RowGroups(groups) => {
-                if let Some(bad) = groups.iter().find(|g| **g >= self.num_row_groups()) {
-                    return Err(Error::invalid("row_groups", format!("no row group {bad}")));
-                }
-                builder = builder.with_row_groups(groups.clone());
-            }
-            RowFilter::Ranges(ranges) => {
-                let total = self.num_rows() as usize;
-                if let Some(bad) = ranges.iter().find(|r| r.end > total || r.start > r.end) {
-                    return Err(Error::invalid(
-                        "rows",
-                        format!("range {bad:?} outside 0..{total}"),
-                    ));
-                }
-                let selection =
-                    RowSelection::from_consecutive_ranges(ranges.iter().cloned(), total);
-                builder = builder.with_row_selection(selection);
-            }
-        }
-        let stream = builder.build()?;
-        stream.try_collect().await.map_err(unwrap_external)
-    }
-}
-
 /// Our own errors travel through parquet as `External`; take them back out so
 /// callers see the object-store error kind (not found, unavailable).
-pub(crate) fn unwrap_external(e: ParquetError) -> Error {
+fn unwrap_external(e: ParquetError) -> Error {
     match e {
         ParquetError::External(inner) => match inner.downcast::<Error>() {
             Ok(ours) => *ours,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::catalog::{AttributeType, CollectionConfig, IdType};
@@ -41,6 +41,35 @@ pub fn segment_schema(config: &CollectionConfig) -> SchemaRef {
         fields.push(Field::new(&attr.name, ty, true));
     }
     Arc::new(Schema::new(fields))
+}
+
+/// The schema of a delete file (and of deletes in the log tail): the id
+/// column and `_lsn`.
+pub fn delete_schema(config: &CollectionConfig) -> SchemaRef {
+    let full = segment_schema(config);
+    Arc::new(Schema::new(vec![
+        full.field(0).clone(),
+        Field::new(COL_LSN, DataType::UInt64, false),
+    ]))
+}
+
+/// Adds the `_lsn` column (every row at `lsn`) to upserted rows or deleted
+/// ids from the log; it sits where the segment schema has it (third, after
+/// id and vector; second in a delete batch).
+pub fn with_lsn(batch: &RecordBatch, lsn: u64) -> Result<RecordBatch> {
+    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let at = if batch.column_by_name(COL_VECTOR).is_some() {
+        2
+    } else {
+        1
+    };
+    fields.insert(at, Arc::new(Field::new(COL_LSN, DataType::UInt64, false)));
+    columns.insert(at, Arc::new(UInt64Array::from_value(lsn, batch.num_rows())));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Checks that `batch` has exactly the collection's columns and types.

@@ -88,6 +88,32 @@ struct State {
     rng: SmallRng,
     matched: u64,
     failures: u64,
+    /// The next request of these kinds on a path containing the string is
+    /// held until released.
+    hold: Option<(OpFilter, String, Arc<HoldState>)>,
+}
+
+/// A request stopped in flight until the test releases it (see
+/// [`FaultyStore::hold_next`]): to show what does, or does not, wait on it.
+#[derive(Clone)]
+pub struct Hold(Arc<HoldState>);
+
+#[derive(Default)]
+struct HoldState {
+    held: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl Hold {
+    /// Returns once a matching request is being held.
+    pub async fn held(&self) {
+        self.0.held.notified().await;
+    }
+
+    /// Lets the held request (or, if none yet, the next one) go on.
+    pub fn release(&self) {
+        self.0.release.notify_one();
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +136,7 @@ impl FaultyStore {
             config,
             matched: 0,
             failures: 0,
+            hold: None,
         };
         Self {
             inner,
@@ -124,6 +151,27 @@ impl FaultyStore {
         state.config = config;
         state.matched = 0;
         state.failures = 0;
+    }
+
+    /// Holds the next request of kind `ops` on a path containing
+    /// `path_contains` until [`Hold::release`].
+    pub fn hold_next(&self, ops: OpFilter, path_contains: &str) -> Hold {
+        let state = Arc::new(HoldState::default());
+        self.lock().hold = Some((ops, path_contains.to_string(), Arc::clone(&state)));
+        Hold(state)
+    }
+
+    fn take_hold(&self, op: Op, path: &Path) -> Option<Arc<HoldState>> {
+        let mut state = self.lock();
+        let matches = state
+            .hold
+            .as_ref()
+            .is_some_and(|(ops, part, _)| ops.matches(op) && path.as_ref().contains(part.as_str()));
+        if matches {
+            state.hold.take().map(|(_, _, hold)| hold)
+        } else {
+            None
+        }
     }
 
     /// Failures injected since the last `set_config`.
@@ -145,6 +193,7 @@ impl FaultyStore {
             rng,
             matched,
             failures,
+            ..
         } = &mut *state;
         if !config.ops.matches(op) {
             return (Duration::ZERO, Failure::None);
@@ -189,6 +238,10 @@ impl FaultyStore {
         request: impl Future<Output = object_store::Result<T>>,
     ) -> object_store::Result<T> {
         let (delay, failure) = self.decide(op);
+        if let Some(hold) = self.take_hold(op, path) {
+            hold.held.notify_one();
+            hold.release.notified().await;
+        }
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -209,11 +262,16 @@ impl FaultyStore {
         stream: BoxStream<'static, object_store::Result<T>>,
     ) -> BoxStream<'static, object_store::Result<T>> {
         let (delay, failure) = self.decide(op);
+        let hold = self.take_hold(op, &path);
         let outcome = match failure {
             Failure::None => Ok(stream),
             Failure::Before | Failure::After => Err(Self::injected(&path)),
         };
         futures::stream::once(async move {
+            if let Some(hold) = hold {
+                hold.held.notify_one();
+                hold.release.notified().await;
+            }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }

@@ -7,6 +7,9 @@
 //! collections/<name>/segments/<id>/...        immutable data files
 //! collections/<name>/deletes/<id>.parquet      tombstones (id, _lsn)
 //! ```
+//!
+//! [`CollectionPaths`] builds every key and [`parse_key`] reads them back
+//! (S3 events, listings): the one place that knows the layout.
 
 use object_store::path::Path;
 
@@ -48,12 +51,7 @@ impl CollectionPaths {
 
     /// Parses a manifest version out of a listed path, `None` for other files.
     pub fn manifest_version(path: &Path) -> Option<u64> {
-        let file = path.filename()?;
-        let digits = file.strip_suffix(".json")?;
-        if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok()
+        manifest_file_version(path.filename()?)
     }
 
     pub fn latest_manifest_hint(&self) -> Path {
@@ -95,8 +93,83 @@ impl CollectionPaths {
     /// Whether `path` is an immutable data file (segment data, index,
     /// tombstones) rather than configuration or a manifest.
     pub fn is_data_file(path: &str) -> bool {
-        path.contains("/segments/") || path.contains("/deletes/")
+        matches!(
+            parse_key(path).map(|k| k.file),
+            Some(
+                CollectionFile::SegmentData(_)
+                    | CollectionFile::SealedData(_)
+                    | CollectionFile::SegmentIndex(_)
+                    | CollectionFile::DeleteFile(_)
+            )
+        )
     }
+}
+
+/// A key of a collection's file, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionKey {
+    pub collection: String,
+    pub file: CollectionFile,
+}
+
+/// Which of a collection's files a key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollectionFile {
+    Config,
+    Manifest(u64),
+    ManifestHint,
+    /// `segments/<id>/data.parquet`
+    SegmentData(String),
+    /// `segments/<id>/sealed.parquet`: its creation triggers the index build.
+    SealedData(String),
+    /// `segments/<id>/index.ivf`
+    SegmentIndex(String),
+    /// `deletes/<id>.parquet`
+    DeleteFile(String),
+    /// Anything else under the collection's directory.
+    Other,
+}
+
+/// Reads a key back: `[<prefix>/]collections/<name>/<file>` (a store prefix,
+/// as in S3 event keys, is skipped). `None` for keys outside any
+/// collection or with an invalid collection name.
+pub fn parse_key(key: &str) -> Option<CollectionKey> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let at = parts.iter().rposition(|p| *p == ROOT)?;
+    let (name, rest) = match &parts[at + 1..] {
+        [name, rest @ ..] => (*name, rest),
+        [] => return None,
+    };
+    crate::catalog::validate_collection_name(name).ok()?;
+    let file = match rest {
+        ["collection.json"] => CollectionFile::Config,
+        ["latest-manifest"] => CollectionFile::ManifestHint,
+        ["manifests", file] => match manifest_file_version(file) {
+            Some(v) => CollectionFile::Manifest(v),
+            None => CollectionFile::Other,
+        },
+        ["segments", id, "data.parquet"] => CollectionFile::SegmentData(id.to_string()),
+        ["segments", id, "sealed.parquet"] => CollectionFile::SealedData(id.to_string()),
+        ["segments", id, "index.ivf"] => CollectionFile::SegmentIndex(id.to_string()),
+        ["deletes", file] => match file.strip_suffix(".parquet") {
+            Some(id) if !id.is_empty() => CollectionFile::DeleteFile(id.to_string()),
+            _ => CollectionFile::Other,
+        },
+        _ => CollectionFile::Other,
+    };
+    Some(CollectionKey {
+        collection: name.to_string(),
+        file,
+    })
+}
+
+/// `<v:020>.json` → `v`.
+fn manifest_file_version(file: &str) -> Option<u64> {
+    let digits = file.strip_suffix(".json")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -118,6 +191,47 @@ mod tests {
         assert_eq!(
             CollectionPaths::manifest_version(&Path::from("x/12.json")),
             None
+        );
+    }
+
+    #[test]
+    fn every_built_key_parses_back() {
+        let paths = CollectionPaths::new("docs");
+        let cases = [
+            (paths.config(), CollectionFile::Config),
+            (paths.manifest(7), CollectionFile::Manifest(7)),
+            (paths.latest_manifest_hint(), CollectionFile::ManifestHint),
+            (
+                paths.segment_data("s1"),
+                CollectionFile::SegmentData("s1".into()),
+            ),
+            (
+                paths.segment_sealed("s1"),
+                CollectionFile::SealedData("s1".into()),
+            ),
+            (
+                paths.segment_index("s1"),
+                CollectionFile::SegmentIndex("s1".into()),
+            ),
+            (
+                paths.delete_file("d1"),
+                CollectionFile::DeleteFile("d1".into()),
+            ),
+        ];
+        for (path, file) in cases {
+            let want = CollectionKey {
+                collection: "docs".into(),
+                file,
+            };
+            assert_eq!(parse_key(path.as_ref()), Some(want.clone()), "{path}");
+            // S3 event keys carry the store's prefix.
+            assert_eq!(parse_key(&format!("pre/fix/{path}")), Some(want), "{path}");
+        }
+        assert_eq!(parse_key("elsewhere/x"), None);
+        assert_eq!(parse_key("collections/Bad Name/collection.json"), None);
+        assert_eq!(
+            parse_key("collections/docs/manifests/1.json").map(|k| k.file),
+            Some(CollectionFile::Other)
         );
     }
 }

@@ -1,16 +1,23 @@
 //! Object storage: opening a store from configuration, the collection file
-//! layout, and the wrappers that count requests and inject faults.
+//! layout, and (feature `testkit`) the wrappers that count requests and
+//! inject faults.
 //!
 //! Everything else in Floe sees only `Arc<dyn ObjectStore>`; immutable files
 //! are written with create-only puts ([`put_create`]).
 
+#[cfg(any(test, feature = "testkit"))]
 mod counting;
+#[cfg(any(test, feature = "testkit"))]
 mod faulty;
 mod layout;
 
+// Test decorators: built for tests and the bench (feature `testkit`), not
+// into the function binaries.
+#[cfg(any(test, feature = "testkit"))]
 pub use counting::{CountingStore, Request, RequestStats, sequential_round_trips};
-pub use faulty::{FaultConfig, FaultyStore, OpFilter};
-pub use layout::CollectionPaths;
+#[cfg(any(test, feature = "testkit"))]
+pub use faulty::{FaultConfig, FaultyStore, Hold, OpFilter};
+pub use layout::{CollectionFile, CollectionKey, CollectionPaths, parse_key};
 
 use std::sync::Arc;
 

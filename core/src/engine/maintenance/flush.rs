@@ -1,0 +1,225 @@
+//! Flush: the log tail past the manifest's checkpoint becomes a segment
+//! (the surviving upserts) and a delete file (the surviving deletes), and a
+//! manifest commit moves the checkpoint.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{RecordBatch, UInt64Array};
+
+use crate::engine::Floe;
+use crate::engine::read::LOG_PAGE;
+use crate::engine::request::FlushReport;
+use crate::engine::state::Collection;
+use crate::error::{Error, Result};
+use crate::log::{LogRecord, Lsn};
+use crate::manifest::{Committed, DeleteFile, Operation, SegmentEntry};
+use crate::mvcc::Newest;
+use crate::rows::{self, Id};
+use crate::segment::{SegmentWriteOptions, delete_schema, new_segment_id, with_lsn, write_segment};
+
+/// What a flush wrote for one log range.
+struct FlushFiles {
+    segment: Option<(SegmentEntry, RecordBatch)>,
+    delete_file: Option<DeleteFile>,
+    deletes: u64,
+}
+
+impl Floe {
+    /// Turns the log tail past the checkpoint into a segment (and a delete
+    /// file) and commits a manifest that moves the checkpoint. Safe to rerun
+    /// and to race: a range already flushed is never flushed twice.
+    pub async fn flush(&self, name: &str) -> Result<FlushReport> {
+        let c = self.collection(name).await?;
+        let _one_at_a_time = c.flush_lock.lock().await;
+        let mut report = FlushReport {
+            checkpoint_lsn: 0,
+            segments_written: 0,
+            rows_flushed: 0,
+            deletes_flushed: 0,
+        };
+        let mut conflicts = 0;
+        loop {
+            let manifest = c.manifests.latest().await?;
+            report.checkpoint_lsn = manifest.checkpoint_lsn;
+            let from = manifest.checkpoint_lsn;
+            let last = c.log.last_lsn().await?;
+            if last <= from {
+                break;
+            }
+            let records = self.read_for_flush(&c, from, last).await?;
+            let Some(to) = records.last().map(|(lsn, _)| *lsn) else {
+                break;
+            };
+            let files = self.write_flush_files(&c, &records).await?;
+            let op = Operation::Flush {
+                from_lsn: from,
+                to_lsn: to,
+                segment: files.segment.as_ref().map(|(entry, _)| entry.clone()),
+                delete_file: files.delete_file,
+            };
+            match c.manifests.commit(None, &op).await {
+                Ok(Committed::New(m)) => {
+                    report.checkpoint_lsn = m.checkpoint_lsn;
+                    report.deletes_flushed += files.deletes;
+                    // Readers here see the flush at once, and keep what we
+                    // just wrote instead of downloading it again.
+                    let mut state = c.state.lock().await;
+                    state.install(m);
+                    state.checked = Some(Instant::now());
+                    if let Some((entry, batch)) = files.segment {
+                        report.segments_written += 1;
+                        report.rows_flushed += entry.rows;
+                        state.segments.insert(entry.id, Arc::new(batch));
+                    }
+                }
+                // Someone else flushed this range; our files are garbage.
+                Ok(Committed::AlreadyApplied(m)) => report.checkpoint_lsn = m.checkpoint_lsn,
+                Err(Error::CommitConflict { .. }) if conflicts < 10 => conflicts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        if report.checkpoint_lsn > 0 {
+            // Flushed records live in segments now; readers that still ask
+            // for them get LsnTrimmed and move to the newer manifest.
+            c.log.trim(report.checkpoint_lsn).await?;
+        }
+        Ok(report)
+    }
+
+    /// Flushes when the tail is past a row, byte or age threshold.
+    pub async fn flush_if_due(&self, name: &str) -> Result<Option<FlushReport>> {
+        let c = self.collection(name).await?;
+        self.refresh_manifest(&c, true).await?;
+        let last = c.log.last_lsn().await?;
+        self.refresh_tail(&c, last).await?;
+        let (rows, bytes, since) = {
+            let state = c.state.lock().await;
+            let t = &state.tail;
+            let rows: usize = t.records.iter().map(|r| r.rows).sum();
+            let bytes: usize = t.records.iter().map(|r| r.bytes).sum();
+            (rows, bytes, t.pending_since)
+        };
+        let f = &self.settings.flush;
+        let due = rows >= f.max_rows
+            || bytes >= f.max_bytes
+            || since.is_some_and(|s| s.elapsed() >= f.max_age());
+        if due {
+            self.flush(name).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The records after `from`, up to `last`, within twice the flush limits.
+    async fn read_for_flush(
+        &self,
+        c: &Collection,
+        from: Lsn,
+        last: Lsn,
+    ) -> Result<Vec<(Lsn, LogRecord)>> {
+        let limits = &self.settings.flush;
+        let mut out = Vec::new();
+        let (mut rows, mut bytes) = (0usize, 0usize);
+        let mut next = from + 1;
+        while next <= last
+            && rows < limits.max_rows.max(1) * 2
+            && bytes < limits.max_bytes.max(1) * 2
+        {
+            let page = c.log.read(next, LOG_PAGE).await?;
+            let Some(end) = page.last().map(|e| e.lsn) else {
+                break;
+            };
+            for entry in page.into_iter().filter(|e| e.lsn <= last) {
+                bytes += entry.payload.len();
+                let record = LogRecord::decode(&entry.payload)?;
+                rows += record.num_rows();
+                out.push((entry.lsn, record));
+            }
+            next = end + 1;
+        }
+        Ok(out)
+    }
+
+    /// Writes the rows and deletes that survive inside the range: per id,
+    /// only its newest event there.
+    async fn write_flush_files(
+        &self,
+        c: &Collection,
+        records: &[(Lsn, LogRecord)],
+    ) -> Result<FlushFiles> {
+        let mut upserts = Vec::new();
+        let mut newest = Newest::default();
+        for (lsn, record) in records {
+            match record {
+                LogRecord::Upsert(batch) => {
+                    let batch = with_lsn(batch, *lsn)?;
+                    newest.observe_rows(&batch, false)?;
+                    upserts.push(batch);
+                }
+                LogRecord::Delete(ids) => {
+                    let lsns = Arc::new(UInt64Array::from_value(*lsn, ids.len()));
+                    let batch = RecordBatch::try_new(
+                        delete_schema(&c.config),
+                        vec![Arc::clone(ids), lsns],
+                    )?;
+                    newest.observe_rows(&batch, true)?;
+                }
+            }
+        }
+        let mut kept = Vec::new();
+        for batch in &upserts {
+            let filtered =
+                arrow::compute::filter_record_batch(batch, &newest.visible_mask(batch)?)?;
+            if filtered.num_rows() > 0 {
+                kept.push(filtered);
+            }
+        }
+        let segment = if kept.is_empty() {
+            None
+        } else {
+            let batch = arrow::compute::concat_batches(&c.schema, &kept)?;
+            let id = new_segment_id();
+            let entry = self
+                .write_segment_entry(c, &id, c.paths.segment_data(&id), &batch, false)
+                .await?;
+            Some((entry, batch))
+        };
+        let tombstones = newest.deletes();
+        let (delete_file, deletes) = if tombstones.is_empty() {
+            (None, 0)
+        } else {
+            let ids: Vec<Id> = tombstones.iter().map(|(id, _)| id.clone()).collect();
+            let schema = delete_schema(&c.config);
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    rows::ids_to_array(&c.config, &ids, "ids")?,
+                    Arc::new(UInt64Array::from_iter_values(
+                        tombstones.iter().map(|(_, lsn)| *lsn),
+                    )),
+                ],
+            )?;
+            let path = c.paths.delete_file(&new_segment_id());
+            let options = SegmentWriteOptions {
+                row_group_rows: c.config.index.row_group_rows as usize,
+            };
+            let (file, bytes) =
+                write_segment(self.store.as_ref(), &path, &schema, &[batch], &options).await?;
+            self.remember(&path, &bytes);
+            let entry = DeleteFile {
+                path: path.to_string(),
+                rows: file.rows,
+                size_bytes: file.size_bytes,
+                min_lsn: file.min_lsn,
+                max_lsn: file.max_lsn,
+            };
+            (Some(entry), file.rows)
+        };
+        Ok(FlushFiles {
+            segment,
+            delete_file,
+            deletes,
+        })
+    }
+}

@@ -1,0 +1,137 @@
+//! Index builds: a sealed segment's rows rewritten cluster by cluster with
+//! its IVF-SQ8 index beside them, swapped in with one manifest commit.
+
+use std::time::Instant;
+
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use arrow::datatypes::Float32Type;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Floe;
+use crate::error::{Error, Result};
+use crate::index::{IvfIndex, IvfParams};
+use crate::manifest::{IndexFile, Operation};
+use crate::segment::{COL_VECTOR, new_segment_id};
+use crate::storage::{CollectionFile, parse_key, put_create};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexReport {
+    pub replaced: String,
+    pub segment: String,
+    pub rows: u64,
+    pub nlist: u32,
+    pub build_ms: u64,
+    pub index_bytes: u64,
+}
+
+impl Floe {
+    /// Builds the IVF index of a sealed segment: rewrites its rows cluster by
+    /// cluster with the index beside them, and swaps the result in.
+    /// `Ok(None)` when the segment is gone or already indexed.
+    pub async fn build_index(&self, name: &str, segment_id: &str) -> Result<Option<IndexReport>> {
+        let c = self.collection(name).await?;
+        let _one_at_a_time = c.maintenance_lock.lock().await;
+        let manifest = c.manifests.latest().await?;
+        let Some(segment) = manifest.segment(segment_id).cloned() else {
+            return Ok(None);
+        };
+        if segment.index.is_some() {
+            return Ok(None);
+        }
+        let fence = self.compactor_fence(&c).await?;
+        let started = Instant::now();
+        let batch = self
+            .read_file(&segment.data_path, segment.size_bytes, None)
+            .await?;
+        let dim = c.config.dimension as usize;
+        let metric = c.config.metric;
+        let vectors: Vec<f32> = {
+            let list = batch
+                .column_by_name(COL_VECTOR)
+                .and_then(|c| c.as_fixed_size_list_opt())
+                .ok_or_else(|| Error::corrupt(segment.data_path.clone(), "no vector column"))?;
+            let offset = arrow::array::Array::offset(list) * dim;
+            list.values().as_primitive::<Float32Type>().values()
+                [offset..offset + batch.num_rows() * dim]
+                .to_vec()
+        };
+        let (index, order, bytes) = tokio::task::spawn_blocking(move || {
+            let built = IvfIndex::build(&vectors, dim, metric, &IvfParams::default())?;
+            // The index file carries the vectors too, in cluster order, so a
+            // query re-ranks with ranged reads of it alone.
+            let bytes = bytes::Bytes::from(built.index.to_bytes(&built.clustered));
+            Ok::<_, Error>((built.index, built.order, bytes))
+        })
+        .await
+        .map_err(|e| Error::internal("index build", e))??;
+        let clustered: RecordBatch =
+            arrow::compute::take_record_batch(&batch, &UInt32Array::from(order))?;
+        let id = new_segment_id();
+        let mut entry = self
+            .write_segment_entry(&c, &id, c.paths.segment_data(&id), &clustered, true)
+            .await?;
+        let index_path = c.paths.segment_index(&id);
+        let index_bytes = bytes.len() as u64;
+        if !put_create(self.store.as_ref(), &index_path, bytes.clone()).await? {
+            return Err(Error::ObjectExists {
+                path: index_path.to_string(),
+            });
+        }
+        self.remember(&index_path, &bytes);
+        entry.index = Some(IndexFile {
+            path: index_path.to_string(),
+            size_bytes: index_bytes,
+            nlist: index.nlist() as u32,
+            header_bytes: index.header_len(),
+        });
+        let rows = entry.rows;
+        let op = Operation::Replace {
+            remove: vec![segment_id.to_string()],
+            add: vec![entry],
+            drop_deletes: vec![],
+        };
+        match c.manifests.commit(Some(fence), &op).await {
+            Ok(_) => {}
+            // Someone else replaced the segment meanwhile: our files are garbage.
+            Err(Error::CommitConflict { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        Ok(Some(IndexReport {
+            replaced: segment_id.to_string(),
+            segment: id,
+            rows,
+            nlist: index.nlist() as u32,
+            build_ms: started.elapsed().as_millis() as u64,
+            index_bytes,
+        }))
+    }
+
+    /// Handles an object-created event (from S3, or delivered in-process by
+    /// `floe serve`): a new sealed data file gets its index built; other
+    /// keys need nothing.
+    pub async fn on_object_created(&self, key: &str) -> Result<Option<IndexReport>> {
+        let Some(parsed) = parse_key(key) else {
+            return Ok(None);
+        };
+        let CollectionFile::SealedData(id) = parsed.file else {
+            return Ok(None);
+        };
+        match self.build_index(&parsed.collection, &id).await {
+            Err(Error::CollectionNotFound(_)) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// The schedule's safety net: builds every missing index.
+    pub async fn index_missing(&self, name: &str) -> Result<Vec<IndexReport>> {
+        let c = self.collection(name).await?;
+        let m = c.manifests.latest().await?;
+        let mut out = Vec::new();
+        for s in m.segments.iter().filter(|s| s.sealed && s.index.is_none()) {
+            if let Some(r) = self.build_index(name, &s.id).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}

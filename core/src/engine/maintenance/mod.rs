@@ -1,0 +1,96 @@
+//! What the indexer does: flush the log tail into segments, compact small
+//! segments into sealed ones, build the IVF index of sealed segments, and
+//! collect garbage — each in its own module, run in one order by
+//! [`round`], which `floe serve`'s background task and the indexer Lambda
+//! both call.
+
+mod compact;
+mod flush;
+mod gc;
+mod index;
+mod round;
+
+pub use compact::{COMPACT_AT_SEGMENTS, CompactReport};
+pub use gc::{GC_GRACE, GcReport};
+pub use index::IndexReport;
+pub use round::RoundReport;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use object_store::path::Path;
+
+use super::Floe;
+use super::state::Collection;
+use crate::error::Result;
+use crate::manifest::SegmentEntry;
+use crate::segment::{ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, write_segment};
+
+/// Smallest row group of a sealed segment.
+const SEALED_ROW_GROUP_ROWS: usize = 131_072;
+
+impl Floe {
+    /// Reads a segment or delete file as one batch, straight from the store
+    /// (maintenance reads each file once: not through the query cache):
+    /// every column, or the named ones (only their byte ranges are fetched).
+    async fn read_file(
+        &self,
+        path: &str,
+        size: u64,
+        columns: Option<&[&str]>,
+    ) -> Result<RecordBatch> {
+        let source: Arc<dyn RangeSource> = Arc::new(StoreSource(Arc::clone(&self.store)));
+        let file = ParquetFile::open(&source, Path::from(path), size, 0).await?;
+        file.read(&source, columns, None).await
+    }
+
+    /// Writes `batch` create-only at `path` as segment `id` and describes it.
+    async fn write_segment_entry(
+        &self,
+        c: &Collection,
+        id: &str,
+        path: Path,
+        batch: &RecordBatch,
+        sealed: bool,
+    ) -> Result<SegmentEntry> {
+        // Sealed segments get large row groups: a cold query reads their
+        // keys column chunk by column chunk, one GET per row group.
+        let row_group_rows = c.config.index.row_group_rows as usize;
+        let options = SegmentWriteOptions {
+            row_group_rows: if sealed {
+                row_group_rows.max(SEALED_ROW_GROUP_ROWS)
+            } else {
+                row_group_rows
+            },
+        };
+        let (file, bytes) = write_segment(
+            self.store.as_ref(),
+            &path,
+            &c.schema,
+            std::slice::from_ref(batch),
+            &options,
+        )
+        .await?;
+        self.remember(&path, &bytes);
+        Ok(SegmentEntry {
+            id: id.to_string(),
+            data_path: path.to_string(),
+            rows: file.rows,
+            size_bytes: file.size_bytes,
+            min_lsn: file.min_lsn,
+            max_lsn: file.max_lsn,
+            sealed,
+            index: None,
+            footer_bytes: file.footer_bytes,
+        })
+    }
+
+    /// Keeps a file this process just wrote in the read cache, if one is
+    /// open (the indexer alone never opens one).
+    fn remember(&self, path: &Path, bytes: &Bytes) {
+        if let Some(cache) = self.cache.get() {
+            cache.insert_object(path, bytes);
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The one maintenance policy: what a round does to a collection, in which
+//! order. `floe serve`'s background indexer runs it on a timer; the indexer
+//! Lambda runs it on its schedule.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{CompactReport, GC_GRACE, IndexReport};
+use crate::engine::Floe;
+use crate::engine::request::FlushReport;
+use crate::error::{Error, Result};
+
+/// What one round did to one collection.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RoundReport {
+    pub flushed: Option<FlushReport>,
+    pub indexed: Vec<IndexReport>,
+    pub compacted: Option<CompactReport>,
+    pub garbage_deleted: usize,
+}
+
+/// Background rounds between thorough ones (index safety net and gc).
+const THOROUGH_EVERY: u64 = 120;
+
+impl Floe {
+    /// One round for one collection: flush what is due; in a `thorough`
+    /// round, build the indexes still missing from segments sealed before
+    /// it (the safety net for lost object-created events); compact what is
+    /// due (the segments it seals are indexed by their own events, in
+    /// parallel with the round); in a `thorough` round, collect garbage.
+    pub async fn maintain(&self, name: &str, thorough: bool) -> Result<RoundReport> {
+        let mut report = RoundReport::default();
+        if let Some(r) = self.flush_if_due(name).await? {
+            tracing::info!(collection = %name, checkpoint = r.checkpoint_lsn, rows = r.rows_flushed, "flushed");
+            report.flushed = Some(r);
+        }
+        if thorough {
+            report.indexed = self.index_missing(name).await?;
+        }
+        if let Some(r) = self.compact_if_due(name).await? {
+            tracing::info!(collection = %name, rows_in = r.rows_in, rows_out = r.rows_out, sealed = r.sealed.len(), "compacted");
+            report.compacted = Some(r);
+        }
+        if thorough {
+            report.garbage_deleted = self.gc(name, GC_GRACE).await?.deleted;
+        }
+        Ok(report)
+    }
+
+    /// One round over every collection; failures are logged, and a
+    /// collection dropped meanwhile is skipped.
+    pub async fn maintain_all(&self, thorough: bool) {
+        let names = match self.list_collections().await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "indexer: listing collections failed");
+                return;
+            }
+        };
+        for name in names {
+            if let Err(e) = self.maintain(&name, thorough).await
+                && !matches!(e, Error::CollectionNotFound(_))
+            {
+                tracing::warn!(collection = %name, error = %e, "indexer round failed");
+            }
+        }
+    }
+
+    /// Runs the indexer in this process until the task is dropped: a round
+    /// on every tick (a thorough one every [`THOROUGH_EVERY`] ticks), and an
+    /// index build for every object-created event of a new sealed file.
+    pub fn spawn_background_indexer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let floe = Arc::clone(self);
+        let mut events = floe.subscribe_object_events();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(floe.settings.flush.poll_interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut rounds: u64 = 0;
+            loop {
+                tokio::select! {
+                    Some(key) = events.recv() => {
+                        match floe.on_object_created(&key).await {
+                            Ok(Some(r)) => tracing::info!(segment = %r.segment, rows = r.rows, ms = r.build_ms, "index built"),
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(%key, error = %e, "index build failed"),
+                        }
+                    }
+                    _ = tick.tick() => {
+                        rounds += 1;
+                        floe.maintain_all(rounds.is_multiple_of(THOROUGH_EVERY)).await;
+                    }
+                }
+            }
+        })
+    }
+}

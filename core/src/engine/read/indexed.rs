@@ -1,0 +1,115 @@
+//! An indexed segment as a query sees it: the index header and the data
+//! file's metadata in memory; codes, vectors and columns read on demand
+//! through the read seam (the block cache).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use object_store::path::Path;
+
+use crate::error::{Error, Result};
+use crate::index::IvfHeader;
+use crate::manifest::SegmentEntry;
+use crate::segment::{ParquetFile, RangeSource};
+
+#[derive(Debug)]
+pub(crate) struct IndexedSegment {
+    pub entry: SegmentEntry,
+    pub header: IvfHeader,
+    index_path: Path,
+    index_size: u64,
+    pub data: ParquetFile,
+}
+
+impl IndexedSegment {
+    /// Reads the index header and the data file's footer (in parallel).
+    pub async fn open(
+        source: &Arc<dyn RangeSource>,
+        entry: &SegmentEntry,
+    ) -> Result<IndexedSegment> {
+        let index = entry.index.as_ref().ok_or_else(|| {
+            Error::internal("segment", format!("{} is opened as indexed", entry.id))
+        })?;
+        let index_path = Path::from(index.path.as_str());
+        let header_range = 0..index.header_bytes.min(index.size_bytes);
+        let (header, data) = futures::try_join!(
+            source.read_ranges(
+                &index_path,
+                index.size_bytes,
+                std::slice::from_ref(&header_range)
+            ),
+            ParquetFile::open(
+                source,
+                Path::from(entry.data_path.as_str()),
+                entry.size_bytes,
+                entry.footer_bytes
+            ),
+        )?;
+        let header = IvfHeader::parse(header.first().map(|b| b.as_ref()).unwrap_or(&[]))?;
+        if header.file_len() != index.size_bytes || header.rows() as u64 != entry.rows {
+            return Err(Error::corrupt(
+                index.path.clone(),
+                "the index does not match its manifest entry",
+            ));
+        }
+        Ok(IndexedSegment {
+            entry: entry.clone(),
+            header,
+            index_path,
+            index_size: index.size_bytes,
+            data,
+        })
+    }
+
+    /// The code blocks of `clusters`.
+    pub async fn read_codes(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        clusters: &[usize],
+    ) -> Result<HashMap<usize, Bytes>> {
+        let ranges: Vec<_> = clusters
+            .iter()
+            .map(|c| self.header.codes_range(*c))
+            .collect();
+        let blocks = source
+            .read_ranges(&self.index_path, self.index_size, &ranges)
+            .await?;
+        Ok(clusters.iter().copied().zip(blocks).collect())
+    }
+
+    /// The full-precision vectors of `rows` (from the index file).
+    pub async fn read_vectors(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        rows: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
+        let ranges: Vec<Range<u64>> = rows
+            .iter()
+            .map(|r| self.header.vector_range(*r as usize))
+            .collect();
+        let bytes = source
+            .read_ranges(&self.index_path, self.index_size, &ranges)
+            .await?;
+        Ok(bytes
+            .iter()
+            .map(|b| {
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// `columns` of `rows` of the data file (all rows when `None`).
+    pub async fn read_columns(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        columns: &[&str],
+        rows: Option<&[Range<usize>]>,
+    ) -> Result<RecordBatch> {
+        self.data.read(source, Some(columns), rows).await
+    }
+}

@@ -1,0 +1,158 @@
+//! Turning hits into rows: the vectors and attributes of rows of indexed
+//! segments are fetched in one wave; rows in memory are sliced.
+
+use arrow::array::{Array, AsArray, Float32Array, RecordBatch};
+
+use super::{Snapshot, Source};
+use crate::engine::request::{Attribute, Row};
+use crate::error::{Error, Result};
+use crate::rows::id_at;
+use crate::segment::{COL_VECTOR, row_ranges};
+
+/// Rows of an indexed source fetched for re-ranking and output.
+#[derive(Default)]
+pub(super) struct Fetched {
+    /// Sorted row numbers.
+    pub rows: Vec<u32>,
+    pub vectors: Vec<Vec<f32>>,
+    /// Requested attributes of `rows`, when not already in memory.
+    pub attributes: Option<RecordBatch>,
+}
+
+impl Fetched {
+    pub fn position(&self, row: usize) -> Option<usize> {
+        self.rows.binary_search(&(row as u32)).ok()
+    }
+}
+
+/// Per source, the rows wanted from it (indexed sources only).
+pub(super) fn rows_by_source(
+    snap: &Snapshot,
+    rows: impl IntoIterator<Item = (usize, usize)>,
+) -> Vec<Option<Vec<u32>>> {
+    let mut out: Vec<Option<Vec<u32>>> = snap
+        .sources
+        .iter()
+        .map(|s| matches!(s, Source::Indexed { .. }).then(Vec::new))
+        .collect();
+    for (source, row) in rows {
+        if let Some(Some(list)) = out.get_mut(source) {
+            list.push(row as u32);
+        }
+    }
+    out
+}
+
+/// Fetches, in one wave, the vectors (when `vectors`) and the `attributes`
+/// not in memory of the wanted rows of indexed sources.
+pub(super) async fn fetch_rows(
+    snap: &Snapshot,
+    wanted: &[Option<Vec<u32>>],
+    attributes: &[String],
+    vectors: bool,
+) -> Result<Vec<Option<Fetched>>> {
+    let work = snap
+        .sources
+        .iter()
+        .zip(wanted)
+        .map(|(source, rows)| async move {
+            let (
+                Source::Indexed {
+                    segment, columns, ..
+                },
+                Some(rows),
+            ) = (source, rows)
+            else {
+                return Ok::<_, Error>(None);
+            };
+            let mut rows = rows.clone();
+            rows.sort_unstable();
+            rows.dedup();
+            let read_vectors = async {
+                if !vectors || rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                segment.read_vectors(&snap.source, &rows).await
+            };
+            let read_attributes = async {
+                if columns.is_some() || attributes.is_empty() || rows.is_empty() {
+                    return Ok(None);
+                }
+                let names: Vec<&str> = attributes.iter().map(String::as_str).collect();
+                let ranges = row_ranges(&rows);
+                Ok::<_, Error>(Some(
+                    segment
+                        .read_columns(&snap.source, &names, Some(&ranges))
+                        .await?,
+                ))
+            };
+            let (vectors, attributes) = futures::try_join!(read_vectors, read_attributes)?;
+            Ok(Some(Fetched {
+                rows,
+                vectors,
+                attributes,
+            }))
+        });
+    snap.stats
+        .phase("rows", futures::future::try_join_all(work))
+        .await
+}
+
+/// Row `row` of source `source`, with what was fetched for it.
+pub(super) fn materialize(
+    snap: &Snapshot,
+    fetched: &[Option<Fetched>],
+    source: usize,
+    row: usize,
+    distance: Option<f32>,
+    attributes: &[String],
+    include_vector: bool,
+) -> Row {
+    let s = &snap.sources[source];
+    let fetched = fetched.get(source).and_then(Option::as_ref);
+    let position = fetched.and_then(|f| f.position(row));
+    let id = id_at(s.keys().column(0).as_ref(), row);
+    // Where the attributes are: in memory, or among the fetched rows.
+    let attribute_rows = match (s.attributes(), fetched.and_then(|f| f.attributes.as_ref())) {
+        (Some(batch), _) => Some((batch, row)),
+        (None, Some(batch)) => position.map(|p| (batch, p)),
+        (None, None) => None,
+    };
+    let attrs = (!attributes.is_empty()).then(|| {
+        let Some((batch, at)) = attribute_rows else {
+            return Vec::new();
+        };
+        attributes
+            .iter()
+            .filter_map(|name| {
+                batch.column_by_name(name).map(|col| Attribute {
+                    name: name.clone(),
+                    value: col.slice(at, 1),
+                })
+            })
+            .collect()
+    });
+    let vector = include_vector.then(|| match s {
+        Source::Rows(batch) => batch
+            .column_by_name(COL_VECTOR)
+            .and_then(|c| c.as_fixed_size_list_opt())
+            .map(|list| {
+                let v = list.value(row);
+                v.as_any()
+                    .downcast_ref::<Float32Array>()
+                    .map(|f| f.values().to_vec())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default(),
+        Source::Indexed { .. } => fetched
+            .zip(position)
+            .and_then(|(f, p)| f.vectors.get(p).cloned())
+            .unwrap_or_default(),
+    });
+    Row {
+        id,
+        distance,
+        attributes: attrs,
+        vector,
+    }
+}

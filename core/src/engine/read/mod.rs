@@ -1,0 +1,143 @@
+//! The read path: a consistent snapshot (manifest, opened files, log tail),
+//! then a vector search or a filtered scan over its row sets, then the rows
+//! materialised from memory or fetched through the cache.
+//!
+//! A query walks: [`snapshot`] → [`search`] (indexed segments: the IVF probe
+//! loop; row sets in memory: [`exact`]) or [`scan`] → [`materialize`].
+
+mod exact;
+mod indexed;
+mod materialize;
+mod scan;
+mod search;
+mod snapshot;
+mod warm;
+
+pub(crate) use indexed::IndexedSegment;
+pub(crate) use scan::scan_matches;
+pub(crate) use snapshot::LOG_PAGE;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+
+use super::Floe;
+use super::request::{Query, QueryResult};
+use crate::cache::ReadStats;
+use crate::error::Result;
+use crate::index::SearchKnobs;
+use crate::log::Lsn;
+use crate::manifest::Manifest;
+use crate::mvcc::{Newest, Visibility};
+use crate::segment::RangeSource;
+use crate::vector::QueryVector;
+
+/// One row set a read searches.
+pub(crate) enum Source {
+    /// Rows in memory: an unindexed segment or the log tail.
+    Rows(Arc<RecordBatch>),
+    /// An indexed segment: keys in memory, the rest through the cache.
+    Indexed {
+        segment: Arc<IndexedSegment>,
+        keys: Arc<RecordBatch>,
+        columns: Option<Arc<RecordBatch>>,
+    },
+}
+
+impl Source {
+    /// The batch with `id` and `_lsn` of every row.
+    fn keys(&self) -> &RecordBatch {
+        match self {
+            Source::Rows(batch) => batch,
+            Source::Indexed { keys, .. } => keys,
+        }
+    }
+
+    /// The batch with every attribute of every row, if in memory.
+    fn attributes(&self) -> Option<&RecordBatch> {
+        match self {
+            Source::Rows(batch) => Some(batch),
+            Source::Indexed { columns, .. } => columns.as_deref(),
+        }
+    }
+}
+
+/// What a read needs loaded besides keys.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Needs<'a> {
+    /// Every non-vector column of indexed segments (filters, scans).
+    pub columns: bool,
+    /// Prefetch the code blocks of the clusters this query probes first.
+    pub probe: Option<(&'a QueryVector, SearchKnobs)>,
+}
+
+/// A consistent view for one read.
+pub(crate) struct Snapshot {
+    pub manifest: Arc<Manifest>,
+    /// Segments, then the tail's upserts.
+    pub sources: Vec<Source>,
+    /// Sources none of whose rows the segments and delete files hide.
+    pub clean: Vec<bool>,
+    pub base: Arc<Newest>,
+    pub tail: Arc<Newest>,
+    pub lsn: Lsn,
+    /// Per source: its probe order and the code blocks prefetched for
+    /// `Needs::probe` (indexed sources of a vector query only).
+    pub probes: Vec<Option<Probe>>,
+    /// Where this read's bytes come from (the cache, counting in its stats).
+    pub source: Arc<dyn RangeSource>,
+    pub stats: Arc<ReadStats>,
+}
+
+impl Snapshot {
+    pub fn visibility(&self) -> Visibility<'_> {
+        Visibility {
+            base: &self.base,
+            tail: &self.tail,
+        }
+    }
+}
+
+/// Clusters of an indexed segment by closeness to the query, and the codes
+/// of the first `nprobe` of them.
+#[derive(Default)]
+pub(crate) struct Probe {
+    pub order: Vec<usize>,
+    pub codes: HashMap<usize, Bytes>,
+}
+
+impl Floe {
+    /// Runs a checked query against the collection.
+    pub async fn query(&self, name: &str, query: &Query) -> Result<QueryResult> {
+        let started = Instant::now();
+        let c = self.collection(name).await?;
+        let opened = started.elapsed();
+        query.check_collection(&c.config)?;
+        let stats = Arc::new(ReadStats::default());
+        if opened > Duration::from_millis(1) {
+            stats.record("collection config", opened, 0);
+        }
+        let needs = Needs {
+            columns: query.filter.is_some() || query.vector.is_none(),
+            probe: query.vector.as_ref().map(|q| (q, query.knobs)),
+        };
+        let snap = self.snapshot(&c, query.consistency, needs, &stats).await?;
+        let (rows, next_cursor) = match &query.vector {
+            Some(q) => (search::search(&snap, query, q).await?, None),
+            None => scan::scan_page(&snap, query).await?,
+        };
+        let explain = query.explain.then(|| {
+            stats.record("total", started.elapsed(), 0);
+            stats.snapshot()
+        });
+        Ok(QueryResult {
+            rows,
+            next_cursor,
+            lsn: snap.lsn,
+            explain,
+        })
+    }
+}

@@ -1,0 +1,111 @@
+//! Reads without a vector: filter-only queries (a scan in id order, one
+//! page per request) and the lookup of one row by id.
+
+use std::sync::Arc;
+
+use super::materialize::{fetch_rows, materialize, rows_by_source};
+use super::{Needs, Snapshot};
+use crate::cache::ReadStats;
+use crate::engine::Floe;
+use crate::engine::request::{Consistency, Query, Row};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::mvcc::id_and_lsn;
+use crate::rows::{Id, id_at};
+
+/// Visible rows matching the filter: (id, source, row).
+pub(crate) fn scan_matches(
+    snap: &Snapshot,
+    filter: Option<&Filter>,
+) -> Result<Vec<(Id, usize, usize)>> {
+    let mut out = Vec::new();
+    let visibility = snap.visibility();
+    for (source, s) in snap.sources.iter().enumerate() {
+        let (ids, lsns) = id_and_lsn(s.keys())?;
+        let mask = match filter {
+            Some(f) => Some(
+                f.evaluate(
+                    s.attributes()
+                        .ok_or_else(|| Error::internal("scan", "columns were not loaded"))?,
+                )?,
+            ),
+            None => None,
+        };
+        for row in 0..ids.len() {
+            if mask.as_ref().is_none_or(|m| m[row])
+                && visibility.is_visible(ids, row, lsns.value(row))
+            {
+                out.push((id_at(ids, row), source, row));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One page of a filter-only query, in id order, and the next cursor.
+pub(super) async fn scan_page(snap: &Snapshot, query: &Query) -> Result<(Vec<Row>, Option<Id>)> {
+    let mut matches = scan_matches(snap, query.filter.as_ref())?;
+    matches.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let start = match &query.cursor {
+        Some(cursor) => matches.partition_point(|m| &m.0 <= cursor),
+        None => 0,
+    };
+    let page: Vec<_> = matches[start..].iter().take(query.top_k).collect();
+    let more = matches.len() > start + page.len();
+    let next = if more {
+        page.last().map(|m| m.0.clone())
+    } else {
+        None
+    };
+    let wanted = rows_by_source(snap, page.iter().map(|m| (m.1, m.2)));
+    let fetched = fetch_rows(snap, &wanted, &query.attributes, query.include_vector).await?;
+    let rows = page
+        .iter()
+        .map(|m| {
+            materialize(
+                snap,
+                &fetched,
+                m.1,
+                m.2,
+                None,
+                &query.attributes,
+                query.include_vector,
+            )
+        })
+        .collect();
+    Ok((rows, next))
+}
+
+impl Floe {
+    /// The visible version of one row, with its vector and every attribute.
+    pub async fn get_row(
+        &self,
+        name: &str,
+        id: &Id,
+        consistency: Consistency,
+    ) -> Result<Option<Row>> {
+        let c = self.collection(name).await?;
+        id.check(c.config.id_type, "id")?;
+        let stats = Arc::new(ReadStats::default());
+        let needs = Needs {
+            columns: true,
+            probe: None,
+        };
+        let snap = self.snapshot(&c, consistency, needs, &stats).await?;
+        let all: Vec<String> = c.config.attributes.iter().map(|a| a.name.clone()).collect();
+        let visibility = snap.visibility();
+        for (source, s) in snap.sources.iter().enumerate() {
+            let (ids, lsns) = id_and_lsn(s.keys())?;
+            for row in 0..ids.len() {
+                if id_at(ids, row) == *id && visibility.is_visible(ids, row, lsns.value(row)) {
+                    let wanted = rows_by_source(&snap, [(source, row)]);
+                    let fetched = fetch_rows(&snap, &wanted, &all, true).await?;
+                    return Ok(Some(materialize(
+                        &snap, &fetched, source, row, None, &all, true,
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+}

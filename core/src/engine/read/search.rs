@@ -1,0 +1,176 @@
+//! A vector query over a snapshot: indexed segments by the IVF probe loop
+//! (candidates by their 8-bit codes, re-ranked at full precision), row sets
+//! in memory exactly, and the per-source lists merged into the top k.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+
+use super::exact::{ExactSearch, Hit, SearchParams, merge_top_k};
+use super::materialize::{fetch_rows, materialize};
+use super::{IndexedSegment, Probe, Snapshot, Source};
+use crate::engine::request::{Query, Row};
+use crate::error::{Error, Result};
+use crate::index::{EXACT_FILTER_ROWS, default_rerank, rerank};
+use crate::mvcc::id_and_lsn;
+use crate::vector::QueryVector;
+
+/// The top `query.top_k` visible rows matching the filter, closest first.
+pub(super) async fn search(snap: &Snapshot, query: &Query, q: &QueryVector) -> Result<Vec<Row>> {
+    let k = query.top_k;
+    let params = SearchParams {
+        query: q,
+        k,
+        filter: query.filter.as_ref(),
+        visibility: snap.visibility(),
+        clean: &snap.clean,
+    };
+    let mut candidates: Vec<Option<Vec<u32>>> = Vec::new();
+    for (i, source) in snap.sources.iter().enumerate() {
+        candidates.push(match source {
+            Source::Rows(_) => None,
+            Source::Indexed {
+                segment,
+                keys,
+                columns,
+            } => Some(
+                indexed_candidates(
+                    snap,
+                    i,
+                    segment,
+                    keys,
+                    columns.as_deref(),
+                    snap.probes[i].as_ref(),
+                    &params,
+                    query,
+                )
+                .await?,
+            ),
+        });
+    }
+    let fetched = fetch_rows(snap, &candidates, &query.attributes, true).await?;
+    let started = Instant::now();
+    let mut lists = Vec::new();
+    for (i, source) in snap.sources.iter().enumerate() {
+        lists.push(match (source, &fetched[i]) {
+            (Source::Rows(batch), _) => ExactSearch(batch).search(i, &params)?,
+            (Source::Indexed { .. }, Some(f)) => rerank(
+                q,
+                &f.rows,
+                &|row| f.position(row as usize).map(|p| f.vectors[p].as_slice()),
+                k,
+            )?
+            .into_iter()
+            .map(|(distance, row)| Hit {
+                distance,
+                source: i,
+                row: row as usize,
+            })
+            .collect(),
+            (Source::Indexed { .. }, None) => Vec::new(),
+        });
+    }
+    let rows = merge_top_k(lists, k)
+        .iter()
+        .map(|h| {
+            materialize(
+                snap,
+                &fetched,
+                h.source,
+                h.row,
+                Some(h.distance),
+                &query.attributes,
+                query.include_vector,
+            )
+        })
+        .collect();
+    snap.stats.record("search", started.elapsed(), 0);
+    Ok(rows)
+}
+
+/// The rows of an indexed segment to re-rank: the best candidates by
+/// quantised distance among visible, matching rows of the probed clusters
+/// (more clusters while too few pass), or every matching row when a filter
+/// is selective enough for an exact search.
+#[allow(clippy::too_many_arguments)]
+async fn indexed_candidates(
+    snap: &Snapshot,
+    source: usize,
+    segment: &IndexedSegment,
+    keys: &RecordBatch,
+    columns: Option<&RecordBatch>,
+    planned: Option<&Probe>,
+    params: &SearchParams<'_>,
+    query: &Query,
+) -> Result<Vec<u32>> {
+    let header = &segment.header;
+    let (ids, lsns) = id_and_lsn(keys)?;
+    if ids.len() != header.rows() {
+        return Err(Error::corrupt(
+            "ivf index",
+            format!(
+                "covers {} rows, the segment has {}",
+                header.rows(),
+                ids.len()
+            ),
+        ));
+    }
+    let visible = params.visible_fn(source, ids, lsns);
+    let mask = match (params.filter, columns) {
+        (Some(filter), Some(columns)) => Some(filter.evaluate(columns)?),
+        (Some(_), None) => {
+            return Err(Error::internal("query", "filter columns were not loaded"));
+        }
+        _ => None,
+    };
+    if let Some(mask) = &mask {
+        let matching = mask.iter().filter(|m| **m).count();
+        if matching <= EXACT_FILTER_ROWS {
+            // Selective: every matching row is re-ranked exactly.
+            return Ok((0..header.rows())
+                .filter(|r| mask[*r] && visible(*r))
+                .map(|r| r as u32)
+                .collect());
+        }
+    }
+    let accept = |row: usize| mask.as_ref().is_none_or(|m| m[row]) && visible(row);
+    let knobs = query.knobs;
+    let nprobe = header.nprobe(&knobs);
+    let rerank_n = knobs.rerank.unwrap_or_else(|| default_rerank(params.k));
+    // A segment opened after the first wave was planned has no probe yet.
+    let (order, codes) = match planned {
+        Some(p) => (p.order.clone(), Some(&p.codes)),
+        None => (header.probe_order(&params.query.values, nprobe), None),
+    };
+    let mut probe = header.probe_loop(params.query, nprobe, rerank_n.max(params.k), order);
+    let mut fetched: HashMap<usize, Bytes> = HashMap::new();
+    loop {
+        let next = probe.next_clusters();
+        if next.is_empty() {
+            break;
+        }
+        let missing: Vec<usize> = next
+            .iter()
+            .copied()
+            .filter(|c| codes.is_none_or(|codes| !codes.contains_key(c)))
+            .collect();
+        if !missing.is_empty() {
+            // Too few candidates passed: widen the search (another wave).
+            fetched.extend(
+                snap.stats
+                    .phase("widen", segment.read_codes(&snap.source, &missing))
+                    .await?,
+            );
+        }
+        for c in next {
+            let block = codes
+                .and_then(|codes| codes.get(&c))
+                .or_else(|| fetched.get(&c))
+                .ok_or_else(|| Error::internal("query", format!("codes of cluster {c}")))?;
+            probe.scan(c, block, &accept);
+        }
+    }
+    Ok(probe.candidates())
+}

@@ -1,0 +1,471 @@
+//! Taking a snapshot: the manifest and log tail a consistency level asks
+//! for, then what the manifest lists and this process has not opened yet,
+//! then the keys (and columns, and first code blocks) a read needs — at
+//! most two waves of data requests.
+//!
+//! Every request runs with the collection's state unlocked; results are
+//! merged in under the lock afterwards, so a cold query, a flush check and
+//! other queries of one collection never wait on each other's I/O.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{RecordBatch, UInt64Array};
+use futures::FutureExt;
+
+use super::{IndexedSegment, Needs, Probe, Snapshot, Source};
+use crate::cache::ReadStats;
+use crate::engine::Floe;
+use crate::engine::request::Consistency;
+use crate::engine::state::{BaseView, Collection, ReadState, TailRecord};
+use crate::error::{Error, Result};
+use crate::log::{LogRecord, Lsn};
+use crate::manifest::{DeleteFile, SegmentEntry};
+use crate::mvcc::Newest;
+use crate::segment::{
+    COL_ID, COL_LSN, COL_VECTOR, RangeSource, delete_schema, read_whole, with_lsn,
+};
+
+/// How long a remembered manifest serves `eventual` and `at_least_lsn`
+/// reads before it is listed again (`strong` always checks).
+const MANIFEST_TTL: Duration = Duration::from_secs(1);
+/// Records read from the log per request.
+pub(crate) const LOG_PAGE: usize = 512;
+/// How often a snapshot re-fetches what a concurrently installed manifest
+/// added before it gives up (each round means the manifest moved again).
+const MAX_ASSEMBLY_ROUNDS: usize = 8;
+
+impl Floe {
+    /// A consistent view for one read: the manifest and log tail the
+    /// consistency level asks for, and what `needs` says, fetched in at most
+    /// two waves (open, then keys and codes).
+    pub(crate) async fn snapshot(
+        &self,
+        c: &Collection,
+        consistency: Consistency,
+        needs: Needs<'_>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<Snapshot> {
+        let started = Instant::now();
+        let cache = self.cache().await?;
+        if started.elapsed() > Duration::from_millis(1) {
+            stats.record("cache open", started.elapsed(), 0);
+        }
+        let source = cache.source(stats);
+        let started = Instant::now();
+        self.refresh_manifest(c, consistency == Consistency::Strong)
+            .await?;
+        match consistency {
+            Consistency::Strong => {
+                let last = c.log.last_lsn().await?;
+                self.refresh_tail(c, last).await?;
+            }
+            Consistency::AtLeast(lsn) => {
+                self.refresh_tail(c, lsn).await?;
+                let upto = c.state.lock().await.tail.upto;
+                if upto < lsn {
+                    return Err(Error::invalid(
+                        "consistency.at_least_lsn",
+                        format!(
+                            "{lsn} is beyond the log's last LSN {upto}: use a token a write returned"
+                        ),
+                    ));
+                }
+            }
+            Consistency::Eventual => {}
+        }
+        stats.record("manifest+log", started.elapsed(), 0);
+        let mut probes = HashMap::new();
+        for _ in 0..MAX_ASSEMBLY_ROUNDS {
+            open_sources(c, &source, stats).await?;
+            probes.extend(load_keys_and_codes(c, &source, stats, needs, &probes).await?);
+            let mut state = c.state.lock().await;
+            if let Some(snap) = assemble(
+                c,
+                &mut state,
+                consistency,
+                needs,
+                &mut probes,
+                &source,
+                stats,
+            )? {
+                return Ok(snap);
+            }
+        }
+        Err(Error::log(
+            "snapshot",
+            "the manifest kept changing while the read opened its files; retry",
+        ))
+    }
+
+    /// Makes the newest manifest current (`force`), or the remembered one
+    /// if it was checked within [`MANIFEST_TTL`].
+    pub(crate) async fn refresh_manifest(&self, c: &Collection, force: bool) -> Result<()> {
+        if !force
+            && c.state
+                .lock()
+                .await
+                .checked
+                .is_some_and(|t| t.elapsed() < MANIFEST_TTL)
+        {
+            return Ok(());
+        }
+        let manifest = c.manifests.latest().await?;
+        let mut state = c.state.lock().await;
+        state.checked = Some(Instant::now());
+        state.install(manifest);
+        Ok(())
+    }
+
+    /// Fetches log records after the tail's end up to `target` (or the
+    /// log's end), page by page.
+    pub(crate) async fn refresh_tail(&self, c: &Collection, target: Lsn) -> Result<()> {
+        let mut moved_to_newer_manifest = false;
+        loop {
+            let from = {
+                let state = c.state.lock().await;
+                if state.tail.upto >= target {
+                    return Ok(());
+                }
+                state.tail.upto + 1
+            };
+            let page = match c.log.read(from, LOG_PAGE).await {
+                Ok(page) => page,
+                // A flush moved the checkpoint past us: take the newer manifest.
+                Err(Error::LsnTrimmed { .. }) if !moved_to_newer_manifest => {
+                    moved_to_newer_manifest = true;
+                    self.refresh_manifest(c, true).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(end) = page.last().map(|e| e.lsn) else {
+                return Ok(());
+            };
+            let mut records = Vec::with_capacity(page.len());
+            for entry in page {
+                let (batch, deleted) = match LogRecord::decode(&entry.payload)? {
+                    LogRecord::Upsert(b) => (with_lsn(&b, entry.lsn)?, false),
+                    LogRecord::Delete(ids) => {
+                        let lsns = Arc::new(UInt64Array::from_value(entry.lsn, ids.len()));
+                        let batch =
+                            RecordBatch::try_new(delete_schema(&c.config), vec![ids, lsns])?;
+                        (batch, true)
+                    }
+                };
+                records.push(TailRecord {
+                    lsn: entry.lsn,
+                    bytes: entry.payload.len(),
+                    rows: batch.num_rows(),
+                    batch,
+                    deleted,
+                });
+            }
+            c.state.lock().await.tail.extend(records, end);
+        }
+    }
+}
+
+/// Opens what the manifest lists and this process has not opened: index
+/// headers and footers of indexed segments, whole small files. One wave.
+async fn open_sources(
+    c: &Collection,
+    source: &Arc<dyn RangeSource>,
+    stats: &Arc<ReadStats>,
+) -> Result<()> {
+    enum Opened {
+        Indexed(Box<IndexedSegment>),
+        Rows(String, RecordBatch),
+        Deletes(String, RecordBatch),
+    }
+    let (segments, deletes): (Vec<SegmentEntry>, Vec<DeleteFile>) = {
+        let state = c.state.lock().await;
+        let segments = state
+            .manifest
+            .segments
+            .iter()
+            .filter(|s| !state.segments.contains_key(&s.id) && !state.indexed.contains_key(&s.id))
+            .cloned()
+            .collect();
+        let deletes = state
+            .manifest
+            .deletes
+            .iter()
+            .filter(|d| !state.deletes.contains_key(&d.path))
+            .cloned()
+            .collect();
+        (segments, deletes)
+    };
+    if segments.is_empty() && deletes.is_empty() {
+        return Ok(());
+    }
+    let mut work: Vec<futures::future::BoxFuture<'_, Result<Opened>>> = Vec::new();
+    for s in segments {
+        work.push(if s.index.is_some() {
+            async move {
+                let segment = IndexedSegment::open(source, &s).await?;
+                Ok(Opened::Indexed(Box::new(segment)))
+            }
+            .boxed()
+        } else {
+            async move {
+                let path = object_store::path::Path::from(s.data_path.as_str());
+                let batch = read_whole(source, &path, s.size_bytes).await?;
+                Ok(Opened::Rows(s.id, batch))
+            }
+            .boxed()
+        });
+    }
+    for d in deletes {
+        work.push(
+            async move {
+                let path = object_store::path::Path::from(d.path.as_str());
+                let batch = read_whole(source, &path, d.size_bytes).await?;
+                Ok(Opened::Deletes(d.path, batch))
+            }
+            .boxed(),
+        );
+    }
+    let opened = stats
+        .phase("open", futures::future::try_join_all(work))
+        .await?;
+    let mut state = c.state.lock().await;
+    for o in opened {
+        // A newer manifest may have dropped it meanwhile.
+        match o {
+            Opened::Indexed(seg) if state.lists_segment(&seg.entry.id) => {
+                state.indexed.insert(seg.entry.id.clone(), Arc::from(seg));
+            }
+            Opened::Rows(id, batch) if state.lists_segment(&id) => {
+                state.segments.insert(id, Arc::new(batch));
+            }
+            Opened::Deletes(path, batch) if state.lists_delete_file(&path) => {
+                state.deletes.insert(path, Arc::new(batch));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Loads the keys (and, if needed, all non-vector columns) of indexed
+/// segments that lack them, and prefetches the first probed code blocks
+/// of each indexed segment not in `planned` yet: one wave.
+async fn load_keys_and_codes(
+    c: &Collection,
+    source: &Arc<dyn RangeSource>,
+    stats: &Arc<ReadStats>,
+    needs: Needs<'_>,
+    planned: &HashMap<String, Probe>,
+) -> Result<HashMap<String, Probe>> {
+    // (segment, whether it needs its keys, its columns, a probe plan)
+    let work: Vec<(Arc<IndexedSegment>, bool, bool, bool)> = {
+        let state = c.state.lock().await;
+        state
+            .manifest
+            .segments
+            .iter()
+            .filter_map(|s| state.indexed.get(&s.id))
+            .map(|seg| {
+                let id = &seg.entry.id;
+                (
+                    Arc::clone(seg),
+                    !state.keys.contains_key(id),
+                    needs.columns && !state.columns.contains_key(id),
+                    needs.probe.is_some() && !planned.contains_key(id),
+                )
+            })
+            .filter(|(_, keys, columns, probe)| *keys || *columns || *probe)
+            .collect()
+    };
+    if work.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut loads = Vec::new();
+    let mut plans = Vec::new();
+    for (seg, want_keys, want_columns, want_probe) in &work {
+        if *want_keys || *want_columns {
+            let names: Vec<String> = if *want_columns {
+                seg.data.column_names_except(COL_VECTOR)
+            } else {
+                vec![COL_ID.to_string(), COL_LSN.to_string()]
+            };
+            let (seg, all_columns) = (Arc::clone(seg), *want_columns);
+            loads.push(async move {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let batch = seg.read_columns(source, &names, None).await?;
+                Ok::<_, Error>((seg.entry.id.clone(), all_columns, batch))
+            });
+        }
+        if let (true, Some((q, knobs))) = (*want_probe, needs.probe) {
+            let seg = Arc::clone(seg);
+            plans.push(async move {
+                let nprobe = seg.header.nprobe(&knobs);
+                let order = seg.header.probe_order(&q.values, nprobe);
+                let codes = seg.read_codes(source, &order[..nprobe]).await?;
+                Ok::<_, Error>((seg.entry.id.clone(), Probe { order, codes }))
+            });
+        }
+    }
+    let (loaded, probes) = stats
+        .phase("keys+codes", async {
+            futures::try_join!(
+                futures::future::try_join_all(loads),
+                futures::future::try_join_all(plans)
+            )
+        })
+        .await?;
+    let mut state = c.state.lock().await;
+    for (id, all_columns, batch) in loaded {
+        if !state.lists_segment(&id) {
+            continue;
+        }
+        let keys = batch.project(&[
+            batch.schema().index_of(COL_ID)?,
+            batch.schema().index_of(COL_LSN)?,
+        ])?;
+        state.keys.insert(id.clone(), Arc::new(keys));
+        if all_columns {
+            state.columns.insert(id, Arc::new(batch));
+        }
+    }
+    Ok(probes.into_iter().collect())
+}
+
+/// Builds the snapshot from the state, if everything the current manifest
+/// lists is loaded (`None`: a newer manifest arrived meanwhile; fetch what
+/// it added and try again).
+fn assemble(
+    c: &Collection,
+    state: &mut ReadState,
+    consistency: Consistency,
+    needs: Needs<'_>,
+    probes: &mut HashMap<String, Probe>,
+    source: &Arc<dyn RangeSource>,
+    stats: &Arc<ReadStats>,
+) -> Result<Option<Snapshot>> {
+    let loaded = state.manifest.segments.iter().all(|s| {
+        state.segments.contains_key(&s.id)
+            || (state.indexed.contains_key(&s.id)
+                && state.keys.contains_key(&s.id)
+                && (!needs.columns || state.columns.contains_key(&s.id)))
+    }) && state
+        .manifest
+        .deletes
+        .iter()
+        .all(|d| state.deletes.contains_key(&d.path));
+    if !loaded {
+        return Ok(None);
+    }
+    let (base, clean) = base_view(state, stats)?;
+    let mut sources = Vec::new();
+    let mut clean_sources = Vec::new();
+    let mut source_probes = Vec::new();
+    for s in &state.manifest.segments {
+        let one = if let Some(batch) = state.segments.get(&s.id) {
+            Source::Rows(Arc::clone(batch))
+        } else if let (Some(segment), Some(keys)) =
+            (state.indexed.get(&s.id), state.keys.get(&s.id))
+        {
+            Source::Indexed {
+                segment: Arc::clone(segment),
+                keys: Arc::clone(keys),
+                columns: state.columns.get(&s.id).cloned(),
+            }
+        } else {
+            return Err(Error::internal(
+                "snapshot",
+                format!("segment {} not loaded", s.id),
+            ));
+        };
+        sources.push(one);
+        clean_sources.push(clean.get(&s.id).copied().unwrap_or(false));
+        source_probes.push(probes.remove(&s.id));
+    }
+    let tail = if consistency == Consistency::Eventual {
+        Arc::new(Newest::default())
+    } else {
+        let (rows, newest) = tail_view(c, state)?;
+        sources.push(Source::Rows(rows));
+        clean_sources.push(false);
+        source_probes.push(None);
+        newest
+    };
+    let lsn = if consistency == Consistency::Eventual {
+        state.manifest.checkpoint_lsn
+    } else {
+        state.tail.upto.max(state.manifest.checkpoint_lsn)
+    };
+    Ok(Some(Snapshot {
+        manifest: Arc::clone(&state.manifest),
+        sources,
+        clean: clean_sources,
+        base,
+        tail,
+        lsn,
+        probes: source_probes,
+        source: Arc::clone(source),
+        stats: Arc::clone(stats),
+    }))
+}
+
+/// The segments' newest-event map and clean flags for the current
+/// manifest, built once per manifest version.
+#[allow(clippy::type_complexity)]
+fn base_view(
+    state: &mut ReadState,
+    stats: &ReadStats,
+) -> Result<(Arc<Newest>, Arc<HashMap<String, bool>>)> {
+    if let Some(view) = &state.base
+        && view.version == state.manifest.version
+    {
+        return Ok((Arc::clone(&view.newest), Arc::clone(&view.clean)));
+    }
+    let started = Instant::now();
+    let keys_of = |s: &SegmentEntry| state.segments.get(&s.id).or_else(|| state.keys.get(&s.id));
+    let mut newest = Newest::default();
+    for s in &state.manifest.segments {
+        if let Some(batch) = keys_of(s) {
+            newest.observe_rows(batch, false)?;
+        }
+    }
+    for d in &state.manifest.deletes {
+        if let Some(batch) = state.deletes.get(&d.path) {
+            newest.observe_rows(batch, true)?;
+        }
+    }
+    let mut clean = HashMap::new();
+    for s in &state.manifest.segments {
+        if let Some(batch) = keys_of(s) {
+            clean.insert(s.id.clone(), newest.all_visible(batch)?);
+        }
+    }
+    let (newest, clean) = (Arc::new(newest), Arc::new(clean));
+    stats.record("visibility", started.elapsed(), 0);
+    state.base = Some(BaseView {
+        version: state.manifest.version,
+        newest: Arc::clone(&newest),
+        clean: Arc::clone(&clean),
+    });
+    Ok((newest, clean))
+}
+
+/// The tail's upserted rows and newest-event map, built once per change.
+fn tail_view(c: &Collection, state: &mut ReadState) -> Result<(Arc<RecordBatch>, Arc<Newest>)> {
+    if let Some(view) = &state.tail.view {
+        return Ok(view.clone());
+    }
+    let mut newest = Newest::default();
+    let mut upserts = Vec::new();
+    for r in &state.tail.records {
+        newest.observe_rows(&r.batch, r.deleted)?;
+        if !r.deleted {
+            upserts.push(r.batch.clone());
+        }
+    }
+    let rows = arrow::compute::concat_batches(&c.schema, &upserts)?;
+    let view = (Arc::new(rows), Arc::new(newest));
+    state.tail.view = Some(view.clone());
+    Ok(view)
+}

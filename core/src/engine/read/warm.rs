@@ -1,0 +1,44 @@
+//! Warm-up: what a cold query would fetch first, for every cluster.
+
+use std::sync::Arc;
+
+use super::{Needs, Source};
+use crate::cache::ReadStats;
+use crate::engine::Floe;
+use crate::engine::request::{Consistency, WarmReport};
+use crate::error::Result;
+
+impl Floe {
+    /// Loads index headers, data-file footers, keys, and every code block
+    /// of every indexed segment.
+    pub async fn warm(&self, name: &str) -> Result<WarmReport> {
+        let c = self.collection(name).await?;
+        let stats = Arc::new(ReadStats::default());
+        // The newest manifest, not the eventual view (re-checked at most
+        // once a second): warming right after an index build must see it.
+        // Only the manifest: warm-up has no use for the log tail.
+        self.refresh_manifest(&c, true).await?;
+        let snap = self
+            .snapshot(&c, Consistency::Eventual, Needs::default(), &stats)
+            .await?;
+        let mut indexed = 0;
+        let mut codes = Vec::new();
+        for source in &snap.sources {
+            if let Source::Indexed { segment, .. } = source {
+                indexed += 1;
+                let all: Vec<usize> = (0..segment.header.nlist()).collect();
+                let source = &snap.source;
+                codes.push(async move { segment.read_codes(source, &all).await });
+            }
+        }
+        stats
+            .phase("codes", futures::future::try_join_all(codes))
+            .await?;
+        Ok(WarmReport {
+            indexed_segments: indexed,
+            other_files: snap.sources.len() - indexed + snap.manifest.deletes.len(),
+            stats: stats.snapshot(),
+            cache: self.cache_footprint(),
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! What the engine is asked and what it answers, in checked, typed form.
+//! The API's wire layer (`api::wire`) builds the requests from JSON and
+//! turns the answers back into JSON; the engine never sees JSON.
+
+use arrow::array::{ArrayRef, RecordBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{CacheFootprint, QueryStats};
+use crate::catalog::CollectionConfig;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::index::SearchKnobs;
+use crate::log::Lsn;
+use crate::rows::Id;
+use crate::vector::QueryVector;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Sees every write acknowledged before the query started.
+    Strong,
+    /// Sees at least the write whose token is this LSN.
+    AtLeast(Lsn),
+    /// Sees only what is in segments (cheapest).
+    Eventual,
+}
+
+/// A checked query.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// `None`: a filter-only query (a scan in id order, paginated).
+    pub(crate) vector: Option<QueryVector>,
+    pub(crate) top_k: usize,
+    pub(crate) filter: Option<Filter>,
+    /// Attributes to return, by name (checked against the collection).
+    pub(crate) attributes: Vec<String>,
+    pub(crate) include_vector: bool,
+    pub(crate) consistency: Consistency,
+    /// Filter-only queries: return ids after this one.
+    pub(crate) cursor: Option<Id>,
+    pub(crate) knobs: SearchKnobs,
+    pub(crate) explain: bool,
+    /// The dimension the vector was checked against.
+    pub(crate) dimension: u32,
+}
+
+impl Query {
+    /// The collection the query runs on is the one it was checked against
+    /// (not one dropped and re-created meanwhile with another dimension).
+    pub(crate) fn check_collection(&self, config: &CollectionConfig) -> Result<()> {
+        if self.dimension != config.dimension {
+            return Err(Error::invalid(
+                "vector",
+                format!(
+                    "the collection's dimension is now {}, the query was checked against {}",
+                    config.dimension, self.dimension
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checked upserted rows: a batch in the collection's upsert schema.
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    pub(crate) rows: RecordBatch,
+    pub(crate) request_id: Option<String>,
+}
+
+/// What a checked delete hides.
+#[derive(Debug, Clone)]
+pub enum DeleteTarget {
+    /// These ids (an id column of the collection's id type).
+    Ids(ArrayRef),
+    /// Every row the filter matches as of the log's last LSN.
+    Filter(Filter),
+}
+
+/// A checked delete.
+#[derive(Debug, Clone)]
+pub struct Delete {
+    pub(crate) target: DeleteTarget,
+    pub(crate) request_id: Option<String>,
+}
+
+/// The acknowledgement of a write: `lsn` is the write token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WriteAck {
+    pub lsn: Lsn,
+    pub rows: usize,
+    /// The request id had been seen: nothing was written again.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// One attribute of a returned row: its column, sliced to the row.
+#[derive(Debug, Clone)]
+pub struct Attribute {
+    pub name: String,
+    /// One element.
+    pub value: ArrayRef,
+}
+
+/// A row a read returns.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: Id,
+    pub distance: Option<f32>,
+    /// The requested attributes (`None` when none were asked for).
+    pub attributes: Option<Vec<Attribute>>,
+    pub vector: Option<Vec<f32>>,
+}
+
+/// What a query found.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub rows: Vec<Row>,
+    /// Filter-only queries: the cursor of the next page.
+    pub next_cursor: Option<Id>,
+    /// The log position the results reflect.
+    pub lsn: Lsn,
+    /// What the query cost, when asked.
+    pub explain: Option<QueryStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionInfo {
+    #[serde(flatten)]
+    pub config: CollectionConfig,
+    pub stats: CollectionStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionStats {
+    /// Live rows (newest version not deleted), as of the log's last LSN.
+    pub rows: u64,
+    pub segments: usize,
+    /// Rows stored in segments, superseded versions included.
+    pub segment_rows: u64,
+    pub segment_bytes: u64,
+    pub delete_files: usize,
+    pub manifest_version: u64,
+    /// The newest LSN in the log.
+    pub log_lsn: Lsn,
+    /// Every write with LSN ≤ this is in segments.
+    pub checkpoint_lsn: Lsn,
+    pub unflushed_records: u64,
+    pub unflushed_rows: u64,
+}
+
+/// What `POST /v1/collections/{name}/warm` loaded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WarmReport {
+    /// Indexed segments whose header, keys and codes are now cached.
+    pub indexed_segments: usize,
+    /// Other segments and delete files, now in memory.
+    pub other_files: usize,
+    pub stats: QueryStats,
+    pub cache: CacheFootprint,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FlushReport {
+    pub checkpoint_lsn: Lsn,
+    pub segments_written: usize,
+    pub rows_flushed: u64,
+    pub deletes_flushed: u64,
+}

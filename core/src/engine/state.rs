@@ -1,0 +1,200 @@
+//! A collection's handles and what this process keeps of it between reads:
+//! the newest manifest seen, opened files, and the decoded log tail.
+//!
+//! The state sits behind one lock per collection that is only ever held
+//! for in-memory work: every object-store or log request happens with the
+//! lock released, and its result is merged in afterwards.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use super::read::IndexedSegment;
+use crate::catalog::CollectionConfig;
+use crate::log::{Log, Lsn};
+use crate::manifest::{Fence, Manifest, ManifestStore};
+use crate::mvcc::Newest;
+use crate::storage::CollectionPaths;
+
+/// One collection's handles and read state.
+pub(crate) struct Collection {
+    pub config: CollectionConfig,
+    pub schema: SchemaRef,
+    pub log: Arc<dyn Log>,
+    pub manifests: ManifestStore,
+    pub paths: CollectionPaths,
+    pub state: tokio::sync::Mutex<ReadState>,
+    /// One flush at a time per process.
+    pub flush_lock: tokio::sync::Mutex<()>,
+    /// One compaction or index build at a time per process.
+    pub maintenance_lock: tokio::sync::Mutex<()>,
+    /// This process's compactor epoch, claimed on first use.
+    pub compactor: tokio::sync::OnceCell<Fence>,
+}
+
+impl Collection {
+    pub fn new(
+        config: CollectionConfig,
+        log: Arc<dyn Log>,
+        manifests: ManifestStore,
+    ) -> Collection {
+        Collection {
+            schema: crate::segment::segment_schema(&config),
+            paths: CollectionPaths::new(&config.name),
+            log,
+            manifests,
+            state: tokio::sync::Mutex::new(ReadState::default()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            maintenance_lock: tokio::sync::Mutex::new(()),
+            compactor: tokio::sync::OnceCell::new(),
+            config,
+        }
+    }
+}
+
+/// What this process keeps of a collection between reads.
+pub(crate) struct ReadState {
+    pub manifest: Arc<Manifest>,
+    pub checked: Option<Instant>,
+    /// Unindexed segments, whole (they are small and searched exactly).
+    pub segments: HashMap<String, Arc<RecordBatch>>,
+    /// Indexed segments: index header and data-file metadata; codes,
+    /// vectors and columns stay in the block cache.
+    pub indexed: HashMap<String, Arc<IndexedSegment>>,
+    /// `id` and `_lsn` of indexed segments (visibility).
+    pub keys: HashMap<String, Arc<RecordBatch>>,
+    /// Every column but the vector, of indexed segments: loaded for filters
+    /// and scans only.
+    pub columns: HashMap<String, Arc<RecordBatch>>,
+    pub deletes: HashMap<String, Arc<RecordBatch>>,
+    pub base: Option<BaseView>,
+    pub tail: Tail,
+}
+
+impl Default for ReadState {
+    fn default() -> Self {
+        ReadState {
+            manifest: Arc::new(Manifest::empty()),
+            checked: None,
+            segments: HashMap::new(),
+            indexed: HashMap::new(),
+            keys: HashMap::new(),
+            columns: HashMap::new(),
+            deletes: HashMap::new(),
+            base: None,
+            tail: Tail::default(),
+        }
+    }
+}
+
+/// The segments' newest-event map for one manifest version, and which
+/// segments have no row hidden by it.
+pub(crate) struct BaseView {
+    pub version: u64,
+    pub newest: Arc<Newest>,
+    pub clean: Arc<HashMap<String, bool>>,
+}
+
+/// Log records after the manifest's checkpoint, decoded and kept
+/// incrementally: only records after `upto` are ever fetched. Records are
+/// contiguous: every LSN in `(checkpoint, upto]` is here.
+#[derive(Default)]
+pub(crate) struct Tail {
+    pub upto: Lsn,
+    pub records: VecDeque<TailRecord>,
+    /// When a record was first seen unflushed (drives age-based flushes).
+    pub pending_since: Option<Instant>,
+    /// The upserted rows and newest-event map of `records`, built on use.
+    pub view: Option<(Arc<RecordBatch>, Arc<Newest>)>,
+}
+
+pub(crate) struct TailRecord {
+    pub lsn: Lsn,
+    pub bytes: usize,
+    pub rows: usize,
+    /// Upserted rows with `_lsn`, or deleted ids with `_lsn`.
+    pub batch: RecordBatch,
+    pub deleted: bool,
+}
+
+impl Tail {
+    /// Adds records read from the log starting right after an earlier
+    /// `upto`: those this tail already has (another reader was faster, or a
+    /// newer checkpoint covers them) are skipped.
+    pub fn extend(&mut self, records: Vec<TailRecord>, end: Lsn) {
+        let mut added = false;
+        for record in records {
+            if record.lsn > self.upto {
+                self.upto = record.lsn;
+                self.records.push_back(record);
+                added = true;
+            }
+        }
+        self.upto = self.upto.max(end);
+        if added {
+            self.view = None;
+            self.pending_since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// `(records, upserted rows, bytes)` not yet flushed.
+    pub fn pending(&self) -> (usize, usize, usize) {
+        let rows = self
+            .records
+            .iter()
+            .filter(|r| !r.deleted)
+            .map(|r| r.rows)
+            .sum();
+        let bytes = self.records.iter().map(|r| r.bytes).sum();
+        (self.records.len(), rows, bytes)
+    }
+}
+
+impl ReadState {
+    /// Makes `manifest` the current one if it is newer: drops opened files
+    /// it no longer lists and tail records its checkpoint now covers.
+    pub fn install(&mut self, manifest: Manifest) {
+        if manifest.version <= self.manifest.version && self.manifest.version > 0 {
+            return;
+        }
+        let live: HashSet<&str> = manifest.segments.iter().map(|s| s.id.as_str()).collect();
+        self.segments.retain(|id, _| live.contains(id.as_str()));
+        self.indexed.retain(|id, _| live.contains(id.as_str()));
+        self.keys.retain(|id, _| live.contains(id.as_str()));
+        self.columns.retain(|id, _| live.contains(id.as_str()));
+        let live_deletes: HashSet<&str> =
+            manifest.deletes.iter().map(|d| d.path.as_str()).collect();
+        self.deletes
+            .retain(|p, _| live_deletes.contains(p.as_str()));
+        let checkpoint = manifest.checkpoint_lsn;
+        let before = self.tail.records.len();
+        self.tail.records.retain(|r| r.lsn > checkpoint);
+        if self.tail.records.len() != before || self.tail.upto < checkpoint {
+            self.tail.view = None;
+        }
+        self.tail.upto = self.tail.upto.max(checkpoint);
+        if self.tail.records.is_empty() {
+            self.tail.pending_since = None;
+        }
+        if self
+            .base
+            .as_ref()
+            .is_some_and(|b| b.version != manifest.version)
+        {
+            self.base = None;
+        }
+        self.manifest = Arc::new(manifest);
+    }
+
+    /// Whether the manifest lists segment `id` / delete file `path`.
+    pub fn lists_segment(&self, id: &str) -> bool {
+        self.manifest.segment(id).is_some()
+    }
+
+    pub fn lists_delete_file(&self, path: &str) -> bool {
+        self.manifest.deletes.iter().any(|d| d.path == path)
+    }
+}

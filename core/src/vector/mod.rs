@@ -1,0 +1,69 @@
+//! Vectors: the distance kernels and a query vector prepared for a metric.
+
+mod kernels;
+
+pub use kernels::{dot, dot_u8, l2_squared, weighted_l2_u8};
+
+use crate::catalog::Metric;
+
+/// Scales `v` to unit length (a zero vector stays zero).
+pub fn normalize(v: &mut [f32]) {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// A query vector prepared for a metric (normalised for cosine).
+#[derive(Debug, Clone)]
+pub struct QueryVector {
+    pub values: Vec<f32>,
+    pub metric: Metric,
+}
+
+impl QueryVector {
+    pub fn new(mut values: Vec<f32>, metric: Metric) -> Self {
+        if metric == Metric::Cosine {
+            normalize(&mut values);
+        }
+        Self { values, metric }
+    }
+
+    /// Distance to `v`: smaller is closer for every metric.
+    pub fn distance(&self, v: &[f32]) -> f32 {
+        match self.metric {
+            Metric::L2 => l2_squared(&self.values, v),
+            Metric::Ip => -dot(&self.values, v),
+            Metric::Cosine => {
+                let norm = dot(v, v).sqrt();
+                if norm == 0.0 {
+                    1.0
+                } else {
+                    1.0 - dot(&self.values, v) / norm
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_match_scalar_reference() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let dot_ref: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let l2_ref: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((dot(&a, &b) - dot_ref).abs() < 1e-4);
+        assert!((l2_squared(&a, &b) - l2_ref).abs() < 1e-4);
+        let q = QueryVector::new(a.clone(), Metric::Cosine);
+        let cos_ref = dot_ref / (dot(&a, &a).sqrt() * dot(&b, &b).sqrt());
+        assert!((q.distance(&b) - (1.0 - cos_ref)).abs() < 1e-5);
+        assert_eq!(
+            QueryVector::new(a.clone(), Metric::Ip).distance(&b),
+            -dot(&a, &b)
+        );
+    }
+}

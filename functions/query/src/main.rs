@@ -1,8 +1,0 @@
-//! The query function on AWS Lambda: API Gateway events in, the Floe HTTP
-//! router out (the same router `floe serve` runs). Configuration comes from
-//! `FLOE_*` environment variables, read once at cold start.
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    floe_http_function::run().await
-}

@@ -1,0 +1,72 @@
+//! The `floe` command line. `floe serve`: ingest, query and the indexer in
+//! one process. With no configuration it keeps everything under
+//! `./floe-data` (local object store, embedded log); `FLOE_*` variables or
+//! `FLOE_CONFIG` select S3 and NATS.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use floe_core::Floe;
+
+use crate::env::{init_tracing, settings_from_env};
+
+/// The command line.
+#[derive(Parser)]
+#[command(
+    name = "floe",
+    version,
+    about = "Floe: a serverless vector database on object storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and the background indexer in one process.
+    Serve {
+        /// Address to listen on (overrides FLOE_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Directory for embedded data (overrides FLOE_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub async fn run() -> anyhow::Result<()> {
+    init_tracing();
+    let Command::Serve { listen, data_dir } = Cli::parse().command;
+    let mut settings = settings_from_env().context("reading FLOE_* settings")?;
+    if let Some(listen) = listen {
+        settings.listen = listen;
+    }
+    if let Some(dir) = data_dir {
+        settings.data_dir = dir;
+    }
+    settings.validate().context("checking settings")?;
+    let store = settings.object_store_config().url;
+    let log = settings
+        .nats
+        .as_ref()
+        .map(|n| n.url.clone())
+        .unwrap_or_else(|| settings.log_dir().display().to_string());
+    let listen = settings.listen.clone();
+    let floe = Floe::open(settings)
+        .await
+        .context("opening the object store and the log")?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let server = crate::serve::start(floe, &listen, true, shutdown)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(addr = %server.addr, %store, %log, "floe serving");
+    eprintln!(
+        "floe listening on http://{} (objects: {store}, log: {log})",
+        server.addr
+    );
+    server.task.await??;
+    Ok(())
+}

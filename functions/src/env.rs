@@ -1,0 +1,22 @@
+//! What every binary reads at start: settings from the environment, and
+//! where logs go.
+
+use floe_core::Settings;
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Settings from `FLOE_CONFIG` and the `FLOE_*` variables of this process.
+pub fn settings_from_env() -> floe_core::Result<Settings> {
+    let env: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("FLOE_"))
+        .collect();
+    Settings::from_env(&env)
+}

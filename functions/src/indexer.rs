@@ -1,0 +1,197 @@
+//! The indexer function's event adapter. An S3 object-created event for a
+//! sealed segment (`collections/<name>/segments/<id>/sealed.parquet`) builds
+//! its index; any other key under `collections/<name>/` flushes that
+//! collection. A scheduled (EventBridge) event runs a thorough maintenance
+//! round ([`Floe::maintain`], the one `floe serve` runs too) over every
+//! collection and reports each collection's unflushed log records as a
+//! CloudWatch metric (EMF).
+//! API Gateway events (the routes that delete: `DELETE /v1/collections/…`)
+//! go through the same HTTP adapter as the ingest and query functions: the
+//! indexer is the only function allowed to delete objects.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use floe_core::Floe;
+use floe_core::storage::{CollectionFile, parse_key};
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// What the event asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Objects were created: these keys (decoded).
+    Objects(Vec<String>),
+    /// The schedule: a full round over every collection.
+    AllDue,
+}
+
+/// Reads an S3 notification or a scheduled event.
+pub fn work_for(event: &Value) -> anyhow::Result<Work> {
+    if let Some(records) = event.get("Records") {
+        // Only the keys are read: S3-compatible servers differ in the
+        // fields around them (moto's eventTime has no time zone, say).
+        let records: Vec<S3Record> = serde_json::from_value(records.clone())
+            .map_err(|e| anyhow::anyhow!("reading the S3 notification's Records: {e}"))?;
+        // Keys in S3 notifications are URL-encoded.
+        let keys = records
+            .into_iter()
+            .map(|r| percent_decode(&r.s3.object.key.replace('+', " ")))
+            .collect();
+        return Ok(Work::Objects(keys));
+    }
+    if event.get("detail-type").is_some() {
+        let _: EventBridgeEvent<Value> = serde_json::from_value(event.clone())?;
+        return Ok(Work::AllDue);
+    }
+    anyhow::bail!(
+        "unsupported event: expected an S3 notification or an EventBridge scheduled event"
+    )
+}
+
+/// The part of an S3 notification record the indexer needs.
+#[derive(Deserialize)]
+struct S3Record {
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// An API Gateway event rather than an S3 or scheduled one.
+pub fn is_http_event(event: &Value) -> bool {
+    event.get("requestContext").is_some()
+        && (event.get("httpMethod").is_some() || event.get("routeKey").is_some())
+}
+
+/// Serves an API Gateway event with the Floe router, as the HTTP functions do.
+pub async fn handle_http(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
+    use lambda_http::Service;
+    let request: lambda_http::request::LambdaRequest = serde_json::from_value(event)?;
+    let mut adapter = lambda_http::Adapter::from(crate::http::service(Arc::clone(floe)));
+    let context = lambda_http::Context::default();
+    let response = adapter
+        .call(lambda_http::LambdaEvent::new(request, context))
+        .await
+        .map_err(|e| match e {})?;
+    Ok(serde_json::to_value(response)?)
+}
+
+/// One CloudWatch Embedded Metric Format line: `Floe/UnflushedRecords` per
+/// collection, and without dimensions (so one alarm, on the maximum, covers
+/// every collection).
+pub fn lag_metric(collection: &str, unflushed_records: u64, now_ms: u64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "Floe",
+                "Dimensions": [["Collection"], []],
+                "Metrics": [{"Name": "UnflushedRecords", "Unit": "Count"}]
+            }]
+        },
+        "Collection": collection,
+        "UnflushedRecords": unflushed_records
+    })
+}
+
+/// An index build as the indexer reports it: the sealed segment it
+/// replaced and the indexed segment that took its place.
+fn index_report(r: &floe_core::engine::IndexReport) -> Value {
+    json!({"replaced": r.replaced, "segment": r.segment, "rows": r.rows, "build_ms": r.build_ms})
+}
+
+/// Carries out an event and reports what it did.
+pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
+    if is_http_event(&event) {
+        return handle_http(floe, event).await;
+    }
+    let mut flushed = Vec::new();
+    let mut indexed = Vec::new();
+    let mut compacted = Vec::new();
+    let mut collected = 0;
+    match work_for(&event)? {
+        Work::Objects(keys) => {
+            let mut to_flush = BTreeSet::new();
+            for key in keys {
+                match parse_key(&key) {
+                    Some(k) if matches!(k.file, CollectionFile::SealedData(_)) => {
+                        if let Some(r) = floe.on_object_created(&key).await? {
+                            indexed.push(index_report(&r));
+                        }
+                    }
+                    Some(k) => {
+                        to_flush.insert(k.collection);
+                    }
+                    None => {}
+                }
+            }
+            for name in to_flush {
+                match floe.flush(&name).await {
+                    Ok(r) => flushed.push(json!({"collection": name, "checkpoint_lsn": r.checkpoint_lsn, "rows": r.rows_flushed})),
+                    Err(floe_core::Error::CollectionNotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Work::AllDue => {
+            for name in floe.list_collections().await? {
+                let round = floe.maintain(&name, true).await?;
+                if let Some(r) = round.flushed {
+                    flushed.push(json!({"collection": name, "checkpoint_lsn": r.checkpoint_lsn, "rows": r.rows_flushed}));
+                }
+                indexed.extend(round.indexed.iter().map(index_report));
+                if let Some(r) = round.compacted {
+                    compacted.push(json!({"collection": name, "rows_in": r.rows_in, "rows_out": r.rows_out, "sealed": r.sealed}));
+                }
+                collected += round.garbage_deleted;
+                let info = floe.describe(&name).await?;
+                let now_ms = floe_core::clock::now_ms();
+                // Lambda's log agent turns this stdout line into a metric.
+                println!(
+                    "{}",
+                    lag_metric(&name, info.stats.unflushed_records, now_ms)
+                );
+            }
+        }
+    }
+    Ok(
+        json!({ "flushed": flushed, "compacted": compacted, "indexed": indexed, "garbage_deleted": collected }),
+    )
+}
+
+/// Reads `FLOE_*` settings once (cold start) and handles events until the
+/// runtime stops.
+pub async fn run() -> Result<(), lambda_runtime::Error> {
+    crate::env::init_tracing();
+    let settings = crate::env::settings_from_env()?;
+    let floe = Floe::open(settings).await?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let floe = Arc::clone(&floe);
+        async move {
+            handle(&floe, event.payload)
+                .await
+                .map_err(|e| lambda_runtime::Diagnostic {
+                    error_type: "FloeIndexerError".into(),
+                    // The whole context chain, not only the outermost message.
+                    error_message: format!("{e:#}"),
+                })
+        }
+    }))
+    .await
+}

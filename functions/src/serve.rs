@@ -1,0 +1,39 @@
+//! Serving the HTTP router on a socket, with the background indexer in the
+//! same process (`floe serve`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use floe_core::Floe;
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub indexer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Serves the API on `listen` (port 0 picks a free one); with
+/// `background_indexer` the flusher runs in this process too (`floe serve`).
+pub async fn start(
+    floe: Arc<Floe>,
+    listen: &str,
+    background_indexer: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Server> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let indexer = background_indexer.then(|| floe.spawn_background_indexer());
+    let app = floe_core::api::router(floe);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    Ok(Server {
+        addr,
+        task,
+        indexer,
+    })
+}
