@@ -18,7 +18,7 @@ use crate::catalog::{AttributeType, CollectionConfig, IdType};
 use crate::error::{Error, Result};
 
 /// Longest filter accepted, in bytes.
-pub const MAX_FILTER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_FILTER_BYTES: usize = 16 * 1024;
 const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +31,7 @@ enum Tok {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Literal {
+pub(crate) enum Literal {
     Int(i64),
     Float(f64),
     Str(String),
@@ -39,7 +39,7 @@ pub enum Literal {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
+pub(crate) enum CmpOp {
     Eq,
     Ne,
     Lt,
@@ -50,7 +50,7 @@ pub enum CmpOp {
 
 /// A parsed and type-checked filter.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Filter {
+pub(crate) enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),
     Not(Box<Filter>),
@@ -435,7 +435,7 @@ impl<'a> Parser<'a> {
 
 impl Filter {
     /// Parses and type-checks `text` against the collection's attributes.
-    pub fn parse(text: &str, config: &CollectionConfig) -> Result<Filter> {
+    pub(crate) fn parse(text: &str, config: &CollectionConfig) -> Result<Filter> {
         if text.len() > MAX_FILTER_BYTES {
             return Err(Error::invalid(
                 "filter",
@@ -460,25 +460,8 @@ impl Filter {
         Ok(filter)
     }
 
-    /// Column names the filter reads.
-    pub fn columns(&self, out: &mut Vec<String>) {
-        match self {
-            Filter::And(parts) | Filter::Or(parts) => parts.iter().for_each(|p| p.columns(out)),
-            Filter::Not(inner) => inner.columns(out),
-            Filter::Cmp { column, .. }
-            | Filter::In { column, .. }
-            | Filter::Like { column, .. }
-            | Filter::ArrayContains { column, .. }
-            | Filter::IsTrue { column } => {
-                if !out.contains(column) {
-                    out.push(column.clone());
-                }
-            }
-        }
-    }
-
     /// Which rows of `batch` match (nulls never match a comparison).
-    pub fn evaluate(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
+    pub(crate) fn evaluate(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
         let n = batch.num_rows();
         Ok(match self {
             Filter::And(parts) => {

@@ -21,14 +21,14 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The newest event per id: `(lsn, deleted)`.
 #[derive(Debug, Default, Clone)]
-pub struct Newest {
+pub(crate) struct Newest {
     u64s: FastMap<u64, (u64, bool)>,
     strings: FastMap<String, (u64, bool)>,
 }
 
 impl Newest {
     /// Records an event if it is newer than what is known for the id.
-    pub fn observe(&mut self, ids: &dyn Array, row: usize, lsn: u64, deleted: bool) {
+    pub(crate) fn observe(&mut self, ids: &dyn Array, row: usize, lsn: u64, deleted: bool) {
         let slot = if let Some(a) = ids.as_any().downcast_ref::<UInt64Array>() {
             self.u64s.entry(a.value(row)).or_insert((0, true))
         } else {
@@ -44,7 +44,7 @@ impl Newest {
     }
 
     /// Records every row of a batch with an `id` and `_lsn` column.
-    pub fn observe_rows(&mut self, batch: &RecordBatch, deleted: bool) -> Result<()> {
+    pub(crate) fn observe_rows(&mut self, batch: &RecordBatch, deleted: bool) -> Result<()> {
         let (ids, lsns) = id_and_lsn(batch)?;
         if ids.as_any().is::<UInt64Array>() {
             self.u64s.reserve(batch.num_rows());
@@ -59,7 +59,7 @@ impl Newest {
 
     /// The rows of a batch (with `id` and `_lsn`) that are visible: their
     /// event is the newest for their id, and an upsert.
-    pub fn visible_mask(&self, batch: &RecordBatch) -> Result<BooleanArray> {
+    pub(crate) fn visible_mask(&self, batch: &RecordBatch) -> Result<BooleanArray> {
         let (ids, lsns) = id_and_lsn(batch)?;
         Ok((0..batch.num_rows())
             .map(|r| Some(self.is_visible(ids, r, lsns.value(r))))
@@ -67,18 +67,18 @@ impl Newest {
     }
 
     /// Whether every row of the batch is visible.
-    pub fn all_visible(&self, batch: &RecordBatch) -> Result<bool> {
+    pub(crate) fn all_visible(&self, batch: &RecordBatch) -> Result<bool> {
         let (ids, lsns) = id_and_lsn(batch)?;
         Ok((0..batch.num_rows()).all(|r| self.is_visible(ids, r, lsns.value(r))))
     }
 
     /// Whether `(ids[row], lsn)` is the newest event for its id and an upsert.
-    pub fn is_visible(&self, ids: &dyn Array, row: usize, lsn: u64) -> bool {
+    pub(crate) fn is_visible(&self, ids: &dyn Array, row: usize, lsn: u64) -> bool {
         is_newest_upsert(self.get(ids, row), lsn)
     }
 
     /// Ids whose newest event is a delete, with that event's LSN, oldest first.
-    pub fn deletes(&self) -> Vec<(Id, u64)> {
+    pub(crate) fn deletes(&self) -> Vec<(Id, u64)> {
         let mut out: Vec<(Id, u64)> = self
             .events()
             .filter(|(_, (_, deleted))| *deleted)
@@ -94,7 +94,7 @@ impl Newest {
         out
     }
 
-    pub fn get(&self, ids: &dyn Array, row: usize) -> Option<(u64, bool)> {
+    pub(crate) fn get(&self, ids: &dyn Array, row: usize) -> Option<(u64, bool)> {
         if let Some(a) = ids.as_any().downcast_ref::<UInt64Array>() {
             self.u64s.get(&a.value(row)).copied()
         } else {
@@ -102,16 +102,16 @@ impl Newest {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.u64s.len() + self.strings.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Ids whose newest event is an upsert.
-    pub fn live_count(&self) -> usize {
+    pub(crate) fn live_count(&self) -> usize {
         self.u64s
             .values()
             .chain(self.strings.values())
@@ -144,24 +144,24 @@ enum IdRef<'a> {
 /// The visibility of rows: the segments' newest events, overlaid by the
 /// (small, per-query) log tail's.
 #[derive(Debug, Clone, Copy)]
-pub struct Visibility<'a> {
+pub(crate) struct Visibility<'a> {
     pub base: &'a Newest,
     pub tail: &'a Newest,
 }
 
 impl Visibility<'_> {
-    pub fn newest(&self, ids: &dyn Array, row: usize) -> Option<(u64, bool)> {
+    pub(crate) fn newest(&self, ids: &dyn Array, row: usize) -> Option<(u64, bool)> {
         self.tail.get(ids, row).or_else(|| self.base.get(ids, row))
     }
 
-    pub fn is_visible(&self, ids: &dyn Array, row: usize, lsn: u64) -> bool {
+    pub(crate) fn is_visible(&self, ids: &dyn Array, row: usize, lsn: u64) -> bool {
         is_newest_upsert(self.newest(ids, row), lsn)
     }
 
     /// The visibility test for the rows of one row set, as cheap as it can
     /// be made: a `clean` set (no row of it hidden by segments or delete
     /// files) needs only the tail's map, and nothing while the tail is empty.
-    pub fn row_test<'b>(
+    pub(crate) fn row_test<'b>(
         &'b self,
         clean: bool,
         ids: &'b dyn Array,
@@ -178,7 +178,7 @@ impl Visibility<'_> {
     }
 
     /// Number of live ids.
-    pub fn live_count(&self) -> usize {
+    pub(crate) fn live_count(&self) -> usize {
         let mut count = self.base.live_count() as i64;
         for (id, (_, deleted)) in self.tail.events() {
             if let Some((_, false)) = self.base.get_ref(id) {
@@ -199,7 +199,7 @@ fn is_newest_upsert(newest: Option<(u64, bool)>, lsn: u64) -> bool {
 }
 
 /// The `id` and `_lsn` columns of a row set.
-pub fn id_and_lsn(batch: &RecordBatch) -> Result<(&dyn Array, &UInt64Array)> {
+pub(crate) fn id_and_lsn(batch: &RecordBatch) -> Result<(&dyn Array, &UInt64Array)> {
     let ids = batch
         .column_by_name(COL_ID)
         .ok_or_else(|| Error::corrupt("row set", "no id column"))?;

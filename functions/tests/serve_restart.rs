@@ -2,6 +2,8 @@
 //! data directory; nothing acknowledged is lost, and the background indexer
 //! flushes the tail by itself.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test harness: failing loudly is the point
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

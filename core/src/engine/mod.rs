@@ -17,12 +17,14 @@ mod request;
 mod state;
 mod write;
 
+pub(crate) use request::DeleteTarget;
+
 pub use maintenance::{
     COMPACT_AT_SEGMENTS, CompactReport, GC_GRACE, GcReport, IndexReport, RoundReport,
 };
 pub use request::{
-    Attribute, CollectionInfo, CollectionStats, Consistency, Delete, DeleteTarget, FlushReport,
-    Query, QueryResult, Row, Upsert, WarmReport, WriteAck,
+    Attribute, CollectionInfo, CollectionStats, Consistency, Delete, FlushReport, Query,
+    QueryResult, Row, Upsert, WarmReport, WriteAck,
 };
 
 use std::collections::HashMap;

@@ -70,7 +70,7 @@ pub struct Upsert {
 
 /// What a checked delete hides.
 #[derive(Debug, Clone)]
-pub enum DeleteTarget {
+pub(crate) enum DeleteTarget {
     /// These ids (an id column of the collection's id type).
     Ids(ArrayRef),
     /// Every row the filter matches as of the log's last LSN.

@@ -36,7 +36,7 @@ pub(crate) struct Collection {
 }
 
 impl Collection {
-    pub fn new(
+    pub(crate) fn new(
         config: CollectionConfig,
         log: Arc<dyn Log>,
         manifests: ManifestStore,
@@ -124,7 +124,7 @@ impl Tail {
     /// Adds records read from the log starting right after an earlier
     /// `upto`: those this tail already has (another reader was faster, or a
     /// newer checkpoint covers them) are skipped.
-    pub fn extend(&mut self, records: Vec<TailRecord>, end: Lsn) {
+    pub(crate) fn extend(&mut self, records: Vec<TailRecord>, end: Lsn) {
         let mut added = false;
         for record in records {
             if record.lsn > self.upto {
@@ -141,7 +141,7 @@ impl Tail {
     }
 
     /// `(records, upserted rows, bytes)` not yet flushed.
-    pub fn pending(&self) -> (usize, usize, usize) {
+    pub(crate) fn pending(&self) -> (usize, usize, usize) {
         let rows = self
             .records
             .iter()
@@ -156,7 +156,7 @@ impl Tail {
 impl ReadState {
     /// Makes `manifest` the current one if it is newer: drops opened files
     /// it no longer lists and tail records its checkpoint now covers.
-    pub fn install(&mut self, manifest: Manifest) {
+    pub(crate) fn install(&mut self, manifest: Manifest) {
         if manifest.version <= self.manifest.version && self.manifest.version > 0 {
             return;
         }
@@ -190,11 +190,11 @@ impl ReadState {
     }
 
     /// Whether the manifest lists segment `id` / delete file `path`.
-    pub fn lists_segment(&self, id: &str) -> bool {
+    pub(crate) fn lists_segment(&self, id: &str) -> bool {
         self.manifest.segment(id).is_some()
     }
 
-    pub fn lists_delete_file(&self, path: &str) -> bool {
+    pub(crate) fn lists_delete_file(&self, path: &str) -> bool {
         self.manifest.deletes.iter().any(|d| d.path == path)
     }
 }

@@ -33,13 +33,13 @@ const FORMAT: u32 = 2;
 /// Bytes before the calibration table.
 const FIXED_HEADER: usize = 36;
 /// Recall target of the default (automatic) search.
-pub const DEFAULT_RECALL_TARGET: f32 = 0.95;
+pub(super) const DEFAULT_RECALL_TARGET: f32 = 0.95;
 /// Below this many estimated matching rows, a filtered search scans the
 /// matching rows exactly instead of probing more clusters.
-pub const EXACT_FILTER_ROWS: usize = 20_000;
+pub(crate) const EXACT_FILTER_ROWS: usize = 20_000;
 
 #[derive(Debug, Clone)]
-pub struct IvfParams {
+pub(crate) struct IvfParams {
     /// Clusters; default `√rows` clamped to 1…4096.
     pub nlist: Option<usize>,
     pub iterations: usize,
@@ -64,7 +64,7 @@ impl Default for IvfParams {
 
 /// How hard a search looks.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SearchKnobs {
+pub(crate) struct SearchKnobs {
     /// Clusters to probe; `None` picks from `recall_target`.
     pub nprobe: Option<usize>,
     /// Candidates re-ranked with full-precision vectors.
@@ -84,7 +84,7 @@ impl Default for SearchKnobs {
 
 /// Everything a search needs before it touches codes or vectors.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IvfHeader {
+pub(crate) struct IvfHeader {
     pub metric: Metric,
     pub dim: usize,
     pub centroids: Vec<f32>,
@@ -97,7 +97,7 @@ pub struct IvfHeader {
 
 /// A built index: the header and all codes, in memory.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IvfIndex {
+pub(crate) struct IvfIndex {
     pub header: IvfHeader,
     pub codes: Vec<u8>,
 }
@@ -110,22 +110,22 @@ impl std::ops::Deref for IvfIndex {
 }
 
 /// The query side of the SQ8 distance, prepared once per query.
-pub enum Prepared {
+pub(crate) enum Prepared {
     L2 { u: Vec<f32>, w: Vec<f32> },
     Dot { v: Vec<f32>, bias: f32 },
 }
 
 impl IvfHeader {
-    pub fn nlist(&self) -> usize {
+    pub(crate) fn nlist(&self) -> usize {
         self.offsets.len() - 1
     }
 
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.offsets.last().copied().unwrap_or(0) as usize
     }
 
     /// Clusters a search with `knobs` probes first.
-    pub fn nprobe(&self, knobs: &SearchKnobs) -> usize {
+    pub(crate) fn nprobe(&self, knobs: &SearchKnobs) -> usize {
         knobs
             .nprobe
             .unwrap_or_else(|| self.nprobe_for(knobs.recall_target))
@@ -133,7 +133,7 @@ impl IvfHeader {
     }
 
     /// The smallest calibrated nprobe reaching `target` recall.
-    pub fn nprobe_for(&self, target: f32) -> usize {
+    pub(crate) fn nprobe_for(&self, target: f32) -> usize {
         self.calibration
             .iter()
             .find(|(_, recall)| *recall >= target)
@@ -143,7 +143,7 @@ impl IvfHeader {
             .clamp(1, self.nlist())
     }
 
-    pub fn prepare(&self, q: &[f32]) -> Prepared {
+    pub(crate) fn prepare(&self, q: &[f32]) -> Prepared {
         match self.metric {
             Metric::L2 => Prepared::L2 {
                 u: q.iter()
@@ -176,7 +176,7 @@ impl IvfHeader {
 
     /// Clusters by closeness of their centroid to `q`: the first `first`
     /// exactly ordered, the rest ordered only when a widening search needs them.
-    pub fn probe_order(&self, q: &[f32], first: usize) -> Vec<usize> {
+    pub(crate) fn probe_order(&self, q: &[f32], first: usize) -> Vec<usize> {
         let mut d: Vec<(f32, usize)> = self
             .centroids
             .chunks_exact(self.dim)
@@ -205,7 +205,7 @@ impl IvfHeader {
     /// Starts a search for `q` that probes the clusters of `order` (every
     /// cluster, closest first: [`IvfHeader::probe_order`]) and keeps the
     /// best `candidates` rows by approximate distance.
-    pub fn probe_loop(
+    pub(crate) fn probe_loop(
         &self,
         q: &QueryVector,
         nprobe: usize,
@@ -244,31 +244,31 @@ impl IvfHeader {
     }
 
     /// Bytes of the header: everything before the codes.
-    pub fn header_len(&self) -> u64 {
+    pub(crate) fn header_len(&self) -> u64 {
         header_len(self.dim, self.nlist(), self.calibration.len())
     }
 
     /// Where cluster `c`'s codes are in the index file.
-    pub fn codes_range(&self, c: usize) -> std::ops::Range<u64> {
+    pub(crate) fn codes_range(&self, c: usize) -> std::ops::Range<u64> {
         let (dim, h) = (self.dim as u64, self.header_len());
         h + self.offsets[c] as u64 * dim..h + self.offsets[c + 1] as u64 * dim
     }
 
     /// Where row `row`'s full-precision vector is in the index file.
-    pub fn vector_range(&self, row: usize) -> std::ops::Range<u64> {
+    pub(crate) fn vector_range(&self, row: usize) -> std::ops::Range<u64> {
         let (dim, rows) = (self.dim as u64, self.rows() as u64);
         let start = self.header_len() + rows * dim + row as u64 * dim * 4;
         start..start + dim * 4
     }
 
     /// Size of the whole index file.
-    pub fn file_len(&self) -> u64 {
+    pub(crate) fn file_len(&self) -> u64 {
         self.header_len() + self.rows() as u64 * self.dim as u64 * 5
     }
 
     /// Parses a header (the first [`IvfHeader::header_len`] bytes; more is
     /// ignored).
-    pub fn parse(bytes: &[u8]) -> Result<IvfHeader> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<IvfHeader> {
         let bad = |what: &str| Error::corrupt("ivf index", what);
         let mut r = Reader { bytes, pos: 0 };
         if r.take(8).ok_or_else(|| bad("too short"))? != MAGIC {
@@ -361,7 +361,7 @@ fn header_len(dim: usize, nlist: usize, ncal: usize) -> u64 {
 /// It probes the first `nprobe` clusters of the order; while fewer rows
 /// than the pool holds passed (a filter or deletes hid them) it widens by
 /// batches that double in size, each one more wave for a cold query.
-pub struct ProbeLoop<'h> {
+pub(crate) struct ProbeLoop<'h> {
     header: &'h IvfHeader,
     prepared: Prepared,
     pool: CandidatePool,
@@ -373,7 +373,7 @@ pub struct ProbeLoop<'h> {
 
 impl ProbeLoop<'_> {
     /// The clusters to scan next; empty once the search is done.
-    pub fn next_clusters(&mut self) -> Vec<usize> {
+    pub(crate) fn next_clusters(&mut self) -> Vec<usize> {
         let done =
             self.probed >= self.order.len() || (self.probed >= self.nprobe && self.pool.is_full());
         if done {
@@ -388,25 +388,25 @@ impl ProbeLoop<'_> {
 
     /// Scans cluster `c`, whose codes are `codes`, offering the rows
     /// `accept` admits.
-    pub fn scan(&mut self, c: usize, codes: &[u8], accept: &dyn Fn(usize) -> bool) {
+    pub(crate) fn scan(&mut self, c: usize, codes: &[u8], accept: &dyn Fn(usize) -> bool) {
         self.header
             .scan(&self.prepared, c, codes, accept, &mut self.pool);
     }
 
     /// The candidate rows found, ascending.
-    pub fn candidates(&self) -> Vec<u32> {
+    pub(crate) fn candidates(&self) -> Vec<u32> {
         self.pool.rows()
     }
 }
 
 /// The best `capacity` candidates by approximate distance.
-pub struct CandidatePool {
+pub(super) struct CandidatePool {
     heap: BinaryHeap<Candidate>,
     capacity: usize,
 }
 
 impl CandidatePool {
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Self {
             heap: BinaryHeap::with_capacity(capacity + 1),
             capacity: capacity.max(1),
@@ -422,12 +422,12 @@ impl CandidatePool {
         }
     }
 
-    pub fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.heap.len() >= self.capacity
     }
 
     /// Candidate rows, ascending.
-    pub fn rows(&self) -> Vec<u32> {
+    pub(super) fn rows(&self) -> Vec<u32> {
         let mut rows: Vec<u32> = self.heap.iter().map(|c| c.1).collect();
         rows.sort_unstable();
         rows
@@ -435,7 +435,7 @@ impl CandidatePool {
 }
 
 /// Candidates under their exact distance, best `k` first.
-pub fn rerank<'v>(
+pub(crate) fn rerank<'v>(
     q: &QueryVector,
     rows: &[u32],
     vector: &dyn Fn(u32) -> Option<&'v [f32]>,
@@ -455,13 +455,13 @@ pub fn rerank<'v>(
 }
 
 /// How many candidates are re-ranked for a top-`k` search by default.
-pub fn default_rerank(k: usize) -> usize {
+pub(crate) fn default_rerank(k: usize) -> usize {
     (k * 10).max(100)
 }
 
 /// What [`IvfIndex::build`] makes.
 #[derive(Debug)]
-pub struct BuiltIndex {
+pub(crate) struct BuiltIndex {
     pub index: IvfIndex,
     /// The row order of the clustered data file: `order[new_row] = old_row`.
     pub order: Vec<u32>,
@@ -471,7 +471,7 @@ pub struct BuiltIndex {
 
 impl IvfIndex {
     /// Builds the index over `vectors` (row-major).
-    pub fn build(
+    pub(crate) fn build(
         vectors: &[f32],
         dim: usize,
         metric: Metric,
@@ -653,7 +653,7 @@ impl IvfIndex {
 
     /// The index file: header, codes, then `vectors` (the clustered
     /// full-precision vectors, row-major).
-    pub fn to_bytes(&self, vectors: &[f32]) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self, vectors: &[f32]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.file_len() as usize);
         self.header.write(&mut out);
         out.extend_from_slice(&self.codes);
@@ -664,7 +664,8 @@ impl IvfIndex {
     }
 
     /// Parses a whole index file: the index and its vectors.
-    pub fn from_bytes(bytes: &[u8]) -> Result<(IvfIndex, Vec<f32>)> {
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<(IvfIndex, Vec<f32>)> {
         let header = IvfHeader::parse(bytes)?;
         if bytes.len() as u64 != header.file_len() {
             return Err(Error::corrupt(

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use crate::vector::l2_squared;
 
 /// Index and squared distance of the centroid nearest to `v`.
-pub fn nearest(centroids: &[f32], dim: usize, v: &[f32]) -> (usize, f32) {
+pub(super) fn nearest(centroids: &[f32], dim: usize, v: &[f32]) -> (usize, f32) {
     let mut best = (0, f32::INFINITY);
     for (c, centroid) in centroids.chunks_exact(dim).enumerate() {
         let d = l2_squared(v, centroid);
@@ -19,7 +19,7 @@ pub fn nearest(centroids: &[f32], dim: usize, v: &[f32]) -> (usize, f32) {
 }
 
 /// Assigns every vector to its nearest centroid, on all cores.
-pub fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> Vec<u32> {
+pub(super) fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> Vec<u32> {
     let n = data.len() / dim;
     let threads = std::thread::available_parallelism()
         .map(|t| t.get())
@@ -44,7 +44,7 @@ pub fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> Vec<u32> {
 /// `k` centroids of `data` (row-major, `dim` wide): random initial points
 /// from a sample of at most `sample_max` rows, `iterations` Lloyd rounds,
 /// and an empty cluster re-seeded by splitting the largest one.
-pub fn kmeans(
+pub(crate) fn kmeans(
     data: &[f32],
     dim: usize,
     k: usize,

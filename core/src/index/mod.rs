@@ -5,8 +5,6 @@
 mod ivf;
 mod kmeans;
 
-pub use ivf::{
-    BuiltIndex, EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, ProbeLoop, SearchKnobs,
-    default_rerank, rerank,
+pub(crate) use ivf::{
+    EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, SearchKnobs, default_rerank, rerank,
 };
-pub use kmeans::kmeans;

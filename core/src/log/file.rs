@@ -131,7 +131,7 @@ struct State {
 }
 
 #[derive(Debug)]
-pub struct FileLog {
+pub(super) struct FileLog {
     state: Arc<Mutex<State>>,
     max_record_bytes: usize,
 }

@@ -52,7 +52,7 @@ pub fn weighted_l2_u8(u: &[f32], w: &[f32], c: &[u8]) -> f32 {
 }
 
 mod portable {
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
         let mut acc = [0f32; 8];
         let n = a.len() / 8 * 8;
         for i in (0..n).step_by(8) {
@@ -67,7 +67,7 @@ mod portable {
         sum
     }
 
-    pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    pub(super) fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
         let mut acc = [0f32; 8];
         let n = a.len() / 8 * 8;
         for i in (0..n).step_by(8) {
@@ -84,7 +84,7 @@ mod portable {
         sum
     }
 
-    pub fn dot_u8(v: &[f32], c: &[u8]) -> f32 {
+    pub(super) fn dot_u8(v: &[f32], c: &[u8]) -> f32 {
         let mut acc = [0f32; 8];
         let n = v.len() / 8 * 8;
         for i in (0..n).step_by(8) {
@@ -99,7 +99,7 @@ mod portable {
         sum
     }
 
-    pub fn weighted_l2_u8(u: &[f32], w: &[f32], c: &[u8]) -> f32 {
+    pub(super) fn weighted_l2_u8(u: &[f32], w: &[f32], c: &[u8]) -> f32 {
         let mut acc = [0f32; 8];
         let n = u.len() / 8 * 8;
         for i in (0..n).step_by(8) {
@@ -132,7 +132,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len() / 16 * 16;
         let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -157,7 +157,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    pub(super) unsafe fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len() / 16 * 16;
         let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -190,7 +190,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_u8(v: &[f32], c: &[u8]) -> f32 {
+    pub(super) unsafe fn dot_u8(v: &[f32], c: &[u8]) -> f32 {
         let n = v.len() / 8 * 8;
         let mut s = _mm256_setzero_ps();
         let mut i = 0;
@@ -213,7 +213,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_l2_u8(u: &[f32], w: &[f32], c: &[u8]) -> f32 {
+    pub(super) unsafe fn weighted_l2_u8(u: &[f32], w: &[f32], c: &[u8]) -> f32 {
         let n = u.len() / 8 * 8;
         let mut s = _mm256_setzero_ps();
         let mut i = 0;

@@ -26,7 +26,7 @@ pub(crate) struct IndexedSegment {
 
 impl IndexedSegment {
     /// Reads the index header and the data file's footer (in parallel).
-    pub async fn open(
+    pub(crate) async fn open(
         source: &Arc<dyn RangeSource>,
         entry: &SegmentEntry,
     ) -> Result<IndexedSegment> {
@@ -65,7 +65,7 @@ impl IndexedSegment {
     }
 
     /// The code blocks of `clusters`.
-    pub async fn read_codes(
+    pub(crate) async fn read_codes(
         &self,
         source: &Arc<dyn RangeSource>,
         clusters: &[usize],
@@ -81,7 +81,7 @@ impl IndexedSegment {
     }
 
     /// The full-precision vectors of `rows` (from the index file).
-    pub async fn read_vectors(
+    pub(crate) async fn read_vectors(
         &self,
         source: &Arc<dyn RangeSource>,
         rows: &[u32],
@@ -104,7 +104,7 @@ impl IndexedSegment {
     }
 
     /// `columns` of `rows` of the data file (all rows when `None`).
-    pub async fn read_columns(
+    pub(crate) async fn read_columns(
         &self,
         source: &Arc<dyn RangeSource>,
         columns: &[&str],

@@ -20,7 +20,7 @@ pub(super) struct Fetched {
 }
 
 impl Fetched {
-    pub fn position(&self, row: usize) -> Option<usize> {
+    pub(super) fn position(&self, row: usize) -> Option<usize> {
         self.rows.binary_search(&(row as u32)).ok()
     }
 }

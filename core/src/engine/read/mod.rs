@@ -93,7 +93,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn visibility(&self) -> Visibility<'_> {
+    pub(crate) fn visibility(&self) -> Visibility<'_> {
         Visibility {
             base: &self.base,
             tail: &self.tail,
