@@ -59,6 +59,7 @@ impl Default for CacheSettings {
 }
 
 impl CacheSettings {
+    /// Checks the sizes.
     pub fn validate(&self) -> Result<()> {
         if self.memory_mb == 0 {
             return Err(Error::invalid("cache.memory_mb", "must be positive"));
@@ -137,7 +138,9 @@ pub struct ReadStats {
 /// One step of a query and how long it took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
+    /// What the step did.
     pub name: String,
+    /// How long it took, milliseconds.
     pub ms: f64,
     /// Object-store requests this step sent.
     pub requests: u64,
@@ -148,18 +151,23 @@ pub struct Phase {
 pub struct QueryStats {
     /// Object-store GETs sent for data (segments, indexes, delete files).
     pub requests: u64,
+    /// Bytes those requests fetched.
     pub bytes_fetched: u64,
     /// Sequential waves of object-store requests for data; the manifest and
     /// the collection config are not counted here.
     pub round_trips: u64,
+    /// Blocks found in the memory tier.
     pub memory_hits: u64,
+    /// Blocks found in the disk tier.
     pub disk_hits: u64,
     /// Blocks fetched from the object store.
     pub misses: u64,
+    /// Each step, in order.
     pub phases: Vec<Phase>,
 }
 
 impl ReadStats {
+    /// The figures so far.
     pub fn snapshot(&self) -> QueryStats {
         QueryStats {
             requests: self.requests.load(Ordering::Relaxed),
@@ -225,8 +233,11 @@ impl std::fmt::Debug for BlockCache {
 /// How much the cache holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct CacheFootprint {
+    /// Bytes in the memory tier.
     pub memory_bytes: u64,
+    /// Size of the memory tier.
     pub memory_capacity: u64,
+    /// Size of the disk tier (0: none).
     pub disk_capacity: u64,
     /// Bytes written to the disk tier since start (entries plus headers).
     pub disk_written: u64,
@@ -279,10 +290,12 @@ impl BlockCache {
         })
     }
 
+    /// The block size: the unit of caching and of ranged reads.
     pub fn block_bytes(&self) -> u64 {
         self.block
     }
 
+    /// What the cache holds.
     pub fn footprint(&self) -> CacheFootprint {
         CacheFootprint {
             memory_bytes: self.cache.memory().usage() as u64,

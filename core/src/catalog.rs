@@ -11,12 +11,16 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::storage::{CollectionPaths, get_bytes, put_create};
 
+/// Longest collection or attribute name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
+/// Largest vector dimension.
 pub const MAX_DIMENSION: u32 = 16_384;
+/// Most attributes a collection may have.
 pub const MAX_ATTRIBUTES: usize = 256;
 /// Column names the segment format uses itself.
 pub const RESERVED_NAMES: [&str; 3] = ["id", "vector", "_lsn"];
 
+/// How distance between vectors is measured; smaller is closer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
@@ -28,28 +32,39 @@ pub enum Metric {
     Ip,
 }
 
+/// The type of a collection's row ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdType {
+    /// Unsigned 64-bit integers.
     U64,
+    /// Strings of 1 to 256 bytes.
     String,
 }
 
+/// The type of an attribute column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttributeType {
+    /// true or false.
     Bool,
+    /// A signed 64-bit integer.
     I64,
+    /// A 64-bit float.
     F64,
+    /// A UTF-8 string.
     String,
     /// A list of strings (tags).
     StringList,
 }
 
+/// A typed attribute column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeDef {
+    /// Its name (not `id`, `vector` or `_lsn`).
     pub name: String,
+    /// Its type.
     #[serde(rename = "type")]
     pub ty: AttributeType,
 }
@@ -74,20 +89,28 @@ impl Default for IndexParams {
     }
 }
 
+/// A collection's configuration, fixed at creation (`collection.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectionConfig {
+    /// The collection's name: `[a-z0-9_-]`, at most 64 bytes.
     pub name: String,
+    /// Vector length.
     pub dimension: u32,
+    /// How distance is measured.
     pub metric: Metric,
+    /// The type of row ids.
     pub id_type: IdType,
+    /// Typed attribute columns.
     #[serde(default)]
     pub attributes: Vec<AttributeDef>,
+    /// Sealing and row-group sizes.
     #[serde(default)]
     pub index: IndexParams,
 }
 
 impl CollectionConfig {
+    /// Checks the name, dimension and attributes.
     pub fn validate(&self) -> Result<()> {
         validate_collection_name(&self.name)?;
         if self.dimension == 0 || self.dimension > MAX_DIMENSION {
@@ -128,6 +151,7 @@ impl CollectionConfig {
         Ok(())
     }
 
+    /// The attribute named `name`, if any.
     pub fn attribute(&self, name: &str) -> Option<&AttributeDef> {
         self.attributes.iter().find(|a| a.name == name)
     }
@@ -184,6 +208,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// A catalog over `store`.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self { store }
     }
@@ -209,6 +234,7 @@ impl Catalog {
         }
     }
 
+    /// The collection's configuration.
     pub async fn get(&self, name: &str) -> Result<CollectionConfig> {
         validate_collection_name(name)?;
         let path = CollectionPaths::new(name).config();

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::log::JetStreamConfig;
 use crate::storage::ObjectStoreConfig;
 
+/// Floe's settings: a JSON file (`FLOE_CONFIG`) and `FLOE_*` variables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -21,10 +22,13 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Address `floe serve` listens on.
     pub listen: String,
+    /// Where the files go; `<data_dir>/objects` when unset.
     pub object_store: Option<ObjectStoreConfig>,
     /// The log on NATS JetStream; the embedded file log when unset.
     pub nats: Option<JetStreamConfig>,
+    /// When the log tail is flushed.
     pub flush: FlushSettings,
+    /// Limits on requests.
     pub limits: Limits,
     /// The read cache (memory and local disk).
     pub cache: CacheSettings,
@@ -70,20 +74,24 @@ impl Default for FlushSettings {
 }
 
 impl FlushSettings {
+    /// The age threshold as a duration.
     pub fn max_age(&self) -> Duration {
         Duration::from_secs(self.max_age_secs)
     }
 
+    /// How often the background indexer checks.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
     }
 }
 
+/// Limits on requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest HTTP request body.
     pub max_request_bytes: usize,
+    /// Largest `top_k` a query may ask for.
     pub max_top_k: usize,
 }
 
@@ -97,6 +105,7 @@ impl Default for Limits {
 }
 
 impl Settings {
+    /// Checks every setting, naming the bad one.
     pub fn validate(&self) -> Result<()> {
         if let Some(store) = &self.object_store {
             store.validate()?;
@@ -148,6 +157,7 @@ impl Settings {
             })
     }
 
+    /// Where the embedded log lives.
     pub fn log_dir(&self) -> PathBuf {
         self.data_dir.join("log")
     }

@@ -17,33 +17,45 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Every error of `floe-core`, with context; [`Error::kind`] says what a
+/// caller can do about it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // the variants' fields are named by their messages
 pub enum Error {
+    /// A request or setting is wrong: `field` names it (`rows[3].vector`).
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
 
+    /// No collection of this name.
     #[error("collection {0:?} not found")]
     CollectionNotFound(String),
 
+    /// A create with another configuration than the existing collection's.
     #[error("collection {name:?} already exists with a different configuration")]
     CollectionExists { name: String },
 
+    /// A manifest commit lost to a concurrent one it cannot rebase over.
     #[error("commit of manifest version {version} conflicts: {reason}")]
     CommitConflict { version: u64, reason: String },
 
+    /// A create-only write found the object there.
     #[error("object {path} already exists")]
     ObjectExists { path: String },
 
+    /// A newer writer or compactor claimed the role.
     #[error("fenced: writer epoch {ours} is older than the manifest's epoch {current}")]
     Fenced { ours: u64, current: u64 },
 
+    /// A write too large for one log record.
     #[error("log record of {size} bytes exceeds the log's limit of {max} bytes")]
     RecordTooLarge { size: usize, max: usize },
 
+    /// A log read before the log's first record (trimmed after a flush).
     #[error("log position {requested} was trimmed; the log now starts at {first}")]
     LsnTrimmed { requested: u64, first: u64 },
 
+    /// An object-store request failed.
     #[error("object store {op} {path}: {source}")]
     ObjectStore {
         op: &'static str,
@@ -52,6 +64,7 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// A log request failed.
     #[error("log {op}: {message}")]
     Log { op: &'static str, message: String },
 
@@ -69,6 +82,7 @@ pub enum Error {
     #[error("cache {op}: {message}")]
     Cache { op: &'static str, message: String },
 
+    /// Local file i/o failed (the embedded log, a data directory).
     #[error("i/o on {path}: {source}")]
     Io {
         path: String,
@@ -76,9 +90,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Encoding or decoding a Parquet file failed.
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
 
+    /// An Arrow operation failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
@@ -87,9 +103,11 @@ pub enum Error {
     Shared(std::sync::Arc<Error>),
 }
 
+/// `floe-core`'s result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// What a caller can do about it.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Invalid { .. } | Error::RecordTooLarge { .. } => ErrorKind::BadRequest,

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::storage::{CollectionPaths, get_bytes, put_create};
 
+/// The manifest format this build writes and reads.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
 
 /// The hint is rewritten when the version is a multiple of this: a fresh
@@ -48,9 +49,12 @@ pub enum Role {
     Compactor,
 }
 
+/// The current epoch of each role.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Epochs {
+    /// The flusher's epoch.
     pub writer: u64,
+    /// The compactor's epoch.
     pub compactor: u64,
 }
 
@@ -73,7 +77,9 @@ impl Epochs {
 /// A committer's identity: its role and the epoch it claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fence {
+    /// The role claimed.
     pub role: Role,
+    /// The epoch claimed.
     pub epoch: u64,
 }
 
@@ -82,21 +88,32 @@ pub struct Fence {
 /// not to one segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteFile {
+    /// Its key.
     pub path: String,
+    /// Tombstones in it.
     pub rows: u64,
+    /// Size of the file.
     pub size_bytes: u64,
+    /// Smallest `_lsn` in it.
     pub min_lsn: u64,
+    /// Largest `_lsn` in it.
     pub max_lsn: u64,
 }
 
 /// One immutable segment as the manifest knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentEntry {
+    /// Its id (a UUIDv7).
     pub id: String,
+    /// Key of its data file.
     pub data_path: String,
+    /// Rows in it.
     pub rows: u64,
+    /// Size of the data file.
     pub size_bytes: u64,
+    /// Smallest `_lsn` in it.
     pub min_lsn: u64,
+    /// Largest `_lsn` in it.
     pub max_lsn: u64,
     /// Sealed segments are past the size threshold; they get an ANN index.
     #[serde(default)]
@@ -113,25 +130,35 @@ pub struct SegmentEntry {
 /// A segment's ANN index file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexFile {
+    /// Its key.
     pub path: String,
+    /// Size of the index file.
     pub size_bytes: u64,
+    /// Its clusters.
     pub nlist: u32,
     /// Length of the index header (read first by a cold query).
     pub header_bytes: u64,
 }
 
+/// One version of a collection's state: its segments, delete files, checkpoint and role epochs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The format this manifest is written in.
     pub format_version: u32,
+    /// Its version: contiguous from 1 (0 is the implicit empty one).
     pub version: u64,
     /// Unique per commit attempt: lets a committer whose response was lost
     /// recognise its own manifest.
     pub commit_id: String,
+    /// When it was committed.
     pub committed_at_ms: u64,
+    /// The roles' epochs.
     pub epochs: Epochs,
     /// Every log record with LSN ≤ this is reflected in the segments.
     pub checkpoint_lsn: u64,
+    /// The segments a read searches.
     pub segments: Vec<SegmentEntry>,
+    /// The delete files a read applies.
     #[serde(default)]
     pub deletes: Vec<DeleteFile>,
     /// A one-line description of the operation that produced this version.
@@ -154,6 +181,7 @@ impl Manifest {
         }
     }
 
+    /// The segment with this id, if listed.
     pub fn segment(&self, id: &str) -> Option<&SegmentEntry> {
         self.segments.iter().find(|s| s.id == id)
     }
@@ -163,6 +191,7 @@ impl Manifest {
         self.segments.iter().map(|s| s.rows).sum()
     }
 
+    /// Bytes of every segment data file.
     pub fn total_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size_bytes).sum()
     }
@@ -178,9 +207,13 @@ pub enum Operation {
     /// upserted rows and a file of tombstones, either may be absent — and
     /// moves the checkpoint from `from_lsn` to `to_lsn`.
     Flush {
+        /// The checkpoint before.
         from_lsn: u64,
+        /// The checkpoint after.
         to_lsn: u64,
+        /// The segment of upserted rows.
         segment: Option<SegmentEntry>,
+        /// The file of tombstones.
         delete_file: Option<DeleteFile>,
     },
     /// Swaps segments atomically (compaction, sealing, index builds). Rows
@@ -188,8 +221,11 @@ pub enum Operation {
     /// `drop_deletes` names delete files the merge applied; each is dropped
     /// only if no segment left outside the swap could hold a row it hides.
     Replace {
+        /// Ids of the segments taken out.
         remove: Vec<String>,
+        /// The segments put in.
         add: Vec<SegmentEntry>,
+        /// Delete files to drop.
         drop_deletes: Vec<String>,
     },
 }
@@ -304,6 +340,7 @@ pub enum Committed {
 }
 
 impl Committed {
+    /// The manifest after the commit.
     pub fn manifest(&self) -> &Manifest {
         match self {
             Committed::New(m) | Committed::AlreadyApplied(m) => m,
@@ -311,6 +348,7 @@ impl Committed {
     }
 }
 
+/// How hard a committer retries.
 #[derive(Debug, Clone)]
 pub struct CommitOptions {
     /// How many versions a committer may lose before giving up.
@@ -342,10 +380,12 @@ pub struct ManifestStore {
 }
 
 impl ManifestStore {
+    /// The manifests of `collection`, with default retries.
     pub fn new(store: Arc<dyn ObjectStore>, collection: &str) -> Self {
         Self::with_options(store, collection, CommitOptions::default())
     }
 
+    /// The manifests of `collection`, with these retries.
     pub fn with_options(
         store: Arc<dyn ObjectStore>,
         collection: &str,

@@ -24,7 +24,9 @@ pub const MAX_STRING_ID_BYTES: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Id {
+    /// An unsigned integer id.
     U64(u64),
+    /// A string id.
     Str(String),
 }
 
@@ -80,8 +82,11 @@ impl Id {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RowIn {
+    /// Its id.
     pub id: Id,
+    /// Its vector.
     pub vector: Vec<f64>,
+    /// Its attributes, by name.
     #[serde(default)]
     pub attributes: Map<String, Value>,
 }
@@ -90,8 +95,11 @@ pub struct RowIn {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnsIn {
+    /// The ids, one per row.
     pub ids: Vec<Id>,
+    /// The vectors, one per row.
     pub vectors: Vec<Vec<f64>>,
+    /// Attribute columns, by name, one value per row.
     #[serde(default)]
     pub attributes: HashMap<String, Vec<Value>>,
 }

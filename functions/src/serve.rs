@@ -9,8 +9,11 @@ use floe_core::Floe;
 
 /// A running server.
 pub struct Server {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// The server; ends on shutdown.
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The background indexer, when started.
     pub indexer: Option<tokio::task::JoinHandle<()>>,
 }
 

@@ -30,6 +30,7 @@ use wire::{CreateCollection, DeleteRequest, QueryRequest, QueryResponse, RowOut,
 /// The OpenAPI description, kept in `docs/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
 
+/// The `/v1` API over `floe`, plus `/healthz` and `/openapi.json`.
 pub fn router(floe: Arc<Floe>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

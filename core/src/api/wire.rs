@@ -21,12 +21,17 @@ use crate::vector::QueryVector;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollection {
+    /// Vector length, 1 to 16384.
     pub dimension: u32,
+    /// How distance is measured.
     pub metric: Metric,
+    /// `u64` (default) or `string` ids.
     #[serde(default = "default_id_type")]
     pub id_type: IdType,
+    /// Typed attribute columns.
     #[serde(default)]
     pub attributes: Vec<AttributeDef>,
+    /// Sealing and row-group sizes.
     #[serde(default)]
     pub index: IndexParams,
 }
@@ -36,6 +41,7 @@ fn default_id_type() -> IdType {
 }
 
 impl CreateCollection {
+    /// The collection's configuration, named by the path.
     pub fn into_config(self, name: &str) -> CollectionConfig {
         CollectionConfig {
             name: name.to_string(),
@@ -52,8 +58,11 @@ impl CreateCollection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertRequest {
+    /// Row-wise: `[{id, vector, attributes}]`.
     pub rows: Option<Vec<RowIn>>,
+    /// Columnar: `{ids, vectors, attributes}`.
     pub columns: Option<ColumnsIn>,
+    /// An idempotency key: a retry with it is not written twice.
     pub request_id: Option<String>,
 }
 
@@ -82,12 +91,16 @@ impl UpsertRequest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteRequest {
+    /// The ids to delete.
     pub ids: Option<Vec<Id>>,
+    /// Delete every row this filter matches.
     pub filter: Option<String>,
+    /// An idempotency key: a retry with it is not written twice.
     pub request_id: Option<String>,
 }
 
 impl DeleteRequest {
+    /// Checks every field against the collection.
     pub fn check(self, config: &CollectionConfig) -> Result<Delete> {
         check_request_id(self.request_id.as_deref())?;
         let target = match (&self.ids, &self.filter) {
@@ -111,12 +124,16 @@ impl DeleteRequest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
+    /// The query vector; absent for a filter-only query (a scan in id order).
     pub vector: Option<Vec<f64>>,
+    /// How many rows to return (default 10).
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    /// A filter expression over attributes and `id`.
     pub filter: Option<String>,
     /// `true` (default: all), `false`, or a list of attribute names.
     pub include_attributes: Option<Value>,
+    /// Return each row's vector too.
     #[serde(default)]
     pub include_vector: bool,
     /// `"strong"` (default), `"eventual"` or `{"at_least_lsn": N}`.
@@ -306,13 +323,18 @@ fn check_request_id(id: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// A returned row as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RowOut {
+    /// The row's id.
     pub id: Id,
+    /// Its distance to the query vector (vector queries).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub distance: Option<f32>,
+    /// The requested attributes.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attributes: Option<Map<String, Value>>,
+    /// The vector, when asked for.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub vector: Option<Vec<f32>>,
 }
@@ -333,8 +355,10 @@ impl From<Row> for RowOut {
     }
 }
 
+/// Body of a query's answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QueryResponse {
+    /// The rows, closest first (vector queries) or in id order (scans).
     pub results: Vec<RowOut>,
     /// Filter-only queries: pass back as `cursor` for the next page.
     #[serde(skip_serializing_if = "Option::is_none", default)]

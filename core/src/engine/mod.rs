@@ -43,6 +43,7 @@ use crate::storage::{CollectionPaths, open_object_store};
 use read::Needs;
 use state::Collection;
 
+/// The engine: every operation of every function, over one object store and one log provider.
 pub struct Floe {
     store: Arc<dyn ObjectStore>,
     logs: Arc<dyn LogProvider>,
@@ -77,6 +78,7 @@ impl Floe {
         Ok(Self::new(store, logs, settings))
     }
 
+    /// An engine over the given store and logs (tests and benchmarks plug in decorated ones).
     pub fn new(
         store: Arc<dyn ObjectStore>,
         logs: Arc<dyn LogProvider>,
@@ -93,6 +95,7 @@ impl Floe {
         })
     }
 
+    /// The settings it runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -165,10 +168,12 @@ impl Floe {
         Ok((created, !existed))
     }
 
+    /// Names of every collection.
     pub async fn list_collections(&self) -> Result<Vec<String>> {
         self.catalog.list().await
     }
 
+    /// The collection's configuration and statistics, as of the log's last LSN.
     pub async fn describe(&self, name: &str) -> Result<CollectionInfo> {
         let c = self.collection(name).await?;
         let stats = Arc::new(ReadStats::default());

@@ -87,7 +87,9 @@ pub struct Delete {
 /// The acknowledgement of a write: `lsn` is the write token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WriteAck {
+    /// The write's LSN: pass it as `at_least_lsn` to read your write.
     pub lsn: Lsn,
+    /// Rows upserted or deleted.
     pub rows: usize,
     /// The request id had been seen: nothing was written again.
     #[serde(default)]
@@ -97,6 +99,7 @@ pub struct WriteAck {
 /// One attribute of a returned row: its column, sliced to the row.
 #[derive(Debug, Clone)]
 pub struct Attribute {
+    /// The attribute's name.
     pub name: String,
     /// One element.
     pub value: ArrayRef,
@@ -105,16 +108,20 @@ pub struct Attribute {
 /// A row a read returns.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The row's id.
     pub id: Id,
+    /// Distance to the query vector (vector queries).
     pub distance: Option<f32>,
     /// The requested attributes (`None` when none were asked for).
     pub attributes: Option<Vec<Attribute>>,
+    /// The vector, when asked for.
     pub vector: Option<Vec<f32>>,
 }
 
 /// What a query found.
 #[derive(Debug, Clone)]
 pub struct QueryResult {
+    /// Closest first (vector queries) or in id order (scans).
     pub rows: Vec<Row>,
     /// Filter-only queries: the cursor of the next page.
     pub next_cursor: Option<Id>,
@@ -124,28 +131,38 @@ pub struct QueryResult {
     pub explain: Option<QueryStats>,
 }
 
+/// A collection's configuration and statistics.
 #[derive(Debug, Clone, Serialize)]
 pub struct CollectionInfo {
+    /// Its configuration.
     #[serde(flatten)]
     pub config: CollectionConfig,
+    /// What it holds now.
     pub stats: CollectionStats,
 }
 
+/// What a collection holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct CollectionStats {
     /// Live rows (newest version not deleted), as of the log's last LSN.
     pub rows: u64,
+    /// Segments in the newest manifest.
     pub segments: usize,
     /// Rows stored in segments, superseded versions included.
     pub segment_rows: u64,
+    /// Bytes of segment data files.
     pub segment_bytes: u64,
+    /// Delete files in the newest manifest.
     pub delete_files: usize,
+    /// The newest manifest's version.
     pub manifest_version: u64,
     /// The newest LSN in the log.
     pub log_lsn: Lsn,
     /// Every write with LSN ≤ this is in segments.
     pub checkpoint_lsn: Lsn,
+    /// Log records after the checkpoint.
     pub unflushed_records: u64,
+    /// Rows those records upsert.
     pub unflushed_rows: u64,
 }
 
@@ -156,14 +173,21 @@ pub struct WarmReport {
     pub indexed_segments: usize,
     /// Other segments and delete files, now in memory.
     pub other_files: usize,
+    /// What warming cost.
     pub stats: QueryStats,
+    /// What the cache holds after.
     pub cache: CacheFootprint,
 }
 
+/// What a flush did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FlushReport {
+    /// Every write with LSN at most this is in segments now.
     pub checkpoint_lsn: Lsn,
+    /// Segments written.
     pub segments_written: usize,
+    /// Upserted rows written to segments.
     pub rows_flushed: u64,
+    /// Deletes written to delete files.
     pub deletes_flushed: u64,
 }

@@ -31,11 +31,14 @@ use crate::error::{Error, Result};
 const HEADER: usize = 8;
 const BODY_FIXED: usize = 8 + 8 + 2;
 
+/// How the embedded log stores records.
 #[derive(Debug, Clone)]
 pub struct FileLogOptions {
+    /// Largest record.
     pub max_record_bytes: usize,
     /// A new file is started once the current one passes this size.
     pub file_bytes: u64,
+    /// How long a request id is remembered.
     pub duplicate_window: Duration,
 }
 
@@ -61,6 +64,7 @@ pub struct FileLogs {
 }
 
 impl FileLogs {
+    /// Logs under `dir`, one directory per collection.
     pub fn new(dir: impl Into<PathBuf>, options: FileLogOptions) -> Self {
         Self {
             dir: dir.into(),

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 /// server's `max_payload`, which bounds headers and payload together.
 const HEADER_ALLOWANCE: usize = 1024;
 
+/// How to reach NATS JetStream and name the streams.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JetStreamConfig {
@@ -35,8 +36,11 @@ pub struct JetStreamConfig {
     pub duplicate_window: Duration,
     /// Path of a NATS credentials (`.creds`) file.
     pub credentials_file: Option<String>,
+    /// User name and password authentication.
     pub user: Option<String>,
+    /// User name and password authentication.
     pub password: Option<String>,
+    /// Token authentication.
     pub token: Option<String>,
 }
 
@@ -70,6 +74,7 @@ mod secs {
 }
 
 impl JetStreamConfig {
+    /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
         if self.url.trim().is_empty() {
             return Err(Error::invalid("log.url", "must not be empty"));
@@ -117,6 +122,7 @@ pub struct JetStreamLogs {
 }
 
 impl JetStreamLogs {
+    /// Connects to the server.
     pub async fn connect(config: JetStreamConfig) -> Result<Self> {
         config.validate()?;
         let mut options = async_nats::ConnectOptions::new()

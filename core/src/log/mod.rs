@@ -25,15 +25,19 @@ use crate::error::Result;
 /// A log sequence number. The first record of a log has LSN 1; 0 means "none".
 pub type Lsn = u64;
 
+/// A record as the log holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
+    /// Its position in the log.
     pub lsn: Lsn,
+    /// Its bytes (a [`LogRecord`] encoded).
     pub payload: Bytes,
 }
 
 /// The acknowledgement of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    /// The record's position in the log: the write token.
     pub lsn: Lsn,
     /// The request id had been seen within the dedupe window: nothing new
     /// was written and `lsn` is the first write's.

@@ -19,12 +19,14 @@ const KIND_DELETE: u8 = 2;
 /// the log assigns it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogRecord {
+    /// Rows to upsert, in the collection's upsert schema.
     Upsert(RecordBatch),
     /// The ids to delete (u64 or string, per the collection's id type).
     Delete(ArrayRef),
 }
 
 impl LogRecord {
+    /// The record's bytes.
     pub fn encode(&self) -> Result<Bytes> {
         let (kind, batch) = match self {
             LogRecord::Upsert(batch) => (KIND_UPSERT, batch.clone()),
@@ -44,6 +46,7 @@ impl LogRecord {
         Ok(Bytes::from(out))
     }
 
+    /// A record from its bytes.
     pub fn decode(payload: &[u8]) -> Result<Self> {
         let [format, kind, ipc @ ..] = payload else {
             return Err(Error::corrupt("log record", "shorter than its header"));
@@ -73,6 +76,7 @@ impl LogRecord {
         }
     }
 
+    /// Rows upserted or ids deleted.
     pub fn num_rows(&self) -> usize {
         match self {
             LogRecord::Upsert(batch) => batch.num_rows(),

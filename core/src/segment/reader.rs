@@ -75,18 +75,22 @@ impl ParquetFile {
         })
     }
 
+    /// Where the file is.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Its Arrow schema.
     pub fn schema(&self) -> &SchemaRef {
         self.metadata.schema()
     }
 
+    /// Its rows.
     pub fn num_rows(&self) -> usize {
         self.metadata.metadata().file_metadata().num_rows() as usize
     }
 
+    /// Its row groups.
     pub fn num_row_groups(&self) -> usize {
         self.metadata.metadata().num_row_groups()
     }

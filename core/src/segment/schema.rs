@@ -8,8 +8,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use crate::catalog::{AttributeType, CollectionConfig, IdType};
 use crate::error::{Error, Result};
 
+/// The id column.
 pub const COL_ID: &str = "id";
+/// The vector column (a fixed-size list of f32).
 pub const COL_VECTOR: &str = "vector";
+/// The LSN of the write that wrote the row.
 pub const COL_LSN: &str = "_lsn";
 
 /// `id`, `vector`, `_lsn` (all required), then one nullable column per

@@ -19,8 +19,10 @@ use crate::storage::put_create;
 /// Target size of a data page.
 const PAGE_BYTES: usize = 64 * 1024;
 
+/// How a segment file is laid out.
 #[derive(Debug, Clone)]
 pub struct SegmentWriteOptions {
+    /// Rows per Parquet row group.
     pub row_group_rows: usize,
 }
 
@@ -35,9 +37,13 @@ impl Default for SegmentWriteOptions {
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentFile {
+    /// Rows written.
     pub rows: u64,
+    /// Size of the file.
     pub size_bytes: u64,
+    /// Smallest `_lsn` in it.
     pub min_lsn: u64,
+    /// Largest `_lsn` in it.
     pub max_lsn: u64,
     /// Bytes at the end of the file holding the footer and the page index:
     /// one suffix GET of this size opens the file for ranged reads.

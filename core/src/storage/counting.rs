@@ -20,17 +20,26 @@ use object_store::{
 /// metadata-only gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestStats {
+    /// GET requests (whole or ranged).
     pub gets: u64,
+    /// HEAD requests.
     pub heads: u64,
+    /// PUT requests.
     pub puts: u64,
+    /// LIST requests.
     pub lists: u64,
+    /// DELETE requests.
     pub deletes: u64,
+    /// COPY requests.
     pub copies: u64,
+    /// Bytes GETs returned.
     pub bytes_read: u64,
+    /// Bytes PUTs sent.
     pub bytes_written: u64,
 }
 
 impl RequestStats {
+    /// Requests of every kind.
     pub fn requests(&self) -> u64 {
         self.gets + self.heads + self.puts + self.lists + self.deletes + self.copies
     }
@@ -66,9 +75,13 @@ struct Counters {
 /// One GET or HEAD as sent: which object, and when it was in flight.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// A HEAD rather than a GET.
     pub head: bool,
+    /// The object's key.
     pub path: String,
+    /// When it was sent.
     pub started: Instant,
+    /// When it answered.
     pub ended: Instant,
 }
 
@@ -100,6 +113,7 @@ pub struct CountingStore {
 }
 
 impl CountingStore {
+    /// Counts the requests to `inner`.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
         Self {
             inner,
@@ -107,6 +121,7 @@ impl CountingStore {
         }
     }
 
+    /// The counts so far.
     pub fn stats(&self) -> RequestStats {
         let c = &self.counters;
         RequestStats {

@@ -23,10 +23,15 @@ pub struct OpFilter(u8);
 impl OpFilter {
     /// GET (whole or ranged) and HEAD.
     pub const GETS: OpFilter = OpFilter(1);
+    /// PUT (and multipart uploads).
     pub const PUTS: OpFilter = OpFilter(2);
+    /// LIST.
     pub const LISTS: OpFilter = OpFilter(4);
+    /// DELETE.
     pub const DELETES: OpFilter = OpFilter(8);
+    /// COPY.
     pub const COPIES: OpFilter = OpFilter(16);
+    /// Every kind.
     pub const ALL: OpFilter = OpFilter(31);
 
     fn matches(self, op: Op) -> bool {
@@ -69,6 +74,7 @@ enum Op {
 pub struct FaultConfig {
     /// Seeds the random choices (failure draws, latency jitter).
     pub seed: u64,
+    /// Which requests are affected.
     pub ops: OpFilter,
     /// Every Nth matching request fails (1 = all of them).
     pub fail_every: Option<u64>,
@@ -123,6 +129,7 @@ enum Failure {
     After,
 }
 
+/// An object store that delays, fails or holds requests to another, as configured.
 #[derive(Clone)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
@@ -130,6 +137,7 @@ pub struct FaultyStore {
 }
 
 impl FaultyStore {
+    /// Wraps `inner`, injecting what `config` says.
     pub fn new(inner: Arc<dyn ObjectStore>, config: FaultConfig) -> Self {
         let state = State {
             rng: SmallRng::seed_from_u64(config.seed),

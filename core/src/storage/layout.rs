@@ -15,6 +15,7 @@ use object_store::path::Path;
 
 const ROOT: &str = "collections";
 
+/// Builds the keys of one collection's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionPaths {
     name: String,
@@ -28,18 +29,22 @@ impl CollectionPaths {
         }
     }
 
+    /// Where every collection's directory is.
     pub fn collections_root() -> Path {
         Path::from(ROOT)
     }
 
+    /// The collection's directory.
     pub fn root(&self) -> Path {
         Path::from(format!("{ROOT}/{}", self.name))
     }
 
+    /// `collection.json`.
     pub fn config(&self) -> Path {
         Path::from(format!("{ROOT}/{}/collection.json", self.name))
     }
 
+    /// The directory of its manifests.
     pub fn manifests_dir(&self) -> Path {
         Path::from(format!("{ROOT}/{}/manifests", self.name))
     }
@@ -54,14 +59,17 @@ impl CollectionPaths {
         manifest_file_version(path.filename()?)
     }
 
+    /// The hint naming a recent manifest version.
     pub fn latest_manifest_hint(&self) -> Path {
         Path::from(format!("{ROOT}/{}/latest-manifest", self.name))
     }
 
+    /// A segment's directory.
     pub fn segment_dir(&self, segment_id: &str) -> Path {
         Path::from(format!("{ROOT}/{}/segments/{segment_id}", self.name))
     }
 
+    /// An unsealed or indexed segment's data file.
     pub fn segment_data(&self, segment_id: &str) -> Path {
         Path::from(format!(
             "{ROOT}/{}/segments/{segment_id}/data.parquet",
@@ -78,6 +86,7 @@ impl CollectionPaths {
         ))
     }
 
+    /// An indexed segment's IVF index file.
     pub fn segment_index(&self, segment_id: &str) -> Path {
         Path::from(format!(
             "{ROOT}/{}/segments/{segment_id}/index.ivf",
@@ -108,15 +117,20 @@ impl CollectionPaths {
 /// A key of a collection's file, read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionKey {
+    /// The collection's name.
     pub collection: String,
+    /// Which of its files.
     pub file: CollectionFile,
 }
 
 /// Which of a collection's files a key names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CollectionFile {
+    /// `collection.json`
     Config,
+    /// `manifests/<v:020>.json`
     Manifest(u64),
+    /// `latest-manifest`
     ManifestHint,
     /// `segments/<id>/data.parquet`
     SegmentData(String),

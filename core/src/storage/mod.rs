@@ -37,17 +37,22 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObjectStoreConfig {
+    /// `s3://bucket[/prefix]`, `file:///dir` (or a plain path) or `memory://`.
     pub url: String,
     /// S3 API endpoint for emulators and S3-compatible servers; AWS when unset.
     pub endpoint: Option<String>,
+    /// S3 region; from the environment when unset.
     pub region: Option<String>,
+    /// S3 credentials; from the environment (Lambda's role) when unset.
     pub access_key_id: Option<String>,
+    /// S3 credentials; from the environment (Lambda's role) when unset.
     pub secret_access_key: Option<String>,
     /// Allow plain-HTTP endpoints (emulators on loopback).
     pub allow_http: bool,
 }
 
 impl ObjectStoreConfig {
+    /// Checks the URL.
     pub fn validate(&self) -> Result<()> {
         self.parse().map(|_| ())
     }

@@ -17,11 +17,14 @@ pub fn normalize(v: &mut [f32]) {
 /// A query vector prepared for a metric (normalised for cosine).
 #[derive(Debug, Clone)]
 pub struct QueryVector {
+    /// The components (unit length for cosine).
     pub values: Vec<f32>,
+    /// The metric distances are measured by.
     pub metric: Metric,
 }
 
 impl QueryVector {
+    /// Prepares `values` for `metric`.
     pub fn new(mut values: Vec<f32>, metric: Metric) -> Self {
         if metric == Metric::Cosine {
             normalize(&mut values);

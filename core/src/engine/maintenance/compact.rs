@@ -18,14 +18,20 @@ pub const COMPACT_AT_SEGMENTS: usize = 4;
 /// The columns that decide visibility.
 const KEYS: [&str; 2] = [COL_ID, COL_LSN];
 
+/// What a compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompactReport {
+    /// Unsealed segments merged.
     pub segments_in: usize,
+    /// Rows read from them.
     pub rows_in: u64,
+    /// Rows written (superseded and deleted ones dropped).
     pub rows_out: u64,
     /// New sealed segments: their `sealed.parquet` creation triggers the index build.
     pub sealed: Vec<String>,
+    /// The new unsealed segment, if rows remained.
     pub unsealed: Vec<String>,
+    /// Delete files no segment needs any more.
     pub deletes_dropped: usize,
 }
 

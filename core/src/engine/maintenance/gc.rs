@@ -13,8 +13,10 @@ use crate::error::{Error, Result};
 /// Unreferenced files are deleted only when older than this.
 pub const GC_GRACE: Duration = Duration::from_secs(600);
 
+/// What a garbage collection deleted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GcReport {
+    /// Objects deleted.
     pub deleted: usize,
 }
 

@@ -14,13 +14,20 @@ use crate::manifest::{IndexFile, Operation};
 use crate::segment::{COL_VECTOR, new_segment_id};
 use crate::storage::{CollectionFile, parse_key, put_create};
 
+/// What an index build did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexReport {
+    /// The sealed segment the indexed one replaced.
     pub replaced: String,
+    /// The indexed segment.
     pub segment: String,
+    /// Its rows.
     pub rows: u64,
+    /// Its clusters.
     pub nlist: u32,
+    /// Time from reading the segment to writing the index.
     pub build_ms: u64,
+    /// Size of the index file.
     pub index_bytes: u64,
 }
 

@@ -14,9 +14,13 @@ use crate::error::{Error, Result};
 /// What one round did to one collection.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RoundReport {
+    /// The flush, if one was due.
     pub flushed: Option<FlushReport>,
+    /// Indexes built for segments whose event was lost (thorough rounds).
     pub indexed: Vec<IndexReport>,
+    /// The compaction, if one was due.
     pub compacted: Option<CompactReport>,
+    /// Objects garbage-collected (thorough rounds).
     pub garbage_deleted: usize,
 }
 
