@@ -1,0 +1,257 @@
+//! The search side of the index: which clusters to probe, approximate
+//! distances from 8-bit codes, the one probe-and-widen loop, and re-ranking
+//! at full precision.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use super::{IvfHeader, SearchKnobs};
+use crate::catalog::Metric;
+use crate::error::{Error, Result};
+use crate::vector::{QueryVector, dot, dot_u8, l2_squared, weighted_l2_u8};
+
+/// The query side of the SQ8 distance, prepared once per query.
+pub(crate) enum Prepared {
+    L2 { u: Vec<f32>, w: Vec<f32> },
+    Dot { v: Vec<f32>, bias: f32 },
+}
+
+impl IvfHeader {
+    /// Clusters a search with `knobs` probes first.
+    pub(crate) fn nprobe(&self, knobs: &SearchKnobs) -> usize {
+        knobs
+            .nprobe
+            .unwrap_or_else(|| self.nprobe_for(knobs.recall_target))
+            .clamp(1, self.nlist())
+    }
+
+    /// The smallest calibrated nprobe reaching `target` recall.
+    pub(crate) fn nprobe_for(&self, target: f32) -> usize {
+        self.calibration
+            .iter()
+            .find(|(_, recall)| *recall >= target)
+            .or(self.calibration.last())
+            .map(|(n, _)| *n as usize)
+            .unwrap_or(self.nlist())
+            .clamp(1, self.nlist())
+    }
+
+    pub(crate) fn prepare(&self, q: &[f32]) -> Prepared {
+        match self.metric {
+            Metric::L2 => Prepared::L2 {
+                u: q.iter()
+                    .zip(&self.sq_min)
+                    .zip(&self.sq_scale)
+                    .map(|((x, m), s)| (x - m) / s)
+                    .collect(),
+                w: self.sq_scale.iter().map(|s| s * s).collect(),
+            },
+            Metric::Ip | Metric::Cosine => Prepared::Dot {
+                v: q.iter().zip(&self.sq_scale).map(|(x, s)| x * s).collect(),
+                bias: dot(q, &self.sq_min),
+            },
+        }
+    }
+
+    fn approx(&self, prepared: &Prepared, code: &[u8]) -> f32 {
+        match prepared {
+            Prepared::L2 { u, w } => weighted_l2_u8(u, w, code),
+            Prepared::Dot { v, bias } => {
+                let ip = bias + dot_u8(v, code);
+                if self.metric == Metric::Cosine {
+                    1.0 - ip
+                } else {
+                    -ip
+                }
+            }
+        }
+    }
+
+    /// Clusters by closeness of their centroid to `q`: the first `first`
+    /// exactly ordered, the rest ordered only when a widening search needs them.
+    pub(crate) fn probe_order(&self, q: &[f32], first: usize) -> Vec<usize> {
+        let mut d: Vec<(f32, usize)> = self
+            .centroids
+            .chunks_exact(self.dim)
+            .enumerate()
+            .map(|(c, centroid)| {
+                // Rows were assigned to their nearest centroid by L2; for
+                // cosine (unit vectors) probing must follow the same rule,
+                // as centroids of unit vectors are shorter than 1 and an
+                // inner product would favour the longer, tighter ones.
+                let dist = match self.metric {
+                    Metric::L2 | Metric::Cosine => l2_squared(q, centroid),
+                    Metric::Ip => -dot(q, centroid),
+                };
+                (dist, c)
+            })
+            .collect();
+        let first = first.min(d.len());
+        if first > 0 && first < d.len() {
+            d.select_nth_unstable_by(first - 1, |a, b| a.0.total_cmp(&b.0));
+        }
+        d[..first].sort_by(|a, b| a.0.total_cmp(&b.0));
+        d[first..].sort_by(|a, b| a.0.total_cmp(&b.0));
+        d.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Starts a search for `q` that probes the clusters of `order` (every
+    /// cluster, closest first: [`IvfHeader::probe_order`]) and keeps the
+    /// best `candidates` rows by approximate distance.
+    pub(crate) fn probe_loop(
+        &self,
+        q: &QueryVector,
+        nprobe: usize,
+        candidates: usize,
+        order: Vec<usize>,
+    ) -> ProbeLoop<'_> {
+        debug_assert_eq!(q.metric, self.metric);
+        ProbeLoop {
+            header: self,
+            prepared: self.prepare(&q.values),
+            pool: CandidatePool::new(candidates),
+            nprobe: nprobe.clamp(1, self.nlist()),
+            batch: nprobe.clamp(1, self.nlist()),
+            probed: 0,
+            order,
+        }
+    }
+
+    /// Adds the rows of cluster `c` that `accept` admits to `pool`, by
+    /// approximate distance; `codes` are the cluster's codes.
+    fn scan(
+        &self,
+        prepared: &Prepared,
+        c: usize,
+        codes: &[u8],
+        accept: &dyn Fn(usize) -> bool,
+        pool: &mut CandidatePool,
+    ) {
+        let start = self.offsets[c] as usize;
+        for (i, code) in codes.chunks_exact(self.dim).enumerate() {
+            let row = start + i;
+            if accept(row) {
+                pool.offer(self.approx(prepared, code), row as u32);
+            }
+        }
+    }
+}
+
+/// The one probe-and-widen loop of an IVF search, run by queries (over
+/// code blocks read through the cache) and by the recall calibration (over
+/// codes in memory), so the calibration measures the search queries run.
+///
+/// It probes the first `nprobe` clusters of the order; while fewer rows
+/// than the pool holds passed (a filter or deletes hid them) it widens by
+/// batches that double in size, each one more wave for a cold query.
+pub(crate) struct ProbeLoop<'h> {
+    header: &'h IvfHeader,
+    prepared: Prepared,
+    pool: CandidatePool,
+    order: Vec<usize>,
+    nprobe: usize,
+    probed: usize,
+    batch: usize,
+}
+
+impl ProbeLoop<'_> {
+    /// The clusters to scan next; empty once the search is done.
+    pub(crate) fn next_clusters(&mut self) -> Vec<usize> {
+        let done =
+            self.probed >= self.order.len() || (self.probed >= self.nprobe && self.pool.is_full());
+        if done {
+            return Vec::new();
+        }
+        let end = (self.probed + self.batch).min(self.order.len());
+        let next = self.order[self.probed..end].to_vec();
+        self.probed = end;
+        self.batch = (self.batch * 2).min(self.header.nlist());
+        next
+    }
+
+    /// Scans cluster `c`, whose codes are `codes`, offering the rows
+    /// `accept` admits.
+    pub(crate) fn scan(&mut self, c: usize, codes: &[u8], accept: &dyn Fn(usize) -> bool) {
+        self.header
+            .scan(&self.prepared, c, codes, accept, &mut self.pool);
+    }
+
+    /// The candidate rows found, ascending.
+    pub(crate) fn candidates(&self) -> Vec<u32> {
+        self.pool.rows()
+    }
+}
+
+/// The best `capacity` candidates by approximate distance.
+pub(super) struct CandidatePool {
+    heap: BinaryHeap<Candidate>,
+    capacity: usize,
+}
+
+impl CandidatePool {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            heap: BinaryHeap::with_capacity(capacity + 1),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn offer(&mut self, d: f32, row: u32) {
+        if self.heap.len() < self.capacity {
+            self.heap.push(Candidate(d, row));
+        } else if self.heap.peek().is_some_and(|w| d < w.0) {
+            self.heap.pop();
+            self.heap.push(Candidate(d, row));
+        }
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.heap.len() >= self.capacity
+    }
+
+    /// Candidate rows, ascending.
+    pub(super) fn rows(&self) -> Vec<u32> {
+        let mut rows: Vec<u32> = self.heap.iter().map(|c| c.1).collect();
+        rows.sort_unstable();
+        rows
+    }
+}
+
+/// Candidates under their exact distance, best `k` first.
+pub(crate) fn rerank<'v>(
+    q: &QueryVector,
+    rows: &[u32],
+    vector: &dyn Fn(u32) -> Option<&'v [f32]>,
+    k: usize,
+) -> Result<Vec<(f32, u32)>> {
+    let mut hits = rows
+        .iter()
+        .map(|row| {
+            vector(*row)
+                .map(|v| (q.distance(v), *row))
+                .ok_or_else(|| Error::corrupt("ivf index", format!("no vector for row {row}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    hits.truncate(k);
+    Ok(hits)
+}
+
+/// How many candidates are re-ranked for a top-`k` search by default.
+pub(crate) fn default_rerank(k: usize) -> usize {
+    (k * 10).max(100)
+}
+
+#[derive(PartialEq)]
+struct Candidate(f32, u32);
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
