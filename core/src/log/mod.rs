@@ -69,17 +69,50 @@ pub trait Log: Send + Sync + Debug {
 
     /// All records in `from..=to`, read in pages.
     async fn read_range(&self, from: Lsn, to: Lsn) -> Result<Vec<LogEntry>> {
+        let mut cursor = LogCursor::new(self, from, to);
         let mut out = Vec::new();
-        let mut next = from.max(1);
-        while next <= to {
-            let page = self.read(next, 1024).await?;
-            let Some(last) = page.last().map(|e| e.lsn) else {
-                break;
-            };
-            out.extend(page.into_iter().filter(|e| e.lsn <= to));
-            next = last + 1;
+        while let Some(page) = cursor.next_page().await? {
+            out.extend(page);
         }
         Ok(out)
+    }
+}
+
+/// Records read from the log per request.
+const PAGE: usize = 512;
+
+/// Reads a log forward, page by page: the one paging loop, used by reads
+/// (the log tail) and flushes (the range to flush).
+#[derive(Debug)]
+pub(crate) struct LogCursor<'a, L: Log + ?Sized> {
+    log: &'a L,
+    next: Lsn,
+    end: Lsn,
+}
+
+impl<'a, L: Log + ?Sized> LogCursor<'a, L> {
+    /// Records with LSN in `from..=end`.
+    pub(crate) fn new(log: &'a L, from: Lsn, end: Lsn) -> Self {
+        LogCursor {
+            log,
+            next: from.max(1),
+            end,
+        }
+    }
+
+    /// The next page, ascending; `None` once past `end` or the log's end.
+    /// Fails with `Error::LsnTrimmed` when the next LSN was trimmed away.
+    pub(crate) async fn next_page(&mut self) -> Result<Option<Vec<LogEntry>>> {
+        if self.next > self.end {
+            return Ok(None);
+        }
+        let page = self.log.read(self.next, PAGE).await?;
+        let Some(last) = page.last().map(|e| e.lsn) else {
+            return Ok(None);
+        };
+        self.next = last + 1;
+        let end = self.end;
+        Ok(Some(page.into_iter().filter(|e| e.lsn <= end).collect()))
     }
 }
 

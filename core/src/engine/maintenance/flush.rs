@@ -8,11 +8,10 @@ use std::time::Instant;
 use arrow::array::{RecordBatch, UInt64Array};
 
 use crate::engine::Floe;
-use crate::engine::read::LOG_PAGE;
 use crate::engine::request::FlushReport;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
-use crate::log::{LogRecord, Lsn};
+use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{Committed, DeleteFile, Operation, SegmentEntry};
 use crate::mvcc::Newest;
 use crate::rows::{self, Id};
@@ -121,22 +120,17 @@ impl Floe {
         let limits = &self.settings.flush;
         let mut out = Vec::new();
         let (mut rows, mut bytes) = (0usize, 0usize);
-        let mut next = from + 1;
-        while next <= last
-            && rows < limits.max_rows.max(1) * 2
-            && bytes < limits.max_bytes.max(1) * 2
-        {
-            let page = c.log.read(next, LOG_PAGE).await?;
-            let Some(end) = page.last().map(|e| e.lsn) else {
+        let mut cursor = LogCursor::new(c.log.as_ref(), from + 1, last);
+        while rows < limits.max_rows.max(1) * 2 && bytes < limits.max_bytes.max(1) * 2 {
+            let Some(page) = cursor.next_page().await? else {
                 break;
             };
-            for entry in page.into_iter().filter(|e| e.lsn <= last) {
+            for entry in page {
                 bytes += entry.payload.len();
                 let record = LogRecord::decode(&entry.payload)?;
                 rows += record.num_rows();
                 out.push((entry.lsn, record));
             }
-            next = end + 1;
         }
         Ok(out)
     }

@@ -15,7 +15,6 @@ mod warm;
 
 pub(crate) use indexed::IndexedSegment;
 pub(crate) use scan::scan_matches;
-pub(crate) use snapshot::LOG_PAGE;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -20,7 +20,7 @@ use crate::engine::Floe;
 use crate::engine::request::Consistency;
 use crate::engine::state::{BaseView, Collection, ReadState, TailRecord};
 use crate::error::{Error, Result};
-use crate::log::{LogRecord, Lsn};
+use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{DeleteFile, SegmentEntry};
 use crate::mvcc::Newest;
 use crate::segment::{
@@ -30,8 +30,6 @@ use crate::segment::{
 /// How long a remembered manifest serves `eventual` and `at_least_lsn`
 /// reads before it is listed again (`strong` always checks).
 const MANIFEST_TTL: Duration = Duration::from_secs(1);
-/// Records read from the log per request.
-pub(crate) const LOG_PAGE: usize = 512;
 /// How often a snapshot re-fetches what a concurrently installed manifest
 /// added before it gives up (each round means the manifest moved again).
 const MAX_ASSEMBLY_ROUNDS: usize = 8;
@@ -130,8 +128,12 @@ impl Floe {
                 }
                 state.tail.upto + 1
             };
-            let page = match c.log.read(from, LOG_PAGE).await {
-                Ok(page) => page,
+            let page = match LogCursor::new(c.log.as_ref(), from, target)
+                .next_page()
+                .await
+            {
+                Ok(Some(page)) => page,
+                Ok(None) => return Ok(()),
                 // A flush moved the checkpoint past us: take the newer manifest.
                 Err(Error::LsnTrimmed { .. }) if !moved_to_newer_manifest => {
                     moved_to_newer_manifest = true;
