@@ -69,7 +69,11 @@ impl Floe {
                     if let Some((entry, batch)) = files.segment {
                         report.segments_written += 1;
                         report.rows_flushed += entry.rows;
-                        state.segments.insert(entry.id, Arc::new(batch));
+                        // Unless a newer manifest (a compaction) already
+                        // replaced it.
+                        if state.lists_segment(&entry.id) {
+                            state.segments.insert(entry.id, Arc::new(batch));
+                        }
                     }
                 }
                 // Someone else flushed this range; our files are garbage.

@@ -165,6 +165,8 @@ impl Floe {
                 });
             }
             c.state.lock().await.tail.extend(records, end);
+            // Another flush may trim what the next page wants: recover again.
+            moved_to_newer_manifest = false;
         }
     }
 }
