@@ -92,6 +92,7 @@ impl Default for ReadState {
 
 /// The segments' newest-event map for one manifest version, and which
 /// segments have no row hidden by it.
+#[derive(Clone)]
 pub(crate) struct BaseView {
     pub version: u64,
     pub newest: Arc<Newest>,

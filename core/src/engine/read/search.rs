@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
 use bytes::Bytes;
 
 use super::exact::{ExactSearch, Hit, SearchParams, merge_top_k};
 use super::materialize::{fetch_rows, materialize};
-use super::{IndexedSegment, Probe, Snapshot, Source};
+use super::{Snapshot, Source};
 use crate::engine::request::{Query, Row};
 use crate::error::{Error, Result};
 use crate::index::{EXACT_FILTER_ROWS, default_rerank, rerank};
@@ -31,23 +30,7 @@ pub(super) async fn search(snap: &Snapshot, query: &Query, q: &QueryVector) -> R
     for (i, source) in snap.sources.iter().enumerate() {
         candidates.push(match source {
             Source::Rows(_) => None,
-            Source::Indexed {
-                segment,
-                keys,
-                columns,
-            } => Some(
-                indexed_candidates(
-                    snap,
-                    i,
-                    segment,
-                    keys,
-                    columns.as_deref(),
-                    snap.probes[i].as_ref(),
-                    &params,
-                    query,
-                )
-                .await?,
-            ),
+            Source::Indexed { .. } => Some(indexed_candidates(snap, i, &params, query).await?),
         });
     }
     let fetched = fetch_rows(snap, &candidates, &query.attributes, true).await?;
@@ -94,17 +77,22 @@ pub(super) async fn search(snap: &Snapshot, query: &Query, q: &QueryVector) -> R
 /// quantised distance among visible, matching rows of the probed clusters
 /// (more clusters while too few pass), or every matching row when a filter
 /// is selective enough for an exact search.
-#[allow(clippy::too_many_arguments)]
 async fn indexed_candidates(
     snap: &Snapshot,
     source: usize,
-    segment: &IndexedSegment,
-    keys: &RecordBatch,
-    columns: Option<&RecordBatch>,
-    planned: Option<&Probe>,
     params: &SearchParams<'_>,
     query: &Query,
 ) -> Result<Vec<u32>> {
+    let Source::Indexed {
+        segment,
+        keys,
+        columns,
+    } = &snap.sources[source]
+    else {
+        return Err(Error::internal("query", "not an indexed source"));
+    };
+    let columns = columns.as_deref();
+    let planned = snap.probes[source].as_ref();
     let header = &segment.header;
     let (ids, lsns) = id_and_lsn(keys)?;
     if ids.len() != header.rows() {

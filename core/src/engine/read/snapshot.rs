@@ -362,7 +362,11 @@ fn assemble(
     if !loaded {
         return Ok(None);
     }
-    let (base, clean) = base_view(state, stats)?;
+    let BaseView {
+        newest: base,
+        clean,
+        ..
+    } = base_view(state, stats)?;
     let mut sources = Vec::new();
     let mut clean_sources = Vec::new();
     let mut source_probes = Vec::new();
@@ -416,15 +420,11 @@ fn assemble(
 
 /// The segments' newest-event map and clean flags for the current
 /// manifest, built once per manifest version.
-#[allow(clippy::type_complexity)]
-fn base_view(
-    state: &mut ReadState,
-    stats: &ReadStats,
-) -> Result<(Arc<Newest>, Arc<HashMap<String, bool>>)> {
+fn base_view(state: &mut ReadState, stats: &ReadStats) -> Result<BaseView> {
     if let Some(view) = &state.base
         && view.version == state.manifest.version
     {
-        return Ok((Arc::clone(&view.newest), Arc::clone(&view.clean)));
+        return Ok(view.clone());
     }
     let started = Instant::now();
     let keys_of = |s: &SegmentEntry| state.segments.get(&s.id).or_else(|| state.keys.get(&s.id));
@@ -445,14 +445,14 @@ fn base_view(
             clean.insert(s.id.clone(), newest.all_visible(batch)?);
         }
     }
-    let (newest, clean) = (Arc::new(newest), Arc::new(clean));
     stats.record("visibility", started.elapsed(), 0);
-    state.base = Some(BaseView {
+    let view = BaseView {
         version: state.manifest.version,
-        newest: Arc::clone(&newest),
-        clean: Arc::clone(&clean),
-    });
-    Ok((newest, clean))
+        newest: Arc::new(newest),
+        clean: Arc::new(clean),
+    };
+    state.base = Some(view.clone());
+    Ok(view)
 }
 
 /// The tail's upserted rows and newest-event map, built once per change.
