@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use floe_core::Floe;
+use floe_core::api::rows::ColumnsIn;
 use floe_core::api::wire::{QueryRequest, UpsertRequest};
 use floe_core::catalog::Metric;
-use floe_core::rows::{ColumnsIn, Id};
+use floe_core::id::Id;
 use floe_core::vector::QueryVector;
 use rand::{Rng, SeedableRng};
 

@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use floe_core::Floe;
 use floe_core::api::wire::QueryRequest;
 use floe_core::catalog::Metric;
+use floe_core::id::Id;
 use floe_core::log::{FileLogOptions, FileLogs};
 use floe_core::manifest::ManifestStore;
-use floe_core::rows::Id;
 use floe_core::storage::{
     CollectionPaths, CountingStore, FaultConfig, FaultyStore, ObjectStoreConfig, OpFilter,
     open_object_store, sequential_round_trips,

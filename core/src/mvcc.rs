@@ -12,7 +12,7 @@ use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::datatypes::UInt64Type;
 
 use crate::error::{Error, Result};
-use crate::rows::Id;
+use crate::id::Id;
 use crate::segment::{COL_ID, COL_LSN};
 
 /// A fast, seeded hasher: these maps hold an entry per row of a collection

@@ -86,7 +86,7 @@ async fn query(floe: &Floe, name: &str, body: Value) -> Vec<u64> {
         .results
         .iter()
         .map(|r| match &r.id {
-            floe_core::rows::Id::U64(v) => *v,
+            floe_core::id::Id::U64(v) => *v,
             other => panic!("{other:?}"),
         })
         .collect()

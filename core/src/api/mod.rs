@@ -6,6 +6,7 @@
 //! answer back into JSON; [`error`] maps failures to status codes.
 
 mod error;
+pub mod rows;
 pub mod wire;
 
 pub use error::ApiError;
@@ -24,7 +25,7 @@ use serde_json::json;
 
 use crate::engine::{Floe, WriteAck};
 use crate::error::{Error, Result};
-use crate::rows::Id;
+use crate::id::Id;
 use wire::{CreateCollection, DeleteRequest, QueryRequest, QueryResponse, RowOut, UpsertRequest};
 
 /// The OpenAPI description, kept in `docs/openapi.json`.

@@ -6,15 +6,16 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::rows::{self, ColumnsIn, RowIn};
 use crate::cache::QueryStats;
 use crate::catalog::{AttributeDef, CollectionConfig, IdType, IndexParams, Metric};
 use crate::config::Limits;
 use crate::engine::{Consistency, Delete, DeleteTarget, Query, QueryResult, Row, Upsert};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::id::{self, Id};
 use crate::index::SearchKnobs;
 use crate::log::Lsn;
-use crate::rows::{self, ColumnsIn, Id, RowIn};
 use crate::vector::QueryVector;
 
 /// Body of `PUT /v1/collections/{name}` (the name comes from the path).
@@ -104,7 +105,7 @@ impl DeleteRequest {
     pub fn check(self, config: &CollectionConfig) -> Result<Delete> {
         check_request_id(self.request_id.as_deref())?;
         let target = match (&self.ids, &self.filter) {
-            (Some(ids), None) => DeleteTarget::Ids(rows::ids_to_array(config, ids, "ids")?),
+            (Some(ids), None) => DeleteTarget::Ids(id::ids_to_array(config, ids, "ids")?),
             (None, Some(text)) => DeleteTarget::Filter(Filter::parse(text, config)?),
             _ => {
                 return Err(Error::invalid(

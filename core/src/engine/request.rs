@@ -9,9 +9,9 @@ use crate::cache::{CacheFootprint, QueryStats};
 use crate::catalog::CollectionConfig;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::id::Id;
 use crate::index::SearchKnobs;
 use crate::log::Lsn;
-use crate::rows::Id;
 use crate::vector::QueryVector;
 
 /// How fresh a read must be.

@@ -10,14 +10,14 @@ use super::request::{Consistency, Delete, DeleteTarget, Upsert, WriteAck};
 use super::state::Collection;
 use crate::cache::ReadStats;
 use crate::error::Result;
+use crate::id::{self, Id};
 use crate::log::LogRecord;
-use crate::rows::{self, Id};
 
 impl Floe {
     /// Appends checked rows to the collection's log.
     pub async fn upsert(&self, name: &str, request: Upsert) -> Result<WriteAck> {
         let c = self.collection(name).await?;
-        crate::segment::check_batch(&rows::upsert_schema(&c.config), &request.rows)?;
+        crate::segment::check_batch(&crate::segment::upsert_schema(&c.config), &request.rows)?;
         append(
             &c,
             LogRecord::Upsert(request.rows),
@@ -52,7 +52,7 @@ impl Floe {
                     });
                 }
                 let ids: Vec<Id> = matches.into_iter().map(|(id, _, _)| id).collect();
-                rows::ids_to_array(&c.config, &ids, "ids")?
+                id::ids_to_array(&c.config, &ids, "ids")?
             }
         };
         append(&c, LogRecord::Delete(ids), request.request_id.as_deref()).await

@@ -46,6 +46,18 @@ pub fn segment_schema(config: &CollectionConfig) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The schema of upserted rows in the log: the segment schema without `_lsn`.
+pub fn upsert_schema(config: &CollectionConfig) -> SchemaRef {
+    let full = segment_schema(config);
+    let fields: Vec<_> = full
+        .fields()
+        .iter()
+        .filter(|f| f.name() != COL_LSN)
+        .cloned()
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 /// The schema of a delete file (and of deletes in the log tail): the id
 /// column and `_lsn`.
 pub fn delete_schema(config: &CollectionConfig) -> SchemaRef {

@@ -11,10 +11,10 @@ use crate::engine::Floe;
 use crate::engine::request::FlushReport;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
+use crate::id::{self, Id};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{Committed, DeleteFile, Operation, SegmentEntry};
 use crate::mvcc::Newest;
-use crate::rows::{self, Id};
 use crate::segment::{SegmentWriteOptions, delete_schema, new_segment_id, with_lsn, write_segment};
 
 /// What a flush wrote for one log range.
@@ -192,7 +192,7 @@ impl Floe {
             let batch = RecordBatch::try_new(
                 Arc::clone(&schema),
                 vec![
-                    rows::ids_to_array(&c.config, &ids, "ids")?,
+                    id::ids_to_array(&c.config, &ids, "ids")?,
                     Arc::new(UInt64Array::from_iter_values(
                         tombstones.iter().map(|(_, lsn)| *lsn),
                     )),

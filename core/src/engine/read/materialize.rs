@@ -6,7 +6,7 @@ use arrow::array::{Array, AsArray, Float32Array, RecordBatch};
 use super::{Snapshot, Source};
 use crate::engine::request::{Attribute, Row};
 use crate::error::{Error, Result};
-use crate::rows::id_at;
+use crate::id::id_at;
 use crate::segment::{COL_VECTOR, row_ranges};
 
 /// Rows of an indexed source fetched for re-ranking and output.

@@ -10,8 +10,8 @@ use crate::engine::Floe;
 use crate::engine::request::{Consistency, Query, Row};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::id::{Id, id_at};
 use crate::mvcc::id_and_lsn;
-use crate::rows::{Id, id_at};
 
 /// Visible rows matching the filter: (id, source, row).
 pub(crate) fn scan_matches(
