@@ -25,7 +25,6 @@ use serde_json::json;
 
 use crate::engine::{Floe, WriteAck};
 use crate::error::{Error, Result};
-use crate::id::Id;
 use wire::{CreateCollection, DeleteRequest, QueryRequest, QueryResponse, RowOut, UpsertRequest};
 
 /// The OpenAPI description, kept in `docs/openapi.json`.
@@ -73,20 +72,21 @@ pub fn router(floe: Arc<Floe>) -> Router {
 
 /// Checks an upsert body against the collection and appends it.
 pub async fn upsert(floe: &Floe, name: &str, request: UpsertRequest) -> Result<WriteAck> {
-    let upsert = request.check(&floe.config(name).await?)?;
-    floe.upsert(name, upsert).await
+    floe.upsert(name, |config| request.check(config)).await
 }
 
 /// Checks a delete body against the collection and appends it.
 pub async fn delete(floe: &Floe, name: &str, request: DeleteRequest) -> Result<WriteAck> {
-    let delete = request.check(&floe.config(name).await?)?;
-    floe.delete(name, delete).await
+    floe.delete(name, |config| request.check(config)).await
 }
 
 /// Checks a query body against the collection and runs it.
 pub async fn query(floe: &Floe, name: &str, request: QueryRequest) -> Result<QueryResponse> {
-    let query = request.check(&floe.config(name).await?, &floe.settings().limits)?;
-    Ok(floe.query(name, &query).await?.into())
+    let limits = &floe.settings().limits;
+    let result = floe
+        .query(name, |config| request.check(config, limits))
+        .await?;
+    Ok(result.into())
 }
 
 // ---- handlers -------------------------------------------------------------
@@ -199,8 +199,7 @@ async fn get_row(
     Query(params): Query<RowParams>,
 ) -> ApiResult<Response> {
     let consistency = wire::consistency(params.consistency.as_deref(), params.at_least_lsn)?;
-    let row_id = Id::parse(&id, floe.config(&name).await?.id_type)?;
-    match floe.get_row(&name, &row_id, consistency).await? {
+    match floe.get_row(&name, &id, consistency).await? {
         Some(row) => Ok(Json(RowOut::from(row)).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -200,7 +200,6 @@ impl QueryRequest {
             cursor: self.cursor,
             knobs,
             explain: self.explain,
-            dimension: config.dimension,
         })
     }
 

@@ -139,11 +139,6 @@ impl Floe {
         ))
     }
 
-    /// The collection's configuration (what requests are checked against).
-    pub async fn config(&self, name: &str) -> Result<CollectionConfig> {
-        Ok(self.collection(name).await?.config.clone())
-    }
-
     // ---- collections ------------------------------------------------------
 
     /// Creates a collection; `Ok(false)` when an identical one existed.
@@ -180,7 +175,7 @@ impl Floe {
         let snap = self
             .snapshot(&c, Consistency::Strong, Needs::default(), &stats)
             .await?;
-        let (tail_records, tail_rows, _) = c.state.lock().await.tail.pending();
+        let pending = c.state.lock().await.tail.pending();
         let m = &snap.manifest;
         Ok(CollectionInfo {
             config: c.config.clone(),
@@ -193,8 +188,8 @@ impl Floe {
                 manifest_version: m.version,
                 log_lsn: snap.lsn,
                 checkpoint_lsn: m.checkpoint_lsn,
-                unflushed_records: tail_records as u64,
-                unflushed_rows: tail_rows as u64,
+                unflushed_records: pending.records as u64,
+                unflushed_rows: pending.upserted_rows as u64,
             },
         })
     }

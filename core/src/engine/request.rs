@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheFootprint, QueryStats};
 use crate::catalog::CollectionConfig;
-use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::id::Id;
 use crate::index::SearchKnobs;
@@ -40,25 +39,6 @@ pub struct Query {
     pub(crate) cursor: Option<Id>,
     pub(crate) knobs: SearchKnobs,
     pub(crate) explain: bool,
-    /// The dimension the vector was checked against.
-    pub(crate) dimension: u32,
-}
-
-impl Query {
-    /// The collection the query runs on is the one it was checked against
-    /// (not one dropped and re-created meanwhile with another dimension).
-    pub(crate) fn check_collection(&self, config: &CollectionConfig) -> Result<()> {
-        if self.dimension != config.dimension {
-            return Err(Error::invalid(
-                "vector",
-                format!(
-                    "the collection's dimension is now {}, the query was checked against {}",
-                    config.dimension, self.dimension
-                ),
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Checked upserted rows: a batch in the collection's upsert schema.

@@ -141,17 +141,35 @@ impl Tail {
         }
     }
 
-    /// `(records, upserted rows, bytes)` not yet flushed.
-    pub(crate) fn pending(&self) -> (usize, usize, usize) {
-        let rows = self
-            .records
-            .iter()
-            .filter(|r| !r.deleted)
-            .map(|r| r.rows)
-            .sum();
-        let bytes = self.records.iter().map(|r| r.bytes).sum();
-        (self.records.len(), rows, bytes)
+    /// What is not yet flushed.
+    pub(crate) fn pending(&self) -> Pending {
+        let mut p = Pending {
+            records: self.records.len(),
+            since: self.pending_since,
+            ..Pending::default()
+        };
+        for r in &self.records {
+            p.rows += r.rows;
+            p.bytes += r.bytes;
+            if !r.deleted {
+                p.upserted_rows += r.rows;
+            }
+        }
+        p
     }
+}
+
+/// The log tail's unflushed records, as describe reports them and flush
+/// thresholds test them.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Pending {
+    pub records: usize,
+    /// Upserted rows and deleted ids.
+    pub rows: usize,
+    pub upserted_rows: usize,
+    pub bytes: usize,
+    /// When the oldest of them was first seen.
+    pub since: Option<Instant>,
 }
 
 impl ReadState {

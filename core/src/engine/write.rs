@@ -9,15 +9,21 @@ use super::read::scan_matches;
 use super::request::{Consistency, Delete, DeleteTarget, Upsert, WriteAck};
 use super::state::Collection;
 use crate::cache::ReadStats;
+use crate::catalog::CollectionConfig;
 use crate::error::Result;
 use crate::id::{self, Id};
 use crate::log::LogRecord;
 
 impl Floe {
-    /// Appends checked rows to the collection's log.
-    pub async fn upsert(&self, name: &str, request: Upsert) -> Result<WriteAck> {
+    /// Appends rows to the collection's log; `check` builds them from the
+    /// request, checked against the collection's configuration.
+    pub async fn upsert(
+        &self,
+        name: &str,
+        check: impl FnOnce(&CollectionConfig) -> Result<Upsert>,
+    ) -> Result<WriteAck> {
         let c = self.collection(name).await?;
-        crate::segment::check_batch(&crate::segment::upsert_schema(&c.config), &request.rows)?;
+        let request = check(&c.config)?;
         append(
             &c,
             LogRecord::Upsert(request.rows),
@@ -28,8 +34,15 @@ impl Floe {
 
     /// Appends a delete of the given ids, or of every row the filter
     /// matches as of the log's last LSN, as one record.
-    pub async fn delete(&self, name: &str, request: Delete) -> Result<WriteAck> {
+    /// `check` builds it from the request, checked against the collection's
+    /// configuration.
+    pub async fn delete(
+        &self,
+        name: &str,
+        check: impl FnOnce(&CollectionConfig) -> Result<Delete>,
+    ) -> Result<WriteAck> {
         let c = self.collection(name).await?;
+        let request = check(&c.config)?;
         let ids = match request.target {
             DeleteTarget::Ids(ids) => ids,
             DeleteTarget::Filter(filter) => {

@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow::datatypes::{Field, Schema};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
 
+use super::Lsn;
+use crate::catalog::CollectionConfig;
 use crate::error::{Error, Result};
+use crate::segment::{delete_schema, with_lsn};
 
 const FORMAT: u8 = 1;
 const KIND_UPSERT: u8 = 1;
@@ -26,6 +29,25 @@ pub enum LogRecord {
 }
 
 impl LogRecord {
+    /// The record's rows as written at `lsn`, with their `_lsn` column:
+    /// upserted rows in the segment schema, or deleted ids in the delete
+    /// file's schema; and whether they are deletes.
+    pub(crate) fn rows_at(
+        &self,
+        config: &CollectionConfig,
+        lsn: Lsn,
+    ) -> Result<(RecordBatch, bool)> {
+        match self {
+            LogRecord::Upsert(batch) => Ok((with_lsn(batch, lsn)?, false)),
+            LogRecord::Delete(ids) => {
+                let lsns = Arc::new(UInt64Array::from_value(lsn, ids.len()));
+                let batch =
+                    RecordBatch::try_new(delete_schema(config), vec![Arc::clone(ids), lsns])?;
+                Ok((batch, true))
+            }
+        }
+    }
+
     /// The record's bytes.
     pub fn encode(&self) -> Result<Bytes> {
         let (kind, batch) = match self {

@@ -189,13 +189,10 @@ impl ParquetFile {
         columns: Option<&[&str]>,
         rows: Option<&[Range<usize>]>,
     ) -> Result<RecordBatch> {
-        let all: Vec<String>;
+        let schema = Arc::clone(self.schema());
         let columns: Vec<&str> = match columns {
             Some(names) => names.to_vec(),
-            None => {
-                all = self.column_names_except("");
-                all.iter().map(String::as_str).collect()
-            }
+            None => schema.fields().iter().map(|f| f.name().as_str()).collect(),
         };
         self.check_columns(&columns)?;
         if source.keeps_reads() {

@@ -15,7 +15,7 @@ use crate::id::{self, Id};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{Committed, DeleteFile, Operation, SegmentEntry};
 use crate::mvcc::Newest;
-use crate::segment::{SegmentWriteOptions, delete_schema, new_segment_id, with_lsn, write_segment};
+use crate::segment::{SegmentWriteOptions, delete_schema, new_segment_id, write_segment};
 
 /// What a flush wrote for one log range.
 struct FlushFiles {
@@ -96,17 +96,11 @@ impl Floe {
         self.refresh_manifest(&c, true).await?;
         let last = c.log.last_lsn().await?;
         self.refresh_tail(&c, last).await?;
-        let (rows, bytes, since) = {
-            let state = c.state.lock().await;
-            let t = &state.tail;
-            let rows: usize = t.records.iter().map(|r| r.rows).sum();
-            let bytes: usize = t.records.iter().map(|r| r.bytes).sum();
-            (rows, bytes, t.pending_since)
-        };
+        let pending = c.state.lock().await.tail.pending();
         let f = &self.settings.flush;
-        let due = rows >= f.max_rows
-            || bytes >= f.max_bytes
-            || since.is_some_and(|s| s.elapsed() >= f.max_age());
+        let due = pending.rows >= f.max_rows
+            || pending.bytes >= f.max_bytes
+            || pending.since.is_some_and(|s| s.elapsed() >= f.max_age());
         if due {
             self.flush(name).await.map(Some)
         } else {
@@ -149,20 +143,10 @@ impl Floe {
         let mut upserts = Vec::new();
         let mut newest = Newest::default();
         for (lsn, record) in records {
-            match record {
-                LogRecord::Upsert(batch) => {
-                    let batch = with_lsn(batch, *lsn)?;
-                    newest.observe_rows(&batch, false)?;
-                    upserts.push(batch);
-                }
-                LogRecord::Delete(ids) => {
-                    let lsns = Arc::new(UInt64Array::from_value(*lsn, ids.len()));
-                    let batch = RecordBatch::try_new(
-                        delete_schema(&c.config),
-                        vec![Arc::clone(ids), lsns],
-                    )?;
-                    newest.observe_rows(&batch, true)?;
-                }
+            let (batch, deleted) = record.rows_at(&c.config, *lsn)?;
+            newest.observe_rows(&batch, deleted)?;
+            if !deleted {
+                upserts.push(batch);
             }
         }
         let mut kept = Vec::new();

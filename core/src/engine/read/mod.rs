@@ -26,6 +26,7 @@ use bytes::Bytes;
 use super::Floe;
 use super::request::{Query, QueryResult};
 use crate::cache::ReadStats;
+use crate::catalog::CollectionConfig;
 use crate::error::Result;
 use crate::index::SearchKnobs;
 use crate::log::Lsn;
@@ -109,12 +110,17 @@ pub(crate) struct Probe {
 }
 
 impl Floe {
-    /// Runs a checked query against the collection.
-    pub async fn query(&self, name: &str, query: &Query) -> Result<QueryResult> {
+    /// Runs a query against the collection; `check` builds it from the
+    /// request, checked against the collection's configuration.
+    pub async fn query(
+        &self,
+        name: &str,
+        check: impl FnOnce(&CollectionConfig) -> Result<Query>,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
         let c = self.collection(name).await?;
         let opened = started.elapsed();
-        query.check_collection(&c.config)?;
+        let query = &check(&c.config)?;
         let stats = Arc::new(ReadStats::default());
         if opened > Duration::from_millis(1) {
             stats.record("collection config", opened, 0);

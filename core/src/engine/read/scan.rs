@@ -77,15 +77,16 @@ pub(super) async fn scan_page(snap: &Snapshot, query: &Query) -> Result<(Vec<Row
 }
 
 impl Floe {
-    /// The visible version of one row, with its vector and every attribute.
+    /// The visible version of one row, with its vector and every attribute;
+    /// `id` is the id as text (a URL path segment).
     pub async fn get_row(
         &self,
         name: &str,
-        id: &Id,
+        id: &str,
         consistency: Consistency,
     ) -> Result<Option<Row>> {
         let c = self.collection(name).await?;
-        id.check(c.config.id_type, "id")?;
+        let id = &Id::parse(id, c.config.id_type)?;
         let stats = Arc::new(ReadStats::default());
         let needs = Needs {
             columns: true,

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{RecordBatch, UInt64Array};
+use arrow::array::RecordBatch;
 use futures::FutureExt;
 
 use super::{IndexedSegment, Needs, Probe, Snapshot, Source};
@@ -23,9 +23,7 @@ use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{DeleteFile, SegmentEntry};
 use crate::mvcc::Newest;
-use crate::segment::{
-    COL_ID, COL_LSN, COL_VECTOR, RangeSource, delete_schema, read_whole, with_lsn,
-};
+use crate::segment::{COL_ID, COL_LSN, COL_VECTOR, RangeSource, read_whole};
 
 /// How long a remembered manifest serves `eventual` and `at_least_lsn`
 /// reads before it is listed again (`strong` always checks).
@@ -147,15 +145,8 @@ impl Floe {
             };
             let mut records = Vec::with_capacity(page.len());
             for entry in page {
-                let (batch, deleted) = match LogRecord::decode(&entry.payload)? {
-                    LogRecord::Upsert(b) => (with_lsn(&b, entry.lsn)?, false),
-                    LogRecord::Delete(ids) => {
-                        let lsns = Arc::new(UInt64Array::from_value(entry.lsn, ids.len()));
-                        let batch =
-                            RecordBatch::try_new(delete_schema(&c.config), vec![ids, lsns])?;
-                        (batch, true)
-                    }
-                };
+                let (batch, deleted) =
+                    LogRecord::decode(&entry.payload)?.rows_at(&c.config, entry.lsn)?;
                 records.push(TailRecord {
                     lsn: entry.lsn,
                     bytes: entry.payload.len(),
