@@ -90,7 +90,8 @@ pub async fn run(args: ColdArgs) -> Result<()> {
 
     let source_config = settings.object_store_config();
     let source = open_object_store(&source_config)?;
-    let manifest = ManifestStore::new(Arc::clone(&source), NAME)
+    let incarnation = builder.describe(NAME).await?.incarnation;
+    let manifest = ManifestStore::new(Arc::clone(&source), NAME, &incarnation)
         .latest()
         .await?;
     let collection_bytes: u64 = manifest

@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use floe_core::log::{FileLogOptions, FileLogs, JetStreamConfig, JetStreamLogs, Log, LogProvider};
+use floe_core::log::{
+    AppendOptions, FileLogOptions, FileLogs, JetStreamConfig, JetStreamLogs, Log, LogId,
+    LogProvider,
+};
 use floe_core::manifest::{ManifestStore, Operation, SegmentEntry};
 use floe_core::storage::{ObjectStoreConfig, open_object_store};
 use futures::StreamExt;
@@ -271,7 +274,7 @@ async fn drive_log(
         }
         let log = Arc::clone(log);
         let payload = payload.clone();
-        pending.push(async move { log.append(payload, None).await });
+        pending.push(async move { log.append(payload, AppendOptions::default()).await });
     }
     while let Some(result) = pending.next().await {
         result?;
@@ -305,7 +308,11 @@ async fn bench_log(
         let n = (bytes_per_run / size).clamp(50, max_records);
         let payload = Bytes::from(vec![0x5au8; size]);
         let collection = format!("s{size}");
-        let log = logs.open(&collection).await?;
+        let log_id = LogId {
+            collection: &collection,
+            incarnation: "bench",
+        };
+        let log = logs.create(log_id).await?;
         let elapsed = drive_log(&log, &payload, n, 1).await?;
         row(size, "floe Log::append, 1 in flight", n, elapsed);
         let elapsed = drive_log(&log, &payload, n, in_flight).await?;
@@ -354,7 +361,7 @@ async fn bench_log(
             start.elapsed(),
         );
 
-        logs.delete(&collection).await?;
+        logs.delete(log_id).await?;
         js.delete_stream(&stream).await?;
     }
     Ok(())
@@ -375,7 +382,12 @@ async fn bench_file_log(
     for &size in sizes {
         let n = (bytes_per_run / size).clamp(50, max_records);
         let payload = Bytes::from(vec![0x5au8; size]);
-        let log = logs.open(&format!("s{size}")).await?;
+        let log = logs
+            .create(LogId {
+                collection: &format!("s{size}"),
+                incarnation: "bench",
+            })
+            .await?;
         let elapsed = drive_log(&log, &payload, n, 1).await?;
         row(size, "floe FileLog::append, 1 in flight", n, elapsed);
         let elapsed = drive_log(&log, &payload, n, 16).await?;
@@ -440,7 +452,7 @@ async fn bench_manifest(
             let start = Instant::now();
             let tasks: Vec<_> = (0..writers)
                 .map(|w| {
-                    let ms = ManifestStore::new(Arc::clone(&store), &collection);
+                    let ms = ManifestStore::new(Arc::clone(&store), &collection, "i");
                     let each = commits / writers;
                     tokio::spawn(async move {
                         for i in 0..each {

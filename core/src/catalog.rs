@@ -1,15 +1,16 @@
-//! Collections: their immutable configuration (`collection.json`, created
-//! put-if-absent) and the validation of names, dimensions and attributes.
+//! Collections: their immutable configuration and incarnation (catalog
+//! entries, created put-if-absent) and the validation of names, dimensions
+//! and attributes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{CollectionPaths, get_bytes, put_create};
+use crate::storage::{catalog_entry, catalog_entry_name, catalog_root, get_bytes, put_create};
 
 /// Longest collection or attribute name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -89,7 +90,7 @@ impl Default for IndexParams {
     }
 }
 
-/// A collection's configuration, fixed at creation (`collection.json`).
+/// A collection's configuration, fixed at creation (in its catalog entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectionConfig {
@@ -201,7 +202,44 @@ fn validate_attribute_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Reads and creates collection configurations in the object store.
+/// A collection as the catalog holds it (`catalog/<name>.json`): its
+/// configuration and the incarnation its log and files belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// Minted by each create (a UUIDv7 without dashes): a name dropped and
+    /// created again gets a new one, and with it a new log and file prefix.
+    pub incarnation: String,
+    /// When this incarnation was created.
+    pub created_at_ms: u64,
+    /// Its configuration.
+    pub config: CollectionConfig,
+}
+
+impl CatalogEntry {
+    /// A new incarnation of `config`.
+    pub fn mint(config: CollectionConfig) -> Self {
+        Self {
+            incarnation: uuid::Uuid::now_v7().simple().to_string(),
+            created_at_ms: crate::clock::now_ms(),
+            config,
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+/// When an incarnation was minted (its UUIDv7 timestamp), `None` if it is not one.
+pub fn incarnation_time_ms(incarnation: &str) -> Option<u64> {
+    let uuid = uuid::Uuid::try_parse(incarnation).ok()?;
+    let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+    Some(secs * 1000 + u64::from(nanos) / 1_000_000)
+}
+
+/// Reads, creates and removes catalog entries in the object store.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     store: Arc<dyn ObjectStore>,
@@ -213,31 +251,32 @@ impl Catalog {
         Self { store }
     }
 
-    /// Creates the collection, or returns the existing one if its
-    /// configuration is identical (so a retried create succeeds). A different
-    /// configuration under the same name is a conflict.
-    pub async fn create(&self, config: &CollectionConfig) -> Result<CollectionConfig> {
-        config.validate()?;
-        let path = CollectionPaths::new(&config.name).config();
-        let body = serde_json::to_vec_pretty(config)
-            .map_err(|e| Error::corrupt("collection config", e))?;
+    /// Writes `entry` if the name is free (put-if-absent). Otherwise
+    /// returns the entry that is there (`Ok((existing, false))`) when its
+    /// configuration is the same, so that a retried create succeeds; a
+    /// different configuration under the same name is a conflict.
+    pub async fn create(&self, entry: &CatalogEntry) -> Result<(CatalogEntry, bool)> {
+        entry.config.validate()?;
+        let path = catalog_entry(entry.name());
+        let body =
+            serde_json::to_vec_pretty(entry).map_err(|e| Error::corrupt("catalog entry", e))?;
         if put_create(self.store.as_ref(), &path, Bytes::from(body)).await? {
-            return Ok(config.clone());
+            return Ok((entry.clone(), true));
         }
-        let existing = self.get(&config.name).await?;
-        if &existing == config {
-            Ok(existing)
+        let existing = self.get(entry.name()).await?;
+        if existing.config == entry.config {
+            Ok((existing, false))
         } else {
             Err(Error::CollectionExists {
-                name: config.name.clone(),
+                name: entry.name().to_string(),
             })
         }
     }
 
-    /// The collection's configuration.
-    pub async fn get(&self, name: &str) -> Result<CollectionConfig> {
+    /// The collection's entry.
+    pub async fn get(&self, name: &str) -> Result<CatalogEntry> {
         validate_collection_name(name)?;
-        let path = CollectionPaths::new(name).config();
+        let path = catalog_entry(name);
         let bytes = match get_bytes(self.store.as_ref(), &path).await {
             Err(e) if e.is_not_found() => return Err(Error::CollectionNotFound(name.to_string())),
             other => other?,
@@ -245,22 +284,37 @@ impl Catalog {
         serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path.to_string(), e))
     }
 
-    /// Names of all collections, sorted.
+    /// Removes the entry: from then on the name is free and the
+    /// incarnation's log and files belong to nobody.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let path = catalog_entry(name);
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store("delete", path, e)),
+        }
+    }
+
+    /// Names of all collections, sorted: one listing of the catalog.
     pub async fn list(&self) -> Result<Vec<String>> {
-        let root = CollectionPaths::collections_root();
+        let root = catalog_root();
         let listing = self
             .store
             .list_with_delimiter(Some(&root))
             .await
             .map_err(|e| Error::store("list", &root, e))?;
         let mut names: Vec<String> = listing
-            .common_prefixes
+            .objects
             .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
+            .filter_map(|o| catalog_entry_name(&o.location).map(str::to_string))
             .filter(|name| validate_collection_name(name).is_ok())
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// Pings the store (readiness): one listing of the catalog.
+    pub async fn ping(&self) -> Result<()> {
+        self.list().await.map(|_| ())
     }
 }
 

@@ -233,6 +233,9 @@ impl Settings {
             if let Some(v) = num("FLOE_NATS_REPLICAS")? {
                 nats.replicas = v as usize;
             }
+            if let Some(v) = num("FLOE_NATS_TIMEOUT_MS")? {
+                nats.timeout_ms = v;
+            }
         }
         if let Some(v) = num("FLOE_FLUSH_MAX_ROWS")? {
             s.flush.max_rows = v as usize;

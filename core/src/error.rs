@@ -51,6 +51,16 @@ pub enum Error {
     #[error("log record of {size} bytes exceeds the log's limit of {max} bytes")]
     RecordTooLarge { size: usize, max: usize },
 
+    /// A request id seen within the dedupe window, sent with another body.
+    #[error(
+        "request_id {request_id:?} was already used for a different request (within the dedupe window): use a new request_id for a new request"
+    )]
+    RequestIdReused { request_id: String },
+
+    /// A conditional append found records after the expected last LSN.
+    #[error("the log moved past lsn {expected} (now at {last}) before the append")]
+    LogMoved { expected: u64, last: u64 },
+
     /// A log read before the log's first record (trimmed after a flush).
     #[error("log position {requested} was trimmed; the log now starts at {first}")]
     LsnTrimmed { requested: u64, first: u64 },
@@ -116,6 +126,8 @@ impl Error {
             | Error::CommitConflict { .. }
             | Error::Fenced { .. }
             | Error::ObjectExists { .. }
+            | Error::RequestIdReused { .. }
+            | Error::LogMoved { .. }
             | Error::LsnTrimmed { .. } => ErrorKind::Conflict,
             Error::ObjectStore { source, .. } => match source {
                 object_store::Error::NotFound { .. } => ErrorKind::NotFound,

@@ -380,20 +380,21 @@ pub struct ManifestStore {
 }
 
 impl ManifestStore {
-    /// The manifests of `collection`, with default retries.
-    pub fn new(store: Arc<dyn ObjectStore>, collection: &str) -> Self {
-        Self::with_options(store, collection, CommitOptions::default())
+    /// The manifests of one incarnation of `collection`, with default retries.
+    pub fn new(store: Arc<dyn ObjectStore>, collection: &str, incarnation: &str) -> Self {
+        Self::with_options(store, collection, incarnation, CommitOptions::default())
     }
 
-    /// The manifests of `collection`, with these retries.
+    /// The manifests of one incarnation of `collection`, with these retries.
     pub fn with_options(
         store: Arc<dyn ObjectStore>,
         collection: &str,
+        incarnation: &str,
         options: CommitOptions,
     ) -> Self {
         Self {
             store,
-            paths: CollectionPaths::new(collection),
+            paths: CollectionPaths::new(collection, incarnation),
             options,
             seen: AtomicU64::new(0),
             newest: Mutex::new(None),
@@ -691,7 +692,7 @@ mod tests {
 
     #[tokio::test]
     async fn flush_rebases_and_reruns_are_idempotent() {
-        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c");
+        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c", "i");
         assert_eq!(ms.latest().await.unwrap().version, 0);
         let c1 = ms.commit(None, &flush(0, 10, "s1")).await.unwrap();
         assert!(matches!(c1, Committed::New(ref m) if m.version == 1 && m.checkpoint_lsn == 10));
@@ -708,7 +709,7 @@ mod tests {
 
     #[tokio::test]
     async fn zombies_are_fenced_per_role() {
-        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c");
+        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c", "i");
         let (old, _) = ms.claim(Role::Writer).await.unwrap();
         let (new, _) = ms.claim(Role::Writer).await.unwrap();
         let (compactor, _) = ms.claim(Role::Compactor).await.unwrap();
@@ -737,7 +738,7 @@ mod tests {
 
     #[tokio::test]
     async fn replace_conflicts_when_a_removed_segment_is_gone() {
-        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c");
+        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c", "i");
         ms.commit(None, &flush(0, 5, "a")).await.unwrap();
         let replace = |id: &str| Operation::Replace {
             remove: vec!["a".into()],
@@ -753,13 +754,13 @@ mod tests {
     #[tokio::test]
     async fn stale_or_missing_hint_never_hides_newer_versions() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let ms = ManifestStore::new(Arc::clone(&store), "c");
+        let ms = ManifestStore::new(Arc::clone(&store), "c", "i");
         for i in 0..3 {
             ms.commit(None, &flush(i * 10, i * 10 + 10, &format!("s{i}")))
                 .await
                 .unwrap();
         }
-        let paths = CollectionPaths::new("c");
+        let paths = CollectionPaths::new("c", "i");
         // A stale hint, a garbage hint, no hint: a fresh reader still finds v3.
         for hint in [Some("1"), Some("not a number"), Some("999"), None] {
             match hint {
@@ -771,7 +772,7 @@ mod tests {
                 }
                 None => store.delete(&paths.latest_manifest_hint()).await.unwrap(),
             }
-            let fresh = ManifestStore::new(Arc::clone(&store), "c");
+            let fresh = ManifestStore::new(Arc::clone(&store), "c", "i");
             assert_eq!(fresh.latest().await.unwrap().version, 3, "hint {hint:?}");
         }
     }

@@ -3,6 +3,8 @@
 //! `./floe-data` (local object store, embedded log); `FLOE_*` variables or
 //! `FLOE_CONFIG` select S3 and NATS.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use floe_core::Floe;
@@ -56,10 +58,7 @@ pub async fn run() -> anyhow::Result<()> {
     let floe = Floe::open(settings)
         .await
         .context("opening the object store and the log")?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let server = crate::serve::start(floe, &listen, true, shutdown)
+    let server = crate::serve::start(Arc::clone(&floe), &listen, true, stop_signal())
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %server.addr, %store, %log, "floe serving");
@@ -68,5 +67,32 @@ pub async fn run() -> anyhow::Result<()> {
         server.addr
     );
     server.task.await??;
+    tracing::info!("stopped accepting; requests in flight are done");
+    if let Some(indexer) = server.indexer {
+        indexer.await.context("background indexer")?;
+    }
+    floe.close_cache().await.context("closing the cache")?;
+    eprintln!("floe stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM (what Docker, Kubernetes and systemd send) or
+/// SIGINT (Ctrl-C).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("stopping: finishing requests in flight and the indexer's round");
 }

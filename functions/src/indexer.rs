@@ -125,6 +125,7 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
     let mut indexed = Vec::new();
     let mut compacted = Vec::new();
     let mut collected = 0;
+    let mut swept = 0;
     match work_for(&event)? {
         Work::Objects(keys) => {
             let mut to_flush = BTreeSet::new();
@@ -151,7 +152,11 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
         }
         Work::AllDue => {
             for name in floe.list_collections().await? {
-                let round = floe.maintain(&name, true).await?;
+                let round = match floe.maintain(&name, true).await {
+                    // Dropped since the listing.
+                    Err(floe_core::Error::CollectionNotFound(_)) => continue,
+                    other => other?,
+                };
                 if let Some(r) = round.flushed {
                     flushed.push(json!({"collection": name, "checkpoint_lsn": r.checkpoint_lsn, "rows": r.rows_flushed}));
                 }
@@ -160,7 +165,10 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
                     compacted.push(json!({"collection": name, "rows_in": r.rows_in, "rows_out": r.rows_out, "sealed": r.sealed}));
                 }
                 collected += round.garbage_deleted;
-                let info = floe.describe(&name).await?;
+                let info = match floe.describe(&name).await {
+                    Err(floe_core::Error::CollectionNotFound(_)) => continue,
+                    other => other?,
+                };
                 let now_ms = floe_core::clock::now_ms();
                 // Lambda's log agent turns this stdout line into a metric.
                 println!(
@@ -168,10 +176,11 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
                     lag_metric(&name, info.stats.unflushed_records, now_ms)
                 );
             }
+            swept = floe.sweep_orphans(floe_core::engine::ORPHAN_GRACE).await?;
         }
     }
     Ok(
-        json!({ "flushed": flushed, "compacted": compacted, "indexed": indexed, "garbage_deleted": collected }),
+        json!({ "flushed": flushed, "compacted": compacted, "indexed": indexed, "garbage_deleted": collected, "orphans_swept": swept }),
     )
 }
 

@@ -150,3 +150,52 @@ async fn sigkill_and_restart_lose_nothing_acknowledged() {
     .await;
     assert_eq!(eventual["results"].as_array().unwrap().len(), 198);
 }
+
+/// SIGTERM (what Docker and Kubernetes send) stops `floe serve` cleanly:
+/// the process exits 0 after finishing what is in flight, and a restart
+/// finds every acknowledged write.
+#[tokio::test]
+async fn sigterm_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut floe = Floe::start(dir.path());
+    let c = format!("{}/v1/collections/term", floe.url);
+    let resp = http
+        .put(&c)
+        .json(&json!({"dimension": 2, "metric": "l2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    for batch in 0..5u64 {
+        let rows: Vec<Value> = (0..10)
+            .map(|i| json!({"id": batch * 10 + i, "vector": [batch as f32, i as f32]}))
+            .collect();
+        post(&http, format!("{c}/upsert"), json!({ "rows": rows })).await;
+    }
+    let pid = floe.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = floe.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "floe serve ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status after SIGTERM: {exit}");
+
+    let floe = Floe::start(dir.path());
+    let c = format!("{}/v1/collections/term", floe.url);
+    let all = post(
+        &http,
+        format!("{c}/query"),
+        json!({"top_k": 100, "filter": "id >= 0"}),
+    )
+    .await;
+    assert_eq!(all["results"].as_array().unwrap().len(), 50);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use floe_core::Error;
-use floe_core::log::{Log, LogProvider};
+use floe_core::log::{AppendOptions, Log, LogId, LogProvider, RequestKey};
 
 /// Opens providers over one backing store (a nats-server, a directory).
 #[async_trait::async_trait]
@@ -16,13 +16,34 @@ pub trait LogFixture: Send + Sync {
     async fn provider(&self) -> Arc<dyn LogProvider>;
 }
 
+/// The log of collection `name`'s first incarnation.
+pub fn id(name: &str) -> LogId<'_> {
+    LogId {
+        collection: name,
+        incarnation: "0192a3b4c5d6e7f8a9b0c1d2e3f4a5b6",
+    }
+}
+
+/// Dedupe on request id `id` with a digest of `payload`.
+pub fn req<'a>(id: &'a str, payload: &[u8]) -> AppendOptions<'a> {
+    AppendOptions::request(Some(RequestKey {
+        id,
+        digest: floe_core::log::digest(&[payload]),
+    }))
+}
+
+/// No dedupe, no condition.
+pub fn plain() -> AppendOptions<'static> {
+    AppendOptions::default()
+}
+
 fn payload(i: usize) -> Bytes {
     Bytes::from(format!("record-{i}-{}", "x".repeat(i % 7)))
 }
 
 async fn open(fixture: &dyn LogFixture, collection: &str) -> (Arc<dyn LogProvider>, Arc<dyn Log>) {
     let provider = fixture.provider().await;
-    let log = provider.open(collection).await.expect("open log");
+    let log = provider.create(id(collection)).await.expect("create log");
     (provider, log)
 }
 
@@ -33,7 +54,7 @@ pub async fn appends_get_increasing_lsns_and_read_back(fixture: &dyn LogFixture)
     let mut payloads = vec![Bytes::new(), Bytes::from(vec![0u8, 255, 1, 254])];
     payloads.extend((0..20).map(payload));
     for (i, p) in payloads.iter().enumerate() {
-        let ack = log.append(p.clone(), None).await.unwrap();
+        let ack = log.append(p.clone(), plain()).await.unwrap();
         assert_eq!(ack.lsn, i as u64 + 1);
         assert!(!ack.duplicate);
     }
@@ -48,7 +69,7 @@ pub async fn appends_get_increasing_lsns_and_read_back(fixture: &dyn LogFixture)
 pub async fn reads_page_and_stop_at_the_end(fixture: &dyn LogFixture) {
     let (_p, log) = open(fixture, "c2").await;
     for i in 0..30 {
-        log.append(payload(i), None).await.unwrap();
+        log.append(payload(i), plain()).await.unwrap();
     }
     let page = log.read(11, 5).await.unwrap();
     assert_eq!(
@@ -67,7 +88,7 @@ pub async fn reads_page_and_stop_at_the_end(fixture: &dyn LogFixture) {
     assert_eq!((range[0].lsn, range[18].lsn), (7, 25));
     // read_range pages past the 1024-record page size too
     for i in 30..1100 {
-        log.append(payload(i), None).await.unwrap();
+        log.append(payload(i), plain()).await.unwrap();
     }
     let long = log.read_range(1, 1100).await.unwrap();
     assert_eq!(long.len(), 1100);
@@ -76,11 +97,20 @@ pub async fn reads_page_and_stop_at_the_end(fixture: &dyn LogFixture) {
 
 pub async fn request_ids_make_retries_idempotent(fixture: &dyn LogFixture) {
     let (_p, log) = open(fixture, "c3").await;
-    let first = log.append(payload(1), Some("req-a")).await.unwrap();
-    let retry = log.append(payload(1), Some("req-a")).await.unwrap();
+    let first = log
+        .append(payload(1), req("req-a", &payload(1)))
+        .await
+        .unwrap();
+    let retry = log
+        .append(payload(1), req("req-a", &payload(1)))
+        .await
+        .unwrap();
     assert_eq!(retry.lsn, first.lsn);
     assert!(retry.duplicate && !first.duplicate);
-    let other = log.append(payload(2), Some("req-b")).await.unwrap();
+    let other = log
+        .append(payload(2), req("req-b", &payload(2)))
+        .await
+        .unwrap();
     assert_eq!(other.lsn, first.lsn + 1);
     assert!(!other.duplicate);
     assert_eq!(
@@ -98,7 +128,7 @@ pub async fn oversized_records_are_rejected_and_nothing_is_written(fixture: &dyn
         "a log must take 1 MiB records, allows {max}"
     );
     let err = log
-        .append(Bytes::from(vec![7u8; max + 1]), Some("big"))
+        .append(Bytes::from(vec![7u8; max + 1]), req("big", b"big"))
         .await
         .unwrap_err();
     assert!(
@@ -107,7 +137,7 @@ pub async fn oversized_records_are_rejected_and_nothing_is_written(fixture: &dyn
     );
     assert_eq!(log.last_lsn().await.unwrap(), 0);
     let big = Bytes::from(vec![7u8; max]);
-    let ack = log.append(big.clone(), Some("big")).await.unwrap();
+    let ack = log.append(big.clone(), req("big", b"big")).await.unwrap();
     assert_eq!(ack.lsn, 1);
     assert_eq!(log.read(1, 1).await.unwrap()[0].payload, big);
 }
@@ -115,7 +145,7 @@ pub async fn oversized_records_are_rejected_and_nothing_is_written(fixture: &dyn
 pub async fn trim_drops_old_records_only(fixture: &dyn LogFixture) {
     let (_p, log) = open(fixture, "c5").await;
     for i in 0..10 {
-        log.append(payload(i), None).await.unwrap();
+        log.append(payload(i), plain()).await.unwrap();
     }
     log.trim(4).await.unwrap();
     assert_eq!(log.first_lsn().await.unwrap(), 5);
@@ -146,7 +176,7 @@ pub async fn trim_drops_old_records_only(fixture: &dyn LogFixture) {
         Err(Error::LsnTrimmed { .. })
     ));
     assert_eq!(log.read(11, 1).await.unwrap(), vec![]);
-    assert_eq!(log.append(payload(11), None).await.unwrap().lsn, 11);
+    assert_eq!(log.append(payload(11), plain()).await.unwrap().lsn, 11);
     assert_eq!(log.read(11, 5).await.unwrap()[0].payload, payload(11));
 }
 
@@ -154,7 +184,7 @@ pub async fn records_and_dedupe_survive_a_reopen(fixture: &dyn LogFixture) {
     {
         let (_p, log) = open(fixture, "c6").await;
         for i in 0..25 {
-            log.append(payload(i), Some(&format!("r{i}")))
+            log.append(payload(i), req(&format!("r{i}"), &payload(i)))
                 .await
                 .unwrap();
         }
@@ -166,9 +196,12 @@ pub async fn records_and_dedupe_survive_a_reopen(fixture: &dyn LogFixture) {
     let rest = log.read(6, 100).await.unwrap();
     assert_eq!(rest.len(), 20);
     assert_eq!(rest[19].payload, payload(24));
-    let retry = log.append(payload(24), Some("r24")).await.unwrap();
+    let retry = log
+        .append(payload(24), req("r24", &payload(24)))
+        .await
+        .unwrap();
     assert_eq!((retry.lsn, retry.duplicate), (25, true));
-    assert_eq!(log.append(payload(25), None).await.unwrap().lsn, 26);
+    assert_eq!(log.append(payload(25), plain()).await.unwrap().lsn, 26);
 }
 
 pub async fn concurrent_appends_get_distinct_contiguous_lsns(fixture: &dyn LogFixture) {
@@ -180,7 +213,7 @@ pub async fn concurrent_appends_get_distinct_contiguous_lsns(fixture: &dyn LogFi
                 let mut lsns = Vec::new();
                 for i in 0..40 {
                     let ack = log
-                        .append(Bytes::from(format!("{t}/{i}")), None)
+                        .append(Bytes::from(format!("{t}/{i}")), plain())
                         .await
                         .unwrap();
                     lsns.push(ack.lsn);
@@ -207,17 +240,69 @@ pub async fn concurrent_appends_get_distinct_contiguous_lsns(fixture: &dyn LogFi
 
 pub async fn collections_are_isolated_and_deletable(fixture: &dyn LogFixture) {
     let provider = fixture.provider().await;
-    let a = provider.open("ca").await.unwrap();
-    let b = provider.open("cb").await.unwrap();
-    a.append(payload(1), None).await.unwrap();
-    a.append(payload(2), None).await.unwrap();
-    assert_eq!(b.append(payload(3), None).await.unwrap().lsn, 1);
+    let a = provider.create(id("ca")).await.unwrap();
+    let b = provider.create(id("cb")).await.unwrap();
+    a.append(payload(1), plain()).await.unwrap();
+    a.append(payload(2), plain()).await.unwrap();
+    assert_eq!(b.append(payload(3), plain()).await.unwrap().lsn, 1);
     assert_eq!(b.read(1, 10).await.unwrap()[0].payload, payload(3));
-    drop((a, b));
-    provider.delete("ca").await.unwrap();
-    provider.delete("ca").await.unwrap(); // deleting twice is fine
-    let a = provider.open("ca").await.unwrap();
-    assert_eq!(a.last_lsn().await.unwrap(), 0);
-    let b = provider.open("cb").await.unwrap();
+    let listed = provider.list().await.unwrap();
+    for name in ["ca", "cb"] {
+        let want = (name.to_string(), id(name).incarnation.to_string());
+        assert!(listed.contains(&want), "{want:?} not in {listed:?}");
+    }
+    drop(b);
+    provider.delete(id("ca")).await.unwrap();
+    provider.delete(id("ca")).await.unwrap(); // deleting twice is fine
+    // A handle opened before the delete can no longer write…
+    let err = a.append(payload(4), plain()).await.unwrap_err();
+    assert!(matches!(err, Error::CollectionNotFound(_)), "{err}");
+    // …and opening never brings a deleted log back.
+    let err = provider.open(id("ca")).await.unwrap_err();
+    assert!(matches!(err, Error::CollectionNotFound(_)), "{err}");
+    let err = provider.open(id("never")).await.unwrap_err();
+    assert!(matches!(err, Error::CollectionNotFound(_)), "{err}");
+    // Another incarnation of the same name is another, empty log.
+    let next = LogId {
+        collection: "ca",
+        incarnation: "0192a3b4c5d6e7f8a9b0c1d2e3f4a5b7",
+    };
+    let a2 = provider.create(next).await.unwrap();
+    assert_eq!(a2.last_lsn().await.unwrap(), 0);
+    let b = provider.open(id("cb")).await.unwrap();
     assert_eq!(b.last_lsn().await.unwrap(), 1);
+    provider.delete(next).await.unwrap();
+}
+
+pub async fn a_request_id_reused_for_another_body_is_refused(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c8").await;
+    let first = log
+        .append(payload(1), req("same", &payload(1)))
+        .await
+        .unwrap();
+    let err = log
+        .append(payload(2), req("same", &payload(2)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RequestIdReused { .. }), "{err}");
+    let retry = log
+        .append(payload(1), req("same", &payload(1)))
+        .await
+        .unwrap();
+    assert_eq!((retry.lsn, retry.duplicate), (first.lsn, true));
+    assert_eq!(log.last_lsn().await.unwrap(), 1, "nothing else was written");
+}
+
+pub async fn conditional_appends_land_right_after_what_was_read(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c9").await;
+    let at = |expected| AppendOptions {
+        request: None,
+        expected_last: Some(expected),
+    };
+    assert_eq!(log.append(payload(1), at(0)).await.unwrap().lsn, 1);
+    log.append(payload(2), plain()).await.unwrap();
+    let err = log.append(payload(3), at(1)).await.unwrap_err();
+    assert!(matches!(err, Error::LogMoved { expected: 1, .. }), "{err}");
+    assert_eq!(log.last_lsn().await.unwrap(), 2, "nothing was written");
+    assert_eq!(log.append(payload(3), at(2)).await.unwrap().lsn, 3);
 }

@@ -269,7 +269,10 @@ async fn delete_by_filter_removes_exactly_the_matches(s: TestServer) {
     assert_eq!(ack["rows"].as_u64(), Some(doomed.len() as u64));
     oracle.delete(&doomed);
     let left = c
-        .ok(&format!("{C}/df/query"), &json!({"top_k": 1000}))
+        .ok(
+            &format!("{C}/df/query"),
+            &json!({"filter": "id >= 0", "top_k": 1000}),
+        )
         .await;
     assert_eq!(ids(&left), oracle.rows.keys().copied().collect::<Vec<_>>());
     // Nothing matches any more: no write, the token is the current LSN.

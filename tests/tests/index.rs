@@ -339,9 +339,10 @@ async fn s3_events_trigger_index_builds_and_gc_keeps_what_readers_need() {
         .skip(3)
         .collect::<Vec<_>>()
         .join("/");
+    let incarnation = floe.describe("ev").await.unwrap().incarnation;
     for id in &report.sealed {
         // The notification S3 would send for the sealed file (URL-encoded key).
-        let key = format!("{prefix}/collections/ev/segments/{id}/sealed.parquet");
+        let key = format!("{prefix}/collections/ev/{incarnation}/segments/{id}/sealed.parquet");
         let event = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
             "eventTime": "2026-11-21T23:59:59.000Z", "eventName": "ObjectCreated:Put",
             "userIdentity": {"principalId": "x"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},

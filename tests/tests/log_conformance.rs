@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use floe_core::log::{FileLogOptions, FileLogs, JetStreamConfig, LogProvider};
-use floe_tests::log_conformance::{self as suite, LogFixture};
+use floe_tests::log_conformance::{self as suite, LogFixture, id, plain};
 use floe_tests::{jetstream_config, jetstream_logs};
 
 struct JetStream(JetStreamConfig);
@@ -58,6 +58,8 @@ conformance!(
     records_and_dedupe_survive_a_reopen,
     concurrent_appends_get_distinct_contiguous_lsns,
     collections_are_isolated_and_deletable,
+    a_request_id_reused_for_another_body_is_refused,
+    conditional_appends_land_right_after_what_was_read,
 );
 
 /// Small files force rolling and trimming across file boundaries.
@@ -69,14 +71,14 @@ async fn file_log_rolls_and_trims_across_files() {
         ..Default::default()
     };
     let logs = FileLogs::new(dir.path(), options.clone());
-    let log = logs.open("c").await.unwrap();
+    let log = logs.create(id("c")).await.unwrap();
     for i in 0..50u8 {
-        log.append(bytes::Bytes::from(vec![i; 40]), None)
+        log.append(bytes::Bytes::from(vec![i; 40]), plain())
             .await
             .unwrap();
     }
     let files = || {
-        std::fs::read_dir(dir.path().join("c"))
+        std::fs::read_dir(dir.path().join("c").join(id("c").incarnation))
             .unwrap()
             .filter(|e| {
                 e.as_ref()
@@ -94,7 +96,7 @@ async fn file_log_rolls_and_trims_across_files() {
     drop(log);
     drop(logs);
     let logs = FileLogs::new(dir.path(), options);
-    let log = logs.open("c").await.unwrap();
+    let log = logs.create(id("c")).await.unwrap();
     assert_eq!(log.first_lsn().await.unwrap(), 31);
     let rest = log.read(31, 100).await.unwrap();
     assert_eq!(rest.len(), 20);
@@ -102,7 +104,7 @@ async fn file_log_rolls_and_trims_across_files() {
     log.trim(50).await.unwrap();
     assert_eq!(files(), 1, "only a fresh active file is left");
     assert_eq!(
-        log.append(bytes::Bytes::from_static(b"z"), None)
+        log.append(bytes::Bytes::from_static(b"z"), plain())
             .await
             .unwrap()
             .lsn,
@@ -119,8 +121,8 @@ async fn concurrent_opens_of_one_jetstream_log_all_succeed() {
             let config = config.clone();
             tokio::spawn(async move {
                 let logs = jetstream_logs(&config).await;
-                let log = logs.open("shared").await.unwrap();
-                log.append(bytes::Bytes::from_static(b"x"), None)
+                let log = logs.create(id("shared")).await.unwrap();
+                log.append(bytes::Bytes::from_static(b"x"), plain())
                     .await
                     .unwrap()
                     .lsn
@@ -143,7 +145,7 @@ async fn concurrent_opens_of_one_file_log_share_it() {
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let logs = Arc::clone(&logs);
-            tokio::spawn(async move { logs.open("shared").await.map(|_| ()) })
+            tokio::spawn(async move { logs.create(id("shared")).await.map(|_| ()) })
         })
         .collect();
     for task in tasks {

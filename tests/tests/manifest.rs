@@ -44,7 +44,7 @@ fn flush(from: u64, to: u64, id: &str) -> Operation {
 /// Every version from 1 to the newest exists, parses, and (for add-only
 /// histories) holds its predecessor's segments plus exactly one more.
 async fn assert_add_only_chain(store: Arc<dyn ObjectStore>, collection: &str) -> Vec<String> {
-    let ms = ManifestStore::new(store, collection);
+    let ms = ManifestStore::new(store, collection, "i");
     let versions = ms.versions().await.unwrap();
     let newest = ms.latest_version().await.unwrap();
     assert_eq!(
@@ -76,7 +76,7 @@ async fn racing_committers_lose_nothing_and_never_share_a_version() {
         let tasks: Vec<_> = (0..COMMITTERS)
             .map(|c| {
                 // Separate ManifestStores: separate processes share nothing.
-                let ms = ManifestStore::new(Arc::clone(&t.store), "race");
+                let ms = ManifestStore::new(Arc::clone(&t.store), "race", "i");
                 tokio::spawn(async move {
                     let mut versions = Vec::new();
                     for i in 0..EACH {
@@ -115,7 +115,7 @@ async fn racing_flushes_of_the_same_range_apply_once() {
     for t in TestStore::all() {
         let tasks: Vec<_> = (0..8)
             .map(|i| {
-                let ms = ManifestStore::new(Arc::clone(&t.store), "flush");
+                let ms = ManifestStore::new(Arc::clone(&t.store), "flush", "i");
                 tokio::spawn(async move {
                     ms.commit(None, &flush(0, 10, &format!("f{i}")))
                         .await
@@ -130,7 +130,7 @@ async fn racing_flushes_of_the_same_range_apply_once() {
             }
         }
         assert_eq!(new, 1, "{}", t.name);
-        let m = ManifestStore::new(Arc::clone(&t.store), "flush")
+        let m = ManifestStore::new(Arc::clone(&t.store), "flush", "i")
             .latest()
             .await
             .unwrap();
@@ -150,7 +150,7 @@ async fn a_failed_put_leaves_no_visible_manifest() {
             Arc::clone(&t.store),
             FaultConfig::default(),
         ));
-        let ms = ManifestStore::new(faulty.clone(), "fail");
+        let ms = ManifestStore::new(faulty.clone(), "fail", "i");
         ms.commit(None, &add("a")).await.unwrap();
         faulty.set_config(FaultConfig {
             ops: OpFilter::PUTS,
@@ -164,7 +164,7 @@ async fn a_failed_put_leaves_no_visible_manifest() {
             t.name
         );
         faulty.set_config(FaultConfig::default());
-        let fresh = ManifestStore::new(Arc::clone(&t.store), "fail");
+        let fresh = ManifestStore::new(Arc::clone(&t.store), "fail", "i");
         let latest = fresh.latest().await.unwrap();
         assert_eq!(
             (latest.version, latest.segments.len()),
@@ -190,7 +190,7 @@ async fn a_lost_response_is_recognised_as_our_commit() {
                 ..Default::default()
             },
         ));
-        let ms = ManifestStore::new(faulty.clone(), "lost");
+        let ms = ManifestStore::new(faulty.clone(), "lost", "i");
         let committed = ms.commit(None, &add("a")).await.unwrap();
         assert!(
             matches!(committed, Committed::New(ref m) if m.version == 1),
@@ -216,7 +216,7 @@ async fn an_unknown_outcome_is_settled_by_rerunning_the_flush() {
                 ..Default::default()
             },
         ));
-        let ms = ManifestStore::new(faulty.clone(), "unknown");
+        let ms = ManifestStore::new(faulty.clone(), "unknown", "i");
         let op = flush(0, 7, "seg");
         let err = ms.commit(None, &op).await.unwrap_err();
         assert!(
@@ -233,7 +233,7 @@ async fn an_unknown_outcome_is_settled_by_rerunning_the_flush() {
             "{}: {again:?}",
             t.name
         );
-        let m = ManifestStore::new(Arc::clone(&t.store), "unknown")
+        let m = ManifestStore::new(Arc::clone(&t.store), "unknown", "i")
             .latest()
             .await
             .unwrap();
@@ -260,7 +260,7 @@ async fn seeded_random_faults_never_lose_or_duplicate_a_commit() {
             ));
             let tasks: Vec<_> = (0..4)
                 .map(|c| {
-                    let ms = ManifestStore::new(faulty.clone(), "chaos");
+                    let ms = ManifestStore::new(faulty.clone(), "chaos", "i");
                     tokio::spawn(async move {
                         for i in 0..8 {
                             let op = add(&format!("c{c}-{i}"));
@@ -301,9 +301,9 @@ async fn seeded_random_faults_never_lose_or_duplicate_a_commit() {
 #[tokio::test]
 async fn a_zombie_writer_is_fenced_on_s3() {
     let t = TestStore::s3();
-    let zombie = ManifestStore::new(Arc::clone(&t.store), "fence");
+    let zombie = ManifestStore::new(Arc::clone(&t.store), "fence", "i");
     let (old, _) = zombie.claim(Role::Writer).await.unwrap();
-    let successor = ManifestStore::new(Arc::clone(&t.store), "fence");
+    let successor = ManifestStore::new(Arc::clone(&t.store), "fence", "i");
     let (new, _) = successor.claim(Role::Writer).await.unwrap();
     let err = zombie
         .commit(Some(old), &flush(0, 3, "z"))
@@ -325,7 +325,7 @@ async fn a_zombie_writer_is_fenced_on_s3() {
 async fn an_uncontended_commit_costs_one_put() {
     for t in TestStore::all() {
         let counting = Arc::new(floe_core::storage::CountingStore::new(Arc::clone(&t.store)));
-        let ms = ManifestStore::new(counting.clone(), "cost");
+        let ms = ManifestStore::new(counting.clone(), "cost", "i");
         ms.commit(None, &add("first")).await.unwrap();
         for i in 2..=7 {
             let before = counting.stats();
@@ -348,8 +348,8 @@ async fn an_uncontended_commit_costs_one_put() {
 #[tokio::test]
 async fn a_committer_with_a_stale_base_reloads_and_rebases() {
     for t in TestStore::all() {
-        let a = ManifestStore::new(Arc::clone(&t.store), "stale");
-        let b = ManifestStore::new(Arc::clone(&t.store), "stale");
+        let a = ManifestStore::new(Arc::clone(&t.store), "stale", "i");
+        let b = ManifestStore::new(Arc::clone(&t.store), "stale", "i");
         a.commit(None, &flush(0, 5, "a1")).await.unwrap();
         b.commit(None, &flush(5, 9, "b1")).await.unwrap();
         // `a` still believes v1 (checkpoint 5) is the newest: its flush of
@@ -370,11 +370,11 @@ async fn a_committer_with_a_stale_base_reloads_and_rebases() {
 async fn finding_the_newest_costs_one_head_once_a_version_is_known() {
     for t in TestStore::all() {
         let counting = Arc::new(floe_core::storage::CountingStore::new(Arc::clone(&t.store)));
-        let writer = ManifestStore::new(Arc::clone(&t.store), "newest");
+        let writer = ManifestStore::new(Arc::clone(&t.store), "newest", "i");
         for i in 0..3 {
             writer.commit(None, &add(&format!("s{i}"))).await.unwrap();
         }
-        let reader = ManifestStore::new(counting.clone(), "newest");
+        let reader = ManifestStore::new(counting.clone(), "newest", "i");
         assert_eq!(reader.latest().await.unwrap().version, 3);
         let before = counting.stats();
         assert_eq!(reader.latest_version().await.unwrap(), 3);

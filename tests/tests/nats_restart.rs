@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use floe_core::log::{JetStreamConfig, JetStreamLogs, LogProvider};
+use floe_tests::log_conformance::{id, plain, req};
 use floe_tests::required_env;
 
 struct Server {
@@ -73,16 +74,17 @@ async fn restart_between_publishes_loses_no_acknowledged_record() {
     let (server, port) = Server::start(dir.path(), 0);
     let config = JetStreamConfig {
         url: format!("nats://127.0.0.1:{port}"),
+        timeout_ms: 1_000,
         ..Default::default()
     };
     let logs = JetStreamLogs::connect(config).await.unwrap();
-    let log = logs.open("restart").await.unwrap();
+    let log = logs.create(id("restart")).await.unwrap();
 
     let mut acked = Vec::new();
     for i in 0..50 {
         let p = Bytes::from(format!("before-{i}"));
         acked.push((
-            log.append(p.clone(), Some(&format!("id-{i}")))
+            log.append(p.clone(), req(&format!("id-{i}"), &p))
                 .await
                 .unwrap()
                 .lsn,
@@ -90,6 +92,16 @@ async fn restart_between_publishes_loses_no_acknowledged_record() {
         ));
     }
     server.kill();
+    // While NATS is down a write fails fast (within the configured
+    // timeout, not the client's defaults) and as retryable.
+    let started = Instant::now();
+    let err = log.append(Bytes::from("lost"), plain()).await.unwrap_err();
+    assert_eq!(err.kind(), floe_core::ErrorKind::Unavailable, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "a write with NATS down took {:?} to fail",
+        started.elapsed()
+    );
     let (_server, _) = Server::start(dir.path(), port);
 
     // Publishing resumes once the client has reconnected; attempts during the
@@ -98,7 +110,7 @@ async fn restart_between_publishes_loses_no_acknowledged_record() {
     let mut i = 0;
     while acked.len() < 100 {
         let p = Bytes::from(format!("after-{i}"));
-        match log.append(p.clone(), Some(&format!("after-{i}"))).await {
+        match log.append(p.clone(), req(&format!("after-{i}"), &p)).await {
             Ok(ack) => {
                 assert!(!ack.duplicate);
                 acked.push((ack.lsn, p));
@@ -112,7 +124,7 @@ async fn restart_between_publishes_loses_no_acknowledged_record() {
     }
     // A retry of a pre-restart request is still recognised.
     let retry = log
-        .append(Bytes::from("before-3"), Some("id-3"))
+        .append(Bytes::from("before-3"), req("id-3", b"before-3"))
         .await
         .unwrap();
     assert_eq!((retry.lsn, retry.duplicate), (acked[3].0, true));

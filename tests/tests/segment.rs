@@ -104,7 +104,7 @@ async fn segments_round_trip_on_every_store() {
         row_group_rows: 256,
     };
     for t in TestStore::all() {
-        let path = CollectionPaths::new("seg").segment_data("s1");
+        let path = CollectionPaths::new("seg", "i").segment_data("s1");
         let (file, _) = write_segment(t.store.as_ref(), &path, &schema, &batches, &options)
             .await
             .unwrap();
@@ -166,7 +166,7 @@ async fn segments_round_trip_on_every_store() {
         assert!(err.to_string().contains("nope"), "{err}");
         let missing = ParquetFile::open(
             &source,
-            CollectionPaths::new("seg").segment_data("none"),
+            CollectionPaths::new("seg", "i").segment_data("none"),
             file.size_bytes,
             0,
         )
@@ -186,7 +186,7 @@ async fn projected_and_selective_reads_fetch_a_fraction_of_the_file() {
     let batches: Vec<_> = (0..4).map(|i| batch(&config, i * 5000, 5000)).collect();
     for t in [TestStore::local(), TestStore::s3()] {
         let counting = Arc::new(CountingStore::new(Arc::clone(&t.store)));
-        let path = CollectionPaths::new("seg").segment_data("big");
+        let path = CollectionPaths::new("seg", "i").segment_data("big");
         let options = SegmentWriteOptions {
             row_group_rows: 2048,
         };
@@ -242,7 +242,7 @@ async fn batches_of_the_wrong_shape_are_rejected_and_nothing_is_written() {
     let t = TestStore::memory();
     let config = config(16);
     let other = self::config(8);
-    let path = CollectionPaths::new("seg").segment_data("bad");
+    let path = CollectionPaths::new("seg", "i").segment_data("bad");
     let wrong_dim = vec![batch(&other, 0, 10)];
     let err = write_segment(
         t.store.as_ref(),

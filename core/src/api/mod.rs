@@ -14,6 +14,7 @@ pub use error::ApiError;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,10 +31,17 @@ use wire::{CreateCollection, DeleteRequest, QueryRequest, QueryResponse, RowOut,
 /// The OpenAPI description, kept in `docs/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
 
-/// The `/v1` API over `floe`, plus `/healthz` and `/openapi.json`.
+/// The longest request target (path and query) accepted: 414 beyond it.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header bytes (names and values) accepted: 431 beyond them.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// The `/v1` API over `floe`, plus `/healthz` (liveness), `/readyz`
+/// (readiness: the log and the object store answer) and `/openapi.json`.
 pub fn router(floe: Arc<Floe>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
@@ -65,7 +73,63 @@ pub fn router(floe: Arc<Floe>) -> Router {
                 "method not allowed on this route".into(),
             )
         })
+        .layer(axum::middleware::from_fn(request_limits))
         .with_state(floe)
+}
+
+/// Refuses an oversized request target or header block with the JSON error
+/// shape before any handler runs. (The HTTP server's own, far larger
+/// limits still answer without a body.)
+async fn request_limits(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = request.uri().to_string().len();
+    if uri > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "too_large",
+            Some("uri".into()),
+            format!("the request target is {uri} bytes, at most {MAX_URI_BYTES} are accepted"),
+        )
+        .into_response();
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too_large",
+            Some("headers".into()),
+            format!("the headers are {headers} bytes, at most {MAX_HEADER_BYTES} are accepted"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Readiness: 200 when the log and the object store both answer, 503
+/// (saying which failed) otherwise.
+async fn ready(State(floe): State<Arc<Floe>>) -> Response {
+    let (log, store) = floe.ready().await;
+    let status = |r: &Result<()>| match r {
+        Ok(()) => json!("ok"),
+        Err(e) => json!(e.to_string()),
+    };
+    let body = json!({
+        "status": if log.is_ok() && store.is_ok() { "ready" } else { "unavailable" },
+        "log": status(&log),
+        "object_store": status(&store),
+    });
+    if log.is_ok() && store.is_ok() {
+        Json(body).into_response()
+    } else {
+        let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        response
+    }
 }
 
 // ---- the operations, as the handlers (and embedders) run them -------------
@@ -188,17 +252,32 @@ async fn warm(State(floe): State<Arc<Floe>>, Path(name): Path<String>) -> ApiRes
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RowParams {
     consistency: Option<String>,
-    at_least_lsn: Option<u64>,
+    at_least_lsn: Option<String>,
 }
 
 async fn get_row(
     State(floe): State<Arc<Floe>>,
     Path((name, id)): Path<(String, String)>,
-    Query(params): Query<RowParams>,
+    params: std::result::Result<Query<RowParams>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let consistency = wire::consistency(params.consistency.as_deref(), params.at_least_lsn)?;
+    let Query(params) =
+        params.map_err(|e| ApiError::from(Error::invalid("query", e.body_text())))?;
+    let at_least_lsn = params
+        .at_least_lsn
+        .as_deref()
+        .map(|s| {
+            s.parse::<u64>().map_err(|_| {
+                Error::invalid(
+                    "at_least_lsn",
+                    format!("must be a non-negative integer, got {s:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let consistency = wire::consistency(params.consistency.as_deref(), at_least_lsn)?;
     match floe.get_row(&name, &id, consistency).await? {
         Some(row) => Ok(Json(RowOut::from(row)).into_response()),
         None => Err(ApiError::new(

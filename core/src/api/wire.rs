@@ -106,7 +106,10 @@ impl DeleteRequest {
         check_request_id(self.request_id.as_deref())?;
         let target = match (&self.ids, &self.filter) {
             (Some(ids), None) => DeleteTarget::Ids(id::ids_to_array(config, ids, "ids")?),
-            (None, Some(text)) => DeleteTarget::Filter(Filter::parse(text, config)?),
+            (None, Some(text)) => DeleteTarget::Filter {
+                filter: Filter::parse(text, config)?,
+                text: text.clone(),
+            },
             _ => {
                 return Err(Error::invalid(
                     "ids",
@@ -161,6 +164,12 @@ impl QueryRequest {
     /// Checks every field against the collection and the server's limits.
     pub fn check(self, config: &CollectionConfig, limits: &Limits) -> Result<Query> {
         let consistency = consistency_in_body(self.consistency.as_ref())?;
+        if self.vector.is_none() && self.filter.is_none() {
+            return Err(Error::invalid(
+                "vector",
+                "send a \"vector\" to search, a \"filter\" to scan, or both",
+            ));
+        }
         let max_k = limits.max_top_k;
         if self.top_k == 0 || self.top_k > max_k {
             return Err(Error::invalid(

@@ -20,7 +20,7 @@ mod write;
 pub(crate) use request::DeleteTarget;
 
 pub use maintenance::{
-    COMPACT_AT_SEGMENTS, CompactReport, GC_GRACE, GcReport, IndexReport, RoundReport,
+    COMPACT_AT_SEGMENTS, CompactReport, GC_GRACE, GcReport, IndexReport, ORPHAN_GRACE, RoundReport,
 };
 pub use request::{
     Attribute, CollectionInfo, CollectionStats, Consistency, Delete, FlushReport, Query,
@@ -31,13 +31,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 
 use crate::cache::{BlockCache, CacheFootprint, ReadStats};
-use crate::catalog::{Catalog, CollectionConfig};
+use crate::catalog::{Catalog, CatalogEntry, CollectionConfig};
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::log::{FileLogOptions, FileLogs, JetStreamLogs, LogProvider};
+use crate::log::{FileLogOptions, FileLogs, JetStreamLogs, LogId, LogProvider};
 use crate::manifest::ManifestStore;
 use crate::storage::{CollectionPaths, open_object_store};
 use read::Needs;
@@ -119,7 +119,8 @@ impl Floe {
         }
     }
 
-    /// The collection's handles, opened on first use.
+    /// The collection's current incarnation, opened on first use (one
+    /// catalog read; the log is opened when first needed).
     async fn collection(&self, name: &str) -> Result<Arc<Collection>> {
         if let Some(c) = self
             .collections
@@ -129,56 +130,99 @@ impl Floe {
         {
             return Ok(Arc::clone(c));
         }
-        let config = self.catalog.get(name).await?;
-        let log = self.logs.open(name).await?;
-        let manifests = ManifestStore::new(Arc::clone(&self.store), name);
-        let collection = Arc::new(Collection::new(config, log, manifests));
+        let entry = self.catalog.get(name).await?;
+        let manifests = ManifestStore::new(Arc::clone(&self.store), name, &entry.incarnation);
+        let collection = Arc::new(Collection::new(entry, Arc::clone(&self.logs), manifests));
         let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
         Ok(Arc::clone(
             map.entry(name.to_string()).or_insert(collection),
         ))
     }
 
+    /// Forgets `c` if it is still the incarnation this process serves for
+    /// its name, so that the next request reads the catalog again.
+    fn forget(&self, c: &Collection) {
+        let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&c.config.name)
+            .is_some_and(|known| known.incarnation == c.incarnation)
+        {
+            map.remove(&c.config.name);
+        }
+    }
+
+    /// After an operation on `stale` found its incarnation dropped (by
+    /// another process, or a drop this one raced): the name's new
+    /// incarnation, if it has the configuration the request was checked
+    /// against; otherwise the request's collection is gone (404).
+    async fn reopen(&self, stale: &Collection) -> Result<Arc<Collection>> {
+        self.forget(stale);
+        let name = &stale.config.name;
+        let fresh = self.collection(name).await?;
+        if fresh.incarnation != stale.incarnation && fresh.config == stale.config {
+            Ok(fresh)
+        } else {
+            Err(Error::CollectionNotFound(name.clone()))
+        }
+    }
+
     // ---- collections ------------------------------------------------------
 
     /// Creates a collection; `Ok(false)` when an identical one existed.
+    ///
+    /// A new incarnation's log is created before its catalog entry, so a
+    /// collection that exists can always be written; a create that loses
+    /// the race for the name removes the log it made.
     pub async fn create_collection(
         &self,
         config: CollectionConfig,
     ) -> Result<(CollectionConfig, bool)> {
         config.validate()?;
-        let existed = match self.catalog.get(&config.name).await {
-            Ok(existing) if existing == config => true,
+        match self.catalog.get(&config.name).await {
+            Ok(existing) if existing.config == config => return Ok((existing.config, false)),
             Ok(_) => {
                 return Err(Error::CollectionExists {
                     name: config.name.clone(),
                 });
             }
-            Err(Error::CollectionNotFound(_)) => false,
+            Err(Error::CollectionNotFound(_)) => {}
             Err(e) => return Err(e),
+        }
+        let entry = CatalogEntry::mint(config);
+        let id = LogId {
+            collection: entry.name(),
+            incarnation: &entry.incarnation,
         };
-        // The log first: a collection that exists can always be written.
-        self.logs.open(&config.name).await?;
-        let created = self.catalog.create(&config).await?;
-        Ok((created, !existed))
+        self.logs.create(id).await?;
+        let created = self.catalog.create(&entry).await;
+        if !matches!(created, Ok((_, true))) {
+            // Another create won the name (or the write failed): this
+            // incarnation never existed.
+            if let Err(e) = self.logs.delete(id).await {
+                tracing::warn!(collection = %entry.name(), error = %e, "removing the log of a lost create failed; the orphan sweep will");
+            }
+        }
+        let (entry, created) = created?;
+        Ok((entry.config, created))
     }
 
-    /// Names of every collection.
+    /// Names of every collection: exactly those `describe` finds.
     pub async fn list_collections(&self) -> Result<Vec<String>> {
         self.catalog.list().await
     }
 
     /// The collection's configuration and statistics, as of the log's last LSN.
     pub async fn describe(&self, name: &str) -> Result<CollectionInfo> {
-        let c = self.collection(name).await?;
+        let mut c = self.collection(name).await?;
         let stats = Arc::new(ReadStats::default());
         let snap = self
-            .snapshot(&c, Consistency::Strong, Needs::default(), &stats)
+            .snapshot_current(&mut c, Consistency::Strong, Needs::default(), &stats)
             .await?;
         let pending = c.state.lock().await.tail.pending();
         let m = &snap.manifest;
         Ok(CollectionInfo {
             config: c.config.clone(),
+            incarnation: c.incarnation.clone(),
             stats: CollectionStats {
                 rows: snap.visibility().live_count() as u64,
                 segments: m.segments.len(),
@@ -194,36 +238,124 @@ impl Floe {
         })
     }
 
-    /// Deletes the collection's log and files; `collection.json` goes last,
-    /// so an interrupted drop can be repeated.
+    /// Drops the collection. The name is fenced first (its catalog entry
+    /// goes, so no request can open it again), then the log is deleted (so
+    /// no write through a handle opened earlier can be acknowledged after
+    /// this returns), then the incarnation's files. The name is free at
+    /// once; an interrupted drop leaves an orphaned log or files that the
+    /// orphan sweep removes.
     pub async fn drop_collection(&self, name: &str) -> Result<()> {
-        self.catalog.get(name).await?;
-        self.collections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        self.logs.delete(name).await?;
-        let paths = CollectionPaths::new(name);
-        let config = paths.config();
-        let root = paths.root();
+        let entry = self.catalog.get(name).await?;
+        self.catalog.remove(name).await?;
+        {
+            let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
+            if map
+                .get(name)
+                .is_some_and(|c| c.incarnation == entry.incarnation)
+            {
+                map.remove(name);
+            }
+        }
+        self.logs
+            .delete(LogId {
+                collection: name,
+                incarnation: &entry.incarnation,
+            })
+            .await?;
+        self.delete_prefix(&CollectionPaths::new(name, &entry.incarnation).root())
+            .await
+    }
+
+    /// Deletes every object under `root`.
+    async fn delete_prefix(&self, root: &object_store::path::Path) -> Result<()> {
         let files: Vec<_> = self
             .store
-            .list(Some(&root))
+            .list(Some(root))
             .map_ok(|m| m.location)
-            .try_filter(|p| futures::future::ready(*p != config))
             .try_collect()
             .await
-            .map_err(|e| Error::store("list", &root, e))?;
+            .map_err(|e| Error::store("list", root, e))?;
         let stream = futures::stream::iter(files.into_iter().map(Ok)).boxed();
-        self.store
-            .delete_stream(stream)
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|e| Error::store("delete", &root, e))?;
-        match self.store.delete(&config).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::store("delete", config, e)),
+        let mut deleted = self.store.delete_stream(stream);
+        while let Some(result) = deleted.next().await {
+            match result {
+                // Someone else (a racing drop or sweep) was faster.
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store("delete", root, e)),
+            }
         }
+        Ok(())
+    }
+
+    /// Removes what no catalog entry owns any more and is older than
+    /// `grace`: logs and files of incarnations whose drop or create was
+    /// interrupted, or written by a process that had not yet noticed a
+    /// drop. Returns how many incarnations were swept.
+    pub async fn sweep_orphans(&self, grace: std::time::Duration) -> Result<usize> {
+        let live: std::collections::HashSet<(String, String)> = {
+            let mut live = std::collections::HashSet::new();
+            for name in self.catalog.list().await? {
+                match self.catalog.get(&name).await {
+                    Ok(entry) => {
+                        live.insert((name, entry.incarnation));
+                    }
+                    Err(Error::CollectionNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            live
+        };
+        let old_enough = |incarnation: &str| {
+            crate::catalog::incarnation_time_ms(incarnation).is_some_and(|t| {
+                crate::clock::now_ms().saturating_sub(t) >= grace.as_millis() as u64
+            })
+        };
+        let mut swept = 0;
+        for (collection, incarnation) in self.logs.list().await? {
+            if !live.contains(&(collection.clone(), incarnation.clone()))
+                && old_enough(&incarnation)
+            {
+                self.logs
+                    .delete(LogId {
+                        collection: &collection,
+                        incarnation: &incarnation,
+                    })
+                    .await?;
+                swept += 1;
+            }
+        }
+        let root = CollectionPaths::collections_root();
+        let names = self
+            .store
+            .list_with_delimiter(Some(&root))
+            .await
+            .map_err(|e| Error::store("list", &root, e))?;
+        for name_dir in names.common_prefixes {
+            let Some(name) = name_dir.filename().map(str::to_string) else {
+                continue;
+            };
+            let incarnations = self
+                .store
+                .list_with_delimiter(Some(&name_dir))
+                .await
+                .map_err(|e| Error::store("list", &name_dir, e))?;
+            for dir in incarnations.common_prefixes {
+                let Some(incarnation) = dir.filename().map(str::to_string) else {
+                    continue;
+                };
+                if !live.contains(&(name.clone(), incarnation.clone())) && old_enough(&incarnation)
+                {
+                    self.delete_prefix(&dir).await?;
+                    swept += 1;
+                }
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Whether the log and the object store answer (readiness).
+    pub async fn ready(&self) -> (Result<()>, Result<()>) {
+        tokio::join!(self.logs.ping(), self.catalog.ping())
     }
 
     // ---- the cache --------------------------------------------------------

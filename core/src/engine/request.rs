@@ -53,8 +53,13 @@ pub struct Upsert {
 pub(crate) enum DeleteTarget {
     /// These ids (an id column of the collection's id type).
     Ids(ArrayRef),
-    /// Every row the filter matches as of the log's last LSN.
-    Filter(Filter),
+    /// Every row the filter matches as of the delete's own LSN.
+    Filter {
+        /// The parsed filter.
+        filter: Filter,
+        /// Its text, as sent (what a retry is compared by).
+        text: String,
+    },
 }
 
 /// A checked delete.
@@ -117,6 +122,9 @@ pub struct CollectionInfo {
     /// Its configuration.
     #[serde(flatten)]
     pub config: CollectionConfig,
+    /// Which incarnation of the name this is: a drop and a create with the
+    /// same name make a new one.
+    pub incarnation: String,
     /// What it holds now.
     pub stats: CollectionStats,
 }

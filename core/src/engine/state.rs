@@ -6,24 +6,28 @@
 //! lock released, and its result is merged in afterwards.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
 use super::read::IndexedSegment;
-use crate::catalog::CollectionConfig;
-use crate::log::{Log, Lsn};
+use crate::catalog::{CatalogEntry, CollectionConfig};
+use crate::error::Result;
+use crate::log::{Log, LogId, LogProvider, Lsn};
 use crate::manifest::{Fence, Manifest, ManifestStore};
 use crate::mvcc::Newest;
 use crate::storage::CollectionPaths;
 
-/// One collection's handles and read state.
+/// One incarnation of a collection: its handles and read state.
 pub(crate) struct Collection {
     pub config: CollectionConfig,
+    pub incarnation: String,
     pub schema: SchemaRef,
-    pub log: Arc<dyn Log>,
+    logs: Arc<dyn LogProvider>,
+    /// Opened on first use: eventual reads never touch the log.
+    log: tokio::sync::OnceCell<Arc<dyn Log>>,
     pub manifests: ManifestStore,
     pub paths: CollectionPaths,
     pub state: tokio::sync::Mutex<ReadState>,
@@ -33,25 +37,49 @@ pub(crate) struct Collection {
     pub maintenance_lock: tokio::sync::Mutex<()>,
     /// This process's compactor epoch, claimed on first use.
     pub compactor: tokio::sync::OnceCell<Fence>,
+    /// When the catalog last named this incarnation (reads re-check it
+    /// now and then, to notice a drop made by another process).
+    pub catalog_checked: Mutex<Instant>,
+    /// Checkpoints this process flushed, oldest first, with when: the log
+    /// keeps flushed records for the dedupe window before they are trimmed.
+    pub trims: Mutex<VecDeque<(Lsn, Instant)>>,
 }
 
 impl Collection {
     pub(crate) fn new(
-        config: CollectionConfig,
-        log: Arc<dyn Log>,
+        entry: CatalogEntry,
+        logs: Arc<dyn LogProvider>,
         manifests: ManifestStore,
     ) -> Collection {
+        let config = entry.config;
         Collection {
             schema: crate::segment::segment_schema(&config),
-            paths: CollectionPaths::new(&config.name),
-            log,
+            paths: CollectionPaths::new(&config.name, &entry.incarnation),
+            incarnation: entry.incarnation,
+            logs,
+            log: tokio::sync::OnceCell::new(),
             manifests,
             state: tokio::sync::Mutex::new(ReadState::default()),
             flush_lock: tokio::sync::Mutex::new(()),
             maintenance_lock: tokio::sync::Mutex::new(()),
             compactor: tokio::sync::OnceCell::new(),
+            catalog_checked: Mutex::new(Instant::now()),
+            trims: Mutex::default(),
             config,
         }
+    }
+
+    /// The incarnation's log, opened on first use; `CollectionNotFound`
+    /// once it was dropped.
+    pub(crate) async fn log(&self) -> Result<&Arc<dyn Log>> {
+        self.log
+            .get_or_try_init(|| {
+                self.logs.open(LogId {
+                    collection: &self.config.name,
+                    incarnation: &self.incarnation,
+                })
+            })
+            .await
     }
 }
 

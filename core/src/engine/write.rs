@@ -1,7 +1,15 @@
 //! The write path: a checked upsert or delete becomes one log record; the
 //! LSN the log acknowledges is the write token.
+//!
+//! A request id travels with a digest of the request, so a retry is
+//! answered with the first write's LSN and a different request reusing
+//! the id is refused. A write that finds its collection incarnation
+//! dropped goes to the name's new incarnation if it has the configuration
+//! the request was checked against, and is refused (404) otherwise.
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::Floe;
 use super::read::Needs;
@@ -10,9 +18,14 @@ use super::request::{Consistency, Delete, DeleteTarget, Upsert, WriteAck};
 use super::state::Collection;
 use crate::cache::ReadStats;
 use crate::catalog::CollectionConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::id::{self, Id};
-use crate::log::LogRecord;
+use crate::log::{AppendOptions, LogRecord, RequestKey, digest};
+
+/// How often a delete by filter re-evaluates its filter when writes keep
+/// landing between its read and its append.
+const FILTER_DELETE_ATTEMPTS: usize = 16;
 
 impl Floe {
     /// Appends rows to the collection's log; `check` builds them from the
@@ -24,16 +37,28 @@ impl Floe {
     ) -> Result<WriteAck> {
         let c = self.collection(name).await?;
         let request = check(&c.config)?;
-        append(
-            &c,
-            LogRecord::Upsert(request.rows),
-            request.request_id.as_deref(),
-        )
-        .await
+        let record = LogRecord::Upsert(request.rows);
+        let payload = record.encode()?;
+        let key = request.request_id.as_deref().map(|id| RequestKey {
+            id,
+            digest: digest(&[b"upsert", &payload]),
+        });
+        let write = Write {
+            payload,
+            rows: record.num_rows(),
+            options: AppendOptions::request(key),
+        };
+        match write.append(&c).await {
+            Err(Error::CollectionNotFound(_)) => {
+                let fresh = self.reopen(&c).await?;
+                write.append(&fresh).await
+            }
+            other => other,
+        }
     }
 
     /// Appends a delete of the given ids, or of every row the filter
-    /// matches as of the log's last LSN, as one record.
+    /// matches as of the delete's own LSN, as one record.
     /// `check` builds it from the request, checked against the collection's
     /// configuration.
     pub async fn delete(
@@ -41,44 +66,117 @@ impl Floe {
         name: &str,
         check: impl FnOnce(&CollectionConfig) -> Result<Delete>,
     ) -> Result<WriteAck> {
-        let c = self.collection(name).await?;
+        let mut c = self.collection(name).await?;
         let request = check(&c.config)?;
-        let ids = match request.target {
-            DeleteTarget::Ids(ids) => ids,
-            DeleteTarget::Filter(filter) => {
-                // Resolve the filter against everything acknowledged so far,
-                // then delete those ids in one record.
-                let stats = Arc::new(ReadStats::default());
-                let needs = Needs {
-                    columns: true,
-                    probe: None,
+        let request_id = request.request_id.as_deref();
+        match request.target {
+            DeleteTarget::Ids(ids) => {
+                let record = LogRecord::Delete(ids);
+                let payload = record.encode()?;
+                let key = request_id.map(|id| RequestKey {
+                    id,
+                    digest: digest(&[b"delete ids", &payload]),
+                });
+                let write = Write {
+                    payload,
+                    rows: record.num_rows(),
+                    options: AppendOptions::request(key),
                 };
-                let snap = self
-                    .snapshot(&c, Consistency::Strong, needs, &stats)
-                    .await?;
-                let matches = scan_matches(&snap, Some(&filter))?;
-                if matches.is_empty() {
-                    return Ok(WriteAck {
-                        lsn: snap.lsn,
-                        rows: 0,
-                        duplicate: false,
-                    });
+                match write.append(&c).await {
+                    Err(Error::CollectionNotFound(_)) => {
+                        let fresh = self.reopen(&c).await?;
+                        write.append(&fresh).await
+                    }
+                    other => other,
                 }
-                let ids: Vec<Id> = matches.into_iter().map(|(id, _, _)| id).collect();
-                id::ids_to_array(&c.config, &ids, "ids")?
             }
-        };
-        append(&c, LogRecord::Delete(ids), request.request_id.as_deref()).await
+            DeleteTarget::Filter { filter, text } => {
+                let key = request_id.map(|id| RequestKey {
+                    id,
+                    digest: digest(&[b"delete filter", text.as_bytes()]),
+                });
+                match self.delete_matching(&c, &filter, key).await {
+                    Err(Error::CollectionNotFound(_)) => {
+                        c = self.reopen(&c).await?;
+                        self.delete_matching(&c, &filter, key).await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// Evaluates the filter against everything acknowledged so far and
+    /// appends the matching ids only if nothing was written since: a row
+    /// re-upserted in between with attributes that no longer match is
+    /// never deleted. Retries while writes keep landing in between.
+    async fn delete_matching(
+        &self,
+        c: &Collection,
+        filter: &Filter,
+        key: Option<RequestKey<'_>>,
+    ) -> Result<WriteAck> {
+        let mut last_moved = None;
+        for _ in 0..FILTER_DELETE_ATTEMPTS {
+            let stats = Arc::new(ReadStats::default());
+            let needs = Needs {
+                columns: true,
+                probe: None,
+            };
+            let snap = self.snapshot(c, Consistency::Strong, needs, &stats).await?;
+            let matches = scan_matches(&snap, Some(filter))?;
+            if matches.is_empty() && key.is_none() {
+                return Ok(WriteAck {
+                    lsn: snap.lsn,
+                    rows: 0,
+                    duplicate: false,
+                });
+            }
+            // With a request id, even an empty delete is recorded, so that
+            // a retry is answered the same way.
+            let ids: Vec<Id> = matches.into_iter().map(|(id, _, _)| id).collect();
+            let record = LogRecord::Delete(id::ids_to_array(&c.config, &ids, "ids")?);
+            let write = Write {
+                payload: record.encode()?,
+                rows: record.num_rows(),
+                options: AppendOptions {
+                    request: key,
+                    expected_last: Some(snap.lsn),
+                },
+            };
+            match write.append(c).await {
+                Err(Error::LogMoved { expected, last }) => last_moved = Some((expected, last)),
+                other => return other,
+            }
+        }
+        let (expected, _) = last_moved.unwrap_or_default();
+        Err(Error::log(
+            "delete by filter",
+            format!(
+                "writes kept arriving while the filter was evaluated (last at lsn {expected}); retry"
+            ),
+        ))
     }
 }
 
-async fn append(c: &Collection, record: LogRecord, request_id: Option<&str>) -> Result<WriteAck> {
-    let rows = record.num_rows();
-    let payload = record.encode()?;
-    let ack = c.log.append(payload, request_id).await?;
-    Ok(WriteAck {
-        lsn: ack.lsn,
-        rows,
-        duplicate: ack.duplicate,
-    })
+/// One record, encoded, and how to append it.
+struct Write<'a> {
+    payload: Bytes,
+    rows: usize,
+    options: AppendOptions<'a>,
+}
+
+impl Write<'_> {
+    async fn append(&self, c: &Collection) -> Result<WriteAck> {
+        let ack = c
+            .log()
+            .await?
+            .append(self.payload.clone(), self.options)
+            .await?;
+        Ok(WriteAck {
+            lsn: ack.lsn,
+            rows: self.rows,
+            duplicate: ack.duplicate,
+        })
+    }
 }

@@ -4,11 +4,11 @@
 //! before it is acknowledged.
 //!
 //! ```text
-//! <dir>/<collection>/LOCK                      held (flock) while open
-//! <dir>/<collection>/trimmed                   highest trimmed LSN
-//! <dir>/<collection>/<first lsn:020>.log       records, in LSN order
+//! <dir>/<collection>/<incarnation>/LOCK                 held (flock) while open
+//! <dir>/<collection>/<incarnation>/trimmed              highest trimmed LSN
+//! <dir>/<collection>/<incarnation>/<first lsn:020>.log  records, in LSN order
 //! record := len:u32le crc32(body):u32le body
-//! body   := lsn:u64le time_ms:u64le id_len:u16le request_id payload
+//! body   := lsn:u64le time_ms:u64le digest:u64le id_len:u16le request_id payload
 //! ```
 //! A torn record at the end of the newest file (a crash mid-append) is cut
 //! off on open; damage anywhere else is reported as corruption.
@@ -24,12 +24,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Appended, Log, LogEntry, LogProvider, Lsn, check_not_trimmed};
+use super::{
+    AppendOptions, Appended, Log, LogEntry, LogId, LogProvider, Lsn, RequestKey, check_not_trimmed,
+};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 
 const HEADER: usize = 8;
-const BODY_FIXED: usize = 8 + 8 + 2;
+const BODY_FIXED: usize = 8 + 8 + 8 + 2;
 
 /// How the embedded log stores records.
 #[derive(Debug, Clone)]
@@ -77,30 +79,99 @@ impl FileLogs {
     fn open_map(&self) -> MutexGuard<'_, HashMap<String, Arc<FileLog>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn key(id: LogId<'_>) -> String {
+        format!("{}/{}", id.collection, id.incarnation)
+    }
+
+    async fn open_or_create(&self, id: LogId<'_>, create: bool) -> Result<Arc<dyn Log>> {
+        let _one_at_a_time = self.opening.lock().await;
+        let key = Self::key(id);
+        if let Some(log) = self.open_map().get(&key) {
+            return Ok(Arc::clone(log) as Arc<dyn Log>);
+        }
+        let dir = self.dir.join(id.collection).join(id.incarnation);
+        let options = self.options.clone();
+        let collection = id.collection.to_string();
+        let log = blocking(move || {
+            if !create && !dir.is_dir() {
+                return Err(Error::CollectionNotFound(collection));
+            }
+            FileLog::open(dir, collection, options)
+        })
+        .await?;
+        let mut open = self.open_map();
+        let log = open.entry(key).or_insert(Arc::new(log));
+        Ok(Arc::clone(log) as Arc<dyn Log>)
+    }
 }
 
 #[async_trait]
 impl LogProvider for FileLogs {
-    async fn open(&self, collection: &str) -> Result<Arc<dyn Log>> {
-        let _one_at_a_time = self.opening.lock().await;
-        if let Some(log) = self.open_map().get(collection) {
-            return Ok(Arc::clone(log) as Arc<dyn Log>);
-        }
-        let dir = self.dir.join(collection);
-        let options = self.options.clone();
-        let log = blocking(move || FileLog::open(dir, options)).await?;
-        let mut open = self.open_map();
-        let log = open.entry(collection.to_string()).or_insert(Arc::new(log));
-        Ok(Arc::clone(log) as Arc<dyn Log>)
+    async fn create(&self, id: LogId<'_>) -> Result<Arc<dyn Log>> {
+        self.open_or_create(id, true).await
     }
 
-    async fn delete(&self, collection: &str) -> Result<()> {
+    async fn open(&self, id: LogId<'_>) -> Result<Arc<dyn Log>> {
+        self.open_or_create(id, false).await
+    }
+
+    async fn delete(&self, id: LogId<'_>) -> Result<()> {
         let _one_at_a_time = self.opening.lock().await;
-        self.open_map().remove(collection);
-        let dir = self.dir.join(collection);
-        blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir.display(), e)),
-            _ => Ok(()),
+        if let Some(log) = self.open_map().remove(&Self::key(id)) {
+            // Appends still in flight finish first; later ones fail.
+            log.state.lock().unwrap_or_else(|p| p.into_inner()).dropped = true;
+        }
+        let parent = self.dir.join(id.collection);
+        let dir = parent.join(id.incarnation);
+        blocking(move || {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(dir.display(), e));
+                }
+                _ => {}
+            }
+            // Only succeeds once no other incarnation is left.
+            let _ = std::fs::remove_dir(&parent);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<(String, String)>> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            let names = match std::fs::read_dir(&dir) {
+                Ok(names) => names,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(Error::io(dir.display(), e)),
+            };
+            for name in names.flatten() {
+                let Ok(collection) = name.file_name().into_string() else {
+                    continue;
+                };
+                let Ok(incarnations) = std::fs::read_dir(name.path()) else {
+                    continue;
+                };
+                for inc in incarnations.flatten() {
+                    if let Ok(incarnation) = inc.file_name().into_string()
+                        && inc.path().is_dir()
+                    {
+                        out.push((collection.clone(), incarnation));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+            Ok(())
         })
         .await
     }
@@ -120,16 +191,26 @@ struct LogFile {
     len: u64,
 }
 
+/// A remembered request id: where it was written and what it asked for.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    lsn: Lsn,
+    digest: u64,
+}
+
 #[derive(Debug)]
 struct State {
     dir: PathBuf,
+    collection: String,
+    /// Set when the log is deleted: appends through old handles fail.
+    dropped: bool,
     options: FileLogOptions,
     /// Files by the LSN of their first record.
     files: BTreeMap<Lsn, LogFile>,
     active: File,
     next_lsn: Lsn,
     trimmed_through: Lsn,
-    dedupe: HashMap<String, Lsn>,
+    dedupe: HashMap<String, Seen>,
     dedupe_order: VecDeque<(u64, String)>,
     _lock: File,
 }
@@ -138,6 +219,7 @@ struct State {
 pub(super) struct FileLog {
     state: Arc<Mutex<State>>,
     max_record_bytes: usize,
+    duplicate_window: Duration,
 }
 
 fn file_name(first: Lsn) -> String {
@@ -151,7 +233,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 impl FileLog {
-    fn open(dir: PathBuf, options: FileLogOptions) -> Result<Self> {
+    fn open(dir: PathBuf, collection: String, options: FileLogOptions) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
@@ -209,9 +291,9 @@ impl FileLog {
                 *first,
                 last_file,
                 options.max_record_bytes,
-                |lsn, time_ms, id| {
+                |lsn, time_ms, digest, id| {
                     if time_ms >= window_start && !id.is_empty() {
-                        dedupe.insert(id.to_string(), lsn);
+                        dedupe.insert(id.to_string(), Seen { lsn, digest });
                         dedupe_order.push_back((time_ms, id.to_string()));
                     }
                 },
@@ -246,6 +328,8 @@ impl FileLog {
 
         let state = State {
             dir,
+            collection,
+            dropped: false,
             options: options.clone(),
             files,
             active,
@@ -258,6 +342,7 @@ impl FileLog {
         Ok(Self {
             state: Arc::new(Mutex::new(state)),
             max_record_bytes: options.max_record_bytes,
+            duplicate_window: options.duplicate_window,
         })
     }
 
@@ -284,7 +369,7 @@ fn scan(
     first: Lsn,
     is_last: bool,
     max_record_bytes: usize,
-    mut seen: impl FnMut(Lsn, u64, &str),
+    mut seen: impl FnMut(Lsn, u64, u64, &str),
 ) -> Result<LogFile> {
     let shown = || path.display().to_string();
     let mut data = Vec::new();
@@ -299,11 +384,12 @@ fn scan(
             Decoded::Record {
                 lsn,
                 time_ms,
+                digest,
                 id,
                 next,
                 ..
             } if lsn == expected => {
-                seen(lsn, time_ms, id);
+                seen(lsn, time_ms, digest, id);
                 offsets.push(pos as u64);
                 pos = next;
             }
@@ -353,6 +439,7 @@ enum Decoded<'a> {
     Record {
         lsn: Lsn,
         time_ms: u64,
+        digest: u64,
         id: &'a str,
         payload: std::ops::Range<usize>,
         next: usize,
@@ -377,7 +464,7 @@ fn decode_at(data: &[u8], pos: usize) -> Decoded<'_> {
         return bad;
     }
     let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]));
-    let id_len = u16::from_le_bytes([body[16], body[17]]) as usize;
+    let id_len = u16::from_le_bytes([body[24], body[25]]) as usize;
     let Some(id) = body
         .get(BODY_FIXED..BODY_FIXED + id_len)
         .and_then(|b| std::str::from_utf8(b).ok())
@@ -387,19 +474,22 @@ fn decode_at(data: &[u8], pos: usize) -> Decoded<'_> {
     Decoded::Record {
         lsn: word(0),
         time_ms: word(8),
+        digest: word(16),
         id,
         payload: body_start + BODY_FIXED + id_len..end,
         next: end,
     }
 }
 
-fn encode(lsn: Lsn, time_ms: u64, id: &str, payload: &[u8]) -> Vec<u8> {
+fn encode(lsn: Lsn, time_ms: u64, request: Option<RequestKey<'_>>, payload: &[u8]) -> Vec<u8> {
+    let (id, digest) = request.map_or(("", 0), |r| (r.id, r.digest));
     let len = BODY_FIXED + id.len() + payload.len();
     let mut out = Vec::with_capacity(HEADER + len);
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&time_ms.to_le_bytes());
+    out.extend_from_slice(&digest.to_le_bytes());
     out.extend_from_slice(&(id.len() as u16).to_le_bytes());
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(payload);
@@ -429,15 +519,36 @@ impl State {
         }
     }
 
-    fn append(&mut self, payload: &[u8], request_id: Option<&str>) -> Result<Appended> {
+    fn append(
+        &mut self,
+        payload: &[u8],
+        request: Option<RequestKey<'_>>,
+        expected_last: Option<Lsn>,
+    ) -> Result<Appended> {
+        if self.dropped {
+            return Err(Error::CollectionNotFound(self.collection.clone()));
+        }
         let now = now_ms();
         self.expire_dedupe(now);
-        if let Some(id) = request_id
-            && let Some(lsn) = self.dedupe.get(id)
+        if let Some(request) = request
+            && let Some(seen) = self.dedupe.get(request.id)
         {
+            if seen.digest != request.digest {
+                return Err(Error::RequestIdReused {
+                    request_id: request.id.to_string(),
+                });
+            }
             return Ok(Appended {
-                lsn: *lsn,
+                lsn: seen.lsn,
                 duplicate: true,
+            });
+        }
+        if let Some(expected) = expected_last
+            && expected != self.last_lsn()
+        {
+            return Err(Error::LogMoved {
+                expected,
+                last: self.last_lsn(),
             });
         }
         if self
@@ -448,7 +559,7 @@ impl State {
             self.roll()?;
         }
         let lsn = self.next_lsn;
-        let record = encode(lsn, now, request_id.unwrap_or(""), payload);
+        let record = encode(lsn, now, request, payload);
         let (_, file) = self
             .files
             .last_key_value()
@@ -471,9 +582,13 @@ impl State {
         file.offsets.push(start);
         file.len += record.len() as u64;
         self.next_lsn += 1;
-        if let Some(id) = request_id {
-            self.dedupe.insert(id.to_string(), lsn);
-            self.dedupe_order.push_back((now, id.to_string()));
+        if let Some(request) = request {
+            let seen = Seen {
+                lsn,
+                digest: request.digest,
+            };
+            self.dedupe.insert(request.id.to_string(), seen);
+            self.dedupe_order.push_back((now, request.id.to_string()));
         }
         Ok(Appended {
             lsn,
@@ -598,21 +713,28 @@ impl State {
 
 #[async_trait]
 impl Log for FileLog {
-    async fn append(&self, payload: Bytes, request_id: Option<&str>) -> Result<Appended> {
+    async fn append(&self, payload: Bytes, options: AppendOptions<'_>) -> Result<Appended> {
         if payload.len() > self.max_record_bytes {
             return Err(Error::RecordTooLarge {
                 size: payload.len(),
                 max: self.max_record_bytes,
             });
         }
-        if let Some(id) = request_id
-            && id.len() > u16::MAX as usize
+        if let Some(request) = options.request
+            && request.id.len() > u16::MAX as usize
         {
             return Err(Error::invalid("request_id", "longer than 65535 bytes"));
         }
-        let id = request_id.map(str::to_string);
-        self.with_state(move |s| s.append(&payload, id.as_deref()))
-            .await
+        let request = options.request.map(|r| (r.id.to_string(), r.digest));
+        let expected_last = options.expected_last;
+        self.with_state(move |s| {
+            let request = request.as_ref().map(|(id, digest)| RequestKey {
+                id,
+                digest: *digest,
+            });
+            s.append(&payload, request, expected_last)
+        })
+        .await
     }
 
     async fn read(&self, from: Lsn, max_records: usize) -> Result<Vec<LogEntry>> {
@@ -635,33 +757,44 @@ impl Log for FileLog {
     fn max_record_bytes(&self) -> usize {
         self.max_record_bytes
     }
+
+    fn duplicate_window(&self) -> Duration {
+        self.duplicate_window
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const ID: LogId<'static> = LogId {
+        collection: "c",
+        incarnation: "i",
+    };
+
     #[tokio::test]
     async fn torn_tail_is_cut_and_appends_continue() {
         let dir = tempfile::tempdir().unwrap();
         let logs = FileLogs::new(dir.path(), FileLogOptions::default());
-        let log = logs.open("c").await.unwrap();
+        let log = logs.create(ID).await.unwrap();
         for i in 0..3u8 {
-            log.append(Bytes::from(vec![i; 10]), None).await.unwrap();
+            log.append(Bytes::from(vec![i; 10]), AppendOptions::default())
+                .await
+                .unwrap();
         }
         drop(log);
         drop(logs);
         // Simulate a crash halfway through a fourth append.
-        let path = dir.path().join("c").join(file_name(1));
+        let path = dir.path().join("c").join("i").join(file_name(1));
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&encode(4, 0, "", &[9; 10])[..12]).unwrap();
+        f.write_all(&encode(4, 0, None, &[9; 10])[..12]).unwrap();
         drop(f);
 
         let logs = FileLogs::new(dir.path(), FileLogOptions::default());
-        let log = logs.open("c").await.unwrap();
+        let log = logs.create(ID).await.unwrap();
         assert_eq!(log.last_lsn().await.unwrap(), 3);
         assert_eq!(
-            log.append(Bytes::from_static(b"x"), None)
+            log.append(Bytes::from_static(b"x"), AppendOptions::default())
                 .await
                 .unwrap()
                 .lsn,
@@ -676,20 +809,22 @@ mod tests {
     async fn damage_in_the_middle_is_reported_not_hidden() {
         let dir = tempfile::tempdir().unwrap();
         let logs = FileLogs::new(dir.path(), FileLogOptions::default());
-        let log = logs.open("c").await.unwrap();
+        let log = logs.create(ID).await.unwrap();
         for _ in 0..3 {
-            log.append(Bytes::from(vec![1; 100]), None).await.unwrap();
+            log.append(Bytes::from(vec![1; 100]), AppendOptions::default())
+                .await
+                .unwrap();
         }
         drop(log);
         drop(logs);
-        let path = dir.path().join("c").join(file_name(1));
+        let path = dir.path().join("c").join("i").join(file_name(1));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER + BODY_FIXED + 5] ^= 0xff; // inside record 1's payload
         std::fs::write(&path, &bytes).unwrap();
         // Records 2 and 3 follow the damaged one and were acknowledged:
         // opening must fail loudly instead of cutting them off.
         let logs = FileLogs::new(dir.path(), FileLogOptions::default());
-        let err = logs.open("c").await.unwrap_err();
+        let err = logs.create(ID).await.unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     }
 
@@ -697,9 +832,9 @@ mod tests {
     async fn second_opener_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let a = FileLogs::new(dir.path(), FileLogOptions::default());
-        let _log = a.open("c").await.unwrap();
+        let _log = a.create(ID).await.unwrap();
         let b = FileLogs::new(dir.path(), FileLogOptions::default());
-        let err = b.open("c").await.unwrap_err();
+        let err = b.create(ID).await.unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");
     }
 }

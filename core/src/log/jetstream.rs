@@ -1,5 +1,12 @@
-//! The log on NATS JetStream: one stream per collection, file storage; the
-//! stream sequence is the LSN, `Nats-Msg-Id` gives idempotent retries.
+//! The log on NATS JetStream: one stream per collection incarnation
+//! (`<prefix>_<name>_<incarnation>` on subject `<prefix>.<name>.<incarnation>`),
+//! file storage; the stream sequence is the LSN, `Nats-Msg-Id` gives
+//! idempotent retries and a `Floe-Digest` header lets a retry be told from
+//! a reuse of its id.
+//!
+//! Every request is bounded by the configured timeout, and fails at once
+//! while the client is disconnected: a write or a strong read gets a 503
+//! in milliseconds when NATS is down, not after the client's own timeouts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,12 +19,15 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Appended, Log, LogEntry, LogProvider, Lsn, check_not_trimmed};
+use super::{AppendOptions, Appended, Log, LogEntry, LogId, LogProvider, Lsn, check_not_trimmed};
 use crate::error::{Error, Result};
 
 /// Room kept for headers (`Nats-Msg-Id`, `Nats-Expected-Stream`) inside the
 /// server's `max_payload`, which bounds headers and payload together.
 const HEADER_ALLOWANCE: usize = 1024;
+
+/// The header holding a request's digest next to its `Nats-Msg-Id`.
+const DIGEST_HEADER: &str = "Floe-Digest";
 
 /// How to reach NATS JetStream and name the streams.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +44,9 @@ pub struct JetStreamConfig {
     /// How long a request id is remembered for idempotent retries.
     #[serde(with = "secs")]
     pub duplicate_window: Duration,
+    /// The longest any one request to NATS may take before it fails (as
+    /// retryable); while disconnected, requests fail at once.
+    pub timeout_ms: u64,
     /// Path of a NATS credentials (`.creds`) file.
     pub credentials_file: Option<String>,
     /// User name and password authentication.
@@ -52,6 +65,7 @@ impl Default for JetStreamConfig {
             subject_prefix: "floe".into(),
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
+            timeout_ms: 3_000,
             credentials_file: None,
             user: None,
             password: None,
@@ -102,6 +116,12 @@ impl JetStreamConfig {
         if !(1..=5).contains(&self.replicas) {
             return Err(Error::invalid("log.replicas", "must be between 1 and 5"));
         }
+        if !(100..=60_000).contains(&self.timeout_ms) {
+            return Err(Error::invalid(
+                "log.timeout_ms",
+                "must be between 100 and 60000",
+            ));
+        }
         if self.duplicate_window.is_zero() {
             return Err(Error::invalid(
                 "log.duplicate_window",
@@ -115,20 +135,62 @@ impl JetStreamConfig {
 /// A connection to JetStream that opens collection logs.
 #[derive(Debug, Clone)]
 pub struct JetStreamLogs {
-    context: jetstream::Context,
+    nats: Nats,
     config: JetStreamConfig,
     max_record_bytes: usize,
     open: Arc<Mutex<HashMap<String, Arc<JetStreamLog>>>>,
+}
+
+/// The client and its JetStream context, with the fail-fast rule.
+#[derive(Debug, Clone)]
+struct Nats {
+    client: async_nats::Client,
+    context: jetstream::Context,
+    timeout: Duration,
+}
+
+impl Nats {
+    /// Runs one request: at once `Unavailable` while disconnected, and
+    /// within the timeout otherwise.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        request: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Error::log(op, "not connected to NATS"));
+        }
+        tokio::time::timeout(self.timeout, request)
+            .await
+            .map_err(|_| Error::log(op, format!("no answer from NATS within {:?}", self.timeout)))?
+    }
+}
+
+/// A JetStream error about a stream that does not exist means the
+/// collection incarnation was dropped.
+fn stream_error(
+    op: &'static str,
+    stream: &str,
+    collection: &str,
+    e: impl std::fmt::Display,
+) -> Error {
+    let message = e.to_string();
+    if message.contains("stream not found") {
+        Error::CollectionNotFound(collection.to_string())
+    } else {
+        Error::log(op, format!("{stream}: {message}"))
+    }
 }
 
 impl JetStreamLogs {
     /// Connects to the server.
     pub async fn connect(config: JetStreamConfig) -> Result<Self> {
         config.validate()?;
+        let timeout = Duration::from_millis(config.timeout_ms);
         let mut options = async_nats::ConnectOptions::new()
             .name("floe")
             .connection_timeout(Duration::from_secs(5))
-            .request_timeout(Some(Duration::from_secs(10)));
+            .request_timeout(Some(timeout));
         if let Some(path) = &config.credentials_file {
             options = options
                 .credentials_file(path)
@@ -152,40 +214,68 @@ impl JetStreamLogs {
             .await
             .map_err(|e| Error::log("connect", e))?;
         let max_payload = client.server_info().max_payload;
-        let context = jetstream::new(client);
+        let mut context = jetstream::new(client.clone());
+        context.set_timeout(timeout);
         Ok(Self {
-            context,
+            nats: Nats {
+                client,
+                context,
+                timeout,
+            },
             config,
             max_record_bytes: max_payload.saturating_sub(HEADER_ALLOWANCE),
             open: Arc::default(),
         })
     }
 
-    fn stream_name(&self, collection: &str) -> String {
-        format!("{}_{collection}", self.config.stream_prefix)
+    fn stream_name(&self, id: LogId<'_>) -> String {
+        format!(
+            "{}_{}_{}",
+            self.config.stream_prefix, id.collection, id.incarnation
+        )
     }
 
-    fn subject(&self, collection: &str) -> String {
-        format!("{}.{collection}", self.config.subject_prefix)
+    fn subject(&self, id: LogId<'_>) -> String {
+        format!(
+            "{}.{}.{}",
+            self.config.subject_prefix, id.collection, id.incarnation
+        )
+    }
+
+    fn handle(&self, id: LogId<'_>, stream: stream::Stream) -> Arc<dyn Log> {
+        let log = Arc::new(JetStreamLog {
+            nats: self.nats.clone(),
+            stream,
+            name: self.stream_name(id),
+            collection: id.collection.to_string(),
+            subject: self.subject(id),
+            max_record_bytes: self.max_record_bytes,
+            duplicate_window: self.config.duplicate_window,
+        });
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let log = open.entry(self.stream_name(id)).or_insert(log);
+        Arc::clone(log) as Arc<dyn Log>
+    }
+
+    fn cached(&self, id: LogId<'_>) -> Option<Arc<dyn Log>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.stream_name(id))
+            .map(|log| Arc::clone(log) as Arc<dyn Log>)
     }
 }
 
 #[async_trait]
 impl LogProvider for JetStreamLogs {
-    async fn open(&self, collection: &str) -> Result<Arc<dyn Log>> {
-        if let Some(log) = self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(collection)
-        {
-            return Ok(Arc::clone(log) as Arc<dyn Log>);
+    async fn create(&self, id: LogId<'_>) -> Result<Arc<dyn Log>> {
+        if let Some(log) = self.cached(id) {
+            return Ok(log);
         }
-        let name = self.stream_name(collection);
-        let subject = self.subject(collection);
+        let name = self.stream_name(id);
         let config = stream::Config {
             name: name.clone(),
-            subjects: vec![subject.clone()],
+            subjects: vec![self.subject(id)],
             storage: stream::StorageType::File,
             num_replicas: self.config.replicas,
             duplicate_window: self.config.duplicate_window,
@@ -194,96 +284,130 @@ impl LogProvider for JetStreamLogs {
             allow_direct: true,
             ..Default::default()
         };
-        let stream = match self.context.get_or_create_stream(config).await {
-            Ok(stream) => stream,
-            // Another process may have created it between our get and create.
-            Err(create_error) => self
-                .context
-                .get_stream(&name)
-                .await
-                .map_err(|_| Error::log("create stream", format!("{name}: {create_error}")))?,
-        };
-        let log = Arc::new(JetStreamLog {
-            context: self.context.clone(),
-            stream,
-            name,
-            subject,
-            max_record_bytes: self.max_record_bytes,
-        });
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let log = open.entry(collection.to_string()).or_insert(log);
-        Ok(Arc::clone(log) as Arc<dyn Log>)
+        let context = &self.nats.context;
+        let stream = self
+            .nats
+            .call("create stream", async {
+                match context.get_or_create_stream(config).await {
+                    Ok(stream) => Ok(stream),
+                    // Another process may have created it between our get and create.
+                    Err(create_error) => context.get_stream(&name).await.map_err(|_| {
+                        Error::log("create stream", format!("{name}: {create_error}"))
+                    }),
+                }
+            })
+            .await?;
+        Ok(self.handle(id, stream))
     }
 
-    async fn delete(&self, collection: &str) -> Result<()> {
+    async fn open(&self, id: LogId<'_>) -> Result<Arc<dyn Log>> {
+        if let Some(log) = self.cached(id) {
+            return Ok(log);
+        }
+        let name = self.stream_name(id);
+        let context = &self.nats.context;
+        let stream = self
+            .nats
+            .call("open stream", async {
+                context.get_stream(&name).await.map_err(|e| match e.kind() {
+                    jetstream::context::GetStreamErrorKind::JetStream(js)
+                        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                    {
+                        Error::CollectionNotFound(id.collection.to_string())
+                    }
+                    _ => Error::log("open stream", format!("{name}: {e}")),
+                })
+            })
+            .await?;
+        Ok(self.handle(id, stream))
+    }
+
+    async fn delete(&self, id: LogId<'_>) -> Result<()> {
+        let name = self.stream_name(id);
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(collection);
-        let name = self.stream_name(collection);
-        match self.context.delete_stream(&name).await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(js)
-                    if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(Error::log("delete stream", format!("{name}: {e}"))),
-        }
+            .remove(&name);
+        let context = &self.nats.context;
+        self.nats
+            .call("delete stream", async {
+                match context.delete_stream(&name).await {
+                    Ok(_) => Ok(()),
+                    Err(e)
+                        if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(js)
+                            if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(Error::log("delete stream", format!("{name}: {e}"))),
+                }
+            })
+            .await
+    }
+
+    async fn list(&self) -> Result<Vec<(String, String)>> {
+        let prefix = format!("{}_", self.config.stream_prefix);
+        let context = &self.nats.context;
+        let names: Vec<String> = self
+            .nats
+            .call("list streams", async {
+                context
+                    .stream_names()
+                    .try_collect()
+                    .await
+                    .map_err(|e| Error::log("list streams", e))
+            })
+            .await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| {
+                let (collection, incarnation) = n.strip_prefix(&prefix)?.rsplit_once('_')?;
+                Some((collection.to_string(), incarnation.to_string()))
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let context = &self.nats.context;
+        self.nats
+            .call("ping", async {
+                context
+                    .query_account()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::log("ping", e))
+            })
+            .await
     }
 }
 
 #[derive(Debug)]
 struct JetStreamLog {
-    context: jetstream::Context,
+    nats: Nats,
     stream: stream::Stream,
     name: String,
+    collection: String,
     subject: String,
     max_record_bytes: usize,
+    duplicate_window: Duration,
 }
 
 impl JetStreamLog {
     async fn state(&self) -> Result<stream::State> {
         let info = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| Error::log("stream info", format!("{}: {e}", self.name)))?;
+            .nats
+            .call("stream info", async {
+                self.stream
+                    .get_info()
+                    .await
+                    .map_err(|e| stream_error("stream info", &self.name, &self.collection, e))
+            })
+            .await?;
         Ok(info.state)
     }
-}
 
-#[async_trait]
-impl Log for JetStreamLog {
-    async fn append(&self, payload: Bytes, request_id: Option<&str>) -> Result<Appended> {
-        if payload.len() > self.max_record_bytes {
-            return Err(Error::RecordTooLarge {
-                size: payload.len(),
-                max: self.max_record_bytes,
-            });
-        }
-        let mut headers = HeaderMap::new();
-        // Refuse to land in any other stream that might claim the subject.
-        headers.insert("Nats-Expected-Stream", self.name.as_str());
-        if let Some(id) = request_id {
-            headers.insert("Nats-Msg-Id", id);
-        }
-        let ack = self
-            .context
-            .publish_with_headers(self.subject.clone(), headers, payload)
-            .await
-            .map_err(|e| Error::log("publish", e))?
-            .await
-            .map_err(|e| Error::log("publish ack", e))?;
-        Ok(Appended {
-            lsn: ack.sequence,
-            duplicate: ack.duplicate,
-        })
-    }
-
-    async fn read(&self, from: Lsn, max_records: usize) -> Result<Vec<LogEntry>> {
-        let from = from.max(1);
+    /// Up to `max_records` records from `from` on, through an ephemeral consumer.
+    async fn fetch(&self, from: Lsn, max_records: usize) -> Result<Vec<LogEntry>> {
         let max_records = max_records.max(1);
         // An ephemeral, unacknowledged consumer starting at `from`; the server
         // removes it after it has been idle for a while.
@@ -299,7 +423,7 @@ impl Log for JetStreamLog {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::log("create consumer", format!("{}: {e}", self.name)))?;
+            .map_err(|e| stream_error("create consumer", &self.name, &self.collection, e))?;
         let mut entries = Vec::new();
         while entries.len() < max_records {
             let batch: Vec<_> = consumer
@@ -326,6 +450,105 @@ impl Log for JetStreamLog {
             .stream
             .delete_consumer(consumer.cached_info().name.as_str())
             .await;
+        Ok(entries)
+    }
+
+    /// Whether the record at `lsn` (the first write of a request id) had
+    /// this digest; a record already trimmed cannot tell and is taken as
+    /// the same.
+    async fn same_request(&self, lsn: Lsn, digest: u64) -> Result<bool> {
+        let stored = self
+            .nats
+            .call("check duplicate", async {
+                match self.stream.direct_get(lsn).await {
+                    Ok(message) => Ok(message
+                        .headers
+                        .get(DIGEST_HEADER)
+                        .map(|v| v.as_str().to_string())),
+                    Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(stream_error(
+                        "check duplicate",
+                        &self.name,
+                        &self.collection,
+                        e,
+                    )),
+                }
+            })
+            .await?;
+        Ok(stored.is_none_or(|d| d == format!("{digest:016x}")))
+    }
+}
+
+#[async_trait]
+impl Log for JetStreamLog {
+    async fn append(&self, payload: Bytes, options: AppendOptions<'_>) -> Result<Appended> {
+        if payload.len() > self.max_record_bytes {
+            return Err(Error::RecordTooLarge {
+                size: payload.len(),
+                max: self.max_record_bytes,
+            });
+        }
+        let mut headers = HeaderMap::new();
+        // Refuse to land in any other stream that might claim the subject.
+        headers.insert("Nats-Expected-Stream", self.name.as_str());
+        if let Some(request) = options.request {
+            headers.insert("Nats-Msg-Id", request.id);
+            headers.insert(DIGEST_HEADER, format!("{:016x}", request.digest).as_str());
+        }
+        if let Some(expected) = options.expected_last {
+            headers.insert("Nats-Expected-Last-Sequence", expected.to_string().as_str());
+        }
+        let publish_error = |e: jetstream::context::PublishError| match e.kind() {
+            jetstream::context::PublishErrorKind::StreamNotFound => {
+                Error::CollectionNotFound(self.collection.clone())
+            }
+            jetstream::context::PublishErrorKind::WrongLastSequence => Error::LogMoved {
+                expected: options.expected_last.unwrap_or_default(),
+                last: 0,
+            },
+            _ => Error::log("publish", format!("{}: {e}", self.name)),
+        };
+        let context = &self.nats.context;
+        let published = self
+            .nats
+            .call("publish", async {
+                context
+                    .publish_with_headers(self.subject.clone(), headers, payload)
+                    .await
+                    .map_err(publish_error)?
+                    .await
+                    .map_err(publish_error)
+            })
+            .await;
+        let ack = match published {
+            // A publish in flight while the stream is deleted gets no ack:
+            // say so as what it is.
+            Err(e @ Error::Log { .. }) => match self.state().await {
+                Err(gone @ Error::CollectionNotFound(_)) => return Err(gone),
+                _ => return Err(e),
+            },
+            other => other?,
+        };
+        if ack.duplicate
+            && let Some(request) = options.request
+            && !self.same_request(ack.sequence, request.digest).await?
+        {
+            return Err(Error::RequestIdReused {
+                request_id: request.id.to_string(),
+            });
+        }
+        Ok(Appended {
+            lsn: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    async fn read(&self, from: Lsn, max_records: usize) -> Result<Vec<LogEntry>> {
+        let from = from.max(1);
+        let entries = self
+            .nats
+            .call("read", self.fetch(from, max_records))
+            .await?;
         // Records are contiguous unless trimmed: a gap at the start (or an
         // empty answer) may mean `from` is gone.
         if entries.first().is_none_or(|e| e.lsn > from) {
@@ -355,15 +578,23 @@ impl Log for JetStreamLog {
         if through == 0 {
             return Ok(());
         }
-        self.stream
-            .purge()
-            .sequence(through + 1)
-            .await
-            .map_err(|e| Error::log("purge", format!("{}: {e}", self.name)))?;
+        self.nats
+            .call("purge", async {
+                self.stream
+                    .purge()
+                    .sequence(through + 1)
+                    .await
+                    .map_err(|e| stream_error("purge", &self.name, &self.collection, e))
+            })
+            .await?;
         Ok(())
     }
 
     fn max_record_bytes(&self) -> usize {
         self.max_record_bytes
+    }
+
+    fn duplicate_window(&self) -> Duration {
+        self.duplicate_window
     }
 }

@@ -16,6 +16,7 @@ pub use record::LogRecord;
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -44,12 +45,63 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// A client's request id and a digest of what the request asked for: a
+/// retry (same id, same digest) within the dedupe window is answered with
+/// the first write's LSN; the same id with another digest is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestKey<'a> {
+    /// The client's request id.
+    pub id: &'a str,
+    /// A digest of the request's content ([`digest`]).
+    pub digest: u64,
+}
+
+/// How to append.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOptions<'a> {
+    /// Dedupe retries of this request.
+    pub request: Option<RequestKey<'a>>,
+    /// Append only if the log's last LSN is this one (else
+    /// `Error::LogMoved`): the record then lands right after what its
+    /// author read.
+    pub expected_last: Option<Lsn>,
+}
+
+impl<'a> AppendOptions<'a> {
+    /// Options deduping on `request`, if any.
+    pub fn request(request: Option<RequestKey<'a>>) -> Self {
+        Self {
+            request,
+            expected_last: None,
+        }
+    }
+}
+
+/// A stable 64-bit digest of a request's content (the first 8 bytes of
+/// its SHA-256): the same in every process and build.
+pub fn digest(parts: &[&[u8]]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    let out = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&out[..8]);
+    u64::from_le_bytes(first)
+}
+
 /// One collection's log.
 #[async_trait]
 pub trait Log: Send + Sync + Debug {
-    /// Appends one record durably and returns its LSN. With a `request_id`, a
-    /// retry within the dedupe window is not written again.
-    async fn append(&self, payload: Bytes, request_id: Option<&str>) -> Result<Appended>;
+    /// Appends one record durably and returns its LSN. With a request key,
+    /// a retry within the dedupe window is not written again and the same
+    /// id with another digest fails with `Error::RequestIdReused`; with
+    /// `expected_last`, nothing is written unless the log ends there.
+    /// Once the log was deleted, appends fail with
+    /// `Error::CollectionNotFound`, also through handles opened before.
+    async fn append(&self, payload: Bytes, options: AppendOptions<'_>) -> Result<Appended>;
 
     /// Up to `max_records` records with LSN ≥ `from`, ascending. Fails with
     /// `Error::LsnTrimmed` if `from` was trimmed away.
@@ -66,6 +118,11 @@ pub trait Log: Send + Sync + Debug {
 
     /// The largest payload `append` accepts.
     fn max_record_bytes(&self) -> usize;
+
+    /// How long a request id is remembered. Records must stay in the log
+    /// at least this long (see the flusher's trims) for a restarted
+    /// process to remember them.
+    fn duplicate_window(&self) -> Duration;
 
     /// All records in `from..=to`, read in pages.
     async fn read_range(&self, from: Lsn, to: Lsn) -> Result<Vec<LogEntry>> {
@@ -116,14 +173,37 @@ impl<'a, L: Log + ?Sized> LogCursor<'a, L> {
     }
 }
 
-/// Opens (creating if needed) and deletes the logs of collections.
+/// Which log: one per incarnation of a collection (see `catalog`), so a
+/// name dropped and created again never shares a log with its predecessor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogId<'a> {
+    /// A validated collection name.
+    pub collection: &'a str,
+    /// The incarnation the catalog minted.
+    pub incarnation: &'a str,
+}
+
+/// Creates, opens and deletes the logs of collections.
 #[async_trait]
 pub trait LogProvider: Send + Sync + Debug {
-    /// `collection` must be a validated collection name.
-    async fn open(&self, collection: &str) -> Result<Arc<dyn Log>>;
+    /// Creates the log if it does not exist, and opens it.
+    async fn create(&self, id: LogId<'_>) -> Result<Arc<dyn Log>>;
 
-    /// Removes the collection's log and all its records.
-    async fn delete(&self, collection: &str) -> Result<()>;
+    /// Opens a log that exists: `Error::CollectionNotFound` if it does not
+    /// (never created, or deleted), so that a process holding a dropped
+    /// incarnation can never bring its log back.
+    async fn open(&self, id: LogId<'_>) -> Result<Arc<dyn Log>>;
+
+    /// Removes the log and all its records; appends through handles that
+    /// are open fail from then on.
+    async fn delete(&self, id: LogId<'_>) -> Result<()>;
+
+    /// `(collection, incarnation)` of every log there is: the orphan sweep
+    /// compares them with the catalog.
+    async fn list(&self) -> Result<Vec<(String, String)>>;
+
+    /// Whether the log service answers (readiness).
+    async fn ping(&self) -> Result<()>;
 }
 
 /// The LSN check shared by implementations: `from` is trimmed when it lies

@@ -1,12 +1,19 @@
 //! Where a collection's files live under the store root.
 //!
 //! ```text
-//! collections/<name>/collection.json          immutable config
-//! collections/<name>/manifests/<v:020>.json   one per version, never rewritten
-//! collections/<name>/latest-manifest          hint only: never trusted for correctness
-//! collections/<name>/segments/<id>/...        immutable data files
-//! collections/<name>/deletes/<id>.parquet      tombstones (id, _lsn)
+//! catalog/<name>.json                                  the collection: config + incarnation
+//! collections/<name>/<inc>/manifests/<v:020>.json      one per version, never rewritten
+//! collections/<name>/<inc>/latest-manifest             hint only: never trusted for correctness
+//! collections/<name>/<inc>/segments/<id>/...           immutable data files
+//! collections/<name>/<inc>/deletes/<id>.parquet        tombstones (id, _lsn)
 //! ```
+//!
+//! A collection's files live under its **incarnation** (a UUIDv7 minted by
+//! each create), so a name dropped and created again never shares a file,
+//! a manifest version or a log with its predecessor: a writer that still
+//! holds the old incarnation can only write where nobody reads. The
+//! catalog entries sit in one flat directory so that one listing names
+//! exactly the collections that exist.
 //!
 //! [`CollectionPaths`] builds every key and [`parse_key`] reads them back
 //! (S3 events, listings): the one place that knows the layout.
@@ -14,18 +21,36 @@
 use object_store::path::Path;
 
 const ROOT: &str = "collections";
+const CATALOG: &str = "catalog";
 
-/// Builds the keys of one collection's files.
+/// The catalog entry of collection `name`.
+pub fn catalog_entry(name: &str) -> Path {
+    Path::from(format!("{CATALOG}/{name}.json"))
+}
+
+/// Where the catalog entries are.
+pub fn catalog_root() -> Path {
+    Path::from(CATALOG)
+}
+
+/// The collection name of a listed catalog entry, `None` for other keys.
+pub fn catalog_entry_name(path: &Path) -> Option<&str> {
+    path.filename()?.strip_suffix(".json")
+}
+
+/// Builds the keys of one incarnation of a collection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionPaths {
-    name: String,
+    /// `<name>/<incarnation>`
+    dir: String,
 }
 
 impl CollectionPaths {
-    /// `name` must already be validated (see `catalog::validate_collection_name`).
-    pub fn new(name: &str) -> Self {
+    /// `name` must already be validated (see `catalog::validate_collection_name`)
+    /// and `incarnation` be one the catalog minted.
+    pub fn new(name: &str, incarnation: &str) -> Self {
         Self {
-            name: name.to_string(),
+            dir: format!("{name}/{incarnation}"),
         }
     }
 
@@ -34,24 +59,24 @@ impl CollectionPaths {
         Path::from(ROOT)
     }
 
-    /// The collection's directory.
-    pub fn root(&self) -> Path {
-        Path::from(format!("{ROOT}/{}", self.name))
+    /// The directory of every incarnation of collection `name`.
+    pub fn name_root(name: &str) -> Path {
+        Path::from(format!("{ROOT}/{name}"))
     }
 
-    /// `collection.json`.
-    pub fn config(&self) -> Path {
-        Path::from(format!("{ROOT}/{}/collection.json", self.name))
+    /// This incarnation's directory.
+    pub fn root(&self) -> Path {
+        Path::from(format!("{ROOT}/{}", self.dir))
     }
 
     /// The directory of its manifests.
     pub fn manifests_dir(&self) -> Path {
-        Path::from(format!("{ROOT}/{}/manifests", self.name))
+        Path::from(format!("{ROOT}/{}/manifests", self.dir))
     }
 
     /// Zero-padded so that listing order is version order.
     pub fn manifest(&self, version: u64) -> Path {
-        Path::from(format!("{ROOT}/{}/manifests/{version:020}.json", self.name))
+        Path::from(format!("{ROOT}/{}/manifests/{version:020}.json", self.dir))
     }
 
     /// Parses a manifest version out of a listed path, `None` for other files.
@@ -61,19 +86,19 @@ impl CollectionPaths {
 
     /// The hint naming a recent manifest version.
     pub fn latest_manifest_hint(&self) -> Path {
-        Path::from(format!("{ROOT}/{}/latest-manifest", self.name))
+        Path::from(format!("{ROOT}/{}/latest-manifest", self.dir))
     }
 
     /// A segment's directory.
     pub fn segment_dir(&self, segment_id: &str) -> Path {
-        Path::from(format!("{ROOT}/{}/segments/{segment_id}", self.name))
+        Path::from(format!("{ROOT}/{}/segments/{segment_id}", self.dir))
     }
 
     /// An unsealed or indexed segment's data file.
     pub fn segment_data(&self, segment_id: &str) -> Path {
         Path::from(format!(
             "{ROOT}/{}/segments/{segment_id}/data.parquet",
-            self.name
+            self.dir
         ))
     }
 
@@ -82,7 +107,7 @@ impl CollectionPaths {
     pub fn segment_sealed(&self, segment_id: &str) -> Path {
         Path::from(format!(
             "{ROOT}/{}/segments/{segment_id}/sealed.parquet",
-            self.name
+            self.dir
         ))
     }
 
@@ -90,13 +115,13 @@ impl CollectionPaths {
     pub fn segment_index(&self, segment_id: &str) -> Path {
         Path::from(format!(
             "{ROOT}/{}/segments/{segment_id}/index.ivf",
-            self.name
+            self.dir
         ))
     }
 
     /// A file of tombstones `(id, _lsn)` written by a flush.
     pub fn delete_file(&self, file_id: &str) -> Path {
-        Path::from(format!("{ROOT}/{}/deletes/{file_id}.parquet", self.name))
+        Path::from(format!("{ROOT}/{}/deletes/{file_id}.parquet", self.dir))
     }
 
     /// Whether `path` is an immutable data file (segment data, index,
@@ -119,6 +144,8 @@ impl CollectionPaths {
 pub struct CollectionKey {
     /// The collection's name.
     pub collection: String,
+    /// The incarnation the file belongs to.
+    pub incarnation: String,
     /// Which of its files.
     pub file: CollectionFile,
 }
@@ -126,8 +153,6 @@ pub struct CollectionKey {
 /// Which of a collection's files a key names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CollectionFile {
-    /// `collection.json`
-    Config,
     /// `manifests/<v:020>.json`
     Manifest(u64),
     /// `latest-manifest`
@@ -144,19 +169,18 @@ pub enum CollectionFile {
     Other,
 }
 
-/// Reads a key back: `[<prefix>/]collections/<name>/<file>` (a store prefix,
-/// as in S3 event keys, is skipped). `None` for keys outside any
-/// collection or with an invalid collection name.
+/// Reads a key back: `[<prefix>/]collections/<name>/<incarnation>/<file>`
+/// (a store prefix, as in S3 event keys, is skipped). `None` for keys
+/// outside any collection or with an invalid collection name.
 pub fn parse_key(key: &str) -> Option<CollectionKey> {
     let parts: Vec<&str> = key.split('/').collect();
     let at = parts.iter().rposition(|p| *p == ROOT)?;
-    let (name, rest) = match &parts[at + 1..] {
-        [name, rest @ ..] => (*name, rest),
-        [] => return None,
+    let (name, incarnation, rest) = match &parts[at + 1..] {
+        [name, incarnation, rest @ ..] if !incarnation.is_empty() => (*name, *incarnation, rest),
+        _ => return None,
     };
     crate::catalog::validate_collection_name(name).ok()?;
     let file = match rest {
-        ["collection.json"] => CollectionFile::Config,
         ["latest-manifest"] => CollectionFile::ManifestHint,
         ["manifests", file] => match manifest_file_version(file) {
             Some(v) => CollectionFile::Manifest(v),
@@ -173,6 +197,7 @@ pub fn parse_key(key: &str) -> Option<CollectionKey> {
     };
     Some(CollectionKey {
         collection: name.to_string(),
+        incarnation: incarnation.to_string(),
         file,
     })
 }
@@ -192,7 +217,7 @@ mod tests {
 
     #[test]
     fn manifest_paths_round_trip_and_sort_by_version() {
-        let paths = CollectionPaths::new("docs");
+        let paths = CollectionPaths::new("docs", "i1");
         let p9 = paths.manifest(9);
         let p10 = paths.manifest(10);
         assert_eq!(CollectionPaths::manifest_version(&p9), Some(9));
@@ -210,9 +235,8 @@ mod tests {
 
     #[test]
     fn every_built_key_parses_back() {
-        let paths = CollectionPaths::new("docs");
+        let paths = CollectionPaths::new("docs", "i1");
         let cases = [
-            (paths.config(), CollectionFile::Config),
             (paths.manifest(7), CollectionFile::Manifest(7)),
             (paths.latest_manifest_hint(), CollectionFile::ManifestHint),
             (
@@ -235,6 +259,7 @@ mod tests {
         for (path, file) in cases {
             let want = CollectionKey {
                 collection: "docs".into(),
+                incarnation: "i1".into(),
                 file,
             };
             assert_eq!(parse_key(path.as_ref()), Some(want.clone()), "{path}");
@@ -242,9 +267,10 @@ mod tests {
             assert_eq!(parse_key(&format!("pre/fix/{path}")), Some(want), "{path}");
         }
         assert_eq!(parse_key("elsewhere/x"), None);
-        assert_eq!(parse_key("collections/Bad Name/collection.json"), None);
+        assert_eq!(parse_key("collections/Bad Name/i1/latest-manifest"), None);
+        assert_eq!(parse_key("collections/docs"), None);
         assert_eq!(
-            parse_key("collections/docs/manifests/1.json").map(|k| k.file),
+            parse_key("collections/docs/i1/manifests/1.json").map(|k| k.file),
             Some(CollectionFile::Other)
         );
     }

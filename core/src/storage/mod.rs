@@ -17,7 +17,10 @@ mod layout;
 pub use counting::{CountingStore, Request, RequestStats, sequential_round_trips};
 #[cfg(any(test, feature = "testkit"))]
 pub use faulty::{FaultConfig, FaultyStore, Hold, OpFilter};
-pub use layout::{CollectionFile, CollectionKey, CollectionPaths, parse_key};
+pub use layout::{
+    CollectionFile, CollectionKey, CollectionPaths, catalog_entry, catalog_entry_name,
+    catalog_root, parse_key,
+};
 
 use std::sync::Arc;
 

@@ -42,7 +42,7 @@ impl Floe {
             let manifest = c.manifests.latest().await?;
             report.checkpoint_lsn = manifest.checkpoint_lsn;
             let from = manifest.checkpoint_lsn;
-            let last = c.log.last_lsn().await?;
+            let last = c.log().await?.last_lsn().await?;
             if last <= from {
                 break;
             }
@@ -83,18 +83,57 @@ impl Floe {
             }
         }
         if report.checkpoint_lsn > 0 {
-            // Flushed records live in segments now; readers that still ask
-            // for them get LsnTrimmed and move to the newer manifest.
-            c.log.trim(report.checkpoint_lsn).await?;
+            c.trims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back((report.checkpoint_lsn, Instant::now()));
         }
+        self.trim_log(&c).await?;
         Ok(report)
+    }
+
+    /// Trims the log through the newest checkpoint flushed at least one
+    /// dedupe window ago. Flushed records live in segments, but the log
+    /// keeps them for the window: a process that restarts rebuilds its
+    /// request-id table from them (the file log) and checks a retry's
+    /// digest against them (JetStream). Readers that still ask for trimmed
+    /// records get `LsnTrimmed` and move to the newer manifest.
+    pub(crate) async fn trim_log(&self, c: &Collection) -> Result<()> {
+        let log = c.log().await?;
+        let window = log.duplicate_window();
+        let through = {
+            let mut trims = c.trims.lock().unwrap_or_else(|p| p.into_inner());
+            let mut through = None;
+            while let Some((lsn, at)) = trims.front().copied() {
+                if at.elapsed() < window {
+                    break;
+                }
+                through = Some(lsn);
+                trims.pop_front();
+            }
+            through
+        };
+        match through {
+            Some(lsn) => log.trim(lsn).await,
+            None => Ok(()),
+        }
     }
 
     /// Flushes when the tail is past a row, byte or age threshold.
     pub async fn flush_if_due(&self, name: &str) -> Result<Option<FlushReport>> {
         let c = self.collection(name).await?;
         self.refresh_manifest(&c, true).await?;
-        let last = c.log.last_lsn().await?;
+        {
+            // A checkpoint this process did not flush (a restart, another
+            // flusher) is trimmed a dedupe window from now.
+            let checkpoint = c.state.lock().await.manifest.checkpoint_lsn;
+            let mut trims = c.trims.lock().unwrap_or_else(|p| p.into_inner());
+            if checkpoint > 0 && trims.back().is_none_or(|(lsn, _)| *lsn < checkpoint) {
+                trims.push_back((checkpoint, Instant::now()));
+            }
+        }
+        self.trim_log(&c).await?;
+        let last = c.log().await?.last_lsn().await?;
         self.refresh_tail(&c, last).await?;
         let pending = c.state.lock().await.tail.pending();
         let f = &self.settings.flush;
@@ -118,7 +157,7 @@ impl Floe {
         let limits = &self.settings.flush;
         let mut out = Vec::new();
         let (mut rows, mut bytes) = (0usize, 0usize);
-        let mut cursor = LogCursor::new(c.log.as_ref(), from + 1, last);
+        let mut cursor = LogCursor::new(c.log().await?.as_ref(), from + 1, last);
         while rows < limits.max_rows.max(1) * 2 && bytes < limits.max_bytes.max(1) * 2 {
             let Some(page) = cursor.next_page().await? else {
                 break;

@@ -29,7 +29,6 @@ impl Floe {
         let manifest = c.manifests.latest().await?;
         let paths = &c.paths;
         let mut keep: HashSet<String> = HashSet::new();
-        keep.insert(paths.config().to_string());
         keep.insert(paths.latest_manifest_hint().to_string());
         keep.insert(paths.manifest(manifest.version).to_string());
         for s in &manifest.segments {

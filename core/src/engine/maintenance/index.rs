@@ -123,6 +123,12 @@ impl Floe {
         let CollectionFile::SealedData(id) = parsed.file else {
             return Ok(None);
         };
+        // A file of a dropped incarnation (or an event delivered late).
+        match self.collection(&parsed.collection).await {
+            Ok(c) if c.incarnation == parsed.incarnation => {}
+            Ok(_) | Err(Error::CollectionNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
         match self.build_index(&parsed.collection, &id).await {
             Err(Error::CollectionNotFound(_)) => Ok(None),
             other => other,

@@ -13,7 +13,7 @@ mod round;
 pub use compact::{COMPACT_AT_SEGMENTS, CompactReport};
 pub use gc::{GC_GRACE, GcReport};
 pub use index::IndexReport;
-pub use round::RoundReport;
+pub use round::{ORPHAN_GRACE, RoundReport};
 
 use std::sync::Arc;
 

@@ -27,6 +27,11 @@ pub struct RoundReport {
 /// Background rounds between thorough ones (index safety net and gc).
 const THOROUGH_EVERY: u64 = 120;
 
+/// How old an incarnation no catalog entry names must be before the sweep
+/// removes its log and files: far longer than any create takes between
+/// making its log and writing its catalog entry.
+pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Floe {
     /// One round for one collection: flush what is due; in a `thorough`
     /// round, build the indexes still missing from segments sealed before
@@ -69,20 +74,37 @@ impl Floe {
                 tracing::warn!(collection = %name, error = %e, "indexer round failed");
             }
         }
+        if thorough {
+            match self.sweep_orphans(ORPHAN_GRACE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(incarnations = n, "swept orphaned logs and files"),
+                Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+            }
+        }
     }
 
-    /// Runs the indexer in this process until the task is dropped: a round
-    /// on every tick (a thorough one every [`THOROUGH_EVERY`] ticks), and an
+    /// Runs the indexer in this process until `stop` resolves: a round on
+    /// every tick (a thorough one every [`THOROUGH_EVERY`] ticks), and an
     /// index build for every object-created event of a new sealed file.
-    pub fn spawn_background_indexer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// `stop` is only heeded between rounds and builds, so a flush or
+    /// compaction under way finishes (every step of one is safe to
+    /// interrupt anyway: files are immutable and the manifest commit is
+    /// atomic, so stopping cleanly only saves redoing work).
+    pub fn spawn_background_indexer(
+        self: &Arc<Self>,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
         let floe = Arc::clone(self);
         let mut events = floe.subscribe_object_events();
         tokio::spawn(async move {
+            tokio::pin!(stop);
             let mut tick = tokio::time::interval(floe.settings.flush.poll_interval());
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut rounds: u64 = 0;
             loop {
                 tokio::select! {
+                    biased;
+                    () = &mut stop => break,
                     Some(key) = events.recv() => {
                         match floe.on_object_created(&key).await {
                             Ok(Some(r)) => tracing::info!(segment = %r.segment, rows = r.rows, ms = r.build_ms, "index built"),

@@ -118,7 +118,7 @@ impl Floe {
         check: impl FnOnce(&CollectionConfig) -> Result<Query>,
     ) -> Result<QueryResult> {
         let started = Instant::now();
-        let c = self.collection(name).await?;
+        let mut c = self.collection(name).await?;
         let opened = started.elapsed();
         let query = &check(&c.config)?;
         let stats = Arc::new(ReadStats::default());
@@ -129,7 +129,9 @@ impl Floe {
             columns: query.filter.is_some() || query.vector.is_none(),
             probe: query.vector.as_ref().map(|q| (q, query.knobs)),
         };
-        let snap = self.snapshot(&c, query.consistency, needs, &stats).await?;
+        let snap = self
+            .snapshot_current(&mut c, query.consistency, needs, &stats)
+            .await?;
         let (rows, next_cursor) = match &query.vector {
             Some(q) => (search::search(&snap, query, q).await?, None),
             None => scan::scan_page(&snap, query).await?,

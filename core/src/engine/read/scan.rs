@@ -85,14 +85,16 @@ impl Floe {
         id: &str,
         consistency: Consistency,
     ) -> Result<Option<Row>> {
-        let c = self.collection(name).await?;
+        let mut c = self.collection(name).await?;
         let id = &Id::parse(id, c.config.id_type)?;
         let stats = Arc::new(ReadStats::default());
         let needs = Needs {
             columns: true,
             probe: None,
         };
-        let snap = self.snapshot(&c, consistency, needs, &stats).await?;
+        let snap = self
+            .snapshot_current(&mut c, consistency, needs, &stats)
+            .await?;
         let all: Vec<String> = c.config.attributes.iter().map(|a| a.name.clone()).collect();
         let visibility = snap.visibility();
         for (source, s) in snap.sources.iter().enumerate() {

@@ -31,6 +31,11 @@ const MANIFEST_TTL: Duration = Duration::from_secs(1);
 /// How often a snapshot re-fetches what a concurrently installed manifest
 /// added before it gives up (each round means the manifest moved again).
 const MAX_ASSEMBLY_ROUNDS: usize = 8;
+/// How long a read trusts that the catalog still names the incarnation it
+/// serves: the longest an `eventual` read in one process can keep serving
+/// a collection another process dropped. (Writes and strong reads notice
+/// at once, through the log.)
+const CATALOG_TTL: Duration = Duration::from_secs(5);
 
 impl Floe {
     /// A consistent view for one read: the manifest and log tail the
@@ -54,7 +59,7 @@ impl Floe {
             .await?;
         match consistency {
             Consistency::Strong => {
-                let last = c.log.last_lsn().await?;
+                let last = c.log().await?.last_lsn().await?;
                 self.refresh_tail(c, last).await?;
             }
             Consistency::AtLeast(lsn) => {
@@ -95,6 +100,25 @@ impl Floe {
         ))
     }
 
+    /// [`Floe::snapshot`] of the collection's current incarnation: when `c`
+    /// turns out to be dropped, the read moves to the name's new
+    /// incarnation if it has the same configuration (see `reopen`).
+    pub(crate) async fn snapshot_current(
+        &self,
+        c: &mut Arc<Collection>,
+        consistency: Consistency,
+        needs: Needs<'_>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<Snapshot> {
+        match self.snapshot(c, consistency, needs, stats).await {
+            Err(Error::CollectionNotFound(_)) => {
+                *c = self.reopen(c).await?;
+                self.snapshot(c, consistency, needs, stats).await
+            }
+            other => other,
+        }
+    }
+
     /// Makes the newest manifest current (`force`), or the remembered one
     /// if it was checked within [`MANIFEST_TTL`].
     pub(crate) async fn refresh_manifest(&self, c: &Collection, force: bool) -> Result<()> {
@@ -107,7 +131,31 @@ impl Floe {
         {
             return Ok(());
         }
-        let manifest = c.manifests.latest().await?;
+        let recheck_catalog = c
+            .catalog_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            >= CATALOG_TTL;
+        // Both in one round trip.
+        let (manifest, catalog) = tokio::join!(c.manifests.latest(), async {
+            if recheck_catalog {
+                Some(self.catalog.get(&c.config.name).await)
+            } else {
+                None
+            }
+        });
+        match catalog {
+            Some(Ok(entry)) if entry.incarnation == c.incarnation => {
+                *c.catalog_checked.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            }
+            Some(Ok(_)) | Some(Err(Error::CollectionNotFound(_))) => {
+                return Err(Error::CollectionNotFound(c.config.name.clone()));
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+        let manifest = manifest?;
         let mut state = c.state.lock().await;
         state.checked = Some(Instant::now());
         state.install(manifest);
@@ -126,7 +174,7 @@ impl Floe {
                 }
                 state.tail.upto + 1
             };
-            let page = match LogCursor::new(c.log.as_ref(), from, target)
+            let page = match LogCursor::new(c.log().await?.as_ref(), from, target)
                 .next_page()
                 .await
             {

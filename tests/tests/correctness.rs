@@ -1,0 +1,560 @@
+//! Correct under races and restarts (issue 12): drops fence racing writes
+//! and a re-created name starts empty; request ids are remembered across
+//! flushes and restarts and refuse another body; a delete by filter removes
+//! exactly what matches as of its own LSN; list and describe agree; every
+//! error is the JSON shape. Each runs in both modes where the mode matters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use floe_core::api::wire::{DeleteRequest, QueryRequest, UpsertRequest};
+use floe_core::catalog::CollectionConfig;
+use floe_core::log::{AppendOptions, Appended, Log, LogEntry, LogId, LogProvider, Lsn};
+use floe_core::{Error, Floe, Settings};
+use floe_tests::server::{TestServer, test_settings};
+use floe_tests::{jetstream_config, s3_config};
+use serde_json::{Value, json};
+
+const C: &str = "/v1/collections";
+
+fn rows(ids: std::ops::Range<u64>, dim: usize, genre: &str) -> Value {
+    let rows: Vec<Value> = ids
+        .map(|id| json!({"id": id, "vector": vec![id as f32; dim], "attributes": {"genre": genre}}))
+        .collect();
+    json!({ "rows": rows })
+}
+
+fn config(name: &str, dim: u32) -> CollectionConfig {
+    serde_json::from_value(json!({
+        "name": name, "dimension": dim, "metric": "l2", "id_type": "u64",
+        "attributes": [{"name": "genre", "type": "string"}]
+    }))
+    .unwrap()
+}
+
+async fn create(s: &TestServer, name: &str, dim: u32) {
+    let (status, body) = s
+        .client
+        .put(
+            &format!("{C}/{name}"),
+            &json!({"dimension": dim, "metric": "l2",
+                "attributes": [{"name": "genre", "type": "string"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn describe(s: &TestServer, name: &str) -> Value {
+    let (status, body) = s.client.get(&format!("{C}/{name}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+// ---- drop fencing -----------------------------------------------------------
+
+/// Four clients upsert 4-d rows while the collection is dropped and created
+/// again with dimension 8: no write sent after DELETE returned is
+/// acknowledged, the new collection starts empty with its new dimension,
+/// and it stays readable.
+async fn a_drop_fences_racing_writes(s: TestServer) {
+    for round in 0..4 {
+        let name = format!("race{round}");
+        create(&s, &name, 4).await;
+        let dropped = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let next_id = Arc::new(AtomicU64::new(0));
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, dropped, stop, next_id, name) = (
+                    s.client.clone(),
+                    Arc::clone(&dropped),
+                    Arc::clone(&stop),
+                    Arc::clone(&next_id),
+                    name.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut late_acks = Vec::new();
+                    let mut acked = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let id = next_id.fetch_add(1, Ordering::SeqCst);
+                        let after_drop = dropped.load(Ordering::SeqCst);
+                        let (status, body) = client
+                            .post(&format!("{C}/{name}/upsert"), &rows(id..id + 1, 4, "x"))
+                            .await;
+                        match status {
+                            200 if after_drop => late_acks.push(body),
+                            200 => acked += 1,
+                            400 | 404 => {}
+                            other => panic!("upsert racing a drop got {other}: {body}"),
+                        }
+                    }
+                    (acked, late_acks)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(30 + 20 * round)).await;
+        let (status, body) = s.client.delete(&format!("{C}/{name}")).await;
+        assert_eq!(status, 200, "{body}");
+        dropped.store(true, Ordering::SeqCst);
+        create(&s, &name, 8).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.store(true, Ordering::SeqCst);
+        let mut acked = 0;
+        for w in writers {
+            let (n, late) = w.await.unwrap();
+            assert!(
+                late.is_empty(),
+                "{}: writes acknowledged after DELETE returned: {late:?}",
+                s.mode
+            );
+            acked += n;
+        }
+        assert!(acked > 0, "the writers never got a write in");
+        let info = describe(&s, &name).await;
+        assert_eq!(info["dimension"], 8, "{info}");
+        assert_eq!(
+            (
+                info["stats"]["rows"].as_u64(),
+                info["stats"]["log_lsn"].as_u64()
+            ),
+            (Some(0), Some(0)),
+            "{}: the new incarnation is empty: {info}",
+            s.mode
+        );
+        let (status, _) = s
+            .client
+            .post(&format!("{C}/{name}/upsert"), &rows(0..1, 4, "x"))
+            .await;
+        assert_eq!(status, 400, "4-d rows no longer fit");
+        s.client
+            .ok(&format!("{C}/{name}/upsert"), &rows(0..3, 8, "x"))
+            .await;
+        s.client.ok(&format!("{C}/{name}/flush"), &json!({})).await;
+        let hits = s
+            .client
+            .ok(
+                &format!("{C}/{name}/query"),
+                &json!({"vector": vec![0.0; 8], "top_k": 10}),
+            )
+            .await;
+        assert_eq!(hits["results"].as_array().map(Vec::len), Some(3), "{hits}");
+    }
+}
+
+/// A second process that has the collection open notices a drop: its
+/// writes go to the new incarnation when the configuration is the same,
+/// and are refused (404) when it is not; its reads follow.
+async fn another_process_follows_a_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.object_store = Some(s3_config());
+    settings.nats = Some(jetstream_config());
+    let a = Floe::open(settings.clone()).await.unwrap();
+    let b = Floe::open(settings).await.unwrap();
+    let upsert = |floe: &Arc<Floe>, ids: std::ops::Range<u64>, dim: usize| {
+        let floe = Arc::clone(floe);
+        async move {
+            let request: UpsertRequest = serde_json::from_value(rows(ids, dim, "x")).unwrap();
+            floe_core::api::upsert(&floe, "shared", request).await
+        }
+    };
+    let count = |floe: &Arc<Floe>| {
+        let floe = Arc::clone(floe);
+        async move {
+            let q: QueryRequest =
+                serde_json::from_value(json!({"filter": "id >= 0", "top_k": 100})).unwrap();
+            floe_core::api::query(&floe, "shared", q)
+                .await
+                .map(|r| r.results.len())
+        }
+    };
+    a.create_collection(config("shared", 4)).await.unwrap();
+    upsert(&b, 0..5, 4).await.unwrap();
+    assert_eq!(count(&b).await.unwrap(), 5);
+
+    // Same configuration: B's next write and read land in the new incarnation.
+    a.drop_collection("shared").await.unwrap();
+    a.create_collection(config("shared", 4)).await.unwrap();
+    upsert(&b, 10..12, 4).await.unwrap();
+    assert_eq!(count(&a).await.unwrap(), 2, "only the write after the drop");
+    assert_eq!(count(&b).await.unwrap(), 2);
+
+    // Another configuration: B's write, checked against the old one, is refused.
+    a.drop_collection("shared").await.unwrap();
+    a.create_collection(config("shared", 8)).await.unwrap();
+    let err = upsert(&b, 20..21, 4).await.unwrap_err();
+    assert!(matches!(err, Error::CollectionNotFound(_)), "{err}");
+    upsert(&b, 20..21, 8).await.unwrap();
+    assert_eq!(count(&a).await.unwrap(), 1);
+    a.drop_collection("shared").await.unwrap();
+}
+
+// ---- request ids --------------------------------------------------------------
+
+async fn a_request_id_with_another_body_is_a_conflict(s: TestServer) {
+    create(&s, "ids", 2).await;
+    let c = &s.client;
+    let mut body = rows(1..2, 2, "x");
+    body["request_id"] = json!("req-1");
+    let first = c.ok(&format!("{C}/ids/upsert"), &body).await;
+    let mut other = rows(2..3, 2, "x");
+    other["request_id"] = json!("req-1");
+    let (status, err) = c.post(&format!("{C}/ids/upsert"), &other).await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"]["kind"], "conflict", "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("req-1"),
+        "{err}"
+    );
+    let (status, err) = c
+        .post(
+            &format!("{C}/ids/delete"),
+            &json!({"ids": [1], "request_id": "req-1"}),
+        )
+        .await;
+    assert_eq!(status, 409, "a delete reusing an upsert's id: {err}");
+    let retry = c.ok(&format!("{C}/ids/upsert"), &body).await;
+    assert_eq!(
+        (retry["lsn"].clone(), retry["duplicate"].clone()),
+        (first["lsn"].clone(), json!(true))
+    );
+    let info = describe(&s, "ids").await;
+    assert_eq!(
+        info["stats"]["log_lsn"], first["lsn"],
+        "nothing else was written"
+    );
+}
+
+/// Write with a request id, flush, restart the process, retry: still a
+/// duplicate, in both modes (the embedded log used to forget ids in
+/// flushed-and-trimmed files).
+async fn request_ids_survive_a_flush_and_a_restart(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    if mode == "cloud" {
+        settings.object_store = Some(s3_config());
+        settings.nats = Some(jetstream_config());
+    }
+    let upsert = |floe: Arc<Floe>, request_id: &'static str, id: u64| async move {
+        let mut body = rows(id..id + 1, 2, "x");
+        body["request_id"] = json!(request_id);
+        let request: UpsertRequest = serde_json::from_value(body).unwrap();
+        floe_core::api::upsert(&floe, "dedupe", request)
+            .await
+            .unwrap()
+    };
+    let delete = |floe: Arc<Floe>| async move {
+        let request: DeleteRequest =
+            serde_json::from_value(json!({"ids": [1], "request_id": "del-1"})).unwrap();
+        floe_core::api::delete(&floe, "dedupe", request)
+            .await
+            .unwrap()
+    };
+    let (first, deleted) = {
+        let floe = Floe::open(settings.clone()).await.unwrap();
+        floe.create_collection(config("dedupe", 2)).await.unwrap();
+        let first = upsert(Arc::clone(&floe), "up-1", 1).await;
+        let deleted = delete(Arc::clone(&floe)).await;
+        floe.flush("dedupe").await.unwrap();
+        // A maintenance round right after the flush must not forget them either.
+        floe.maintain("dedupe", true).await.unwrap();
+        (first, deleted)
+    };
+    let floe = Floe::open(settings).await.unwrap();
+    // Re-upsert id 1: a retried delete must not hide it again.
+    upsert(Arc::clone(&floe), "up-2", 1).await;
+    let retry = upsert(Arc::clone(&floe), "up-1", 1).await;
+    assert_eq!((retry.lsn, retry.duplicate), (first.lsn, true), "{mode}");
+    let retry = delete(Arc::clone(&floe)).await;
+    assert_eq!((retry.lsn, retry.duplicate), (deleted.lsn, true), "{mode}");
+    let q: QueryRequest =
+        serde_json::from_value(json!({"filter": "id == 1", "top_k": 10})).unwrap();
+    let found = floe_core::api::query(&floe, "dedupe", q).await.unwrap();
+    assert_eq!(
+        found.results.len(),
+        1,
+        "{mode}: the re-upserted row is visible"
+    );
+}
+
+// ---- delete by filter -----------------------------------------------------------
+
+/// A log provider whose first conditional append waits until the test
+/// lets it go: the window between a delete's filter scan and its append.
+#[derive(Debug)]
+struct Gate {
+    inner: Arc<dyn LogProvider>,
+    state: Arc<GateState>,
+}
+
+#[derive(Debug)]
+struct GateState {
+    reached: tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    release: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[derive(Debug)]
+struct GatedLog {
+    inner: Arc<dyn Log>,
+    gate: Arc<GateState>,
+}
+
+#[async_trait]
+impl LogProvider for Gate {
+    async fn create(&self, id: LogId<'_>) -> floe_core::Result<Arc<dyn Log>> {
+        let inner = self.inner.create(id).await?;
+        Ok(Arc::new(GatedLog {
+            inner,
+            gate: Arc::clone(&self.state),
+        }))
+    }
+    async fn open(&self, id: LogId<'_>) -> floe_core::Result<Arc<dyn Log>> {
+        let inner = self.inner.open(id).await?;
+        Ok(Arc::new(GatedLog {
+            inner,
+            gate: Arc::clone(&self.state),
+        }))
+    }
+    async fn delete(&self, id: LogId<'_>) -> floe_core::Result<()> {
+        self.inner.delete(id).await
+    }
+    async fn list(&self) -> floe_core::Result<Vec<(String, String)>> {
+        self.inner.list().await
+    }
+    async fn ping(&self) -> floe_core::Result<()> {
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl Log for GatedLog {
+    async fn append(
+        &self,
+        payload: Bytes,
+        options: AppendOptions<'_>,
+    ) -> floe_core::Result<Appended> {
+        if options.expected_last.is_some()
+            && let Some(reached) = self.gate.reached.lock().await.take()
+        {
+            let _ = reached.send(());
+            if let Some(release) = self.gate.release.lock().await.take() {
+                let _ = release.await;
+            }
+        }
+        self.inner.append(payload, options).await
+    }
+    async fn read(&self, from: Lsn, max: usize) -> floe_core::Result<Vec<LogEntry>> {
+        self.inner.read(from, max).await
+    }
+    async fn last_lsn(&self) -> floe_core::Result<Lsn> {
+        self.inner.last_lsn().await
+    }
+    async fn first_lsn(&self) -> floe_core::Result<Lsn> {
+        self.inner.first_lsn().await
+    }
+    async fn trim(&self, through: Lsn) -> floe_core::Result<()> {
+        self.inner.trim(through).await
+    }
+    fn max_record_bytes(&self) -> usize {
+        self.inner.max_record_bytes()
+    }
+    fn duplicate_window(&self) -> Duration {
+        self.inner.duplicate_window()
+    }
+}
+
+/// A row re-upserted between a delete's filter scan and its append, with
+/// attributes that no longer match, survives the delete.
+async fn a_delete_by_filter_removes_what_matches_at_its_own_lsn(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings: Settings = test_settings(dir.path());
+    let (store, logs): (_, Arc<dyn LogProvider>) = if mode == "cloud" {
+        (
+            floe_core::storage::open_object_store(&s3_config()).unwrap(),
+            Arc::new(floe_tests::jetstream_logs(&jetstream_config()).await),
+        )
+    } else {
+        (
+            floe_core::storage::open_object_store(&settings.object_store_config()).unwrap(),
+            Arc::new(floe_core::log::FileLogs::new(
+                settings.log_dir(),
+                Default::default(),
+            )),
+        )
+    };
+    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+    let gate = Gate {
+        inner: logs,
+        state: Arc::new(GateState {
+            reached: tokio::sync::Mutex::new(Some(reached_tx)),
+            release: tokio::sync::Mutex::new(Some(release_rx)),
+        }),
+    };
+    let floe = Floe::new(store, Arc::new(gate), settings);
+    floe.create_collection(config("df", 2)).await.unwrap();
+    let upsert = |body: Value| {
+        let floe = Arc::clone(&floe);
+        async move {
+            let request: UpsertRequest = serde_json::from_value(body).unwrap();
+            floe_core::api::upsert(&floe, "df", request).await.unwrap()
+        }
+    };
+    upsert(rows(0..4, 2, "sf")).await;
+    let deleting = {
+        let floe = Arc::clone(&floe);
+        tokio::spawn(async move {
+            let request: DeleteRequest =
+                serde_json::from_value(json!({"filter": "genre == 'sf'"})).unwrap();
+            floe_core::api::delete(&floe, "df", request).await
+        })
+    };
+    reached_rx.await.unwrap();
+    // Between the scan and the append: id 1 stops matching.
+    upsert(rows(1..2, 2, "fantasy")).await;
+    release_tx.send(()).unwrap();
+    let ack = deleting.await.unwrap().unwrap();
+    assert_eq!(ack.rows, 3, "{mode}: ids 0, 2 and 3");
+    let q: QueryRequest =
+        serde_json::from_value(json!({"filter": "id >= 0", "top_k": 10})).unwrap();
+    let left = floe_core::api::query(&floe, "df", q).await.unwrap();
+    let ids: Vec<Value> = left.results.iter().map(|r| json!(r.id)).collect();
+    assert_eq!(ids, vec![json!(1)], "{mode}");
+}
+
+// ---- listing, errors ------------------------------------------------------------
+
+/// Churn of creates and drops: at every step the listing names exactly the
+/// collections that describe finds.
+async fn list_and_describe_agree(s: TestServer) {
+    let c = &s.client;
+    for round in 0..3 {
+        for name in ["l-a", "l-b", "l-c"] {
+            create(&s, name, 2).await;
+            c.ok(&format!("{C}/{name}/upsert"), &rows(0..3, 2, "x"))
+                .await;
+            c.ok(&format!("{C}/{name}/flush"), &json!({})).await;
+        }
+        let (status, _) = c.delete(&format!("{C}/l-b")).await;
+        assert_eq!(status, 200);
+        if round % 2 == 0 {
+            let (status, _) = c.delete(&format!("{C}/l-a")).await;
+            assert_eq!(status, 200);
+        }
+        let (_, list) = c.get(C).await;
+        let listed: Vec<&str> = list["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for name in ["l-a", "l-b", "l-c"] {
+            let (status, _) = c.get(&format!("{C}/{name}")).await;
+            assert_eq!(
+                status == 200,
+                listed.contains(&name),
+                "{}: {name} listed {listed:?} but describe says {status}",
+                s.mode
+            );
+        }
+        for name in listed {
+            let _ = c.delete(&format!("{C}/{name}")).await;
+        }
+    }
+}
+
+async fn every_error_is_json(s: TestServer) {
+    create(&s, "e", 2).await;
+    let c = &s.client;
+    let check = |status: u16, body: &Value, want: u16, field: Option<&str>| {
+        assert_eq!(status, want, "{body}");
+        assert!(
+            body["error"]["message"].is_string(),
+            "not the JSON shape: {body}"
+        );
+        if let Some(field) = field {
+            assert_eq!(body["error"]["field"], field, "{body}");
+        }
+    };
+    let (status, body) = c.get(&format!("{C}/e/rows/1?at_least_lsn=abc")).await;
+    check(status, &body, 400, Some("at_least_lsn"));
+    let (status, body) = c.get(&format!("{C}/e/rows/1?bogus=1")).await;
+    check(status, &body, 400, Some("query"));
+    let (status, body) = c.post(&format!("{C}/e/query"), &json!({"top_k": 3})).await;
+    check(status, &body, 400, Some("vector"));
+    let long = "x".repeat(10_000);
+    let (status, body) = c.get(&format!("{C}/e/rows/{long}")).await;
+    check(status, &body, 414, Some("uri"));
+    let http = reqwest::Client::new();
+    let mut request = http.get(format!("{}/healthz", s.url));
+    for i in 0..40 {
+        request = request.header(format!("x-pad-{i}"), "y".repeat(1000));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    check(status, &body, 431, Some("headers"));
+    // Liveness and readiness.
+    let (status, body) = c.get("/readyz").await;
+    assert_eq!(
+        (status, body["log"].as_str(), body["object_store"].as_str()),
+        (200, Some("ok"), Some("ok")),
+        "{body}"
+    );
+}
+
+macro_rules! both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(floe_tests::server::TestServer::embedded().await).await;
+                }
+            )*
+        }
+        mod cloud {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(floe_tests::server::TestServer::cloud().await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_modes!(
+    a_drop_fences_racing_writes,
+    a_request_id_with_another_body_is_a_conflict,
+    list_and_describe_agree,
+    every_error_is_json,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_follows_a_drop_in_cloud_mode() {
+    another_process_follows_a_drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_survive_a_flush_and_a_restart_embedded() {
+    request_ids_survive_a_flush_and_a_restart("embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_survive_a_flush_and_a_restart_cloud() {
+    request_ids_survive_a_flush_and_a_restart("cloud").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_by_filter_removes_what_matches_at_its_own_lsn_embedded() {
+    a_delete_by_filter_removes_what_matches_at_its_own_lsn("embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_by_filter_removes_what_matches_at_its_own_lsn_cloud() {
+    a_delete_by_filter_removes_what_matches_at_its_own_lsn("cloud").await;
+}
