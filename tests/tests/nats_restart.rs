@@ -143,3 +143,114 @@ async fn restart_between_publishes_loses_no_acknowledged_record() {
     }
     assert_eq!(records.len(), 100, "nothing was written twice");
 }
+
+/// With NATS down, through the HTTP API: `eventual` queries are still
+/// served from the manifest, writes and strong reads fail fast with a 503
+/// and `Retry-After`, `/readyz` says the log is unreachable while
+/// `/healthz` stays 200; once NATS is back, writes go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_down_eventual_reads_go_on_and_writes_fail_fast() {
+    use floe_tests::server::{TestServer, test_settings};
+    use serde_json::json;
+
+    let nats_dir = tempfile::tempdir().unwrap();
+    let (server, port) = Server::start(nats_dir.path(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.object_store = Some(floe_tests::s3_config());
+    settings.nats = Some(JetStreamConfig {
+        url: format!("nats://127.0.0.1:{port}"),
+        timeout_ms: 1_000,
+        ..Default::default()
+    });
+    let fresh_settings = settings.clone();
+    let s = TestServer::start("cloud", settings, dir).await;
+    let c = &s.client;
+    let (status, _) = c
+        .put(
+            "/v1/collections/down",
+            &json!({"dimension": 2, "metric": "l2"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    c.ok(
+        "/v1/collections/down/upsert",
+        &json!({"rows": [{"id": 1, "vector": [1, 1]}, {"id": 2, "vector": [2, 2]}]}),
+    )
+    .await;
+    c.ok("/v1/collections/down/flush", &json!({})).await;
+    server.kill();
+
+    let eventual = json!({"vector": [1, 1], "top_k": 5, "consistency": "eventual"});
+    let started = Instant::now();
+    let hits = c.ok("/v1/collections/down/query", &eventual).await;
+    assert_eq!(hits["results"].as_array().map(Vec::len), Some(2), "{hits}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "an eventual query with NATS down took {:?}",
+        started.elapsed()
+    );
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("upsert", json!({"rows": [{"id": 3, "vector": [3, 3]}]})),
+        ("query", json!({"vector": [1, 1], "top_k": 5})),
+    ] {
+        let started = Instant::now();
+        let response = http
+            .post(format!("{}/v1/collections/down/{path}", s.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 503, "{path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1"),
+            "{path}"
+        );
+        let err: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(err["error"]["kind"], "unavailable", "{err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(2_500),
+            "{path} with NATS down took {:?} to fail",
+            started.elapsed()
+        );
+    }
+    let (status, ready) = c.get("/readyz").await;
+    assert_eq!(
+        (status, ready["object_store"].as_str()),
+        (503, Some("ok")),
+        "{ready}"
+    );
+    assert_ne!(ready["log"], "ok", "{ready}");
+    let (status, _) = c.get("/healthz").await;
+    assert_eq!(status, 200);
+    // A process started during the outage (a cold Lambda) serves them too.
+    let fresh = floe_core::Floe::open(fresh_settings).await.unwrap();
+    let request = serde_json::from_value(eventual.clone()).unwrap();
+    let hits = floe_core::api::query(&fresh, "down", request)
+        .await
+        .unwrap();
+    assert_eq!(hits.results.len(), 2);
+
+    let (_server, _) = Server::start(nats_dir.path(), port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = c
+            .post(
+                "/v1/collections/down/upsert",
+                &json!({"rows": [{"id": 3, "vector": [3, 3]}]}),
+            )
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = c.get("/readyz").await;
+    assert_eq!(status, 200);
+}

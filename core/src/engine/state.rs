@@ -35,8 +35,9 @@ pub(crate) struct Collection {
     pub flush_lock: tokio::sync::Mutex<()>,
     /// One compaction or index build at a time per process.
     pub maintenance_lock: tokio::sync::Mutex<()>,
-    /// This process's compactor epoch, claimed on first use.
-    pub compactor: tokio::sync::OnceCell<Fence>,
+    /// This process's compactor epoch, claimed on first use and again
+    /// after another process fenced it.
+    pub compactor: Mutex<Option<Fence>>,
     /// When the catalog last named this incarnation (reads re-check it
     /// now and then, to notice a drop made by another process).
     pub catalog_checked: Mutex<Instant>,
@@ -62,7 +63,7 @@ impl Collection {
             state: tokio::sync::Mutex::new(ReadState::default()),
             flush_lock: tokio::sync::Mutex::new(()),
             maintenance_lock: tokio::sync::Mutex::new(()),
-            compactor: tokio::sync::OnceCell::new(),
+            compactor: Mutex::new(None),
             catalog_checked: Mutex::new(Instant::now()),
             trims: Mutex::default(),
             config,

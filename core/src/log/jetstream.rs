@@ -137,7 +137,6 @@ impl JetStreamConfig {
 pub struct JetStreamLogs {
     nats: Nats,
     config: JetStreamConfig,
-    max_record_bytes: usize,
     open: Arc<Mutex<HashMap<String, Arc<JetStreamLog>>>>,
 }
 
@@ -150,15 +149,47 @@ struct Nats {
 }
 
 impl Nats {
-    /// Runs one request: at once `Unavailable` while disconnected, and
-    /// within the timeout otherwise.
+    /// Waits up to `limit` for the client to be connected.
+    async fn wait_connected(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.client.connection_state() == async_nats::connection::State::Connected {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The largest record the server takes: its `max_payload` less room
+    /// for headers (NATS' default 1 MiB until the first connection).
+    fn max_record_bytes(&self) -> usize {
+        let max_payload = match self.client.server_info().max_payload {
+            0 => 1024 * 1024,
+            n => n,
+        };
+        max_payload.saturating_sub(HEADER_ALLOWANCE)
+    }
+
+    /// Runs one request: at once `Unavailable` while disconnected (after
+    /// having been connected), and within the timeout otherwise — a client
+    /// still making its first connection gets that long for it.
     async fn call<T>(
         &self,
         op: &'static str,
         request: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(Error::log(op, "not connected to NATS"));
+        use async_nats::connection::State;
+        match self.client.connection_state() {
+            State::Connected => {}
+            State::Disconnected => return Err(Error::log(op, "not connected to NATS")),
+            State::Pending => {
+                if !self.wait_connected(self.timeout).await {
+                    return Err(Error::log(op, "cannot reach NATS"));
+                }
+            }
         }
         tokio::time::timeout(self.timeout, request)
             .await
@@ -183,7 +214,10 @@ fn stream_error(
 }
 
 impl JetStreamLogs {
-    /// Connects to the server.
+    /// Connects to the server. A server that cannot be reached does not
+    /// fail this: the client keeps connecting in the background, so that
+    /// a process started during a NATS outage still serves `eventual`
+    /// reads, and its writes succeed once NATS is back.
     pub async fn connect(config: JetStreamConfig) -> Result<Self> {
         config.validate()?;
         let timeout = Duration::from_millis(config.timeout_ms);
@@ -210,20 +244,23 @@ impl JetStreamLogs {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::invalid("log.url", e))?;
         let client = options
+            .retry_on_initial_connect()
             .connect(addrs)
             .await
             .map_err(|e| Error::log("connect", e))?;
-        let max_payload = client.server_info().max_payload;
         let mut context = jetstream::new(client.clone());
         context.set_timeout(timeout);
+        let nats = Nats {
+            client,
+            context,
+            timeout,
+        };
+        if !nats.wait_connected(timeout).await {
+            tracing::warn!(url = %config.url, "NATS is not reachable yet; writes and strong reads fail until it is");
+        }
         Ok(Self {
-            nats: Nats {
-                client,
-                context,
-                timeout,
-            },
+            nats,
             config,
-            max_record_bytes: max_payload.saturating_sub(HEADER_ALLOWANCE),
             open: Arc::default(),
         })
     }
@@ -249,7 +286,6 @@ impl JetStreamLogs {
             name: self.stream_name(id),
             collection: id.collection.to_string(),
             subject: self.subject(id),
-            max_record_bytes: self.max_record_bytes,
             duplicate_window: self.config.duplicate_window,
         });
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -388,7 +424,6 @@ struct JetStreamLog {
     name: String,
     collection: String,
     subject: String,
-    max_record_bytes: usize,
     duplicate_window: Duration,
 }
 
@@ -482,10 +517,11 @@ impl JetStreamLog {
 #[async_trait]
 impl Log for JetStreamLog {
     async fn append(&self, payload: Bytes, options: AppendOptions<'_>) -> Result<Appended> {
-        if payload.len() > self.max_record_bytes {
+        let max = self.nats.max_record_bytes();
+        if payload.len() > max {
             return Err(Error::RecordTooLarge {
                 size: payload.len(),
-                max: self.max_record_bytes,
+                max,
             });
         }
         let mut headers = HeaderMap::new();
@@ -591,7 +627,7 @@ impl Log for JetStreamLog {
     }
 
     fn max_record_bytes(&self) -> usize {
-        self.max_record_bytes
+        self.nats.max_record_bytes()
     }
 
     fn duplicate_window(&self) -> Duration {

@@ -38,12 +38,34 @@ pub struct CompactReport {
 impl Floe {
     /// This process's compactor epoch, claimed on first use.
     pub(super) async fn compactor_fence(&self, c: &Collection) -> Result<Fence> {
-        c.compactor
-            .get_or_try_init(|| async {
-                Ok::<_, Error>(c.manifests.claim(Role::Compactor).await?.0)
-            })
-            .await
-            .copied()
+        let known = *c.compactor.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fence) = known {
+            return Ok(fence);
+        }
+        // Callers hold the maintenance lock: one claim at a time here.
+        let fence = c.manifests.claim(Role::Compactor).await?.0;
+        *c.compactor.lock().unwrap_or_else(|p| p.into_inner()) = Some(fence);
+        Ok(fence)
+    }
+
+    /// Commits a compactor's operation. Fenced (another process claimed
+    /// the role since), the operation is abandoned and the next one claims
+    /// a new epoch: an indexer that lost the role once is not out of work
+    /// for good, while whatever it had under way can never land.
+    pub(super) async fn commit_as_compactor(
+        &self,
+        c: &Collection,
+        fence: Fence,
+        op: &Operation,
+    ) -> Result<Committed> {
+        let result = c.manifests.commit(Some(fence), op).await;
+        if let Err(Error::Fenced { .. }) = &result {
+            let mut current = c.compactor.lock().unwrap_or_else(|p| p.into_inner());
+            if *current == Some(fence) {
+                *current = None;
+            }
+        }
+        result
     }
 
     /// Compacts when enough small segments piled up.
@@ -148,7 +170,7 @@ impl Floe {
             add: outputs,
             drop_deletes,
         };
-        match c.manifests.commit(Some(fence), &op).await? {
+        match self.commit_as_compactor(&c, fence, &op).await? {
             Committed::New(_) => {}
             Committed::AlreadyApplied(_) => {
                 return Err(Error::internal(

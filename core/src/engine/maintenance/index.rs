@@ -97,7 +97,7 @@ impl Floe {
             add: vec![entry],
             drop_deletes: vec![],
         };
-        match c.manifests.commit(Some(fence), &op).await {
+        match self.commit_as_compactor(&c, fence, &op).await {
             Ok(_) => {}
             // Someone else replaced the segment meanwhile: our files are garbage.
             Err(Error::CommitConflict { .. }) => return Ok(None),

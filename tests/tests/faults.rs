@@ -1,0 +1,192 @@
+//! Faults below the API: an object store that fails one request in N and
+//! loses responses (the write landed, the client saw an error), under two
+//! indexers racing each other over one collection while a client writes.
+//! (The kill -9 rounds against the real binary are in
+//! `functions/tests/faults.rs`; a NATS restart in `nats_restart.rs`.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use floe_core::api::wire::{DeleteRequest, QueryRequest, UpsertRequest};
+use floe_core::catalog::CollectionConfig;
+use floe_core::storage::{FaultConfig, FaultyStore, OpFilter, open_object_store};
+use floe_core::{ErrorKind, Floe};
+use floe_tests::server::test_settings;
+use floe_tests::{jetstream_config, jetstream_logs, s3_config};
+use object_store::ObjectStore;
+use serde_json::json;
+
+const NAME: &str = "flaky";
+
+/// What the collection must hold: id → the version in its vector.
+type Oracle = BTreeMap<u64, u64>;
+
+async fn upsert(floe: &Floe, ids: &[u64], version: u64, request_id: String) {
+    let rows: Vec<_> = ids
+        .iter()
+        .map(|id| json!({"id": id, "vector": [*id as f32, version as f32]}))
+        .collect();
+    let request: UpsertRequest =
+        serde_json::from_value(json!({"rows": rows, "request_id": request_id})).unwrap();
+    floe_core::api::upsert(floe, NAME, request).await.unwrap();
+}
+
+/// Runs maintenance over and over until told to stop; failures of the
+/// store are expected (and counted), a bug or corruption is not.
+async fn indexer(floe: Arc<Floe>, stop: Arc<AtomicBool>) -> (usize, usize) {
+    let (mut rounds, mut failed) = (0, 0);
+    while !stop.load(Ordering::SeqCst) {
+        for result in [
+            floe.maintain(NAME, rounds % 4 == 0).await.map(|_| ()),
+            floe.compact(NAME).await.map(|_| ()),
+            floe.index_missing(NAME).await.map(|_| ()),
+        ] {
+            if let Err(e) = result {
+                assert_ne!(
+                    e.kind(),
+                    ErrorKind::Internal,
+                    "a maintenance step broke: {e}"
+                );
+                failed += 1;
+            }
+        }
+        rounds += 1;
+    }
+    (rounds, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_store_and_two_racing_indexers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    let store_config = s3_config();
+    let log_config = jetstream_config();
+    settings.object_store = Some(store_config.clone());
+    settings.nats = Some(log_config.clone());
+    let s3 = open_object_store(&store_config).unwrap();
+    let flaky = |seed: u64, lost_responses: bool| {
+        Arc::new(FaultyStore::new(
+            Arc::clone(&s3),
+            FaultConfig {
+                seed,
+                ops: OpFilter::ALL,
+                fail_probability: 0.08,
+                fail_after_request: lost_responses,
+                ..Default::default()
+            },
+        ))
+    };
+    let (store_a, store_b) = (flaky(1, false), flaky(2, true));
+    let writer = Floe::new(
+        Arc::clone(&s3),
+        Arc::new(jetstream_logs(&log_config).await),
+        settings.clone(),
+    );
+    let config: CollectionConfig = serde_json::from_value(json!({
+        "name": NAME, "dimension": 2, "metric": "l2", "id_type": "u64",
+        "index": {"seal_rows": 150, "row_group_rows": 32}
+    }))
+    .unwrap();
+    writer.create_collection(config).await.unwrap();
+    let a = Floe::new(
+        Arc::clone(&store_a) as Arc<dyn ObjectStore>,
+        Arc::new(jetstream_logs(&log_config).await),
+        settings.clone(),
+    );
+    let b = Floe::new(
+        Arc::clone(&store_b) as Arc<dyn ObjectStore>,
+        Arc::new(jetstream_logs(&log_config).await),
+        settings.clone(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let indexers = [
+        tokio::spawn(indexer(Arc::clone(&a), Arc::clone(&stop))),
+        tokio::spawn(indexer(Arc::clone(&b), Arc::clone(&stop))),
+    ];
+
+    let mut oracle = Oracle::new();
+    for batch in 0..60u64 {
+        let fresh: Vec<u64> = (batch * 20..batch * 20 + 20).collect();
+        upsert(&writer, &fresh, batch, format!("u{batch}")).await;
+        oracle.extend(fresh.iter().map(|id| (*id, batch)));
+        if batch % 5 == 4 {
+            // Overwrite some older rows, delete others.
+            let old: Vec<u64> = oracle.keys().copied().step_by(7).take(10).collect();
+            upsert(&writer, &old, 1000 + batch, format!("o{batch}")).await;
+            oracle.extend(old.iter().map(|id| (*id, 1000 + batch)));
+            let doomed: Vec<u64> = oracle.keys().copied().skip(3).step_by(11).take(5).collect();
+            let request: DeleteRequest =
+                serde_json::from_value(json!({"ids": doomed, "request_id": format!("d{batch}")}))
+                    .unwrap();
+            floe_core::api::delete(&writer, NAME, request)
+                .await
+                .unwrap();
+            for id in &doomed {
+                oracle.remove(id);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut failures = 0;
+    for task in indexers {
+        let (rounds, failed) = task.await.unwrap();
+        assert!(rounds > 0);
+        failures += failed;
+    }
+    let injected = store_a.failures() + store_b.failures();
+    println!("flaky store: {injected} injected failures, {failures} maintenance steps failed");
+    assert!(injected > 0, "no fault was injected");
+
+    // Faults off: one more round settles everything.
+    store_a.set_config(FaultConfig::default());
+    // The first attempt may find A fenced by B's last claim; the next
+    // claims the role back.
+    let mut settled = false;
+    for _ in 0..3 {
+        let steps = [
+            a.flush(NAME).await.map(|_| ()),
+            a.compact(NAME).await.map(|_| ()),
+            a.index_missing(NAME).await.map(|_| ()),
+        ];
+        if steps.iter().all(Result::is_ok) {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "maintenance without faults kept failing");
+    let info = a.describe(NAME).await.unwrap();
+    assert_eq!(info.stats.unflushed_records, 0);
+
+    // A fresh reader on the clean store sees exactly the oracle.
+    let reader = Floe::new(
+        Arc::clone(&s3),
+        Arc::new(jetstream_logs(&log_config).await),
+        settings,
+    );
+    for consistency in ["strong", "eventual"] {
+        let mut found = BTreeMap::new();
+        let mut cursor = serde_json::Value::Null;
+        loop {
+            let mut q = json!({"filter": "id >= 0", "top_k": 1000, "include_vector": true,
+                "consistency": consistency});
+            if !cursor.is_null() {
+                q["cursor"] = cursor.clone();
+            }
+            let request: QueryRequest = serde_json::from_value(q).unwrap();
+            let page = floe_core::api::query(&reader, NAME, request).await.unwrap();
+            let page = serde_json::to_value(page).unwrap();
+            for r in page["results"].as_array().unwrap() {
+                let v = r["vector"].as_array().unwrap();
+                found.insert(r["id"].as_u64().unwrap(), v[1].as_f64().unwrap() as u64);
+            }
+            cursor = page["next_cursor"].clone();
+            if cursor.is_null() {
+                break;
+            }
+        }
+        assert_eq!(found, oracle, "{consistency}");
+    }
+    writer.drop_collection(NAME).await.unwrap();
+}
