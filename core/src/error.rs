@@ -58,8 +58,8 @@ pub enum Error {
     RequestIdReused { request_id: String },
 
     /// A conditional append found records after the expected last LSN.
-    #[error("the log moved past lsn {expected} (now at {last}) before the append")]
-    LogMoved { expected: u64, last: u64 },
+    #[error("the log moved past lsn {expected} before the append")]
+    LogMoved { expected: u64 },
 
     /// A log read before the log's first record (trimmed after a flush).
     #[error("log position {requested} was trimmed; the log now starts at {first}")]

@@ -163,7 +163,26 @@ pub struct Manifest {
     pub deletes: Vec<DeleteFile>,
     /// A one-line description of the operation that produced this version.
     pub operation: String,
+    /// When recent checkpoints were committed, oldest first (see
+    /// [`Manifest::flushed_before`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flushed: Vec<FlushMark>,
 }
+
+/// A checkpoint and when it was committed: every record up to `lsn` was
+/// in segments by `at_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushMark {
+    /// The checkpoint.
+    pub lsn: u64,
+    /// When it was committed.
+    pub at_ms: u64,
+}
+
+/// Flush marks closer together than this are merged (into the later one).
+const FLUSH_MARK_EVERY_MS: u64 = 5_000;
+/// Flush marks older than this are dropped, but for the newest of them.
+pub const FLUSH_MARK_HORIZON_MS: u64 = 15 * 60 * 1000;
 
 impl Manifest {
     /// The state before the first commit (version 0 is never written).
@@ -178,6 +197,37 @@ impl Manifest {
             segments: Vec::new(),
             deletes: Vec::new(),
             operation: "empty".into(),
+            flushed: Vec::new(),
+        }
+    }
+
+    /// The newest checkpoint committed at or before `ms`: the log may drop
+    /// records up to it once they are older than its dedupe window, in any
+    /// process, whatever it remembers itself.
+    pub fn flushed_before(&self, ms: u64) -> Option<u64> {
+        self.flushed
+            .iter()
+            .filter(|m| m.at_ms <= ms)
+            .map(|m| m.lsn)
+            .max()
+    }
+
+    /// Records that the checkpoint moved to `lsn` at `now_ms`, keeping the
+    /// list short: marks within [`FLUSH_MARK_EVERY_MS`] merge into the
+    /// later one (which only delays a trim), and of the marks older than
+    /// [`FLUSH_MARK_HORIZON_MS`] only the newest stays.
+    fn mark_flushed(&mut self, lsn: u64, now_ms: u64) {
+        if let Some(last) = self.flushed.last_mut()
+            && now_ms.saturating_sub(last.at_ms) < FLUSH_MARK_EVERY_MS
+        {
+            *last = FlushMark { lsn, at_ms: now_ms };
+        } else {
+            self.flushed.push(FlushMark { lsn, at_ms: now_ms });
+        }
+        let horizon = now_ms.saturating_sub(FLUSH_MARK_HORIZON_MS);
+        let old = self.flushed.iter().filter(|m| m.at_ms < horizon).count();
+        if old > 1 {
+            self.flushed.drain(..old - 1);
         }
     }
 
@@ -605,6 +655,9 @@ impl ManifestStore {
             next.version = base.version + 1;
             next.commit_id = uuid::Uuid::new_v4().to_string();
             next.committed_at_ms = crate::clock::now_ms();
+            if next.checkpoint_lsn > base.checkpoint_lsn {
+                next.mark_flushed(next.checkpoint_lsn, next.committed_at_ms);
+            }
             next.operation = op.describe();
             let body = serde_json::to_vec(&next).map_err(|e| Error::corrupt("manifest", e))?;
             let path = self.paths.manifest(next.version);
@@ -666,6 +719,42 @@ impl ManifestStore {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
+
+    #[test]
+    fn flush_marks_say_what_was_flushed_when_and_stay_few() {
+        let mut m = Manifest::empty();
+        let t0 = 1_000_000_000;
+        m.mark_flushed(10, t0);
+        m.mark_flushed(20, t0 + 1_000); // merged into one, at the later time
+        assert_eq!(
+            m.flushed,
+            vec![FlushMark {
+                lsn: 20,
+                at_ms: t0 + 1_000
+            }]
+        );
+        assert_eq!(
+            m.flushed_before(t0),
+            None,
+            "lsn 10 is not known alone any more"
+        );
+        assert_eq!(m.flushed_before(t0 + 1_000), Some(20));
+        m.mark_flushed(30, t0 + 10_000);
+        assert_eq!(m.flushed_before(t0 + 9_999), Some(20));
+        assert_eq!(m.flushed_before(t0 + 10_000), Some(30));
+        // A day of flushes every 6 s keeps the marks of the horizon only.
+        for i in 0..14_400u64 {
+            m.mark_flushed(100 + i, t0 + 20_000 + i * 6_000);
+        }
+        let now = t0 + 20_000 + 14_399 * 6_000;
+        assert!(
+            m.flushed.len() <= (FLUSH_MARK_HORIZON_MS / 5_000) as usize + 2,
+            "{}",
+            m.flushed.len()
+        );
+        assert!(m.flushed_before(now - 120_000).is_some());
+        assert_eq!(m.flushed_before(now), Some(100 + 14_399));
+    }
 
     fn segment(id: &str, min_lsn: u64, max_lsn: u64) -> SegmentEntry {
         SegmentEntry {

@@ -282,8 +282,9 @@ async fn request_ids_survive_a_flush_and_a_restart(mode: &str) {
 
 // ---- delete by filter -----------------------------------------------------------
 
-/// A log provider whose first conditional append waits until the test
-/// lets it go: the window between a delete's filter scan and its append.
+/// A log provider whose first append (of every append, or of the
+/// conditional ones only) waits until the test lets it go, and whose next
+/// delete can be made to fail.
 #[derive(Debug)]
 struct Gate {
     inner: Arc<dyn LogProvider>,
@@ -292,8 +293,36 @@ struct Gate {
 
 #[derive(Debug)]
 struct GateState {
+    conditional_only: bool,
     reached: tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     release: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    fail_next_delete: AtomicBool,
+}
+
+impl Gate {
+    /// A gate over `inner`, and the ends the test holds: "an append
+    /// reached the gate" and "let it go".
+    fn new(
+        inner: Arc<dyn LogProvider>,
+        conditional_only: bool,
+    ) -> (
+        Gate,
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+        let gate = Gate {
+            inner,
+            state: Arc::new(GateState {
+                conditional_only,
+                reached: tokio::sync::Mutex::new(Some(reached_tx)),
+                release: tokio::sync::Mutex::new(Some(release_rx)),
+                fail_next_delete: AtomicBool::new(false),
+            }),
+        };
+        (gate, reached_rx, release_tx)
+    }
 }
 
 #[derive(Debug)]
@@ -319,6 +348,13 @@ impl LogProvider for Gate {
         }))
     }
     async fn delete(&self, id: LogId<'_>) -> floe_core::Result<()> {
+        if self.state.fail_next_delete.swap(false, Ordering::SeqCst) {
+            // A retryable failure, as a NATS timeout would be.
+            return Err(Error::Log {
+                op: "delete stream",
+                message: "injected".into(),
+            });
+        }
         self.inner.delete(id).await
     }
     async fn list(&self) -> floe_core::Result<Vec<(String, String)>> {
@@ -336,7 +372,7 @@ impl Log for GatedLog {
         payload: Bytes,
         options: AppendOptions<'_>,
     ) -> floe_core::Result<Appended> {
-        if options.expected_last.is_some()
+        if (options.expected_last.is_some() || !self.gate.conditional_only)
             && let Some(reached) = self.gate.reached.lock().await.take()
         {
             let _ = reached.send(());
@@ -385,15 +421,7 @@ async fn a_delete_by_filter_removes_what_matches_at_its_own_lsn(mode: &str) {
             )),
         )
     };
-    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel();
-    let gate = Gate {
-        inner: logs,
-        state: Arc::new(GateState {
-            reached: tokio::sync::Mutex::new(Some(reached_tx)),
-            release: tokio::sync::Mutex::new(Some(release_rx)),
-        }),
-    };
+    let (gate, reached_rx, release_tx) = Gate::new(logs, true);
     let floe = Floe::new(store, Arc::new(gate), settings);
     floe.create_collection(config("df", 2)).await.unwrap();
     let upsert = |body: Value| {
@@ -423,6 +451,163 @@ async fn a_delete_by_filter_removes_what_matches_at_its_own_lsn(mode: &str) {
     let left = floe_core::api::query(&floe, "df", q).await.unwrap();
     let ids: Vec<Value> = left.results.iter().map(|r| json!(r.id)).collect();
     assert_eq!(ids, vec![json!(1)], "{mode}");
+}
+
+/// The engine of one mode over a gated log, with what the test needs to see
+/// underneath.
+async fn gated(
+    mode: &str,
+    dir: &std::path::Path,
+    conditional_only: bool,
+) -> (
+    Arc<Floe>,
+    Arc<GateState>,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+    Arc<dyn object_store::ObjectStore>,
+) {
+    let settings: Settings = test_settings(dir);
+    let (store, logs): (_, Arc<dyn LogProvider>) = if mode == "cloud" {
+        (
+            floe_core::storage::open_object_store(&s3_config()).unwrap(),
+            Arc::new(floe_tests::jetstream_logs(&jetstream_config()).await),
+        )
+    } else {
+        (
+            floe_core::storage::open_object_store(&settings.object_store_config()).unwrap(),
+            Arc::new(floe_core::log::FileLogs::new(
+                settings.log_dir(),
+                Default::default(),
+            )),
+        )
+    };
+    let (gate, reached, release) = Gate::new(logs, conditional_only);
+    let state = Arc::clone(&gate.state);
+    let floe = Floe::new(Arc::clone(&store), Arc::new(gate), settings);
+    (floe, state, reached, release, store)
+}
+
+/// An upsert already inside the log when the collection is dropped is not
+/// acknowledged once the drop returned (it used to land in the deleted
+/// log's file and get a 200).
+async fn a_write_held_across_a_drop_is_not_acknowledged(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (floe, _, reached, release, _) = gated(mode, dir.path(), false).await;
+    floe.create_collection(config("held", 2)).await.unwrap();
+    let writing = {
+        let floe = Arc::clone(&floe);
+        tokio::spawn(async move {
+            let request: UpsertRequest = serde_json::from_value(rows(0..3, 2, "x")).unwrap();
+            floe_core::api::upsert(&floe, "held", request).await
+        })
+    };
+    reached.await.unwrap();
+    floe.drop_collection("held").await.unwrap();
+    release.send(()).unwrap();
+    let err = writing.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::CollectionNotFound(_)), "{mode}: {err}");
+    assert!(matches!(
+        floe.describe("held").await,
+        Err(Error::CollectionNotFound(_))
+    ));
+    // Created again, it is empty.
+    floe.create_collection(config("held", 2)).await.unwrap();
+    assert_eq!(
+        floe.describe("held").await.unwrap().stats.log_lsn,
+        0,
+        "{mode}"
+    );
+    floe.drop_collection("held").await.unwrap();
+}
+
+/// A drop whose log deletion fails answers 503; the name is already gone
+/// from the listing and describe, and the retried drop finishes the job
+/// (log and files), after which the drop is a 404.
+async fn an_interrupted_drop_is_finished_by_the_next(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (floe, gate, _, release, store) = gated(mode, dir.path(), true).await;
+    drop(release);
+    floe.create_collection(config("half", 2)).await.unwrap();
+    let request: UpsertRequest = serde_json::from_value(rows(0..3, 2, "x")).unwrap();
+    floe_core::api::upsert(&floe, "half", request)
+        .await
+        .unwrap();
+    floe.flush("half").await.unwrap();
+    let incarnation = floe.describe("half").await.unwrap().incarnation;
+    gate.fail_next_delete.store(true, Ordering::SeqCst);
+    let err = floe.drop_collection("half").await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        floe_core::ErrorKind::Unavailable,
+        "{mode}: {err}"
+    );
+    assert!(
+        !floe
+            .list_collections()
+            .await
+            .unwrap()
+            .contains(&"half".to_string())
+    );
+    assert!(matches!(
+        floe.describe("half").await,
+        Err(Error::CollectionNotFound(_))
+    ));
+    floe.drop_collection("half").await.unwrap();
+    let files = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(
+        &floe_core::storage::CollectionPaths::new("half", &incarnation).root(),
+    )))
+    .await
+    .unwrap();
+    assert!(files.is_empty(), "{mode}: left behind: {files:?}");
+    assert!(matches!(
+        floe.drop_collection("half").await,
+        Err(Error::CollectionNotFound(_))
+    ));
+}
+
+/// Flushed records stay in the log for the dedupe window, then a
+/// maintenance round trims them (any process can: the manifest says when
+/// each checkpoint was committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_records_are_trimmed_after_the_dedupe_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path());
+    let options = floe_core::log::FileLogOptions {
+        duplicate_window: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let logs = Arc::new(floe_core::log::FileLogs::new(settings.log_dir(), options));
+    let store = floe_core::storage::open_object_store(&settings.object_store_config()).unwrap();
+    let floe = Floe::new(store, Arc::clone(&logs) as Arc<dyn LogProvider>, settings);
+    floe.create_collection(config("trim", 2)).await.unwrap();
+    let incarnation = floe.describe("trim").await.unwrap().incarnation;
+    let log = logs
+        .open(LogId {
+            collection: "trim",
+            incarnation: &incarnation,
+        })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let request: UpsertRequest = serde_json::from_value(rows(i..i + 1, 2, "x")).unwrap();
+        floe_core::api::upsert(&floe, "trim", request)
+            .await
+            .unwrap();
+    }
+    floe.flush("trim").await.unwrap();
+    assert_eq!(
+        log.first_lsn().await.unwrap(),
+        1,
+        "kept for the dedupe window"
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // The next maintenance round trims them.
+    floe.maintain("trim", false).await.unwrap();
+    assert_eq!(
+        log.first_lsn().await.unwrap(),
+        4,
+        "trimmed after the window"
+    );
 }
 
 // ---- listing, errors ------------------------------------------------------------
@@ -547,6 +732,26 @@ async fn request_ids_survive_a_flush_and_a_restart_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_survive_a_flush_and_a_restart_cloud() {
     request_ids_survive_a_flush_and_a_restart("cloud").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_across_a_drop_is_not_acknowledged_embedded() {
+    a_write_held_across_a_drop_is_not_acknowledged("embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_across_a_drop_is_not_acknowledged_cloud() {
+    a_write_held_across_a_drop_is_not_acknowledged("cloud").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_drop_is_finished_by_the_next_embedded() {
+    an_interrupted_drop_is_finished_by_the_next("embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_drop_is_finished_by_the_next_cloud() {
+    an_interrupted_drop_is_finished_by_the_next("cloud").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

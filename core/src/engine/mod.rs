@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::cache::{BlockCache, CacheFootprint, ReadStats};
 use crate::catalog::{Catalog, CatalogEntry, CollectionConfig};
@@ -39,7 +39,7 @@ use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::log::{FileLogOptions, FileLogs, JetStreamLogs, LogId, LogProvider};
 use crate::manifest::ManifestStore;
-use crate::storage::{CollectionPaths, open_object_store};
+use crate::storage::{CollectionPaths, drop_marker, drop_markers, open_object_store};
 use read::Needs;
 use state::Collection;
 
@@ -152,17 +152,49 @@ impl Floe {
     }
 
     /// After an operation on `stale` found its incarnation dropped (by
-    /// another process, or a drop this one raced): the name's new
-    /// incarnation, if it has the configuration the request was checked
-    /// against; otherwise the request's collection is gone (404).
-    async fn reopen(&self, stale: &Collection) -> Result<Arc<Collection>> {
+    /// another process, or a drop this one raced): the name's current
+    /// incarnation, read from the catalog again. `CollectionNotFound` when
+    /// the name is gone; `Unavailable` when the catalog still names the
+    /// incarnation whose log is missing (a log service hiccup, or a lost
+    /// log: never silently a 404 for a listed collection).
+    async fn current_after_drop(&self, stale: &Collection) -> Result<Arc<Collection>> {
         self.forget(stale);
         let name = &stale.config.name;
         let fresh = self.collection(name).await?;
-        if fresh.incarnation != stale.incarnation && fresh.config == stale.config {
+        if fresh.incarnation == stale.incarnation {
+            tracing::warn!(collection = %name, incarnation = %stale.incarnation, "the catalog names an incarnation whose log is missing");
+            return Err(Error::log(
+                "open",
+                format!("the log of collection {name:?} is missing; retry"),
+            ));
+        }
+        Ok(fresh)
+    }
+
+    /// [`Floe::current_after_drop`], for a request checked against
+    /// `stale`'s configuration: it may go on only if the new incarnation's
+    /// configuration is the same (otherwise the collection it was checked
+    /// against is gone: 404).
+    async fn reopen(&self, stale: &Collection) -> Result<Arc<Collection>> {
+        let fresh = self.current_after_drop(stale).await?;
+        if fresh.config == stale.config {
             Ok(fresh)
         } else {
-            Err(Error::CollectionNotFound(name.clone()))
+            Err(Error::CollectionNotFound(stale.config.name.clone()))
+        }
+    }
+
+    /// Runs `op` on the name's collection; when it finds the incarnation
+    /// this process remembered dropped, once more on the current one.
+    pub(crate) async fn on_current<T, F, Fut>(&self, name: &str, op: F) -> Result<T>
+    where
+        F: Fn(Arc<Collection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let c = self.collection(name).await?;
+        match op(Arc::clone(&c)).await {
+            Err(Error::CollectionNotFound(_)) => op(self.current_after_drop(&c).await?).await,
+            other => other,
         }
     }
 
@@ -194,16 +226,17 @@ impl Floe {
             incarnation: &entry.incarnation,
         };
         self.logs.create(id).await?;
-        let created = self.catalog.create(&entry).await;
-        if !matches!(created, Ok((_, true))) {
-            // Another create won the name (or the write failed): this
-            // incarnation never existed.
-            if let Err(e) = self.logs.delete(id).await {
-                tracing::warn!(collection = %entry.name(), error = %e, "removing the log of a lost create failed; the orphan sweep will");
-            }
+        let (existing, _) = self.catalog.create(&entry).await?;
+        if existing.incarnation == entry.incarnation {
+            // Ours landed (a retried put may have found it there).
+            return Ok((existing.config, true));
         }
-        let (entry, created) = created?;
-        Ok((entry.config, created))
+        // Another create won the name: this incarnation never existed.
+        // (A failed put leaves its log to the orphan sweep: it may have landed.)
+        if let Err(e) = self.logs.delete(id).await {
+            tracing::warn!(collection = %entry.name(), error = %e, "removing the log of a lost create failed; the orphan sweep will");
+        }
+        Ok((existing.config, false))
     }
 
     /// Names of every collection: exactly those `describe` finds.
@@ -238,32 +271,85 @@ impl Floe {
         })
     }
 
-    /// Drops the collection. The name is fenced first (its catalog entry
-    /// goes, so no request can open it again), then the log is deleted (so
-    /// no write through a handle opened earlier can be acknowledged after
-    /// this returns), then the incarnation's files. The name is free at
-    /// once; an interrupted drop leaves an orphaned log or files that the
-    /// orphan sweep removes.
+    /// Drops the collection. A drop marker is written, then the name is
+    /// fenced (its catalog entry goes, so no request can open it again),
+    /// then the log is deleted (so no write through a handle opened earlier
+    /// can be acknowledged after this returns), then the incarnation's
+    /// files, then the marker. The name is free at once. If any step fails,
+    /// the error says to retry, and the retry (or the orphan sweep)
+    /// finishes the drop the marker records; a drop of a name with no
+    /// catalog entry and no unfinished drop is a 404.
     pub async fn drop_collection(&self, name: &str) -> Result<()> {
-        let entry = self.catalog.get(name).await?;
-        self.catalog.remove(name).await?;
-        {
-            let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
-            if map
-                .get(name)
-                .is_some_and(|c| c.incarnation == entry.incarnation)
-            {
-                map.remove(name);
+        match self.catalog.get(name).await {
+            Ok(entry) => {
+                let marker = drop_marker(name, &entry.incarnation);
+                self.store
+                    .put(&marker, PutPayload::from_static(b""))
+                    .await
+                    .map_err(|e| Error::store("put", &marker, e))?;
+                self.catalog.remove(name).await?;
+                {
+                    let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
+                    if map
+                        .get(name)
+                        .is_some_and(|c| c.incarnation == entry.incarnation)
+                    {
+                        map.remove(name);
+                    }
+                }
+                self.finish_drop(name, &entry.incarnation).await
             }
+            Err(Error::CollectionNotFound(_)) => {
+                let unfinished = self.unfinished_drops(Some(name)).await?;
+                if unfinished.is_empty() {
+                    return Err(Error::CollectionNotFound(name.to_string()));
+                }
+                for (name, incarnation) in unfinished {
+                    self.finish_drop(&name, &incarnation).await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// The drops decided (marker written) and not finished, of one name or all.
+    async fn unfinished_drops(&self, name: Option<&str>) -> Result<Vec<(String, String)>> {
+        let root = drop_markers(name);
+        let markers: Vec<_> = self
+            .store
+            .list(Some(&root))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| Error::store("list", &root, e))?;
+        Ok(markers
+            .iter()
+            .filter_map(|p| {
+                let mut parts = p.parts();
+                let _dropping = parts.next()?;
+                let name = parts.next()?.as_ref().to_string();
+                let incarnation = parts.next()?.as_ref().to_string();
+                Some((name, incarnation))
+            })
+            .collect())
+    }
+
+    /// The steps of a drop after the name is fenced: the log, the files, the marker.
+    async fn finish_drop(&self, name: &str, incarnation: &str) -> Result<()> {
         self.logs
             .delete(LogId {
                 collection: name,
-                incarnation: &entry.incarnation,
+                incarnation,
             })
             .await?;
-        self.delete_prefix(&CollectionPaths::new(name, &entry.incarnation).root())
-            .await
+        self.delete_prefix(&CollectionPaths::new(name, incarnation).root())
+            .await?;
+        let marker = drop_marker(name, incarnation);
+        match self.store.delete(&marker).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store("delete", &marker, e)),
+        }
     }
 
     /// Deletes every object under `root`.
@@ -311,6 +397,11 @@ impl Floe {
             })
         };
         let mut swept = 0;
+        // Drops that were decided: nothing can use those incarnations.
+        for (collection, incarnation) in self.unfinished_drops(None).await? {
+            self.finish_drop(&collection, &incarnation).await?;
+            swept += 1;
+        }
         for (collection, incarnation) in self.logs.list().await? {
             if !live.contains(&(collection.clone(), incarnation.clone()))
                 && old_enough(&incarnation)

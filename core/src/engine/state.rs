@@ -6,6 +6,7 @@
 //! lock released, and its result is merged in afterwards.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -41,9 +42,8 @@ pub(crate) struct Collection {
     /// When the catalog last named this incarnation (reads re-check it
     /// now and then, to notice a drop made by another process).
     pub catalog_checked: Mutex<Instant>,
-    /// Checkpoints this process flushed, oldest first, with when: the log
-    /// keeps flushed records for the dedupe window before they are trimmed.
-    pub trims: Mutex<VecDeque<(Lsn, Instant)>>,
+    /// Through which LSN this process last trimmed the log.
+    pub trimmed: AtomicU64,
 }
 
 impl Collection {
@@ -65,7 +65,7 @@ impl Collection {
             maintenance_lock: tokio::sync::Mutex::new(()),
             compactor: Mutex::new(None),
             catalog_checked: Mutex::new(Instant::now()),
-            trims: Mutex::default(),
+            trimmed: AtomicU64::new(0),
             config,
         }
     }

@@ -145,11 +145,11 @@ impl Floe {
                 },
             };
             match write.append(c).await {
-                Err(Error::LogMoved { expected, last }) => last_moved = Some((expected, last)),
+                Err(Error::LogMoved { expected }) => last_moved = Some(expected),
                 other => return other,
             }
         }
-        let (expected, _) = last_moved.unwrap_or_default();
+        let expected = last_moved.unwrap_or_default();
         Err(Error::log(
             "delete by filter",
             format!(

@@ -118,13 +118,14 @@ impl LogProvider for FileLogs {
 
     async fn delete(&self, id: LogId<'_>) -> Result<()> {
         let _one_at_a_time = self.opening.lock().await;
-        if let Some(log) = self.open_map().remove(&Self::key(id)) {
-            // Appends still in flight finish first; later ones fail.
-            log.state.lock().unwrap_or_else(|p| p.into_inner()).dropped = true;
-        }
+        let open = self.open_map().remove(&Self::key(id));
         let parent = self.dir.join(id.collection);
         let dir = parent.join(id.incarnation);
         blocking(move || {
+            if let Some(log) = open {
+                // Operations under way finish first; later ones fail.
+                log.state.lock().unwrap_or_else(|p| p.into_inner()).dropped = true;
+            }
             match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(Error::io(dir.display(), e));
@@ -353,6 +354,9 @@ impl FileLog {
         let state = Arc::clone(&self.state);
         blocking(move || {
             let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.dropped {
+                return Err(Error::CollectionNotFound(guard.collection.clone()));
+            }
             f(&mut guard)
         })
         .await
@@ -525,9 +529,6 @@ impl State {
         request: Option<RequestKey<'_>>,
         expected_last: Option<Lsn>,
     ) -> Result<Appended> {
-        if self.dropped {
-            return Err(Error::CollectionNotFound(self.collection.clone()));
-        }
         let now = now_ms();
         self.expire_dedupe(now);
         if let Some(request) = request
@@ -546,10 +547,7 @@ impl State {
         if let Some(expected) = expected_last
             && expected != self.last_lsn()
         {
-            return Err(Error::LogMoved {
-                expected,
-                last: self.last_lsn(),
-            });
+            return Err(Error::LogMoved { expected });
         }
         if self
             .files

@@ -122,10 +122,15 @@ impl JetStreamConfig {
                 "must be between 100 and 60000",
             ));
         }
-        if self.duplicate_window.is_zero() {
+        // The manifest remembers when checkpoints were flushed for 15
+        // minutes; the log keeps records that long at most for dedupe.
+        if self.duplicate_window.is_zero()
+            || self.duplicate_window.as_millis()
+                > u128::from(crate::manifest::FLUSH_MARK_HORIZON_MS)
+        {
             return Err(Error::invalid(
                 "log.duplicate_window",
-                "must be at least one second",
+                "must be between 1 and 900 seconds",
             ));
         }
         Ok(())
@@ -384,21 +389,31 @@ impl LogProvider for JetStreamLogs {
     async fn list(&self) -> Result<Vec<(String, String)>> {
         let prefix = format!("{}_", self.config.stream_prefix);
         let context = &self.nats.context;
-        let names: Vec<String> = self
+        let streams: Vec<stream::Info> = self
             .nats
             .call("list streams", async {
                 context
-                    .stream_names()
+                    .streams()
                     .try_collect()
                     .await
                     .map_err(|e| Error::log("list streams", e))
             })
             .await?;
-        Ok(names
+        // Only this deployment's streams: another's may share the stream
+        // prefix's beginning (`FLOE` and `FLOE_STAGING`), never the subjects.
+        Ok(streams
             .iter()
-            .filter_map(|n| {
-                let (collection, incarnation) = n.strip_prefix(&prefix)?.rsplit_once('_')?;
-                Some((collection.to_string(), incarnation.to_string()))
+            .filter_map(|info| {
+                let (collection, incarnation) =
+                    info.config.name.strip_prefix(&prefix)?.rsplit_once('_')?;
+                crate::catalog::validate_collection_name(collection).ok()?;
+                let id = LogId {
+                    collection,
+                    incarnation,
+                };
+                (info.config.name == self.stream_name(id)
+                    && info.config.subjects == [self.subject(id)])
+                .then(|| (collection.to_string(), incarnation.to_string()))
             })
             .collect())
     }
@@ -540,7 +555,6 @@ impl Log for JetStreamLog {
             }
             jetstream::context::PublishErrorKind::WrongLastSequence => Error::LogMoved {
                 expected: options.expected_last.unwrap_or_default(),
-                last: 0,
             },
             _ => Error::log("publish", format!("{}: {e}", self.name)),
         };

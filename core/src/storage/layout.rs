@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! catalog/<name>.json                                  the collection: config + incarnation
+//! dropping/<name>/<incarnation>                        a drop decided and not yet finished
 //! collections/<name>/<inc>/manifests/<v:020>.json      one per version, never rewritten
 //! collections/<name>/<inc>/latest-manifest             hint only: never trusted for correctness
 //! collections/<name>/<inc>/segments/<id>/...           immutable data files
@@ -22,10 +23,26 @@ use object_store::path::Path;
 
 const ROOT: &str = "collections";
 const CATALOG: &str = "catalog";
+const DROPPING: &str = "dropping";
 
 /// The catalog entry of collection `name`.
 pub fn catalog_entry(name: &str) -> Path {
     Path::from(format!("{CATALOG}/{name}.json"))
+}
+
+/// The marker of a drop of `name`'s `incarnation` under way: written
+/// before the catalog entry goes, deleted once the log and files are gone,
+/// so that a drop that was interrupted is finished by the next one.
+pub fn drop_marker(name: &str, incarnation: &str) -> Path {
+    Path::from(format!("{DROPPING}/{name}/{incarnation}"))
+}
+
+/// Where drop markers are (of one name, or of all with `None`).
+pub fn drop_markers(name: Option<&str>) -> Path {
+    match name {
+        Some(name) => Path::from(format!("{DROPPING}/{name}")),
+        None => Path::from(DROPPING),
+    }
 }
 
 /// Where the catalog entries are.

@@ -70,24 +70,30 @@ impl Floe {
 
     /// Compacts when enough small segments piled up.
     pub async fn compact_if_due(&self, name: &str) -> Result<Option<CompactReport>> {
-        let c = self.collection(name).await?;
-        let m = c.manifests.latest().await?;
-        let small: Vec<&SegmentEntry> = m.segments.iter().filter(|s| !s.sealed).collect();
-        let rows: u64 = small.iter().map(|s| s.rows).sum();
-        if small.len() >= COMPACT_AT_SEGMENTS || rows >= c.config.index.seal_rows {
-            Ok(Some(self.compact(name).await?))
-        } else {
-            Ok(None)
-        }
+        self.on_current(name, |c| async move {
+            let m = c.manifests.latest().await?;
+            let small: Vec<&SegmentEntry> = m.segments.iter().filter(|s| !s.sealed).collect();
+            let rows: u64 = small.iter().map(|s| s.rows).sum();
+            if small.len() >= COMPACT_AT_SEGMENTS || rows >= c.config.index.seal_rows {
+                Ok(Some(self.compact_collection(&c).await?))
+            } else {
+                Ok(None)
+            }
+        })
+        .await
     }
 
     /// Merges every unsealed segment, dropping superseded and deleted rows,
     /// into sealed segments of `seal_rows` rows plus at most one smaller one,
     /// and swaps them in with one manifest commit.
     pub async fn compact(&self, name: &str) -> Result<CompactReport> {
-        let c = self.collection(name).await?;
+        self.on_current(name, |c| async move { self.compact_collection(&c).await })
+            .await
+    }
+
+    async fn compact_collection(&self, c: &Collection) -> Result<CompactReport> {
         let _one_at_a_time = c.maintenance_lock.lock().await;
-        let fence = self.compactor_fence(&c).await?;
+        let fence = self.compactor_fence(c).await?;
         let manifest = c.manifests.latest().await?;
         let mut inputs: Vec<SegmentEntry> = manifest
             .segments
@@ -145,7 +151,7 @@ impl Floe {
                 c.paths.segment_data(&id)
             };
             outputs.push(
-                self.write_segment_entry(&c, &id, path, &part, sealed)
+                self.write_segment_entry(c, &id, path, &part, sealed)
                     .await?,
             );
             start += len;
@@ -170,7 +176,7 @@ impl Floe {
             add: outputs,
             drop_deletes,
         };
-        match self.commit_as_compactor(&c, fence, &op).await? {
+        match self.commit_as_compactor(c, fence, &op).await? {
             Committed::New(_) => {}
             Committed::AlreadyApplied(_) => {
                 return Err(Error::internal(

@@ -3,10 +3,12 @@
 //! manifest commit moves the checkpoint.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use arrow::array::{RecordBatch, UInt64Array};
 
+use crate::clock::now_ms;
 use crate::engine::Floe;
 use crate::engine::request::FlushReport;
 use crate::engine::state::Collection;
@@ -29,119 +31,126 @@ impl Floe {
     /// file) and commits a manifest that moves the checkpoint. Safe to rerun
     /// and to race: a range already flushed is never flushed twice.
     pub async fn flush(&self, name: &str) -> Result<FlushReport> {
-        let c = self.collection(name).await?;
-        let _one_at_a_time = c.flush_lock.lock().await;
-        let mut report = FlushReport {
-            checkpoint_lsn: 0,
-            segments_written: 0,
-            rows_flushed: 0,
-            deletes_flushed: 0,
-        };
-        let mut conflicts = 0;
-        loop {
-            let manifest = c.manifests.latest().await?;
-            report.checkpoint_lsn = manifest.checkpoint_lsn;
-            let from = manifest.checkpoint_lsn;
-            let last = c.log().await?.last_lsn().await?;
-            if last <= from {
-                break;
-            }
-            let records = self.read_for_flush(&c, from, last).await?;
-            let Some(to) = records.last().map(|(lsn, _)| *lsn) else {
-                break;
+        self.on_current(name, |c| async move { self.flush_collection(&c).await })
+            .await
+    }
+
+    pub(crate) async fn flush_collection(&self, c: &Collection) -> Result<FlushReport> {
+        let report = {
+            let _one_at_a_time = c.flush_lock.lock().await;
+            let mut report = FlushReport {
+                checkpoint_lsn: 0,
+                segments_written: 0,
+                rows_flushed: 0,
+                deletes_flushed: 0,
             };
-            let files = self.write_flush_files(&c, &records).await?;
-            let op = Operation::Flush {
-                from_lsn: from,
-                to_lsn: to,
-                segment: files.segment.as_ref().map(|(entry, _)| entry.clone()),
-                delete_file: files.delete_file,
-            };
-            match c.manifests.commit(None, &op).await {
-                Ok(Committed::New(m)) => {
-                    report.checkpoint_lsn = m.checkpoint_lsn;
-                    report.deletes_flushed += files.deletes;
-                    // Readers here see the flush at once, and keep what we
-                    // just wrote instead of downloading it again.
-                    let mut state = c.state.lock().await;
-                    state.install(m);
-                    state.checked = Some(Instant::now());
-                    if let Some((entry, batch)) = files.segment {
-                        report.segments_written += 1;
-                        report.rows_flushed += entry.rows;
-                        // Unless a newer manifest (a compaction) already
-                        // replaced it.
-                        if state.lists_segment(&entry.id) {
-                            state.segments.insert(entry.id, Arc::new(batch));
+            let mut conflicts = 0;
+            loop {
+                let manifest = c.manifests.latest().await?;
+                report.checkpoint_lsn = manifest.checkpoint_lsn;
+                let from = manifest.checkpoint_lsn;
+                let last = c.log().await?.last_lsn().await?;
+                if last <= from {
+                    break;
+                }
+                let records = self.read_for_flush(c, from, last).await?;
+                let Some(to) = records.last().map(|(lsn, _)| *lsn) else {
+                    break;
+                };
+                let files = self.write_flush_files(c, &records).await?;
+                let op = Operation::Flush {
+                    from_lsn: from,
+                    to_lsn: to,
+                    segment: files.segment.as_ref().map(|(entry, _)| entry.clone()),
+                    delete_file: files.delete_file,
+                };
+                match c.manifests.commit(None, &op).await {
+                    Ok(Committed::New(m)) => {
+                        report.checkpoint_lsn = m.checkpoint_lsn;
+                        report.deletes_flushed += files.deletes;
+                        // Readers here see the flush at once, and keep what we
+                        // just wrote instead of downloading it again.
+                        let mut state = c.state.lock().await;
+                        state.install(m);
+                        state.checked = Some(Instant::now());
+                        if let Some((entry, batch)) = files.segment {
+                            report.segments_written += 1;
+                            report.rows_flushed += entry.rows;
+                            // Unless a newer manifest (a compaction) already
+                            // replaced it.
+                            if state.lists_segment(&entry.id) {
+                                state.segments.insert(entry.id, Arc::new(batch));
+                            }
                         }
                     }
+                    // Someone else flushed this range; our files are garbage.
+                    Ok(Committed::AlreadyApplied(m)) => report.checkpoint_lsn = m.checkpoint_lsn,
+                    Err(Error::CommitConflict { .. }) if conflicts < 10 => conflicts += 1,
+                    Err(e) => return Err(e),
                 }
-                // Someone else flushed this range; our files are garbage.
-                Ok(Committed::AlreadyApplied(m)) => report.checkpoint_lsn = m.checkpoint_lsn,
-                Err(Error::CommitConflict { .. }) if conflicts < 10 => conflicts += 1,
-                Err(e) => return Err(e),
             }
-        }
-        if report.checkpoint_lsn > 0 {
-            c.trims
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back((report.checkpoint_lsn, Instant::now()));
-        }
-        self.trim_log(&c).await?;
+            report
+        };
+        self.trim_log(c).await;
         Ok(report)
     }
 
-    /// Trims the log through the newest checkpoint flushed at least one
-    /// dedupe window ago. Flushed records live in segments, but the log
-    /// keeps them for the window: a process that restarts rebuilds its
-    /// request-id table from them (the file log) and checks a retry's
-    /// digest against them (JetStream). Readers that still ask for trimmed
-    /// records get `LsnTrimmed` and move to the newer manifest.
-    pub(crate) async fn trim_log(&self, c: &Collection) -> Result<()> {
-        let log = c.log().await?;
-        let window = log.duplicate_window();
-        let through = {
-            let mut trims = c.trims.lock().unwrap_or_else(|p| p.into_inner());
-            let mut through = None;
-            while let Some((lsn, at)) = trims.front().copied() {
-                if at.elapsed() < window {
-                    break;
-                }
-                through = Some(lsn);
-                trims.pop_front();
+    /// Trims the log through the newest checkpoint committed at least one
+    /// dedupe window ago (the manifest remembers when each was: see
+    /// `Manifest::flushed_before`, so any process can do it, a short-lived
+    /// one too). Flushed records live in segments, but the log keeps them
+    /// for the window: a process that restarts rebuilds its request-id
+    /// table from them (the file log) and checks a retry's digest against
+    /// them (JetStream). Readers that still ask for trimmed records get
+    /// `LsnTrimmed` and move to the newer manifest. Best effort: a failed
+    /// trim is retried by the next round.
+    pub(crate) async fn trim_log(&self, c: &Collection) {
+        let manifest = Arc::clone(&c.state.lock().await.manifest);
+        let log = match c.log().await {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(collection = %c.config.name, error = %e, "trim skipped");
+                return;
             }
-            through
         };
-        match through {
-            Some(lsn) => log.trim(lsn).await,
-            None => Ok(()),
+        let window_ms = log.duplicate_window().as_millis() as u64;
+        let Some(through) = manifest.flushed_before(now_ms().saturating_sub(window_ms)) else {
+            return;
+        };
+        if through <= c.trimmed.load(Ordering::Relaxed) {
+            return;
+        }
+        match log.trim(through).await {
+            Ok(()) => {
+                c.trimmed.fetch_max(through, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(collection = %c.config.name, through, error = %e, "trimming the log failed");
+            }
         }
     }
 
     /// Flushes when the tail is past a row, byte or age threshold.
     pub async fn flush_if_due(&self, name: &str) -> Result<Option<FlushReport>> {
-        let c = self.collection(name).await?;
-        self.refresh_manifest(&c, true).await?;
-        {
-            // A checkpoint this process did not flush (a restart, another
-            // flusher) is trimmed a dedupe window from now.
-            let checkpoint = c.state.lock().await.manifest.checkpoint_lsn;
-            let mut trims = c.trims.lock().unwrap_or_else(|p| p.into_inner());
-            if checkpoint > 0 && trims.back().is_none_or(|(lsn, _)| *lsn < checkpoint) {
-                trims.push_back((checkpoint, Instant::now()));
-            }
-        }
-        self.trim_log(&c).await?;
+        self.on_current(
+            name,
+            |c| async move { self.flush_if_due_collection(&c).await },
+        )
+        .await
+    }
+
+    async fn flush_if_due_collection(&self, c: &Collection) -> Result<Option<FlushReport>> {
+        self.refresh_manifest(c, true).await?;
+        self.trim_log(c).await;
         let last = c.log().await?.last_lsn().await?;
-        self.refresh_tail(&c, last).await?;
+        self.refresh_tail(c, last).await?;
         let pending = c.state.lock().await.tail.pending();
         let f = &self.settings.flush;
         let due = pending.rows >= f.max_rows
             || pending.bytes >= f.max_bytes
             || pending.since.is_some_and(|s| s.elapsed() >= f.max_age());
         if due {
-            self.flush(name).await.map(Some)
+            self.flush_collection(c).await.map(Some)
         } else {
             Ok(None)
         }

@@ -8,6 +8,7 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Floe;
+use crate::engine::state::Collection;
 use crate::error::{Error, Result};
 
 /// Unreferenced files are deleted only when older than this.
@@ -25,7 +26,11 @@ impl Floe {
     /// reference, and older manifests, once they are older than `grace` (a
     /// query still reading an older manifest finishes well within it).
     pub async fn gc(&self, name: &str, grace: Duration) -> Result<GcReport> {
-        let c = self.collection(name).await?;
+        self.on_current(name, |c| async move { self.gc_collection(&c, grace).await })
+            .await
+    }
+
+    async fn gc_collection(&self, c: &Collection, grace: Duration) -> Result<GcReport> {
         let manifest = c.manifests.latest().await?;
         let paths = &c.paths;
         let mut keep: HashSet<String> = HashSet::new();

@@ -8,6 +8,7 @@ use arrow::datatypes::Float32Type;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Floe;
+use crate::engine::state::Collection;
 use crate::error::{Error, Result};
 use crate::index::{IvfIndex, IvfParams};
 use crate::manifest::{IndexFile, Operation};
@@ -36,7 +37,17 @@ impl Floe {
     /// cluster with the index beside them, and swaps the result in.
     /// `Ok(None)` when the segment is gone or already indexed.
     pub async fn build_index(&self, name: &str, segment_id: &str) -> Result<Option<IndexReport>> {
-        let c = self.collection(name).await?;
+        self.on_current(name, |c| async move {
+            self.build_index_in(&c, segment_id).await
+        })
+        .await
+    }
+
+    async fn build_index_in(
+        &self,
+        c: &Collection,
+        segment_id: &str,
+    ) -> Result<Option<IndexReport>> {
         let _one_at_a_time = c.maintenance_lock.lock().await;
         let manifest = c.manifests.latest().await?;
         let Some(segment) = manifest.segment(segment_id).cloned() else {
@@ -45,7 +56,7 @@ impl Floe {
         if segment.index.is_some() {
             return Ok(None);
         }
-        let fence = self.compactor_fence(&c).await?;
+        let fence = self.compactor_fence(c).await?;
         let started = Instant::now();
         let batch = self
             .read_file(&segment.data_path, segment.size_bytes, None)
@@ -75,7 +86,7 @@ impl Floe {
             arrow::compute::take_record_batch(&batch, &UInt32Array::from(order))?;
         let id = new_segment_id();
         let mut entry = self
-            .write_segment_entry(&c, &id, c.paths.segment_data(&id), &clustered, true)
+            .write_segment_entry(c, &id, c.paths.segment_data(&id), &clustered, true)
             .await?;
         let index_path = c.paths.segment_index(&id);
         let index_bytes = bytes.len() as u64;
@@ -97,7 +108,7 @@ impl Floe {
             add: vec![entry],
             drop_deletes: vec![],
         };
-        match self.commit_as_compactor(&c, fence, &op).await {
+        match self.commit_as_compactor(c, fence, &op).await {
             Ok(_) => {}
             // Someone else replaced the segment meanwhile: our files are garbage.
             Err(Error::CommitConflict { .. }) => return Ok(None),
@@ -123,10 +134,17 @@ impl Floe {
         let CollectionFile::SealedData(id) = parsed.file else {
             return Ok(None);
         };
-        // A file of a dropped incarnation (or an event delivered late).
+        // A file of a dropped incarnation (or an event delivered late) is
+        // ignored; one of an incarnation this process has not seen yet
+        // replaces what it remembers.
         match self.collection(&parsed.collection).await {
             Ok(c) if c.incarnation == parsed.incarnation => {}
-            Ok(_) | Err(Error::CollectionNotFound(_)) => return Ok(None),
+            Ok(c) => match self.catalog.get(&parsed.collection).await {
+                Ok(entry) if entry.incarnation == parsed.incarnation => self.forget(&c),
+                Ok(_) | Err(Error::CollectionNotFound(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            },
+            Err(Error::CollectionNotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         }
         match self.build_index(&parsed.collection, &id).await {
@@ -137,14 +155,16 @@ impl Floe {
 
     /// The schedule's safety net: builds every missing index.
     pub async fn index_missing(&self, name: &str) -> Result<Vec<IndexReport>> {
-        let c = self.collection(name).await?;
-        let m = c.manifests.latest().await?;
-        let mut out = Vec::new();
-        for s in m.segments.iter().filter(|s| s.sealed && s.index.is_none()) {
-            if let Some(r) = self.build_index(name, &s.id).await? {
-                out.push(r);
+        self.on_current(name, |c| async move {
+            let m = c.manifests.latest().await?;
+            let mut out = Vec::new();
+            for s in m.segments.iter().filter(|s| s.sealed && s.index.is_none()) {
+                if let Some(r) = self.build_index_in(&c, &s.id).await? {
+                    out.push(r);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 }

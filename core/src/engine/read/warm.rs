@@ -6,20 +6,25 @@ use super::{Needs, Source};
 use crate::cache::ReadStats;
 use crate::engine::Floe;
 use crate::engine::request::{Consistency, WarmReport};
+use crate::engine::state::Collection;
 use crate::error::Result;
 
 impl Floe {
     /// Loads index headers, data-file footers, keys, and every code block
     /// of every indexed segment.
     pub async fn warm(&self, name: &str) -> Result<WarmReport> {
-        let c = self.collection(name).await?;
+        self.on_current(name, |c| async move { self.warm_collection(&c).await })
+            .await
+    }
+
+    async fn warm_collection(&self, c: &Collection) -> Result<WarmReport> {
         let stats = Arc::new(ReadStats::default());
         // The newest manifest, not the eventual view (re-checked at most
         // once a second): warming right after an index build must see it.
         // Only the manifest: warm-up has no use for the log tail.
-        self.refresh_manifest(&c, true).await?;
+        self.refresh_manifest(c, true).await?;
         let snap = self
-            .snapshot(&c, Consistency::Eventual, Needs::default(), &stats)
+            .snapshot(c, Consistency::Eventual, Needs::default(), &stats)
             .await?;
         let mut indexed = 0;
         let mut codes = Vec::new();
