@@ -13,59 +13,23 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test harness: failing loudly is the point
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-struct Floe {
-    child: Child,
-    url: String,
-}
+mod common;
+use common::Floe;
 
-impl Floe {
-    fn start(dir: &std::path::Path, env: &[(String, String)]) -> Floe {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("FLOE_DATA_DIR", dir)
-            .env("FLOE_FLUSH_MAX_ROWS", "60")
-            .env("FLOE_FLUSH_MAX_AGE_SECS", "1")
-            .env("FLOE_FLUSH_POLL_MS", "40")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn floe");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("floe exited before listening")
-                .expect("read stderr");
-            if let Some(rest) = line.strip_prefix("floe listening on ") {
-                break rest.split_whitespace().next().expect("address").to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Floe { child, url }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
-    }
-}
-
-impl Drop for Floe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Thresholds so small that flushes, compactions and index builds all run
+/// between kills.
+fn small_thresholds() -> Vec<(String, String)> {
+    common::vars(&[
+        ("FLOE_FLUSH_MAX_ROWS", "60"),
+        ("FLOE_FLUSH_MAX_AGE_SECS", "1"),
+        ("FLOE_FLUSH_POLL_MS", "40"),
+    ])
 }
 
 /// One write as sent, so that it can be sent again.
@@ -354,13 +318,14 @@ fn required_env(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_rounds_embedded() {
-    kill_rounds("embedded", vec![], 8).await;
+    kill_rounds("embedded", small_thresholds(), 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_rounds_cloud() {
     let id = uuid_like();
-    let env = vec![
+    let mut env = small_thresholds();
+    env.extend([
         (
             "FLOE_STORE_URL".to_string(),
             format!("s3://{}/faults-{id}", required_env("FLOE_TEST_S3_BUCKET")),
@@ -382,7 +347,7 @@ async fn kill_9_rounds_cloud() {
             "FLOE_NATS_SUBJECT_PREFIX".to_string(),
             format!("faults{id}"),
         ),
-    ];
+    ]);
     kill_rounds("cloud", env, 5).await;
 }
 

@@ -4,56 +4,20 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test harness: failing loudly is the point
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-struct Floe {
-    child: Child,
-    url: String,
-}
+mod common;
+use common::Floe;
 
-impl Floe {
-    fn start(dir: &std::path::Path) -> Floe {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("FLOE_DATA_DIR", dir)
-            .env("FLOE_FLUSH_MAX_AGE_SECS", "1")
-            .env("FLOE_FLUSH_POLL_MS", "100")
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn floe");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("floe exited before listening")
-                .expect("read stderr");
-            if let Some(rest) = line.strip_prefix("floe listening on ") {
-                break rest.split_whitespace().next().expect("address").to_string();
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Floe { child, url }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
-    }
-}
-
-impl Drop for Floe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Flushes after 1 s, looked for every 100 ms.
+fn env() -> Vec<(String, String)> {
+    common::vars(&[
+        ("FLOE_FLUSH_MAX_AGE_SECS", "1"),
+        ("FLOE_FLUSH_POLL_MS", "100"),
+    ])
 }
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
@@ -66,7 +30,7 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
 async fn sigkill_and_restart_lose_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let floe = Floe::start(dir.path());
+    let floe = Floe::start(dir.path(), &env());
     let c = format!("{}/v1/collections/docs", floe.url);
     let resp = http
         .put(&c)
@@ -94,7 +58,7 @@ async fn sigkill_and_restart_lose_nothing_acknowledged() {
     post(&http, format!("{c}/delete"), json!({"ids": [6, 150]})).await;
     floe.kill();
 
-    let floe = Floe::start(dir.path());
+    let floe = Floe::start(dir.path(), &env());
     let c = format!("{}/v1/collections/docs", floe.url);
     let all = post(
         &http,
@@ -159,7 +123,7 @@ async fn sigkill_and_restart_lose_nothing_acknowledged() {
 async fn sigterm_stops_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let mut floe = Floe::start(dir.path());
+    let mut floe = Floe::start(dir.path(), &env());
     let c = format!("{}/v1/collections/term", floe.url);
     let resp = http
         .put(&c)
@@ -221,7 +185,7 @@ async fn sigterm_stops_gracefully() {
     }
     assert!(!acked.is_empty());
 
-    let floe = Floe::start(dir.path());
+    let floe = Floe::start(dir.path(), &env());
     let c = format!("{}/v1/collections/term", floe.url);
     let mut found = std::collections::BTreeSet::new();
     let mut cursor = Value::Null;

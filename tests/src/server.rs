@@ -145,3 +145,27 @@ impl Client {
         response
     }
 }
+
+/// Runs each scenario `fn(TestServer)` as two tests, `embedded::<name>` and
+/// `cloud::<name>`.
+#[macro_export]
+macro_rules! both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(floe_tests::server::TestServer::embedded().await).await;
+                }
+            )*
+        }
+        mod cloud {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(floe_tests::server::TestServer::cloud().await).await;
+                }
+            )*
+        }
+    };
+}

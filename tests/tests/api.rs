@@ -818,28 +818,7 @@ async fn collections_are_listed_described_and_dropped(s: TestServer) {
     );
 }
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(floe_tests::server::TestServer::embedded().await).await;
-                }
-            )*
-        }
-        mod cloud {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(floe_tests::server::TestServer::cloud().await).await;
-                }
-            )*
-        }
-    };
-}
-
-both_modes!(
+floe_tests::both_modes!(
     strong_sees_writes_at_once_and_eventual_after_flush,
     write_tokens_give_read_your_writes,
     upserts_replace_and_deletes_hide,

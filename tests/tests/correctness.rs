@@ -406,23 +406,7 @@ impl Log for GatedLog {
 /// attributes that no longer match, survives the delete.
 async fn a_delete_by_filter_removes_what_matches_at_its_own_lsn(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let settings: Settings = test_settings(dir.path());
-    let (store, logs): (_, Arc<dyn LogProvider>) = if mode == "cloud" {
-        (
-            floe_core::storage::open_object_store(&s3_config()).unwrap(),
-            Arc::new(floe_tests::jetstream_logs(&jetstream_config()).await),
-        )
-    } else {
-        (
-            floe_core::storage::open_object_store(&settings.object_store_config()).unwrap(),
-            Arc::new(floe_core::log::FileLogs::new(
-                settings.log_dir(),
-                Default::default(),
-            )),
-        )
-    };
-    let (gate, reached_rx, release_tx) = Gate::new(logs, true);
-    let floe = Floe::new(store, Arc::new(gate), settings);
+    let (floe, _, reached_rx, release_tx, _) = gated(mode, dir.path(), true).await;
     floe.create_collection(config("df", 2)).await.unwrap();
     let upsert = |body: Value| {
         let floe = Arc::clone(&floe);
@@ -691,28 +675,7 @@ async fn every_error_is_json(s: TestServer) {
     );
 }
 
-macro_rules! both_modes {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(floe_tests::server::TestServer::embedded().await).await;
-                }
-            )*
-        }
-        mod cloud {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(floe_tests::server::TestServer::cloud().await).await;
-                }
-            )*
-        }
-    };
-}
-
-both_modes!(
+floe_tests::both_modes!(
     a_drop_fences_racing_writes,
     a_request_id_with_another_body_is_a_conflict,
     list_and_describe_agree,

@@ -48,13 +48,7 @@ impl Floe {
             rows: record.num_rows(),
             options: AppendOptions::request(key),
         };
-        match write.append(&c).await {
-            Err(Error::CollectionNotFound(_)) => {
-                let fresh = self.reopen(&c).await?;
-                write.append(&fresh).await
-            }
-            other => other,
-        }
+        self.append_current(&c, &write).await
     }
 
     /// Appends a delete of the given ids, or of every row the filter
@@ -82,13 +76,7 @@ impl Floe {
                     rows: record.num_rows(),
                     options: AppendOptions::request(key),
                 };
-                match write.append(&c).await {
-                    Err(Error::CollectionNotFound(_)) => {
-                        let fresh = self.reopen(&c).await?;
-                        write.append(&fresh).await
-                    }
-                    other => other,
-                }
+                self.append_current(&c, &write).await
             }
             DeleteTarget::Filter { filter, text } => {
                 let key = request_id.map(|id| RequestKey {
@@ -103,6 +91,19 @@ impl Floe {
                     other => other,
                 }
             }
+        }
+    }
+
+    /// Appends to `c`'s log, or, if `c` turns out to be dropped, to the
+    /// name's new incarnation when the write was checked against the same
+    /// configuration (see `reopen`).
+    async fn append_current(&self, c: &Collection, write: &Write<'_>) -> Result<WriteAck> {
+        match write.append(c).await {
+            Err(Error::CollectionNotFound(_)) => {
+                let fresh = self.reopen(c).await?;
+                write.append(&fresh).await
+            }
+            other => other,
         }
     }
 
