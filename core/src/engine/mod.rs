@@ -171,13 +171,16 @@ impl Floe {
         Ok(fresh)
     }
 
-    /// [`Floe::current_after_drop`], for a request checked against
-    /// `stale`'s configuration: it may go on only if the new incarnation's
-    /// configuration is the same (otherwise the collection it was checked
-    /// against is gone: 404).
-    async fn reopen(&self, stale: &Collection) -> Result<Arc<Collection>> {
+    /// [`Floe::current_after_drop`], for a request that started at
+    /// `since_ms` and was checked against `stale`'s configuration. It may
+    /// go on in the new incarnation only if that one existed before the
+    /// request began (this process had not noticed an older drop) and has
+    /// the same configuration. A request that raced the drop gets 404:
+    /// it vanishes with the collection it was sent to, and a collection
+    /// created again meanwhile starts empty.
+    async fn reopen(&self, stale: &Collection, since_ms: u64) -> Result<Arc<Collection>> {
         let fresh = self.current_after_drop(stale).await?;
-        if fresh.config == stale.config {
+        if fresh.config == stale.config && fresh.created_at_ms <= since_ms {
             Ok(fresh)
         } else {
             Err(Error::CollectionNotFound(stale.config.name.clone()))
@@ -246,10 +249,11 @@ impl Floe {
 
     /// The collection's configuration and statistics, as of the log's last LSN.
     pub async fn describe(&self, name: &str) -> Result<CollectionInfo> {
+        let since = crate::clock::now_ms();
         let mut c = self.collection(name).await?;
         let stats = Arc::new(ReadStats::default());
         let snap = self
-            .snapshot_current(&mut c, Consistency::Strong, Needs::default(), &stats)
+            .snapshot_current(&mut c, since, Consistency::Strong, Needs::default(), &stats)
             .await?;
         let pending = c.state.lock().await.tail.pending();
         let m = &snap.manifest;

@@ -25,6 +25,8 @@ use crate::storage::CollectionPaths;
 pub(crate) struct Collection {
     pub config: CollectionConfig,
     pub incarnation: String,
+    /// When the incarnation was created (catalog entry).
+    pub created_at_ms: u64,
     pub schema: SchemaRef,
     logs: Arc<dyn LogProvider>,
     /// Opened on first use: eventual reads never touch the log.
@@ -57,6 +59,7 @@ impl Collection {
             schema: crate::segment::segment_schema(&config),
             paths: CollectionPaths::new(&config.name, &entry.incarnation),
             incarnation: entry.incarnation,
+            created_at_ms: entry.created_at_ms,
             logs,
             log: tokio::sync::OnceCell::new(),
             manifests,

@@ -4,8 +4,10 @@
 //! A request id travels with a digest of the request, so a retry is
 //! answered with the first write's LSN and a different request reusing
 //! the id is refused. A write that finds its collection incarnation
-//! dropped goes to the name's new incarnation if it has the configuration
-//! the request was checked against, and is refused (404) otherwise.
+//! dropped goes to the name's new incarnation if that one existed before
+//! the write began and has the configuration the request was checked
+//! against, and is refused (404) otherwise: a write racing a drop vanishes
+//! with the collection.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use super::request::{Consistency, Delete, DeleteTarget, Upsert, WriteAck};
 use super::state::Collection;
 use crate::cache::ReadStats;
 use crate::catalog::CollectionConfig;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::id::{self, Id};
@@ -35,6 +38,7 @@ impl Floe {
         name: &str,
         check: impl FnOnce(&CollectionConfig) -> Result<Upsert>,
     ) -> Result<WriteAck> {
+        let since = now_ms();
         let c = self.collection(name).await?;
         let request = check(&c.config)?;
         let record = LogRecord::Upsert(request.rows);
@@ -48,7 +52,7 @@ impl Floe {
             rows: record.num_rows(),
             options: AppendOptions::request(key),
         };
-        self.append_current(&c, &write).await
+        self.append_current(&c, since, &write).await
     }
 
     /// Appends a delete of the given ids, or of every row the filter
@@ -60,6 +64,7 @@ impl Floe {
         name: &str,
         check: impl FnOnce(&CollectionConfig) -> Result<Delete>,
     ) -> Result<WriteAck> {
+        let since = now_ms();
         let mut c = self.collection(name).await?;
         let request = check(&c.config)?;
         let request_id = request.request_id.as_deref();
@@ -76,7 +81,7 @@ impl Floe {
                     rows: record.num_rows(),
                     options: AppendOptions::request(key),
                 };
-                self.append_current(&c, &write).await
+                self.append_current(&c, since, &write).await
             }
             DeleteTarget::Filter { filter, text } => {
                 let key = request_id.map(|id| RequestKey {
@@ -85,7 +90,7 @@ impl Floe {
                 });
                 match self.delete_matching(&c, &filter, key).await {
                     Err(Error::CollectionNotFound(_)) => {
-                        c = self.reopen(&c).await?;
+                        c = self.reopen(&c, since).await?;
                         self.delete_matching(&c, &filter, key).await
                     }
                     other => other,
@@ -95,12 +100,17 @@ impl Floe {
     }
 
     /// Appends to `c`'s log, or, if `c` turns out to be dropped, to the
-    /// name's new incarnation when the write was checked against the same
-    /// configuration (see `reopen`).
-    async fn append_current(&self, c: &Collection, write: &Write<'_>) -> Result<WriteAck> {
+    /// name's new incarnation when `reopen` lets the write (started at
+    /// `since_ms`) go on there.
+    async fn append_current(
+        &self,
+        c: &Collection,
+        since_ms: u64,
+        write: &Write<'_>,
+    ) -> Result<WriteAck> {
         match write.append(c).await {
             Err(Error::CollectionNotFound(_)) => {
-                let fresh = self.reopen(c).await?;
+                let fresh = self.reopen(c, since_ms).await?;
                 write.append(&fresh).await
             }
             other => other,

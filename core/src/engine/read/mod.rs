@@ -118,6 +118,7 @@ impl Floe {
         check: impl FnOnce(&CollectionConfig) -> Result<Query>,
     ) -> Result<QueryResult> {
         let started = Instant::now();
+        let since = crate::clock::now_ms();
         let mut c = self.collection(name).await?;
         let opened = started.elapsed();
         let query = &check(&c.config)?;
@@ -130,7 +131,7 @@ impl Floe {
             probe: query.vector.as_ref().map(|q| (q, query.knobs)),
         };
         let snap = self
-            .snapshot_current(&mut c, query.consistency, needs, &stats)
+            .snapshot_current(&mut c, since, query.consistency, needs, &stats)
             .await?;
         let (rows, next_cursor) = match &query.vector {
             Some(q) => (search::search(&snap, query, q).await?, None),

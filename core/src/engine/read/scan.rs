@@ -85,6 +85,7 @@ impl Floe {
         id: &str,
         consistency: Consistency,
     ) -> Result<Option<Row>> {
+        let since = crate::clock::now_ms();
         let mut c = self.collection(name).await?;
         let id = &Id::parse(id, c.config.id_type)?;
         let stats = Arc::new(ReadStats::default());
@@ -93,7 +94,7 @@ impl Floe {
             probe: None,
         };
         let snap = self
-            .snapshot_current(&mut c, consistency, needs, &stats)
+            .snapshot_current(&mut c, since, consistency, needs, &stats)
             .await?;
         let all: Vec<String> = c.config.attributes.iter().map(|a| a.name.clone()).collect();
         let visibility = snap.visibility();

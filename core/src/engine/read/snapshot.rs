@@ -106,13 +106,14 @@ impl Floe {
     pub(crate) async fn snapshot_current(
         &self,
         c: &mut Arc<Collection>,
+        since_ms: u64,
         consistency: Consistency,
         needs: Needs<'_>,
         stats: &Arc<ReadStats>,
     ) -> Result<Snapshot> {
         match self.snapshot(c, consistency, needs, stats).await {
             Err(Error::CollectionNotFound(_)) => {
-                *c = self.reopen(c).await?;
+                *c = self.reopen(c, since_ms).await?;
                 self.snapshot(c, consistency, needs, stats).await
             }
             other => other,
