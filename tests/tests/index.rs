@@ -352,6 +352,14 @@ async fn s3_events_trigger_index_builds_and_gc_keeps_what_readers_need() {
         let out = floe::indexer::handle(&floe, event).await.unwrap();
         assert_eq!(out["indexed"].as_array().unwrap().len(), 1, "{out}");
     }
+    let stats = floe.describe("ev").await.unwrap().stats;
+    assert_eq!(stats.indexed_segments, 2, "{stats:?}");
+    assert_eq!(
+        stats.indexed_rows,
+        report.sealed.len() as u64 * 1000,
+        "{stats:?}"
+    );
+    assert!(stats.index_bytes > 0, "{stats:?}");
     // A reader that opened the old manifest keeps working within the grace
     // period; garbage goes only when older than the grace.
     let q = vs[77].clone();

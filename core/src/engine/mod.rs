@@ -265,6 +265,19 @@ impl Floe {
                 segments: m.segments.len(),
                 segment_rows: m.total_rows(),
                 segment_bytes: m.total_bytes(),
+                indexed_segments: m.segments.iter().filter(|s| s.index.is_some()).count(),
+                indexed_rows: m
+                    .segments
+                    .iter()
+                    .filter(|s| s.index.is_some())
+                    .map(|s| s.rows)
+                    .sum(),
+                index_bytes: m
+                    .segments
+                    .iter()
+                    .filter_map(|s| s.index.as_ref())
+                    .map(|i| i.size_bytes)
+                    .sum(),
                 delete_files: m.deletes.len(),
                 manifest_version: m.version,
                 log_lsn: snap.lsn,

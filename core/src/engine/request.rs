@@ -140,6 +140,12 @@ pub struct CollectionStats {
     pub segment_rows: u64,
     /// Bytes of segment data files.
     pub segment_bytes: u64,
+    /// Segments served by an ANN index.
+    pub indexed_segments: usize,
+    /// Rows stored in indexed segments, superseded versions included.
+    pub indexed_rows: u64,
+    /// Bytes of index files.
+    pub index_bytes: u64,
     /// Delete files in the newest manifest.
     pub delete_files: usize,
     /// The newest manifest's version.
