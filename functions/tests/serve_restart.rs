@@ -211,3 +211,60 @@ async fn sigterm_stops_gracefully() {
         assert!(found.contains(id), "acknowledged id {id} lost");
     }
 }
+
+/// Logs to a pipe are JSON lines without ANSI codes, with an access line per
+/// request carrying its request id; every response carries `x-request-id`
+/// (the client's, or a new one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_lines_with_an_access_line_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = env();
+    vars.extend(common::vars(&[("RUST_LOG", "info")]));
+    let floe = Floe::start(dir.path(), &vars);
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/v1/collections/nope", floe.url))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.headers()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "trace-me-42"
+    );
+    let resp = http
+        .get(format!("{}/healthz", floe.url))
+        .send()
+        .await
+        .unwrap();
+    let minted = resp
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(!minted.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = floe.stderr.lock().unwrap().clone();
+        for line in &lines {
+            assert!(!line.contains('\u{1b}'), "ANSI codes in a log line: {line}");
+            let parsed: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            assert!(parsed["level"].is_string(), "{line}");
+        }
+        let access = lines
+            .iter()
+            .find(|l| l.contains("trace-me-42") && l.contains("404"));
+        if access.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no access line in {lines:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -23,6 +23,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::engine::{Floe, WriteAck};
 use crate::error::{Error, Result};
@@ -74,7 +76,39 @@ pub fn router(floe: Arc<Floe>) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(request_limits))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(())
+                        .on_response(
+                            DefaultOnResponse::new()
+                                .level(tracing::Level::INFO)
+                                .latency_unit(tower_http::LatencyUnit::Micros),
+                        ),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(floe)
+}
+
+/// The span of one request: the access log line (`on_response`) carries
+/// its method, path and request id (the client's `x-request-id`, or a new
+/// UUID, echoed on the response).
+fn request_span(request: &axum::http::Request<Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+    )
 }
 
 /// Refuses an oversized request target or header block with the JSON error

@@ -4,11 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// A running `floe serve` on a random loopback port.
 pub(crate) struct Floe {
     pub(crate) child: Child,
     pub(crate) url: String,
+    /// What it wrote to stderr after it started listening.
+    pub(crate) stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Floe {
@@ -36,8 +39,14 @@ impl Floe {
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Floe { child, url }
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Floe { child, url, stderr }
     }
 
     /// SIGKILL, and wait for it.
