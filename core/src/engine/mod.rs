@@ -39,7 +39,9 @@ use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::log::{FileLogOptions, FileLogs, JetStreamLogs, LogId, LogProvider};
 use crate::manifest::ManifestStore;
-use crate::storage::{CollectionPaths, drop_marker, drop_markers, open_object_store};
+use crate::storage::{
+    CollectionPaths, drop_marker, drop_markers, open_object_store, parse_drop_marker,
+};
 use read::Needs;
 use state::Collection;
 
@@ -139,15 +141,15 @@ impl Floe {
         ))
     }
 
-    /// Forgets `c` if it is still the incarnation this process serves for
-    /// its name, so that the next request reads the catalog again.
-    fn forget(&self, c: &Collection) {
+    /// Forgets incarnation `incarnation` of `name` if it is still the one
+    /// this process serves, so that the next request reads the catalog again.
+    fn forget(&self, name: &str, incarnation: &str) {
         let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
         if map
-            .get(&c.config.name)
-            .is_some_and(|known| known.incarnation == c.incarnation)
+            .get(name)
+            .is_some_and(|known| known.incarnation == incarnation)
         {
-            map.remove(&c.config.name);
+            map.remove(name);
         }
     }
 
@@ -158,7 +160,7 @@ impl Floe {
     /// incarnation whose log is missing (a log service hiccup, or a lost
     /// log: never silently a 404 for a listed collection).
     async fn current_after_drop(&self, stale: &Collection) -> Result<Arc<Collection>> {
-        self.forget(stale);
+        self.forget(&stale.config.name, &stale.incarnation);
         let name = &stale.config.name;
         let fresh = self.collection(name).await?;
         if fresh.incarnation == stale.incarnation {
@@ -305,15 +307,7 @@ impl Floe {
                     .await
                     .map_err(|e| Error::store("put", &marker, e))?;
                 self.catalog.remove(name).await?;
-                {
-                    let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
-                    if map
-                        .get(name)
-                        .is_some_and(|c| c.incarnation == entry.incarnation)
-                    {
-                        map.remove(name);
-                    }
-                }
+                self.forget(name, &entry.incarnation);
                 self.finish_drop(name, &entry.incarnation).await
             }
             Err(Error::CollectionNotFound(_)) => {
@@ -340,16 +334,7 @@ impl Floe {
             .try_collect()
             .await
             .map_err(|e| Error::store("list", &root, e))?;
-        Ok(markers
-            .iter()
-            .filter_map(|p| {
-                let mut parts = p.parts();
-                let _dropping = parts.next()?;
-                let name = parts.next()?.as_ref().to_string();
-                let incarnation = parts.next()?.as_ref().to_string();
-                Some((name, incarnation))
-            })
-            .collect())
+        Ok(markers.iter().filter_map(parse_drop_marker).collect())
     }
 
     /// The steps of a drop after the name is fenced: the log, the files, the marker.
@@ -432,22 +417,11 @@ impl Floe {
                 swept += 1;
             }
         }
-        let root = CollectionPaths::collections_root();
-        let names = self
-            .store
-            .list_with_delimiter(Some(&root))
-            .await
-            .map_err(|e| Error::store("list", &root, e))?;
-        for name_dir in names.common_prefixes {
+        for name_dir in self.subdirs(&CollectionPaths::collections_root()).await? {
             let Some(name) = name_dir.filename().map(str::to_string) else {
                 continue;
             };
-            let incarnations = self
-                .store
-                .list_with_delimiter(Some(&name_dir))
-                .await
-                .map_err(|e| Error::store("list", &name_dir, e))?;
-            for dir in incarnations.common_prefixes {
+            for dir in self.subdirs(&name_dir).await? {
                 let Some(incarnation) = dir.filename().map(str::to_string) else {
                     continue;
                 };
@@ -459,6 +433,18 @@ impl Floe {
             }
         }
         Ok(swept)
+    }
+
+    /// The "directories" right under `prefix`.
+    async fn subdirs(
+        &self,
+        prefix: &object_store::path::Path,
+    ) -> Result<Vec<object_store::path::Path>> {
+        self.store
+            .list_with_delimiter(Some(prefix))
+            .await
+            .map(|listing| listing.common_prefixes)
+            .map_err(|e| Error::store("list", prefix, e))
     }
 
     /// Whether the log and the object store answer (readiness).

@@ -42,16 +42,7 @@ impl Floe {
         let c = self.collection(name).await?;
         let request = check(&c.config)?;
         let record = LogRecord::Upsert(request.rows);
-        let payload = record.encode()?;
-        let key = request.request_id.as_deref().map(|id| RequestKey {
-            id,
-            digest: digest(&[b"upsert", &payload]),
-        });
-        let write = Write {
-            payload,
-            rows: record.num_rows(),
-            options: AppendOptions::request(key),
-        };
+        let write = Write::record(&record, request.request_id.as_deref())?;
         self.append_current(&c, since, &write).await
     }
 
@@ -70,17 +61,7 @@ impl Floe {
         let request_id = request.request_id.as_deref();
         match request.target {
             DeleteTarget::Ids(ids) => {
-                let record = LogRecord::Delete(ids);
-                let payload = record.encode()?;
-                let key = request_id.map(|id| RequestKey {
-                    id,
-                    digest: digest(&[b"delete ids", &payload]),
-                });
-                let write = Write {
-                    payload,
-                    rows: record.num_rows(),
-                    options: AppendOptions::request(key),
-                };
+                let write = Write::record(&LogRecord::Delete(ids), request_id)?;
                 self.append_current(&c, since, &write).await
             }
             DeleteTarget::Filter { filter, text } => {
@@ -177,7 +158,22 @@ struct Write<'a> {
     options: AppendOptions<'a>,
 }
 
-impl Write<'_> {
+impl<'a> Write<'a> {
+    /// `record`, deduplicated on `request_id` by a digest of its bytes
+    /// (which carry its kind: an upsert and a delete never match).
+    fn record(record: &LogRecord, request_id: Option<&'a str>) -> Result<Self> {
+        let payload = record.encode()?;
+        let request = request_id.map(|id| RequestKey {
+            id,
+            digest: digest(&[b"record", &payload]),
+        });
+        Ok(Write {
+            payload,
+            rows: record.num_rows(),
+            options: AppendOptions::request(request),
+        })
+    }
+
     async fn append(&self, c: &Collection) -> Result<WriteAck> {
         let ack = c
             .log()

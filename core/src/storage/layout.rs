@@ -37,6 +37,17 @@ pub fn drop_marker(name: &str, incarnation: &str) -> Path {
     Path::from(format!("{DROPPING}/{name}/{incarnation}"))
 }
 
+/// `(name, incarnation)` of a listed drop marker, `None` for other keys.
+pub fn parse_drop_marker(path: &Path) -> Option<(String, String)> {
+    let mut parts = path.parts();
+    if parts.next()?.as_ref() != DROPPING {
+        return None;
+    }
+    let name = parts.next()?.as_ref().to_string();
+    let incarnation = parts.next()?.as_ref().to_string();
+    parts.next().is_none().then_some((name, incarnation))
+}
+
 /// Where drop markers are (of one name, or of all with `None`).
 pub fn drop_markers(name: Option<&str>) -> Path {
     match name {
@@ -284,6 +295,11 @@ mod tests {
             assert_eq!(parse_key(&format!("pre/fix/{path}")), Some(want), "{path}");
         }
         assert_eq!(parse_key("elsewhere/x"), None);
+        assert_eq!(
+            parse_drop_marker(&drop_marker("docs", "i1")),
+            Some(("docs".into(), "i1".into()))
+        );
+        assert_eq!(parse_drop_marker(&catalog_entry("docs")), None);
         assert_eq!(parse_key("collections/Bad Name/i1/latest-manifest"), None);
         assert_eq!(parse_key("collections/docs"), None);
         assert_eq!(

@@ -19,7 +19,7 @@ pub use counting::{CountingStore, Request, RequestStats, sequential_round_trips}
 pub use faulty::{FaultConfig, FaultyStore, Hold, OpFilter};
 pub use layout::{
     CollectionFile, CollectionKey, CollectionPaths, catalog_entry, catalog_entry_name,
-    catalog_root, drop_marker, drop_markers, parse_key,
+    catalog_root, drop_marker, drop_markers, parse_drop_marker, parse_key,
 };
 
 use std::sync::Arc;

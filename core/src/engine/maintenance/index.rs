@@ -140,7 +140,9 @@ impl Floe {
         match self.collection(&parsed.collection).await {
             Ok(c) if c.incarnation == parsed.incarnation => {}
             Ok(c) => match self.catalog.get(&parsed.collection).await {
-                Ok(entry) if entry.incarnation == parsed.incarnation => self.forget(&c),
+                Ok(entry) if entry.incarnation == parsed.incarnation => {
+                    self.forget(&c.config.name, &c.incarnation)
+                }
                 Ok(_) | Err(Error::CollectionNotFound(_)) => return Ok(None),
                 Err(e) => return Err(e),
             },
