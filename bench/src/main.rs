@@ -460,6 +460,7 @@ async fn bench_manifest(
                                 remove: vec![],
                                 add: vec![segment(format!("w{w}-{i}"))],
                                 drop_deletes: vec![],
+                                add_deletes: vec![],
                             };
                             ms.commit(None, &op).await?;
                         }

@@ -74,19 +74,45 @@ pub struct AttributeDef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IndexParams {
-    /// A segment with at least this many rows is sealed and gets an ANN index;
-    /// smaller ones are searched exactly.
-    pub seal_rows: u64,
+    /// A segment whose data file reaches this many bytes is sealed: it is
+    /// merged no further (only rewritten alone once enough of it is dead)
+    /// and its index is built by its own build, fired by its creation.
+    pub seal_bytes: u64,
+    /// A segment of this many rows is sealed too, whatever its size (unset:
+    /// bytes alone decide).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seal_rows: Option<u64>,
+    /// A segment with at least this many rows gets an IVF index as soon as
+    /// the compactor reaches it; smaller ones (and the log tail) are
+    /// searched exactly. Sealed segments are always indexed.
+    pub index_min_rows: u64,
     /// Rows per Parquet row group in segment files.
     pub row_group_rows: u32,
 }
 
+/// Default [`IndexParams::seal_bytes`]: about a million 128-d vectors, and
+/// an index build that fits an indexer function with room to spare.
+pub const DEFAULT_SEAL_BYTES: u64 = 512 * 1024 * 1024;
+/// Default [`IndexParams::index_min_rows`]: below it an exact scan costs
+/// about what probing an index does.
+pub const DEFAULT_INDEX_MIN_ROWS: u64 = 10_000;
+
 impl Default for IndexParams {
     fn default() -> Self {
         Self {
-            seal_rows: 1_000_000,
+            seal_bytes: DEFAULT_SEAL_BYTES,
+            seal_rows: None,
+            index_min_rows: DEFAULT_INDEX_MIN_ROWS,
             row_group_rows: 8_192,
         }
+    }
+}
+
+impl IndexParams {
+    /// Rows a sealed segment holds, for rows of `bytes_per_row` bytes.
+    pub fn seal_at_rows(&self, bytes_per_row: f64) -> u64 {
+        let by_bytes = (self.seal_bytes as f64 / bytes_per_row.max(1.0)).floor() as u64;
+        by_bytes.min(self.seal_rows.unwrap_or(u64::MAX)).max(1)
     }
 }
 
@@ -143,8 +169,14 @@ impl CollectionConfig {
                 ));
             }
         }
-        if self.index.seal_rows == 0 {
+        if self.index.seal_bytes == 0 {
+            return Err(Error::invalid("index.seal_bytes", "must be at least 1"));
+        }
+        if self.index.seal_rows == Some(0) {
             return Err(Error::invalid("index.seal_rows", "must be at least 1"));
+        }
+        if self.index.index_min_rows == 0 {
+            return Err(Error::invalid("index.index_min_rows", "must be at least 1"));
         }
         if self.index.row_group_rows == 0 {
             return Err(Error::invalid("index.row_group_rows", "must be at least 1"));

@@ -268,8 +268,10 @@ pub enum Operation {
     },
     /// Swaps segments atomically (compaction, sealing, index builds). Rows
     /// keep their LSNs when merged, so tombstones keep applying to them.
-    /// `drop_deletes` names delete files the merge applied; each is dropped
-    /// only if no segment left outside the swap could hold a row it hides.
+    /// Only the compactor (one epoch at a time) replaces: it checked, by
+    /// their contents, that no row outside the swap is hidden by a
+    /// tombstone of `drop_deletes` but for those `add_deletes` carries
+    /// (flushes meanwhile only add newer rows, which no old tombstone hides).
     Replace {
         /// Ids of the segments taken out.
         remove: Vec<String>,
@@ -277,6 +279,8 @@ pub enum Operation {
         add: Vec<SegmentEntry>,
         /// Delete files to drop.
         drop_deletes: Vec<String>,
+        /// Delete files put in (the tombstones still needed of those dropped).
+        add_deletes: Vec<DeleteFile>,
     },
 }
 
@@ -298,11 +302,13 @@ impl Operation {
                 remove,
                 add,
                 drop_deletes,
+                add_deletes,
             } => format!(
-                "replace {} segments by {}, drop {} delete files",
+                "replace {} segments by {}, {} delete files by {}",
                 remove.len(),
                 add.len(),
-                drop_deletes.len()
+                drop_deletes.len(),
+                add_deletes.len()
             ),
         }
     }
@@ -339,6 +345,7 @@ impl Operation {
                 remove,
                 add,
                 drop_deletes,
+                add_deletes,
             } => {
                 for id in remove {
                     if base.segment(id).is_none() {
@@ -346,22 +353,12 @@ impl Operation {
                     }
                 }
                 for path in drop_deletes {
-                    let file = base
-                        .deletes
-                        .iter()
-                        .find(|d| &d.path == path)
-                        .ok_or_else(|| format!("delete file {path} is no longer live"))?;
-                    let still_hides = base
-                        .segments
-                        .iter()
-                        .any(|s| !remove.contains(&s.id) && s.min_lsn < file.max_lsn);
-                    if still_hides {
-                        return Err(format!(
-                            "delete file {path} still applies to a segment outside the swap"
-                        ));
+                    if !base.deletes.iter().any(|d| &d.path == path) {
+                        return Err(format!("delete file {path} is no longer live"));
                     }
                 }
                 next.deletes.retain(|d| !drop_deletes.contains(&d.path));
+                next.deletes.extend(add_deletes.iter().cloned());
                 next.segments.retain(|s| !remove.contains(&s.id));
                 for segment in add {
                     add_segment(&mut next, segment)?;
@@ -820,6 +817,7 @@ mod tests {
             remove: vec!["a".into()],
             add: vec![segment("b", 1, 5)],
             drop_deletes: vec![],
+            add_deletes: vec![],
         };
         let m = ms.commit(Some(compactor), &replace).await.unwrap();
         assert_eq!(m.manifest().segments[0].id, "b");
@@ -833,6 +831,7 @@ mod tests {
             remove: vec!["a".into()],
             add: vec![segment(id, 1, 5)],
             drop_deletes: vec![],
+            add_deletes: vec![],
         };
         ms.commit(None, &replace("b")).await.unwrap();
         // A second compactor that also merged "a" must not add its copy.

@@ -116,6 +116,11 @@ fn index_report(r: &floe_core::engine::IndexReport) -> Value {
     json!({"replaced": r.replaced, "segment": r.segment, "rows": r.rows, "build_ms": r.build_ms})
 }
 
+/// A compaction as the indexer reports it.
+fn compact_report(name: &str, r: &floe_core::engine::CompactReport) -> Value {
+    json!({"collection": name, "rows_in": r.rows_in, "rows_out": r.rows_out, "sealed": r.sealed, "indexed": r.indexed, "purged": r.purged, "deletes_dropped": r.deletes_dropped})
+}
+
 /// Carries out an event and reports what it did.
 pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
     if is_http_event(&event) {
@@ -162,7 +167,7 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
                 }
                 indexed.extend(round.indexed.iter().map(index_report));
                 if let Some(r) = round.compacted {
-                    compacted.push(json!({"collection": name, "rows_in": r.rows_in, "rows_out": r.rows_out, "sealed": r.sealed}));
+                    compacted.push(compact_report(&name, &r));
                 }
                 collected += round.garbage_deleted;
                 let info = match floe.describe(&name).await {

@@ -387,3 +387,190 @@ async fn s3_events_trigger_index_builds_and_gc_keeps_what_readers_need() {
     // The schedule's safety net finds nothing left to index.
     assert!(reader.index_missing("ev").await.unwrap().is_empty());
 }
+
+/// Every id in the collection, through filter-only pages (ordered by id).
+async fn all_ids(floe: &Floe, name: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut cursor: Option<Value> = None;
+    loop {
+        let mut body = json!({"top_k": 1000, "filter": "cat >= 0", "include_attributes": false});
+        if let Some(c) = &cursor {
+            body["cursor"] = c.clone();
+        }
+        let request: QueryRequest = serde_json::from_value(body).unwrap();
+        let page = floe_core::api::query(floe, name, request).await.unwrap();
+        out.extend(page.results.iter().map(|r| match &r.id {
+            floe_core::id::Id::U64(v) => *v,
+            other => panic!("{other:?}"),
+        }));
+        match page.next_cursor {
+            Some(c) => cursor = Some(serde_json::to_value(c).unwrap()),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_collections_are_indexed_at_default_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = embedded(dir.path()).await;
+    // No index settings at all: the defaults decide.
+    let config = serde_json::from_value(json!({
+        "name": "small", "dimension": DIM, "metric": "l2", "id_type": "u64",
+        "attributes": [{"name": "cat", "type": "i64"}, {"name": "year", "type": "i64"}]
+    }))
+    .unwrap();
+    floe.create_collection(config).await.unwrap();
+    let vs = vectors(16_000, 11);
+    // Flushes of 1000 rows: each far below the index threshold.
+    for start in (0..12_000u64).step_by(1000) {
+        upsert(&floe, "small", rows(start..start + 1000, &vs)).await;
+        floe.flush("small").await.unwrap();
+    }
+    let report = floe
+        .compact_if_due("small")
+        .await
+        .unwrap()
+        .expect("12,000 unindexed rows are due");
+    assert_eq!((report.segments_in, report.rows_out), (12, 12_000));
+    assert_eq!(report.indexed.len(), 1, "{report:?}");
+    assert!(report.sealed.is_empty() && report.unsealed.is_empty());
+    let stats = floe.describe("small").await.unwrap().stats;
+    assert_eq!(
+        (stats.segments, stats.indexed_segments, stats.indexed_rows),
+        (1, 1, 12_000)
+    );
+    assert!(floe.compact_if_due("small").await.unwrap().is_none());
+
+    // Recall through the index, at the default recall target.
+    let live: BTreeMap<u64, Vec<f32>> = (0..12_000)
+        .map(|id| (id, vs[id as usize].clone()))
+        .collect();
+    let queries = vectors(30, 12);
+    let mut total = 0.0;
+    for q in &queries {
+        let got = query(&floe, "small", json!({"vector": q, "top_k": 10})).await;
+        total += recall(&got, &oracle("l2", &live, q, 10, &|_| true));
+    }
+    assert!(total / 30.0 >= 0.9, "recall {}", total / 30.0);
+
+    // A few small flushes wait for company; four of them merge into one
+    // small segment, still searched exactly.
+    for start in (12_000..16_000u64).step_by(1000) {
+        upsert(&floe, "small", rows(start..start + 1000, &vs)).await;
+        floe.flush("small").await.unwrap();
+        let due = floe.compact_if_due("small").await.unwrap();
+        if start < 15_000 {
+            assert!(due.is_none(), "{due:?}");
+        } else {
+            let r = due.expect("four small segments are due");
+            assert_eq!(
+                (r.segments_in, r.unsealed.len(), r.indexed.len()),
+                (4, 1, 0)
+            );
+        }
+    }
+    assert_eq!(
+        all_ids(&floe, "small").await,
+        (0..16_000).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_purges_churn_from_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = embedded(dir.path()).await;
+    let config = serde_json::from_value(json!({
+        "name": "churn", "dimension": DIM, "metric": "l2", "id_type": "u64",
+        "attributes": [{"name": "cat", "type": "i64"}, {"name": "year", "type": "i64"}],
+        "index": {"seal_rows": 1000, "index_min_rows": 100, "row_group_rows": 256}
+    }))
+    .unwrap();
+    floe.create_collection(config).await.unwrap();
+    let vs = vectors(3000, 21);
+    assert_eq!(load_and_index(&floe, "churn", &vs, 3000).await, 3);
+    let mut live: BTreeMap<u64, Vec<f32>> =
+        (0..3000).map(|id| (id, vs[id as usize].clone())).collect();
+    let delete = |ids: Vec<u64>| {
+        let floe = Arc::clone(&floe);
+        async move {
+            let request: DeleteRequest = serde_json::from_value(json!({ "ids": ids })).unwrap();
+            floe_core::api::delete(&floe, "churn", request)
+                .await
+                .unwrap();
+            floe.flush("churn").await.unwrap();
+        }
+    };
+
+    // Light churn: four delete files, too few dead rows to rewrite any
+    // segment; the tombstones are merged into one file.
+    for round in 0..4u64 {
+        let ids: Vec<u64> = (0..10).map(|i| round * 700 + i * 7).collect();
+        for id in &ids {
+            live.remove(id);
+        }
+        delete(ids).await;
+    }
+    assert_eq!(floe.describe("churn").await.unwrap().stats.delete_files, 4);
+    let report = floe.compact("churn").await.unwrap();
+    assert_eq!(
+        (
+            report.purged,
+            report.deletes_dropped,
+            report.deletes_written
+        ),
+        (0, 4, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        all_ids(&floe, "churn").await,
+        live.keys().copied().collect::<Vec<_>>()
+    );
+
+    // Heavy churn: a third of the rows overwritten, a tenth deleted, in
+    // rounds; every sealed segment ends up more than a fifth dead.
+    let mut rng = StdRng::seed_from_u64(5);
+    let moved = vectors(3000, 22);
+    for _ in 0..5 {
+        let over: std::collections::BTreeSet<u64> =
+            (0..200).map(|_| rng.random_range(0..3000)).collect();
+        let rows: Vec<Value> = over
+            .iter()
+            .map(|id| json!({"id": id, "vector": moved[*id as usize], "attributes": {"cat": (id % 100) as i64, "year": 2000}}))
+            .collect();
+        upsert(&floe, "churn", rows).await;
+        for id in &over {
+            live.insert(*id, moved[*id as usize].clone());
+        }
+        let gone: Vec<u64> = (0..60)
+            .map(|_| rng.random_range(0..3000))
+            .collect::<std::collections::BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        for id in &gone {
+            live.remove(id);
+        }
+        delete(gone).await;
+    }
+    let before = floe.describe("churn").await.unwrap().stats;
+    assert!(before.segment_rows > live.len() as u64 + 900, "{before:?}");
+    let report = floe.compact("churn").await.unwrap();
+    assert_eq!(report.purged, 3, "{report:?}");
+    let after = floe.describe("churn").await.unwrap().stats;
+    assert_eq!(
+        (after.rows, after.segment_rows, after.delete_files),
+        (live.len() as u64, live.len() as u64, 0),
+        "storage converges to live data: {after:?}"
+    );
+    // No visible row lost or resurrected, and the overwritten vectors win.
+    assert_eq!(
+        all_ids(&floe, "churn").await,
+        live.keys().copied().collect::<Vec<_>>()
+    );
+    let mut total = 0.0;
+    for q in vectors(20, 23).iter() {
+        let got = query(&floe, "churn", json!({"vector": q, "top_k": 10})).await;
+        total += recall(&got, &oracle("l2", &live, q, 10, &|_| true));
+    }
+    assert!(total / 20.0 >= 0.9, "recall {}", total / 20.0);
+}

@@ -29,6 +29,7 @@ fn add(id: &str) -> Operation {
         remove: vec![],
         add: vec![segment(id)],
         drop_deletes: vec![],
+        add_deletes: vec![],
     }
 }
 

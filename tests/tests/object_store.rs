@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use floe_core::storage::{CountingStore, get_bytes, put_create};
+use floe_core::storage::{CountingStore, get_bytes, put_create, put_file_in_parts};
 use floe_tests::TestStore;
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -145,5 +145,58 @@ async fn missing_objects_are_not_found() {
             .unwrap_err();
         assert!(err.is_not_found(), "{}: {err}", t.name);
         assert_eq!(err.kind(), floe_core::ErrorKind::NotFound);
+    }
+}
+
+#[tokio::test]
+async fn files_bigger_than_a_part_go_up_in_parts_and_read_back_whole() {
+    // 12 MiB and a bit in 5 MiB parts (S3's smallest): three parts.
+    let bytes: Bytes = (0..12 * 1024 * 1024 + 4321)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    for t in TestStore::all() {
+        let path = Path::from("big/segment.parquet");
+        let part = 5 * 1024 * 1024;
+        assert!(
+            put_file_in_parts(t.store.as_ref(), &path, bytes.clone(), part, part)
+                .await
+                .unwrap(),
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            get_bytes(t.store.as_ref(), &path).await.unwrap(),
+            bytes,
+            "{}",
+            t.name
+        );
+        if t.name == "s3" {
+            // An S3 multipart object's ETag says how many parts made it.
+            let meta = t.store.head(&path).await.unwrap();
+            assert!(
+                meta.e_tag
+                    .as_deref()
+                    .unwrap_or("")
+                    .trim_matches('"')
+                    .ends_with("-3"),
+                "{:?}",
+                meta.e_tag
+            );
+        }
+        // At or below the threshold: one create-only PUT.
+        let small = Path::from("big/small");
+        assert!(
+            put_file_in_parts(t.store.as_ref(), &small, Bytes::from("x"), part, part)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !put_file_in_parts(t.store.as_ref(), &small, Bytes::from("y"), part, part)
+                .await
+                .unwrap(),
+            "{}",
+            t.name
+        );
     }
 }

@@ -20,7 +20,8 @@ mod write;
 pub(crate) use request::DeleteTarget;
 
 pub use maintenance::{
-    COMPACT_AT_SEGMENTS, CompactReport, GC_GRACE, GcReport, IndexReport, ORPHAN_GRACE, RoundReport,
+    CompactReport, FANOUT, GC_GRACE, GcReport, IndexReport, ORPHAN_GRACE, PURGE_CHECK_EVERY,
+    PURGE_DEAD_FRACTION, RoundReport,
 };
 pub use request::{
     Attribute, CollectionInfo, CollectionStats, Consistency, Delete, FlushReport, Query,

@@ -46,6 +46,11 @@ pub(crate) struct Collection {
     pub catalog_checked: Mutex<Instant>,
     /// Through which LSN this process last trimmed the log.
     pub trimmed: AtomicU64,
+    /// `id` and `_lsn` of segment and delete files (by key), as the
+    /// compactor read them: files are immutable, so each is read once.
+    pub compactor_keys: Mutex<HashMap<String, Arc<RecordBatch>>>,
+    /// The manifest version whose dead rows the compactor last counted, and when.
+    pub purge_checked: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Collection {
@@ -69,6 +74,8 @@ impl Collection {
             compactor: Mutex::new(None),
             catalog_checked: Mutex::new(Instant::now()),
             trimmed: AtomicU64::new(0),
+            compactor_keys: Mutex::new(HashMap::new()),
+            purge_checked: Mutex::new(None),
             config,
         }
     }

@@ -14,7 +14,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::schema::{COL_LSN, COL_VECTOR, check_batch};
 use crate::error::{Error, Result};
-use crate::storage::put_create;
+use crate::storage::put_file;
 
 /// Target size of a data page.
 const PAGE_BYTES: usize = 64 * 1024;
@@ -148,7 +148,7 @@ pub async fn write_segment(
     options: &SegmentWriteOptions,
 ) -> Result<(SegmentFile, Bytes)> {
     let (bytes, file) = encode_segment(schema, batches, options)?;
-    if !put_create(store, path, bytes.clone()).await? {
+    if !put_file(store, path, bytes.clone()).await? {
         return Err(Error::ObjectExists {
             path: path.to_string(),
         });

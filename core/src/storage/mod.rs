@@ -151,6 +151,54 @@ pub async fn put_create(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> R
     }
 }
 
+/// Files larger than this are written as multipart uploads: S3 refuses a
+/// single PUT over 5 GB, and parts go up in parallel.
+pub const MULTIPART_THRESHOLD: usize = 64 << 20;
+/// Size of each part of a multipart upload (S3 wants at least 5 MiB).
+pub const PART_BYTES: usize = 16 << 20;
+/// Parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 8;
+
+/// Writes a new immutable file (segment, index, delete file: their keys
+/// embed a fresh id). Up to [`MULTIPART_THRESHOLD`] it is one create-only
+/// PUT (`false`: the key exists); above, a multipart upload of
+/// [`PART_BYTES`] parts, which object stores cannot make create-only —
+/// the fresh id is what keeps it from replacing anything.
+pub async fn put_file(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<bool> {
+    put_file_in_parts(store, path, bytes, MULTIPART_THRESHOLD, PART_BYTES).await
+}
+
+/// [`put_file`] with a given threshold and part size.
+pub async fn put_file_in_parts(
+    store: &dyn ObjectStore,
+    path: &Path,
+    bytes: Bytes,
+    threshold: usize,
+    part_bytes: usize,
+) -> Result<bool> {
+    if bytes.len() <= threshold {
+        return put_create(store, path, bytes).await;
+    }
+    let fail = |e| Error::store("multipart put", path, e);
+    let upload = store
+        .put_multipart_opts(path, Default::default())
+        .await
+        .map_err(fail)?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part_bytes.max(1));
+    let mut at = 0;
+    while at < bytes.len() {
+        if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+            let _ = writer.abort().await;
+            return Err(fail(e));
+        }
+        let end = (at + part_bytes.max(1)).min(bytes.len());
+        writer.put(bytes.slice(at..end));
+        at = end;
+    }
+    writer.finish().await.map_err(fail)?;
+    Ok(true)
+}
+
 /// Reads a whole object.
 pub async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
     let result = store

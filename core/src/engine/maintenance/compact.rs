@@ -1,19 +1,28 @@
-//! Compaction: every unsealed segment merged, superseded and deleted rows
-//! dropped, full `seal_rows` chunks written as sealed segments (whose
-//! creation builds their index) and the rest as one unsealed segment.
+//! Compaction: carries out what the policy ([`super::plan`]) says is due —
+//! new rows merged and indexed, size tiers merged, segments with many dead
+//! rows rewritten — each job one manifest commit; then delete files whose
+//! tombstones hide no stored row any more are dropped, and the rest merged
+//! once [`FANOUT`] of them pile up.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+use super::plan::{FANOUT, Job, cut, index_inline, plan};
 use crate::engine::Floe;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
-use crate::manifest::{Committed, Fence, Operation, Role, SegmentEntry};
-use crate::mvcc::Newest;
+use crate::manifest::{Committed, Fence, Manifest, Operation, Role, SegmentEntry};
+use crate::mvcc::{Newest, id_and_lsn};
 use crate::segment::{COL_ID, COL_LSN, new_segment_id};
 
-/// Compaction starts once this many unsealed segments exist (or they hold
-/// `seal_rows` rows between them).
-pub const COMPACT_AT_SEGMENTS: usize = 4;
+/// How often a background round counts dead rows (reading the keys of
+/// segments it has not seen yet) to find segments and delete files worth
+/// purging. A forced compaction always counts.
+pub const PURGE_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// The columns that decide visibility.
 const KEYS: [&str; 2] = [COL_ID, COL_LSN];
@@ -21,7 +30,7 @@ const KEYS: [&str; 2] = [COL_ID, COL_LSN];
 /// What a compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompactReport {
-    /// Unsealed segments merged.
+    /// Segments rewritten (merged or purged).
     pub segments_in: usize,
     /// Rows read from them.
     pub rows_in: u64,
@@ -29,10 +38,24 @@ pub struct CompactReport {
     pub rows_out: u64,
     /// New sealed segments: their `sealed.parquet` creation triggers the index build.
     pub sealed: Vec<String>,
-    /// The new unsealed segment, if rows remained.
+    /// New unsealed segments written with their index.
+    pub indexed: Vec<String>,
+    /// New unsealed segments too small for an index.
     pub unsealed: Vec<String>,
-    /// Delete files no segment needs any more.
+    /// Segments rewritten alone because enough of their rows were dead.
+    pub purged: usize,
+    /// Delete files dropped (no stored row needs their tombstones, or
+    /// merged into a new one).
     pub deletes_dropped: usize,
+    /// Delete files written (the still-needed tombstones of merged ones).
+    pub deletes_written: usize,
+}
+
+impl CompactReport {
+    /// Whether it changed anything.
+    pub fn is_empty(&self) -> bool {
+        self.segments_in == 0 && self.deletes_dropped == 0
+    }
 }
 
 impl Floe {
@@ -68,126 +91,300 @@ impl Floe {
         result
     }
 
-    /// Compacts when enough small segments piled up.
+    /// Carries out what the policy says is due; `None` when nothing was.
+    /// Dead rows are counted every [`PURGE_CHECK_EVERY`].
     pub async fn compact_if_due(&self, name: &str) -> Result<Option<CompactReport>> {
         self.on_current(name, |c| async move {
-            let m = c.manifests.latest().await?;
-            let small: Vec<&SegmentEntry> = m.segments.iter().filter(|s| !s.sealed).collect();
-            let rows: u64 = small.iter().map(|s| s.rows).sum();
-            if small.len() >= COMPACT_AT_SEGMENTS || rows >= c.config.index.seal_rows {
-                Ok(Some(self.compact_collection(&c).await?))
-            } else {
-                Ok(None)
-            }
+            let version = c.manifests.latest().await?.version;
+            let purge = match *c.purge_checked.lock().unwrap_or_else(|p| p.into_inner()) {
+                None => true,
+                Some((v, at)) => v != version && at.elapsed() >= PURGE_CHECK_EVERY,
+            };
+            let report = self.compact_collection(&c, false, purge).await?;
+            Ok((!report.is_empty()).then_some(report))
         })
         .await
     }
 
-    /// Merges every unsealed segment, dropping superseded and deleted rows,
-    /// into sealed segments of `seal_rows` rows plus at most one smaller one,
-    /// and swaps them in with one manifest commit.
+    /// Merges every unsealed segment into as few as possible (sealing what
+    /// reaches the seal size), rewrites segments with many dead rows, and
+    /// drops or merges delete files — each step one manifest commit.
     pub async fn compact(&self, name: &str) -> Result<CompactReport> {
-        self.on_current(name, |c| async move { self.compact_collection(&c).await })
-            .await
+        self.on_current(name, |c| async move {
+            self.compact_collection(&c, true, true).await
+        })
+        .await
     }
 
-    async fn compact_collection(&self, c: &Collection) -> Result<CompactReport> {
+    async fn compact_collection(
+        &self,
+        c: &Collection,
+        force: bool,
+        purge: bool,
+    ) -> Result<CompactReport> {
         let _one_at_a_time = c.maintenance_lock.lock().await;
-        let fence = self.compactor_fence(c).await?;
         let manifest = c.manifests.latest().await?;
-        let mut inputs: Vec<SegmentEntry> = manifest
+        let dead = if purge {
+            Some(self.dead_rows(c, &manifest).await?)
+        } else {
+            None
+        };
+        let mut report = CompactReport::default();
+        for job in plan(&manifest.segments, dead.as_ref(), &c.config.index, force) {
+            self.run_job(c, &job, &mut report).await?;
+        }
+        if purge {
+            self.tidy_deletes(c, &mut report).await?;
+            let version = c.manifests.latest().await?.version;
+            *c.purge_checked.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((version, Instant::now()));
+        }
+        for id in &report.sealed {
+            self.emit_object_created(c.paths.segment_sealed(id).as_ref());
+        }
+        // Keys of files no manifest lists any more are not needed again.
+        let live = c.manifests.latest().await?;
+        c.compactor_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|path, _| {
+                live.segments.iter().any(|s| &s.data_path == path)
+                    || live.deletes.iter().any(|d| &d.path == path)
+            });
+        Ok(report)
+    }
+
+    /// `id` and `_lsn` of each file `(key, size)`, read once per process.
+    async fn keys_of(
+        &self,
+        c: &Collection,
+        files: &[(&str, u64)],
+    ) -> Result<Vec<Arc<RecordBatch>>> {
+        let missing: Vec<(&str, u64)> = {
+            let known = c.compactor_keys.lock().unwrap_or_else(|p| p.into_inner());
+            files
+                .iter()
+                .filter(|(path, _)| !known.contains_key(*path))
+                .copied()
+                .collect()
+        };
+        let read = futures::future::try_join_all(missing.iter().map(|(path, size)| async move {
+            let keys = self.read_file(path, *size, Some(&KEYS)).await?;
+            Ok::<_, Error>((path.to_string(), Arc::new(keys)))
+        }))
+        .await?;
+        let mut known = c.compactor_keys.lock().unwrap_or_else(|p| p.into_inner());
+        known.extend(read);
+        files
+            .iter()
+            .map(|(path, _)| {
+                known.get(*path).cloned().ok_or_else(|| {
+                    Error::internal("compaction", format!("keys of {path} not read"))
+                })
+            })
+            .collect()
+    }
+
+    /// The newest event per id over every segment and delete file that
+    /// holds an event at or after `oldest` (only those can hide its rows).
+    async fn newest_since(&self, c: &Collection, m: &Manifest, oldest: u64) -> Result<Newest> {
+        let segments: Vec<(&str, u64)> = m
             .segments
             .iter()
-            .filter(|s| !s.sealed)
-            .cloned()
+            .filter(|s| s.max_lsn >= oldest)
+            .map(|s| (s.data_path.as_str(), s.size_bytes))
             .collect();
-        inputs.sort_by_key(|s| s.min_lsn);
-        let mut report = CompactReport {
-            segments_in: inputs.len(),
-            ..Default::default()
-        };
-        if inputs.is_empty() {
-            return Ok(report);
-        }
-        // The newest event per id decides what survives. Only files holding
-        // an event newer than the oldest input row can hide one, and only
-        // their id and _lsn columns are needed.
-        let oldest = inputs.iter().map(|s| s.min_lsn).min().unwrap_or(0);
+        let deletes: Vec<(&str, u64)> = m
+            .deletes
+            .iter()
+            .filter(|d| d.max_lsn >= oldest)
+            .map(|d| (d.path.as_str(), d.size_bytes))
+            .collect();
+        let (segments, deletes) =
+            futures::try_join!(self.keys_of(c, &segments), self.keys_of(c, &deletes))?;
         let mut newest = Newest::default();
-        for s in manifest.segments.iter().filter(|s| s.max_lsn >= oldest) {
-            let keys = self
-                .read_file(&s.data_path, s.size_bytes, Some(&KEYS))
-                .await?;
-            newest.observe_rows(&keys, false)?;
+        for keys in &segments {
+            newest.observe_rows(keys, false)?;
         }
-        for d in manifest.deletes.iter().filter(|d| d.max_lsn >= oldest) {
-            let keys = self.read_file(&d.path, d.size_bytes, Some(&KEYS)).await?;
-            newest.observe_rows(&keys, true)?;
+        for keys in &deletes {
+            newest.observe_rows(keys, true)?;
         }
+        Ok(newest)
+    }
+
+    /// Dead (superseded or deleted) rows per segment.
+    async fn dead_rows(&self, c: &Collection, m: &Manifest) -> Result<HashMap<String, u64>> {
+        let newest = self.newest_since(c, m, 0).await?;
+        let files: Vec<(&str, u64)> = m
+            .segments
+            .iter()
+            .map(|s| (s.data_path.as_str(), s.size_bytes))
+            .collect();
+        let keys = self.keys_of(c, &files).await?;
+        let mut dead = HashMap::new();
+        for (s, keys) in m.segments.iter().zip(keys) {
+            let visible = newest.visible_mask(&keys)?.true_count() as u64;
+            dead.insert(s.id.clone(), keys.num_rows() as u64 - visible);
+        }
+        Ok(dead)
+    }
+
+    /// Rewrites a job's segments as one set of rows, without the dead ones:
+    /// full sealed segments (indexed by their own build), then the rest as
+    /// one segment, indexed here if it is big enough.
+    async fn run_job(&self, c: &Collection, job: &Job, report: &mut CompactReport) -> Result<()> {
+        let manifest = c.manifests.latest().await?;
+        let inputs: Vec<SegmentEntry> = job
+            .inputs
+            .iter()
+            .filter_map(|id| manifest.segment(id).cloned())
+            .collect();
+        if inputs.len() != job.inputs.len() || inputs.is_empty() {
+            return Ok(()); // the manifest moved on; the next round plans again
+        }
+        let fence = self.compactor_fence(c).await?;
+        let oldest = inputs.iter().map(|s| s.min_lsn).min().unwrap_or(0);
+        let newest = self.newest_since(c, &manifest, oldest).await?;
         let mut kept = Vec::new();
+        let (mut rows_in, mut bytes_in) = (0u64, 0u64);
         for s in &inputs {
             let batch = self.read_file(&s.data_path, s.size_bytes, None).await?;
-            report.rows_in += batch.num_rows() as u64;
+            rows_in += batch.num_rows() as u64;
+            bytes_in += s.size_bytes;
             kept.push(arrow::compute::filter_record_batch(
                 &batch,
                 &newest.visible_mask(&batch)?,
             )?);
         }
         let merged = arrow::compute::concat_batches(&c.schema, &kept)?;
-        report.rows_out = merged.num_rows() as u64;
-        let seal = c.config.index.seal_rows.max(1) as usize;
+        drop(kept);
+        let seal_at = c
+            .config
+            .index
+            .seal_at_rows(bytes_in as f64 / rows_in.max(1) as f64);
+        let (mut sealed, mut indexed, mut unsealed) = (Vec::new(), Vec::new(), Vec::new());
         let mut outputs = Vec::new();
-        let mut start = 0;
-        while start < merged.num_rows() {
-            let len = seal.min(merged.num_rows() - start);
+        for (start, len, seal) in cut(merged.num_rows(), seal_at as usize) {
             let part = merged.slice(start, len);
-            let sealed = len >= seal;
-            let id = new_segment_id();
-            let path = if sealed {
-                report.sealed.push(id.clone());
-                c.paths.segment_sealed(&id)
+            let entry = if seal {
+                let id = new_segment_id();
+                sealed.push(id.clone());
+                self.write_segment_entry(c, &id, c.paths.segment_sealed(&id), &part, true)
+                    .await?
+            } else if index_inline(&c.config.index, len as u64) {
+                let (entry, _) = self.write_indexed_segment(c, &part, false).await?;
+                indexed.push(entry.id.clone());
+                entry
             } else {
-                report.unsealed.push(id.clone());
-                c.paths.segment_data(&id)
+                let id = new_segment_id();
+                unsealed.push(id.clone());
+                self.write_segment_entry(c, &id, c.paths.segment_data(&id), &part, false)
+                    .await?
             };
-            outputs.push(
-                self.write_segment_entry(c, &id, path, &part, sealed)
-                    .await?,
-            );
-            start += len;
+            outputs.push(entry);
         }
-        let removed: Vec<String> = inputs.iter().map(|s| s.id.clone()).collect();
-        // A delete file the merge applied can go once no other segment is
-        // old enough to hold a row it hides.
-        let drop_deletes: Vec<String> = manifest
+        let op = Operation::Replace {
+            remove: inputs.iter().map(|s| s.id.clone()).collect(),
+            add: outputs,
+            drop_deletes: vec![],
+            add_deletes: vec![],
+        };
+        self.commit_replace(c, fence, &op).await?;
+        tracing::debug!(collection = %c.config.name, reason = job.reason, rows_in, rows_out = merged.num_rows(), "compaction job");
+        report.segments_in += inputs.len();
+        report.rows_in += rows_in;
+        report.rows_out += merged.num_rows() as u64;
+        report.purged += usize::from(job.reason == super::plan::PURGE_REASON);
+        report.sealed.extend(sealed);
+        report.indexed.extend(indexed);
+        report.unsealed.extend(unsealed);
+        Ok(())
+    }
+
+    /// Drops delete files none of whose tombstones hides a stored row any
+    /// more, and merges the rest into one once [`FANOUT`] of them exist (a
+    /// cold query reads every delete file).
+    async fn tidy_deletes(&self, c: &Collection, report: &mut CompactReport) -> Result<()> {
+        let m = c.manifests.latest().await?;
+        if m.deletes.is_empty() {
+            return Ok(());
+        }
+        let delete_files: Vec<(&str, u64)> = m
             .deletes
             .iter()
-            .filter(|d| {
-                manifest
-                    .segments
-                    .iter()
-                    .all(|s| removed.contains(&s.id) || s.min_lsn >= d.max_lsn)
-            })
-            .map(|d| d.path.clone())
+            .map(|d| (d.path.as_str(), d.size_bytes))
             .collect();
-        report.deletes_dropped = drop_deletes.len();
-        let op = Operation::Replace {
-            remove: removed,
-            add: outputs,
-            drop_deletes,
-        };
-        match self.commit_as_compactor(c, fence, &op).await? {
-            Committed::New(_) => {}
-            Committed::AlreadyApplied(_) => {
-                return Err(Error::internal(
-                    "compaction",
-                    "a replace cannot be already applied",
-                ));
+        let segment_files: Vec<(&str, u64)> = m
+            .segments
+            .iter()
+            .map(|s| (s.data_path.as_str(), s.size_bytes))
+            .collect();
+        let (deletes, segments) = futures::try_join!(
+            self.keys_of(c, &delete_files),
+            self.keys_of(c, &segment_files)
+        )?;
+        let mut tombstones = Newest::default();
+        for keys in &deletes {
+            tombstones.observe_rows(keys, true)?;
+        }
+        // The newest tombstone of each id that still hides a stored row.
+        let mut hiding = Newest::default();
+        for keys in &segments {
+            let (ids, lsns) = id_and_lsn(keys)?;
+            for row in 0..keys.num_rows() {
+                if let Some((t, _)) = tombstones.get(ids, row)
+                    && lsns.value(row) < t
+                {
+                    hiding.observe(ids, row, t, true);
+                }
             }
         }
-        for id in &report.sealed {
-            self.emit_object_created(c.paths.segment_sealed(id).as_ref());
+        let mut needed = Vec::new();
+        let mut unneeded = Vec::new();
+        for (d, keys) in m.deletes.iter().zip(&deletes) {
+            let (ids, lsns) = id_and_lsn(keys)?;
+            let hides = (0..keys.num_rows()).any(|row| {
+                hiding
+                    .get(ids, row)
+                    .is_some_and(|(t, _)| t == lsns.value(row))
+            });
+            if hides {
+                needed.push(d.path.clone());
+            } else {
+                unneeded.push(d.path.clone());
+            }
         }
-        Ok(report)
+        let (drop_deletes, add_deletes) = if needed.len() >= FANOUT {
+            let file = self.write_delete_file(c, &hiding.deletes()).await?;
+            (
+                unneeded.into_iter().chain(needed).collect::<Vec<_>>(),
+                vec![file],
+            )
+        } else {
+            (unneeded, vec![])
+        };
+        if drop_deletes.is_empty() {
+            return Ok(());
+        }
+        let fence = self.compactor_fence(c).await?;
+        report.deletes_dropped += drop_deletes.len();
+        report.deletes_written += add_deletes.len();
+        let op = Operation::Replace {
+            remove: vec![],
+            add: vec![],
+            drop_deletes,
+            add_deletes,
+        };
+        self.commit_replace(c, fence, &op).await
+    }
+
+    async fn commit_replace(&self, c: &Collection, fence: Fence, op: &Operation) -> Result<()> {
+        match self.commit_as_compactor(c, fence, op).await? {
+            Committed::New(_) => Ok(()),
+            Committed::AlreadyApplied(_) => Err(Error::internal(
+                "compaction",
+                "a replace cannot be already applied",
+            )),
+        }
     }
 }

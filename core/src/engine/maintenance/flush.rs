@@ -6,18 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use arrow::array::{RecordBatch, UInt64Array};
+use arrow::array::RecordBatch;
 
 use crate::clock::now_ms;
 use crate::engine::Floe;
 use crate::engine::request::FlushReport;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
-use crate::id::{self, Id};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{Committed, DeleteFile, Operation, SegmentEntry};
 use crate::mvcc::Newest;
-use crate::segment::{SegmentWriteOptions, delete_schema, new_segment_id, write_segment};
+use crate::segment::new_segment_id;
 
 /// What a flush wrote for one log range.
 struct FlushFiles {
@@ -219,32 +218,9 @@ impl Floe {
         let (delete_file, deletes) = if tombstones.is_empty() {
             (None, 0)
         } else {
-            let ids: Vec<Id> = tombstones.iter().map(|(id, _)| id.clone()).collect();
-            let schema = delete_schema(&c.config);
-            let batch = RecordBatch::try_new(
-                Arc::clone(&schema),
-                vec![
-                    id::ids_to_array(&c.config, &ids, "ids")?,
-                    Arc::new(UInt64Array::from_iter_values(
-                        tombstones.iter().map(|(_, lsn)| *lsn),
-                    )),
-                ],
-            )?;
-            let path = c.paths.delete_file(&new_segment_id());
-            let options = SegmentWriteOptions {
-                row_group_rows: c.config.index.row_group_rows as usize,
-            };
-            let (file, bytes) =
-                write_segment(self.store.as_ref(), &path, &schema, &[batch], &options).await?;
-            self.remember(&path, &bytes);
-            let entry = DeleteFile {
-                path: path.to_string(),
-                rows: file.rows,
-                size_bytes: file.size_bytes,
-                min_lsn: file.min_lsn,
-                max_lsn: file.max_lsn,
-            };
-            (Some(entry), file.rows)
+            let file = self.write_delete_file(c, &tombstones).await?;
+            let rows = file.rows;
+            (Some(file), rows)
         };
         Ok(FlushFiles {
             segment,

@@ -11,9 +11,9 @@ use crate::engine::Floe;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
 use crate::index::{IvfIndex, IvfParams};
-use crate::manifest::{IndexFile, Operation};
+use crate::manifest::{IndexFile, Operation, SegmentEntry};
 use crate::segment::{COL_VECTOR, new_segment_id};
-use crate::storage::{CollectionFile, parse_key, put_create};
+use crate::storage::{CollectionFile, parse_key, put_file};
 
 /// What an index build did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,13 +61,46 @@ impl Floe {
         let batch = self
             .read_file(&segment.data_path, segment.size_bytes, None)
             .await?;
+        let (entry, nlist) = self.write_indexed_segment(c, &batch, true).await?;
+        let index_bytes = entry.index.as_ref().map_or(0, |i| i.size_bytes);
+        let (rows, id) = (entry.rows, entry.id.clone());
+        let op = Operation::Replace {
+            remove: vec![segment_id.to_string()],
+            add: vec![entry],
+            drop_deletes: vec![],
+            add_deletes: vec![],
+        };
+        match self.commit_as_compactor(c, fence, &op).await {
+            Ok(_) => {}
+            // Someone else replaced the segment meanwhile: our files are garbage.
+            Err(Error::CommitConflict { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        Ok(Some(IndexReport {
+            replaced: segment_id.to_string(),
+            segment: id,
+            rows,
+            nlist,
+            build_ms: started.elapsed().as_millis() as u64,
+            index_bytes,
+        }))
+    }
+
+    /// Writes `batch` as a new indexed segment: its IVF index, and its rows
+    /// in cluster order beside it. Returns the entry and the index's nlist.
+    pub(super) async fn write_indexed_segment(
+        &self,
+        c: &Collection,
+        batch: &RecordBatch,
+        sealed: bool,
+    ) -> Result<(SegmentEntry, u32)> {
         let dim = c.config.dimension as usize;
         let metric = c.config.metric;
         let vectors: Vec<f32> = {
             let list = batch
                 .column_by_name(COL_VECTOR)
                 .and_then(|c| c.as_fixed_size_list_opt())
-                .ok_or_else(|| Error::corrupt(segment.data_path.clone(), "no vector column"))?;
+                .ok_or_else(|| Error::corrupt("segment rows", "no vector column"))?;
             let offset = arrow::array::Array::offset(list) * dim;
             list.values().as_primitive::<Float32Type>().values()
                 [offset..offset + batch.num_rows() * dim]
@@ -83,14 +116,14 @@ impl Floe {
         .await
         .map_err(|e| Error::internal("index build", e))??;
         let clustered: RecordBatch =
-            arrow::compute::take_record_batch(&batch, &UInt32Array::from(order))?;
+            arrow::compute::take_record_batch(batch, &UInt32Array::from(order))?;
         let id = new_segment_id();
         let mut entry = self
-            .write_segment_entry(c, &id, c.paths.segment_data(&id), &clustered, true)
+            .write_segment_entry(c, &id, c.paths.segment_data(&id), &clustered, sealed)
             .await?;
         let index_path = c.paths.segment_index(&id);
         let index_bytes = bytes.len() as u64;
-        if !put_create(self.store.as_ref(), &index_path, bytes.clone()).await? {
+        if !put_file(self.store.as_ref(), &index_path, bytes.clone()).await? {
             return Err(Error::ObjectExists {
                 path: index_path.to_string(),
             });
@@ -102,26 +135,7 @@ impl Floe {
             nlist: index.nlist() as u32,
             header_bytes: index.header_len(),
         });
-        let rows = entry.rows;
-        let op = Operation::Replace {
-            remove: vec![segment_id.to_string()],
-            add: vec![entry],
-            drop_deletes: vec![],
-        };
-        match self.commit_as_compactor(c, fence, &op).await {
-            Ok(_) => {}
-            // Someone else replaced the segment meanwhile: our files are garbage.
-            Err(Error::CommitConflict { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        Ok(Some(IndexReport {
-            replaced: segment_id.to_string(),
-            segment: id,
-            rows,
-            nlist: index.nlist() as u32,
-            build_ms: started.elapsed().as_millis() as u64,
-            index_bytes,
-        }))
+        Ok((entry, index.nlist() as u32))
     }
 
     /// Handles an object-created event (from S3, or delivered in-process by

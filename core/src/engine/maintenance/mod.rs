@@ -8,24 +8,30 @@ mod compact;
 mod flush;
 mod gc;
 mod index;
+mod plan;
 mod round;
 
-pub use compact::{COMPACT_AT_SEGMENTS, CompactReport};
+pub use compact::{CompactReport, PURGE_CHECK_EVERY};
 pub use gc::{GC_GRACE, GcReport};
 pub use index::IndexReport;
+pub use plan::{FANOUT, PURGE_DEAD_FRACTION};
 pub use round::{ORPHAN_GRACE, RoundReport};
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, UInt64Array};
 use bytes::Bytes;
 use object_store::path::Path;
 
 use super::Floe;
 use super::state::Collection;
 use crate::error::Result;
-use crate::manifest::SegmentEntry;
-use crate::segment::{ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, write_segment};
+use crate::id::{self, Id};
+use crate::manifest::{DeleteFile, SegmentEntry};
+use crate::segment::{
+    ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, delete_schema, new_segment_id,
+    write_segment,
+};
 
 /// Smallest row group of a sealed segment.
 const SEALED_ROW_GROUP_ROWS: usize = 131_072;
@@ -83,6 +89,39 @@ impl Floe {
             sealed,
             index: None,
             footer_bytes: file.footer_bytes,
+        })
+    }
+
+    /// Writes tombstones `(id, lsn)` as a new delete file and describes it.
+    async fn write_delete_file(
+        &self,
+        c: &Collection,
+        tombstones: &[(Id, u64)],
+    ) -> Result<DeleteFile> {
+        let ids: Vec<Id> = tombstones.iter().map(|(id, _)| id.clone()).collect();
+        let schema = delete_schema(&c.config);
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                id::ids_to_array(&c.config, &ids, "ids")?,
+                Arc::new(UInt64Array::from_iter_values(
+                    tombstones.iter().map(|(_, lsn)| *lsn),
+                )),
+            ],
+        )?;
+        let path = c.paths.delete_file(&new_segment_id());
+        let options = SegmentWriteOptions {
+            row_group_rows: c.config.index.row_group_rows as usize,
+        };
+        let (file, bytes) =
+            write_segment(self.store.as_ref(), &path, &schema, &[batch], &options).await?;
+        self.remember(&path, &bytes);
+        Ok(DeleteFile {
+            path: path.to_string(),
+            rows: file.rows,
+            size_bytes: file.size_bytes,
+            min_lsn: file.min_lsn,
+            max_lsn: file.max_lsn,
         })
     }
 
