@@ -305,55 +305,19 @@ pub async fn run(args: AnnArgs) -> Result<()> {
     }
 
     if args.faiss {
-        let python = Command::new("bash")
-            .arg("bench/python/setup.sh")
-            .output()
-            .context("bench/python/setup.sh")?;
-        let python = String::from_utf8(python.stdout)?.trim().to_string();
-        let body: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        write_npy(&args.out.join("data.npy"), "<f4", n, dim, &body)?;
-        let body: Vec<u8> = queries.iter().flat_map(|x| x.to_le_bytes()).collect();
-        write_npy(
-            &args.out.join("queries.npy"),
-            "<f4",
-            args.queries,
-            dim,
-            &body,
-        )?;
-        let body: Vec<u8> = truth
-            .iter()
-            .flatten()
-            .flat_map(|x| (*x as i64).to_le_bytes())
-            .collect();
-        write_npy(&args.out.join("gt.npy"), "<i8", args.queries, 10, &body)?;
         let nprobes: Vec<String> = args.nprobes.iter().map(|n| n.to_string()).collect();
-        let output = Command::new(python)
-            .arg("bench/python/faiss_ref.py")
-            .args(["--data", &args.out.join("data.npy").display().to_string()])
-            .args([
-                "--queries",
-                &args.out.join("queries.npy").display().to_string(),
-            ])
-            .args(["--gt", &args.out.join("gt.npy").display().to_string()])
-            .args([
-                "--metric",
-                &args.metric,
-                "--nlist",
-                &built.nlist.to_string(),
-                "--nprobes",
-                &nprobes.join(","),
-            ])
-            .output()
-            .context("running faiss_ref.py")?;
-        if !output.status.success() {
-            bail!(
-                "faiss_ref.py failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+        let lines = faiss_reference(
+            &args.out,
+            &data,
+            &queries,
+            &truth,
+            dim,
+            &args.metric,
+            built.nlist,
+            &nprobes.join(","),
+        )?;
         let mut ivf_flat = Vec::new();
-        for line in String::from_utf8(output.stdout)?.lines() {
-            let v: serde_json::Value = serde_json::from_str(line)?;
+        for v in lines {
             if let Some(b) = v.get("build_s") {
                 println!(
                     "{:<22} build {:.1} s, {} bytes/vector",
@@ -406,6 +370,63 @@ pub async fn run(args: AnnArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `bench/python/faiss_ref.py` (FAISS IVF-Flat at `nlist` over
+/// `nprobes`, and HNSW) on the same data, queries and ground truth; one
+/// JSON object per line of its output.
+#[allow(clippy::too_many_arguments)]
+pub fn faiss_reference(
+    out: &Path,
+    data: &[f32],
+    queries: &[f32],
+    truth: &[Vec<u64>],
+    dim: usize,
+    metric: &str,
+    nlist: u32,
+    nprobes: &str,
+) -> Result<Vec<serde_json::Value>> {
+    let python = Command::new("bash")
+        .arg("bench/python/setup.sh")
+        .output()
+        .context("bench/python/setup.sh")?;
+    let python = String::from_utf8(python.stdout)?.trim().to_string();
+    let (n, nq) = (data.len() / dim, queries.len() / dim);
+    let body: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy(&out.join("data.npy"), "<f4", n, dim, &body)?;
+    let body: Vec<u8> = queries.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy(&out.join("queries.npy"), "<f4", nq, dim, &body)?;
+    let body: Vec<u8> = truth
+        .iter()
+        .flatten()
+        .flat_map(|x| (*x as i64).to_le_bytes())
+        .collect();
+    write_npy(&out.join("gt.npy"), "<i8", nq, 10, &body)?;
+    let output = Command::new(python)
+        .arg("bench/python/faiss_ref.py")
+        .args(["--data", &out.join("data.npy").display().to_string()])
+        .args(["--queries", &out.join("queries.npy").display().to_string()])
+        .args(["--gt", &out.join("gt.npy").display().to_string()])
+        .args([
+            "--metric",
+            metric,
+            "--nlist",
+            &nlist.to_string(),
+            "--nprobes",
+            nprobes,
+        ])
+        .output()
+        .context("running faiss_ref.py")?;
+    if !output.status.success() {
+        bail!(
+            "faiss_ref.py failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8(output.stdout)?
+        .lines()
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
 }
 
 use std::process::Command;

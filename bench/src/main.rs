@@ -11,6 +11,7 @@
 mod ann;
 mod cold;
 mod lambda;
+mod lifecycle;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -37,6 +38,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Collections of several sizes at default settings, with the
+    /// background indexer: time to fully indexed, write amplification,
+    /// warm recall and latency (beside FAISS with --faiss).
+    Lifecycle {
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long)]
+        faiss: bool,
+        #[arg(long, default_value = "bench-out/lifecycle")]
+        out: std::path::PathBuf,
+    },
     /// Publish throughput to JetStream for several record sizes.
     Log {
         #[arg(long, env = "FLOE_TEST_NATS_URL")]
@@ -176,6 +192,22 @@ async fn main() -> Result<()> {
             queries,
             top_k,
         } => bench_api(&mode, vectors, dim, batch, concurrency, queries, top_k).await,
+        Command::Lifecycle {
+            sizes,
+            dim,
+            queries,
+            faiss,
+            out,
+        } => {
+            lifecycle::run(lifecycle::LifecycleArgs {
+                sizes,
+                dim,
+                queries,
+                faiss,
+                out,
+            })
+            .await
+        }
         Command::Ann {
             data,
             n,
