@@ -78,7 +78,7 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     Ok((values, rows, cols))
 }
 
-fn write_npy(path: &Path, descr: &str, rows: usize, cols: usize, body: &[u8]) -> Result<()> {
+pub fn write_npy(path: &Path, descr: &str, rows: usize, cols: usize, body: &[u8]) -> Result<()> {
     let mut header =
         format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     let pad = 64 - (10 + header.len() + 1) % 64;

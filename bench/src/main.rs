@@ -9,6 +9,7 @@
 //! Endpoints default to the variables `localstack/up.sh` writes.
 
 mod ann;
+mod build;
 mod cold;
 mod lambda;
 mod lifecycle;
@@ -38,6 +39,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// One sealed segment's index build: time and peak RSS (in a child
+    /// process, optionally under a data limit), beside FAISS IVF-Flat.
+    Build {
+        #[arg(long, default_value_t = 1_000_000)]
+        n: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, default_value = "l2")]
+        metric: String,
+        /// Run the build under `prlimit --data` of this many GiB.
+        #[arg(long)]
+        limit_gb: Option<u64>,
+        #[arg(long)]
+        faiss: bool,
+        #[arg(long, default_value = "bench-out/build")]
+        out: std::path::PathBuf,
+    },
+    /// The child of `build`: builds the missing index of a prepared store.
+    #[command(hide = true)]
+    IndexBuild {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
     /// Collections of several sizes at default settings, with the
     /// background indexer: time to fully indexed, write amplification,
     /// warm recall and latency (beside FAISS with --faiss).
@@ -192,6 +216,25 @@ async fn main() -> Result<()> {
             queries,
             top_k,
         } => bench_api(&mode, vectors, dim, batch, concurrency, queries, top_k).await,
+        Command::Build {
+            n,
+            dim,
+            metric,
+            limit_gb,
+            faiss,
+            out,
+        } => {
+            build::run(build::BuildArgs {
+                n,
+                dim,
+                metric,
+                limit_gb,
+                faiss,
+                out,
+            })
+            .await
+        }
+        Command::IndexBuild { dir } => build::index_build(&dir).await,
         Command::Lifecycle {
             sizes,
             dim,

@@ -16,7 +16,9 @@ pub use schema::{
     with_lsn,
 };
 pub use source::{RangeSource, StoreSource};
-pub use writer::{SegmentFile, SegmentWriteOptions, encode_segment, write_segment};
+pub use writer::{
+    SegmentFile, SegmentWriteOptions, encode_batches, encode_segment, upload_segment, write_segment,
+};
 
 /// A fresh segment id: time-ordered (UUIDv7), so listings sort by creation.
 pub fn new_segment_id() -> String {

@@ -56,27 +56,16 @@ pub fn encode_segment(
     batches: &[RecordBatch],
     options: &SegmentWriteOptions,
 ) -> Result<(Bytes, SegmentFile)> {
-    let mut rows = 0u64;
-    let mut min_lsn = u64::MAX;
-    let mut max_lsn = 0u64;
-    for batch in batches {
-        check_batch(schema, batch)?;
-        rows += batch.num_rows() as u64;
-        let lsns = batch
-            .column_by_name(COL_LSN)
-            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-            .ok_or_else(|| Error::invalid(COL_LSN, "missing or not u64"))?;
-        if let Some(min) = arrow::compute::min(lsns) {
-            min_lsn = min_lsn.min(min);
-        }
-        if let Some(max) = arrow::compute::max(lsns) {
-            max_lsn = max_lsn.max(max);
-        }
-    }
-    if rows == 0 {
-        return Err(Error::invalid("batch", "a segment needs at least one row"));
-    }
+    encode_batches(schema, batches.iter().cloned().map(Ok), options)
+}
 
+/// Encodes batches as they come (each is dropped once written, so a caller
+/// can make them one at a time) as one Parquet file in memory.
+pub fn encode_batches(
+    schema: &SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+    options: &SegmentWriteOptions,
+) -> Result<(Bytes, SegmentFile)> {
     let mut props = WriterProperties::builder()
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -95,10 +84,29 @@ pub fn encode_segment(
         }
     }
 
+    let mut rows = 0u64;
+    let mut min_lsn = u64::MAX;
+    let mut max_lsn = 0u64;
     let mut buffer = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buffer, Arc::clone(schema), Some(props.build()))?;
     for batch in batches {
-        writer.write(batch)?;
+        let batch = batch?;
+        check_batch(schema, &batch)?;
+        rows += batch.num_rows() as u64;
+        let lsns = batch
+            .column_by_name(COL_LSN)
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| Error::invalid(COL_LSN, "missing or not u64"))?;
+        if let Some(min) = arrow::compute::min(lsns) {
+            min_lsn = min_lsn.min(min);
+        }
+        if let Some(max) = arrow::compute::max(lsns) {
+            max_lsn = max_lsn.max(max);
+        }
+        writer.write(&batch)?;
+    }
+    if rows == 0 {
+        return Err(Error::invalid("batch", "a segment needs at least one row"));
     }
     writer.close()?;
     let bytes = Bytes::from(buffer);
@@ -148,6 +156,16 @@ pub async fn write_segment(
     options: &SegmentWriteOptions,
 ) -> Result<(SegmentFile, Bytes)> {
     let (bytes, file) = encode_segment(schema, batches, options)?;
+    upload_segment(store, path, bytes, file).await
+}
+
+/// Uploads an encoded segment, create-only (see [`write_segment`]).
+pub async fn upload_segment(
+    store: &dyn ObjectStore,
+    path: &Path,
+    bytes: Bytes,
+    file: SegmentFile,
+) -> Result<(SegmentFile, Bytes)> {
     if !put_file(store, path, bytes.clone()).await? {
         return Err(Error::ObjectExists {
             path: path.to_string(),

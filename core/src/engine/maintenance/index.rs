@@ -15,6 +15,9 @@ use crate::manifest::{IndexFile, Operation, SegmentEntry};
 use crate::segment::{COL_VECTOR, new_segment_id};
 use crate::storage::{CollectionFile, parse_key, put_file};
 
+/// Rows of a clustered rewrite taken and encoded at a time.
+const REORDER_CHUNK_ROWS: usize = 65_536;
+
 /// What an index build did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexReport {
@@ -88,6 +91,12 @@ impl Floe {
 
     /// Writes `batch` as a new indexed segment: its IVF index, and its rows
     /// in cluster order beside it. Returns the entry and the index's nlist.
+    ///
+    /// Memory: besides `batch`, the index file (codes and vectors: 1.25×
+    /// the vector bytes at most, uploaded and dropped first), then the
+    /// encoded data file; the clustered rows are taken and encoded
+    /// [`REORDER_CHUNK_ROWS`] at a time, never copied whole. Cosine adds a
+    /// normalised copy of the vectors while the index is built.
     pub(super) async fn write_indexed_segment(
         &self,
         c: &Collection,
@@ -96,31 +105,28 @@ impl Floe {
     ) -> Result<(SegmentEntry, u32)> {
         let dim = c.config.dimension as usize;
         let metric = c.config.metric;
-        let vectors: Vec<f32> = {
-            let list = batch
-                .column_by_name(COL_VECTOR)
-                .and_then(|c| c.as_fixed_size_list_opt())
-                .ok_or_else(|| Error::corrupt("segment rows", "no vector column"))?;
-            let offset = arrow::array::Array::offset(list) * dim;
-            list.values().as_primitive::<Float32Type>().values()
-                [offset..offset + batch.num_rows() * dim]
-                .to_vec()
-        };
-        let (index, order, bytes) = tokio::task::spawn_blocking(move || {
-            let built = IvfIndex::build(&vectors, dim, metric, &IvfParams::default())?;
+        let rows = batch.num_rows();
+        let list = batch
+            .column_by_name(COL_VECTOR)
+            .and_then(|c| c.as_fixed_size_list_opt())
+            .ok_or_else(|| Error::corrupt("segment rows", "no vector column"))?;
+        let start = arrow::array::Array::offset(list) * dim;
+        let values = std::sync::Arc::clone(list.values());
+        let (nlist, header_len, order, bytes) = tokio::task::spawn_blocking(move || {
+            let all = values.as_primitive::<Float32Type>().values();
+            let vectors = all.get(start..start + rows * dim).ok_or_else(|| {
+                Error::corrupt("segment rows", "the vector column is shorter than its rows")
+            })?;
+            let built = IvfIndex::build(vectors, dim, metric, &IvfParams::default())?;
             // The index file carries the vectors too, in cluster order, so a
             // query re-ranks with ranged reads of it alone.
-            let bytes = bytes::Bytes::from(built.index.to_bytes(&built.clustered));
-            Ok::<_, Error>((built.index, built.order, bytes))
+            let bytes = bytes::Bytes::from(built.index.to_bytes(vectors, &built.order));
+            let (nlist, header_len) = (built.index.nlist() as u32, built.index.header_len());
+            Ok::<_, Error>((nlist, header_len, built.order, bytes))
         })
         .await
         .map_err(|e| Error::internal("index build", e))??;
-        let clustered: RecordBatch =
-            arrow::compute::take_record_batch(batch, &UInt32Array::from(order))?;
         let id = new_segment_id();
-        let mut entry = self
-            .write_segment_entry(c, &id, c.paths.segment_data(&id), &clustered, sealed)
-            .await?;
         let index_path = c.paths.segment_index(&id);
         let index_bytes = bytes.len() as u64;
         if !put_file(self.store.as_ref(), &index_path, bytes.clone()).await? {
@@ -129,13 +135,23 @@ impl Floe {
             });
         }
         self.remember(&index_path, &bytes);
+        drop(bytes);
+        let chunks = order.chunks(REORDER_CHUNK_ROWS).map(|rows| {
+            Ok(arrow::compute::take_record_batch(
+                batch,
+                &UInt32Array::from(rows.to_vec()),
+            )?)
+        });
+        let mut entry = self
+            .write_segment_entry_from(c, &id, c.paths.segment_data(&id), chunks, sealed)
+            .await?;
         entry.index = Some(IndexFile {
             path: index_path.to_string(),
             size_bytes: index_bytes,
-            nlist: index.nlist() as u32,
-            header_bytes: index.header_len(),
+            nlist,
+            header_bytes: header_len,
         });
-        Ok((entry, index.nlist() as u32))
+        Ok((entry, nlist))
     }
 
     /// Handles an object-created event (from S3, or delivered in-process by

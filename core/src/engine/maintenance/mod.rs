@@ -29,8 +29,8 @@ use crate::error::Result;
 use crate::id::{self, Id};
 use crate::manifest::{DeleteFile, SegmentEntry};
 use crate::segment::{
-    ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, delete_schema, new_segment_id,
-    write_segment,
+    ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, delete_schema, encode_batches,
+    new_segment_id, upload_segment, write_segment,
 };
 
 /// Smallest row group of a sealed segment.
@@ -60,6 +60,19 @@ impl Floe {
         batch: &RecordBatch,
         sealed: bool,
     ) -> Result<SegmentEntry> {
+        self.write_segment_entry_from(c, id, path, std::iter::once(Ok(batch.clone())), sealed)
+            .await
+    }
+
+    /// [`Floe::write_segment_entry`] of batches made one at a time.
+    async fn write_segment_entry_from(
+        &self,
+        c: &Collection,
+        id: &str,
+        path: Path,
+        batches: impl Iterator<Item = Result<RecordBatch>>,
+        sealed: bool,
+    ) -> Result<SegmentEntry> {
         // Sealed segments get large row groups: a cold query reads their
         // keys column chunk by column chunk, one GET per row group.
         let row_group_rows = c.config.index.row_group_rows as usize;
@@ -70,14 +83,8 @@ impl Floe {
                 row_group_rows
             },
         };
-        let (file, bytes) = write_segment(
-            self.store.as_ref(),
-            &path,
-            &c.schema,
-            std::slice::from_ref(batch),
-            &options,
-        )
-        .await?;
+        let (bytes, file) = encode_batches(&c.schema, batches, &options)?;
+        let (file, bytes) = upload_segment(self.store.as_ref(), &path, bytes, file).await?;
         self.remember(&path, &bytes);
         Ok(SegmentEntry {
             id: id.to_string(),

@@ -73,6 +73,14 @@ pub(super) fn plan(
                 reason: "forced",
             });
         }
+    } else if reaches_seal(&unsealed, params) {
+        // Enough unsealed rows for a sealed segment: merge them all, as a
+        // forced compaction would.
+        taken.extend(unsealed.iter().map(|s| s.id.as_str()));
+        jobs.push(Job {
+            inputs: by_lsn(unsealed),
+            reason: "seal",
+        });
     } else {
         let unindexed: Vec<&SegmentEntry> = unsealed
             .iter()
@@ -121,6 +129,13 @@ pub(super) fn plan(
         }
     }
     jobs
+}
+
+/// Whether `segments` hold enough rows between them for a sealed segment.
+fn reaches_seal(segments: &[&SegmentEntry], params: &IndexParams) -> bool {
+    let rows: u64 = segments.iter().map(|s| s.rows).sum();
+    let bytes: u64 = segments.iter().map(|s| s.size_bytes).sum();
+    rows > 0 && rows >= params.seal_at_rows(bytes as f64 / rows as f64)
 }
 
 /// How a merge's rows are cut: full sealed segments of `seal_at` rows,
@@ -190,6 +205,26 @@ mod tests {
         );
         let big = [seg("a", p.index_min_rows, 1 << 20, false, false, 1)];
         assert_eq!(ids(&plan(&big, None, &p, false)), [["a"]]);
+    }
+
+    #[test]
+    fn unsealed_rows_enough_for_a_seal_are_merged_together() {
+        let p = IndexParams {
+            seal_rows: Some(400),
+            ..IndexParams::default()
+        };
+        let one = [seg("a", 1000, 10_000, false, false, 1)];
+        assert_eq!(ids(&plan(&one, None, &p, false)), [["a"]]);
+        let p = IndexParams {
+            seal_bytes: 1 << 20,
+            ..IndexParams::default()
+        };
+        let mixed = [
+            seg("big", 20_000, 600 << 10, true, false, 1),
+            seg("new", 5_000, 500 << 10, false, false, 2),
+            seg("done", 50_000, 2 << 20, true, true, 0),
+        ];
+        assert_eq!(ids(&plan(&mixed, None, &p, false)), [["big", "new"]]);
     }
 
     #[test]

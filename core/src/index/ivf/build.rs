@@ -18,12 +18,12 @@ pub(crate) struct BuiltIndex {
     pub index: IvfIndex,
     /// The row order of the clustered data file: `order[new_row] = old_row`.
     pub order: Vec<u32>,
-    /// The vectors in that order (row-major), as the index file stores them.
-    pub clustered: Vec<f32>,
 }
 
 impl IvfIndex {
-    /// Builds the index over `vectors` (row-major).
+    /// Builds the index over `vectors` (row-major). Besides the codes, it
+    /// allocates 8 bytes per row (labels and order), a training sample and,
+    /// for cosine only, a normalised copy of the vectors.
     pub(crate) fn build(
         vectors: &[f32],
         dim: usize,
@@ -38,10 +38,13 @@ impl IvfIndex {
         }
         let n = vectors.len() / dim;
         // Cosine works on unit vectors: cluster and quantise those.
-        let mut space = vectors.to_vec();
-        if metric == Metric::Cosine {
-            space.chunks_exact_mut(dim).for_each(normalize);
-        }
+        let space: std::borrow::Cow<'_, [f32]> = if metric == Metric::Cosine {
+            let mut unit = vectors.to_vec();
+            unit.chunks_exact_mut(dim).for_each(normalize);
+            unit.into()
+        } else {
+            vectors.into()
+        };
         let nlist = params
             .nlist
             .unwrap_or_else(|| (n as f64).sqrt().round() as usize)
@@ -57,10 +60,13 @@ impl IvfIndex {
         let labels = assign(&space, dim, &centroids);
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_by_key(|r| labels[*r as usize]);
+        let mut offsets_labels = labels;
         let mut offsets = vec![0u32; nlist + 1];
-        for label in &labels {
+        for label in &offsets_labels {
             offsets[*label as usize + 1] += 1;
         }
+        offsets_labels.clear();
+        offsets_labels.shrink_to_fit();
         for c in 0..nlist {
             offsets[c + 1] += offsets[c];
         }
@@ -95,25 +101,19 @@ impl IvfIndex {
             },
             codes,
         };
-        let clustered: Vec<f32> = order
-            .iter()
-            .flat_map(|r| {
-                vectors[*r as usize * dim..(*r as usize + 1) * dim]
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        index.header.calibration = index.calibrate(&clustered, params);
-        Ok(BuiltIndex {
-            index,
-            order,
-            clustered,
-        })
+        drop(space);
+        index.header.calibration = index.calibrate(vectors, &order, params);
+        Ok(BuiltIndex { index, order })
     }
 
-    /// Recall@10 by nprobe on queries near sampled rows, against exact search.
-    fn calibrate(&self, vectors: &[f32], params: &IvfParams) -> Vec<(u32, f32)> {
+    /// Recall@10 by nprobe on queries near sampled rows, against exact
+    /// search. Row `r` of the index is `vectors` row `order[r]`.
+    fn calibrate(&self, vectors: &[f32], order: &[u32], params: &IvfParams) -> Vec<(u32, f32)> {
         let (n, dim, k) = (self.rows(), self.dim, 10);
+        let row = |r: u32| {
+            let at = order[r as usize] as usize * dim;
+            vectors.get(at..at + dim)
+        };
         let mut rng = SmallRng::seed_from_u64(params.seed ^ 0x5eed);
         let spread: f32 = {
             let v = &vectors[..dim.min(vectors.len())];
@@ -133,35 +133,58 @@ impl IvfIndex {
                 QueryVector::new(values, self.metric)
             })
             .collect();
-        let truth: Vec<Vec<u32>> = queries
-            .iter()
-            .map(|q| {
-                let mut all: Vec<(f32, u32)> = (0..n)
-                    .map(|r| (q.distance(&vectors[r * dim..(r + 1) * dim]), r as u32))
-                    .collect();
-                let k = k.min(n);
-                all.select_nth_unstable_by(k.saturating_sub(1), |a, b| a.0.total_cmp(&b.0));
-                all[..k].iter().map(|(_, r)| *r).collect()
-            })
-            .collect();
+        let truth = exact_top_k(&queries, vectors, dim, k, order);
+        // Where in each query's probe order the clusters of its true
+        // neighbours come: a search at nprobe p can find at most those
+        // ranked below p, so once they are (nearly) all covered, probing
+        // more finds nothing more and calibration stops there — the
+        // largest nprobes cost the most to measure.
+        let mut ranks: Vec<usize> = on_all_cores(&queries, |qs, at| {
+            let mut out = Vec::new();
+            for (q, want) in qs.iter().zip(&truth[at..]) {
+                let order = self.probe_order(&q.values, self.nlist());
+                let mut rank = vec![0usize; self.nlist()];
+                for (i, c) in order.iter().enumerate() {
+                    rank[*c] = i;
+                }
+                for r in want {
+                    let c = self.offsets.partition_point(|o| *o as usize <= *r as usize) - 1;
+                    out.push(rank[c.min(self.nlist() - 1)]);
+                }
+            }
+            out
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        ranks.sort_unstable();
+        let coverage =
+            |p: usize| ranks.partition_point(|r| *r < p) as f32 / ranks.len().max(1) as f32;
         let mut out = Vec::new();
         let mut nprobe = 1;
         loop {
             let nprobe_now = nprobe.min(self.nlist());
-            let mut found = 0usize;
-            let mut total = 0usize;
-            for (q, want) in queries.iter().zip(&truth) {
-                let got = self.search_rows(q, k, nprobe_now, default_rerank(k), vectors, &|_| true);
-                total += want.len();
-                found += got.iter().filter(|(_, r)| want.contains(r)).count();
-            }
+            let found: usize = on_all_cores(&queries, |qs, at| {
+                qs.iter()
+                    .zip(&truth[at..])
+                    .map(|(q, want)| {
+                        self.search_rows(q, k, nprobe_now, default_rerank(k), &row, &|_| true)
+                            .iter()
+                            .filter(|(_, r)| want.contains(r))
+                            .count()
+                    })
+                    .sum::<usize>()
+            })
+            .into_iter()
+            .sum();
+            let total: usize = truth.iter().map(Vec::len).sum();
             let recall = if total == 0 {
                 1.0
             } else {
                 found as f32 / total as f32
             };
             out.push((nprobe_now as u32, recall));
-            if nprobe_now >= self.nlist() || recall >= 0.999 {
+            if nprobe_now >= self.nlist() || recall >= 0.999 || coverage(nprobe_now) >= 0.999 {
                 break;
             }
             nprobe *= 2;
@@ -170,15 +193,15 @@ impl IvfIndex {
     }
 
     /// Top-k rows (by exact distance) among rows `accept` admits, by the
-    /// query's own [`ProbeLoop`]. `vectors` are the clustered full-precision
-    /// vectors.
-    pub(super) fn search_rows(
+    /// query's own [`ProbeLoop`]. `vector` gives the full-precision vector
+    /// of an index row.
+    pub(super) fn search_rows<'v>(
         &self,
         q: &QueryVector,
         k: usize,
         nprobe: usize,
         rerank_n: usize,
-        vectors: &[f32],
+        vector: &dyn Fn(u32) -> Option<&'v [f32]>,
         accept: &dyn Fn(usize) -> bool,
     ) -> Vec<(f32, u32)> {
         let order = self.probe_order(&q.values, nprobe);
@@ -194,13 +217,84 @@ impl IvfIndex {
                 probe.scan(c, codes, accept);
             }
         }
-        let dim = self.dim;
-        rerank(
-            q,
-            &probe.candidates(),
-            &|row| vectors.get(row as usize * dim..(row as usize + 1) * dim),
-            k,
-        )
-        .unwrap_or_default()
+        rerank(q, &probe.candidates(), vector, k).unwrap_or_default()
     }
+}
+
+/// The exact top-`k` index rows for each query. Each core takes a share of
+/// the queries and streams the vectors once for all of them, block by
+/// block (in storage order: index row `i` is `vectors` row `order[i]`).
+fn exact_top_k(
+    queries: &[QueryVector],
+    vectors: &[f32],
+    dim: usize,
+    k: usize,
+    order: &[u32],
+) -> Vec<Vec<u32>> {
+    const BLOCK_ROWS: usize = 1024;
+    let mut position = vec![0u32; order.len()];
+    for (i, r) in order.iter().enumerate() {
+        position[*r as usize] = i as u32;
+    }
+    on_all_cores(queries, |qs, _| {
+        // Per query: the k best so far, worst on top.
+        let mut best: Vec<std::collections::BinaryHeap<(OrdF32, u32)>> =
+            vec![std::collections::BinaryHeap::with_capacity(k + 1); qs.len()];
+        for (b, block) in vectors.chunks(BLOCK_ROWS * dim).enumerate() {
+            for (q, heap) in qs.iter().zip(best.iter_mut()) {
+                for (i, v) in block.chunks_exact(dim).enumerate() {
+                    let d = OrdF32(q.distance(v));
+                    if heap.len() < k {
+                        heap.push((d, (b * BLOCK_ROWS + i) as u32));
+                    } else if heap.peek().is_some_and(|w| d < w.0) {
+                        heap.pop();
+                        heap.push((d, (b * BLOCK_ROWS + i) as u32));
+                    }
+                }
+            }
+        }
+        best.into_iter()
+            .map(|h| h.into_iter().map(|(_, r)| position[r as usize]).collect())
+            .collect::<Vec<Vec<u32>>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// An f32 ordered by `total_cmp`, for heaps.
+#[derive(Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// `work` over contiguous shares of `items` (with the index of each
+/// share's first item), one thread per core; results in order.
+fn on_all_cores<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T], usize) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .min(16);
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let work = &work;
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, share)| s.spawn(move || work(share, i * chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }

@@ -2,6 +2,8 @@
 //! touches anything else) and where each cluster's codes and each row's
 //! vector are.
 
+use arrow::datatypes::ToByteSlice;
+
 use super::{IvfHeader, IvfIndex};
 use crate::catalog::Metric;
 use crate::error::{Error, Result};
@@ -126,12 +128,15 @@ fn header_len(dim: usize, nlist: usize, ncal: usize) -> u64 {
 impl IvfIndex {
     /// The index file: header, codes, then `vectors` (the clustered
     /// full-precision vectors, row-major).
-    pub(crate) fn to_bytes(&self, vectors: &[f32]) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self, vectors: &[f32], order: &[u32]) -> Vec<u8> {
+        let dim = self.dim;
         let mut out = Vec::with_capacity(self.file_len() as usize);
         self.header.write(&mut out);
         out.extend_from_slice(&self.codes);
-        for v in vectors {
-            out.extend_from_slice(&v.to_le_bytes());
+        for r in order {
+            let at = *r as usize * dim;
+            // f32 in native order: little-endian, as Arrow (and this file) assume.
+            out.extend_from_slice(vectors[at..at + dim].to_byte_slice());
         }
         out
     }
