@@ -127,6 +127,14 @@ pub struct SegmentEntry {
     pub footer_bytes: u64,
 }
 
+impl SegmentEntry {
+    /// Bytes of its files (data and index): what sizes and seals it. An
+    /// indexed segment's vectors are in its index file only.
+    pub fn stored_bytes(&self) -> u64 {
+        self.size_bytes + self.index.as_ref().map_or(0, |i| i.size_bytes)
+    }
+}
+
 /// A segment's ANN index file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexFile {

@@ -567,6 +567,21 @@ async fn compaction_purges_churn_from_sealed_segments() {
         all_ids(&floe, "churn").await,
         live.keys().copied().collect::<Vec<_>>()
     );
+    // The rewritten segments' vectors came back from their index files
+    // (their data files do not repeat them): each row is found by its own
+    // vector and returns it exactly.
+    for (id, v) in live.iter().step_by(97) {
+        let request: QueryRequest = serde_json::from_value(
+            json!({"vector": v, "top_k": 1, "include_vector": true, "nprobe": 64}),
+        )
+        .unwrap();
+        let response = floe_core::api::query(&floe, "churn", request)
+            .await
+            .unwrap();
+        let hit = &response.results[0];
+        assert_eq!(hit.id, floe_core::id::Id::U64(*id));
+        assert_eq!(hit.vector.as_deref(), Some(&v[..]), "id {id}");
+    }
     let mut total = 0.0;
     for q in vectors(20, 23).iter() {
         let got = query(&floe, "churn", json!({"vector": q, "top_k": 10})).await;

@@ -12,8 +12,8 @@ mod writer;
 
 pub use reader::{ParquetFile, read_whole, row_ranges};
 pub use schema::{
-    COL_ID, COL_LSN, COL_VECTOR, check_batch, delete_schema, segment_schema, upsert_schema,
-    with_lsn,
+    COL_ID, COL_LSN, COL_VECTOR, check_batch, delete_schema, indexed_data_schema, segment_schema,
+    upsert_schema, with_lsn,
 };
 pub use source::{RangeSource, StoreSource};
 pub use writer::{

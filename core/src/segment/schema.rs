@@ -15,6 +15,17 @@ pub const COL_VECTOR: &str = "vector";
 /// The LSN of the write that wrote the row.
 pub const COL_LSN: &str = "_lsn";
 
+/// The data-file schema of an indexed segment: every column but the
+/// vector, which its index file holds (one copy of each vector), and the
+/// indices of those columns in the segment schema.
+pub fn indexed_data_schema(schema: &SchemaRef) -> (SchemaRef, Vec<usize>) {
+    let keep: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| schema.field(*i).name() != COL_VECTOR)
+        .collect();
+    let fields: Vec<Field> = keep.iter().map(|i| schema.field(*i).clone()).collect();
+    (Arc::new(Schema::new(fields)), keep)
+}
+
 /// `id`, `vector`, `_lsn` (all required), then one nullable column per
 /// attribute, in the configuration's order.
 pub fn segment_schema(config: &CollectionConfig) -> SchemaRef {

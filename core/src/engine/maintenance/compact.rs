@@ -248,9 +248,9 @@ impl Floe {
         let mut kept = Vec::new();
         let (mut rows_in, mut bytes_in) = (0u64, 0u64);
         for s in &inputs {
-            let batch = self.read_file(&s.data_path, s.size_bytes, None).await?;
+            let batch = self.read_segment(c, s).await?;
             rows_in += batch.num_rows() as u64;
-            bytes_in += s.size_bytes;
+            bytes_in += s.stored_bytes();
             kept.push(arrow::compute::filter_record_batch(
                 &batch,
                 &newest.visible_mask(&batch)?,

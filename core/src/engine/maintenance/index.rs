@@ -1,6 +1,7 @@
 //! Index builds: a sealed segment's rows rewritten cluster by cluster with
 //! its IVF-SQ8 index beside them, swapped in with one manifest commit.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
@@ -12,7 +13,7 @@ use crate::engine::state::Collection;
 use crate::error::{Error, Result};
 use crate::index::{IvfIndex, IvfParams};
 use crate::manifest::{IndexFile, Operation, SegmentEntry};
-use crate::segment::{COL_VECTOR, new_segment_id};
+use crate::segment::{COL_VECTOR, indexed_data_schema, new_segment_id};
 use crate::storage::{CollectionFile, parse_key, put_file};
 
 /// Rows of a clustered rewrite taken and encoded at a time.
@@ -61,9 +62,7 @@ impl Floe {
         }
         let fence = self.compactor_fence(c).await?;
         let started = Instant::now();
-        let batch = self
-            .read_file(&segment.data_path, segment.size_bytes, None)
-            .await?;
+        let batch = self.read_segment(c, &segment).await?;
         let (entry, nlist) = self.write_indexed_segment(c, &batch, true).await?;
         let index_bytes = entry.index.as_ref().map_or(0, |i| i.size_bytes);
         let (rows, id) = (entry.rows, entry.id.clone());
@@ -111,7 +110,7 @@ impl Floe {
             .and_then(|c| c.as_fixed_size_list_opt())
             .ok_or_else(|| Error::corrupt("segment rows", "no vector column"))?;
         let start = arrow::array::Array::offset(list) * dim;
-        let values = std::sync::Arc::clone(list.values());
+        let values = Arc::clone(list.values());
         let (nlist, header_len, order, bytes) = tokio::task::spawn_blocking(move || {
             let all = values.as_primitive::<Float32Type>().values();
             let vectors = all.get(start..start + rows * dim).ok_or_else(|| {
@@ -136,14 +135,25 @@ impl Floe {
         }
         self.remember(&index_path, &bytes);
         drop(bytes);
+        // The data file keeps every column but the vectors (the index file
+        // has them, in the same order): one copy of each vector.
+        let (schema, columns) = indexed_data_schema(&c.schema);
         let chunks = order.chunks(REORDER_CHUNK_ROWS).map(|rows| {
-            Ok(arrow::compute::take_record_batch(
-                batch,
-                &UInt32Array::from(rows.to_vec()),
-            )?)
+            let rows = UInt32Array::from(rows.to_vec());
+            let taken = columns
+                .iter()
+                .map(|i| {
+                    Ok(arrow::compute::take(
+                        batch.column(*i).as_ref(),
+                        &rows,
+                        None,
+                    )?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new(Arc::clone(&schema), taken)?)
         });
         let mut entry = self
-            .write_segment_entry_from(c, &id, c.paths.segment_data(&id), chunks, sealed)
+            .write_segment_entry_from(c, &schema, &id, c.paths.segment_data(&id), chunks, sealed)
             .await?;
         entry.index = Some(IndexFile {
             path: index_path.to_string(),

@@ -19,18 +19,20 @@ pub use round::{ORPHAN_GRACE, RoundReport};
 
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 use super::Floe;
 use super::state::Collection;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{self, Id};
 use crate::manifest::{DeleteFile, SegmentEntry};
 use crate::segment::{
-    ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, delete_schema, encode_batches,
-    new_segment_id, upload_segment, write_segment,
+    COL_VECTOR, ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, delete_schema,
+    encode_batches, new_segment_id, upload_segment, write_segment,
 };
 
 /// Smallest row group of a sealed segment.
@@ -51,6 +53,63 @@ impl Floe {
         file.read(&source, columns, None).await
     }
 
+    /// Every row of segment `s` in the collection's schema. An indexed
+    /// segment's data file does not repeat the vectors: they come from its
+    /// index file, in the same (cluster) order, with one ranged read.
+    async fn read_segment(&self, c: &Collection, s: &SegmentEntry) -> Result<RecordBatch> {
+        let batch = self.read_file(&s.data_path, s.size_bytes, None).await?;
+        if batch.column_by_name(COL_VECTOR).is_some() {
+            return Ok(batch);
+        }
+        let index = s.index.as_ref().ok_or_else(|| {
+            Error::corrupt(s.data_path.clone(), "no vector column and no index file")
+        })?;
+        let dim = c.config.dimension as usize;
+        let start = index.header_bytes + s.rows * dim as u64;
+        let path = Path::from(index.path.as_str());
+        let bytes = self
+            .store
+            .get_range(&path, start..start + s.rows * dim as u64 * 4)
+            .await
+            .map_err(|e| Error::store("get", &path, e))?;
+        let values: Float32Array = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect::<Vec<f32>>()
+            .into();
+        if values.len() != batch.num_rows() * dim {
+            return Err(Error::corrupt(
+                index.path.clone(),
+                "its vectors do not match the data file's rows",
+            ));
+        }
+        let field = match c.schema.field_with_name(COL_VECTOR)?.data_type() {
+            DataType::FixedSizeList(field, _) => Arc::clone(field),
+            other => {
+                return Err(Error::internal(
+                    "segment schema",
+                    format!("vector is {other}"),
+                ));
+            }
+        };
+        let vectors = FixedSizeListArray::try_new(field, dim as i32, Arc::new(values), None)?;
+        let columns = c
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.name() == COL_VECTOR {
+                    Ok(Arc::new(vectors.clone()) as ArrayRef)
+                } else {
+                    batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                        Error::corrupt(s.data_path.clone(), format!("no column {}", f.name()))
+                    })
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(Arc::clone(&c.schema), columns)?)
+    }
+
     /// Writes `batch` create-only at `path` as segment `id` and describes it.
     async fn write_segment_entry(
         &self,
@@ -60,14 +119,16 @@ impl Floe {
         batch: &RecordBatch,
         sealed: bool,
     ) -> Result<SegmentEntry> {
-        self.write_segment_entry_from(c, id, path, std::iter::once(Ok(batch.clone())), sealed)
+        let batches = std::iter::once(Ok(batch.clone()));
+        self.write_segment_entry_from(c, &c.schema, id, path, batches, sealed)
             .await
     }
 
-    /// [`Floe::write_segment_entry`] of batches made one at a time.
+    /// [`Floe::write_segment_entry`] of batches (of `schema`) made one at a time.
     async fn write_segment_entry_from(
         &self,
         c: &Collection,
+        schema: &SchemaRef,
         id: &str,
         path: Path,
         batches: impl Iterator<Item = Result<RecordBatch>>,
@@ -83,7 +144,7 @@ impl Floe {
                 row_group_rows
             },
         };
-        let (bytes, file) = encode_batches(&c.schema, batches, &options)?;
+        let (bytes, file) = encode_batches(schema, batches, &options)?;
         let (file, bytes) = upload_segment(self.store.as_ref(), &path, bytes, file).await?;
         self.remember(&path, &bytes);
         Ok(SegmentEntry {

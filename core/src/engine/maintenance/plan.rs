@@ -97,7 +97,7 @@ pub(super) fn plan(
         }
         let mut tiers: HashMap<u32, Vec<&SegmentEntry>> = HashMap::new();
         for s in unsealed.iter().filter(|s| s.index.is_some()) {
-            tiers.entry(tier(s.size_bytes)).or_default().push(s);
+            tiers.entry(tier(s.stored_bytes())).or_default().push(s);
         }
         let mut tiers: Vec<_> = tiers.into_iter().collect();
         tiers.sort_by_key(|(t, _)| *t);
@@ -134,7 +134,7 @@ pub(super) fn plan(
 /// Whether `segments` hold enough rows between them for a sealed segment.
 fn reaches_seal(segments: &[&SegmentEntry], params: &IndexParams) -> bool {
     let rows: u64 = segments.iter().map(|s| s.rows).sum();
-    let bytes: u64 = segments.iter().map(|s| s.size_bytes).sum();
+    let bytes: u64 = segments.iter().map(|s| s.stored_bytes()).sum();
     rows > 0 && rows >= params.seal_at_rows(bytes as f64 / rows as f64)
 }
 
