@@ -155,12 +155,24 @@ pub async fn upsert_vectors(
     dim: usize,
     attributes: impl Fn(std::ops::Range<usize>) -> HashMap<String, Vec<serde_json::Value>>,
 ) -> Result<()> {
+    upsert_ids(floe, name, data, dim, &|i| i as u64, attributes).await
+}
+
+/// [`upsert_vectors`] with row `i` under id `id(i)`.
+pub async fn upsert_ids(
+    floe: &Floe,
+    name: &str,
+    data: &[f32],
+    dim: usize,
+    id: &dyn Fn(usize) -> u64,
+    attributes: impl Fn(std::ops::Range<usize>) -> HashMap<String, Vec<serde_json::Value>>,
+) -> Result<()> {
     let n = data.len() / dim;
     let batch = (4_000_000 / (dim * 4)).clamp(1, 10_000);
     for start in (0..n).step_by(batch) {
         let end = (start + batch).min(n);
         let columns = ColumnsIn {
-            ids: (start..end).map(|i| Id::U64(i as u64)).collect(),
+            ids: (start..end).map(|i| Id::U64(id(i))).collect(),
             vectors: data[start * dim..end * dim]
                 .chunks_exact(dim)
                 .map(|v| v.iter().map(|x| *x as f64).collect())

@@ -14,14 +14,63 @@ use floe_core::api::wire::QueryRequest;
 use floe_core::catalog::Metric;
 use floe_core::id::Id;
 
-use crate::ann::{faiss_reference, generate, ground_truth, upsert_vectors};
+use crate::ann::{faiss_reference, generate, ground_truth, upsert_ids, upsert_vectors};
 
 pub struct LifecycleArgs {
     pub sizes: Vec<usize>,
     pub dim: usize,
     pub queries: usize,
+    /// Upsert at most this many rows a second (steady ingest instead of a bulk load).
+    pub rate: Option<usize>,
+    /// After indexing: overwrite 30% and delete 10% of the rows, compact,
+    /// and report storage before and after and recall after.
+    pub churn: bool,
     pub faiss: bool,
     pub out: PathBuf,
+}
+
+/// Warm recall@10 and latency percentiles (ms) of `queries` against
+/// `truth` (ids), one query at a time.
+async fn measure(
+    floe: &Floe,
+    dim: usize,
+    queries: &[f32],
+    truth: &[Vec<u64>],
+) -> Result<(f64, f64, f64)> {
+    let query = |q: &[f32]| QueryRequest {
+        vector: Some(q.iter().map(|x| *x as f64).collect()),
+        top_k: 10,
+        filter: None,
+        include_attributes: Some(serde_json::Value::Bool(false)),
+        include_vector: false,
+        consistency: Some(serde_json::json!("eventual")),
+        cursor: None,
+        nprobe: None,
+        rerank: None,
+        recall_target: None,
+        explain: false,
+    };
+    for q in queries.chunks_exact(dim).take(20) {
+        floe_core::api::query(floe, "life", query(q)).await?;
+    }
+    let mut lat = Vec::new();
+    let mut hit = 0usize;
+    for (qi, q) in queries.chunks_exact(dim).enumerate() {
+        let t = Instant::now();
+        let r = floe_core::api::query(floe, "life", query(q)).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        hit += r
+            .results
+            .iter()
+            .filter(|row| matches!(row.id, Id::U64(id) if truth[qi].contains(&id)))
+            .count();
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((
+        hit as f64 / (10 * truth.len().max(1)) as f64,
+        crate::percentile(&lat, 0.5),
+        crate::percentile(&lat, 0.99),
+    ))
 }
 
 /// Bytes of every file under `dir`.
@@ -82,7 +131,25 @@ pub async fn run(args: LifecycleArgs) -> Result<()> {
         }))?;
         floe.create_collection(config).await?;
         let t = Instant::now();
-        upsert_vectors(&floe, "life", &data, dim, |_| Default::default()).await?;
+        match args.rate {
+            None => upsert_vectors(&floe, "life", &data, dim, |_| Default::default()).await?,
+            Some(rate) => {
+                // Half a second of rows per request, paced to the rate.
+                let step = (rate / 2).max(1);
+                for start in (0..n).step_by(step) {
+                    let end = (start + step).min(n);
+                    let rows = &data[start * dim..end * dim];
+                    upsert_ids(&floe, "life", rows, dim, &|i| (start + i) as u64, |_| {
+                        Default::default()
+                    })
+                    .await?;
+                    let due = Duration::from_secs_f64(end as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(t.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
         let ingest = t.elapsed().as_secs_f64();
         // Until every row is in an indexed segment (the last flush waits for
         // the age threshold, 10 s by default).
@@ -104,35 +171,8 @@ pub async fn run(args: LifecycleArgs) -> Result<()> {
         let wrote = du(&dir.join("objects"));
         let kept = stats.segment_bytes + stats.index_bytes;
         let nlist = (n as f64).sqrt().round() as u32;
-        let query = |q: &[f32]| QueryRequest {
-            vector: Some(q.iter().map(|x| *x as f64).collect()),
-            top_k: 10,
-            filter: None,
-            include_attributes: Some(serde_json::Value::Bool(false)),
-            include_vector: false,
-            consistency: Some(serde_json::json!("eventual")),
-            cursor: None,
-            nprobe: None,
-            rerank: None,
-            recall_target: None,
-            explain: false,
-        };
-        for q in queries.chunks_exact(dim).take(20) {
-            floe_core::api::query(&floe, "life", query(q)).await?;
-        }
-        let mut lat = Vec::new();
-        let mut hit = 0usize;
-        for (qi, q) in queries.chunks_exact(dim).enumerate() {
-            let t = Instant::now();
-            let r = floe_core::api::query(&floe, "life", query(q)).await?;
-            lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            hit += r
-                .results
-                .iter()
-                .filter(|row| matches!(row.id, Id::U64(id) if truth[qi].contains(&id)))
-                .count();
-        }
-        lat.sort_by(f64::total_cmp);
+        let truth_ids: Vec<Vec<u64>> = truth.iter().map(|t| t.to_vec()).collect();
+        let (recall, p50, p99) = measure(&floe, dim, &queries, &truth_ids).await?;
         let mb = |b: u64| b as f64 / (1 << 20) as f64;
         println!(
             "{:>9} {:>9.1} {:>10.1} {:>12} {:>9.1} {:>9.1} {:>9.2} {:>7.3} {:>9.2} {:>9.2} {:>8}",
@@ -143,11 +183,14 @@ pub async fn run(args: LifecycleArgs) -> Result<()> {
             mb(wrote),
             mb(kept),
             wrote as f64 / kept.max(1) as f64,
-            hit as f64 / (10 * args.queries) as f64,
-            crate::percentile(&lat, 0.5),
-            crate::percentile(&lat, 0.99),
+            recall,
+            p50,
+            p99,
             nlist
         );
+        if args.churn {
+            churn(&floe, n, dim, &data, &queries).await?;
+        }
         if args.faiss {
             faiss_runs.push((n, data, queries, truth, nlist));
         }
@@ -176,5 +219,77 @@ pub async fn run(args: LifecycleArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Overwrites 30% and deletes 10% of the `n` rows (disjoint, random) in
+/// batches of 10,000, flushes, then compacts: storage before and after,
+/// and recall against the live rows after.
+async fn churn(floe: &Floe, n: usize, dim: usize, data: &[f32], queries: &[f32]) -> Result<()> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut ids: Vec<usize> = (0..n).collect();
+    ids.shuffle(&mut rand::rngs::StdRng::seed_from_u64(9));
+    let (over, rest) = ids.split_at(n * 3 / 10);
+    let gone = &rest[..n / 10];
+    let fresh = generate(over.len(), dim, 99);
+    let t = Instant::now();
+    for (b, chunk) in over.chunks(10_000).enumerate() {
+        let rows = &fresh[b * 10_000 * dim..(b * 10_000 + chunk.len()) * dim];
+        upsert_ids(floe, "life", rows, dim, &|i| chunk[i] as u64, |_| {
+            Default::default()
+        })
+        .await?;
+    }
+    for chunk in gone.chunks(10_000) {
+        let request: floe_core::api::wire::DeleteRequest = serde_json::from_value(
+            serde_json::json!({ "ids": chunk.iter().map(|i| *i as u64).collect::<Vec<_>>() }),
+        )?;
+        floe_core::api::delete(floe, "life", request).await?;
+    }
+    while floe.describe("life").await?.stats.unflushed_records > 0 {
+        floe.flush("life").await?;
+    }
+    let churned = t.elapsed().as_secs_f64();
+    let before = floe.describe("life").await?.stats;
+    let t = Instant::now();
+    let report = floe.compact("life").await?;
+    let compact = t.elapsed().as_secs_f64();
+    let after = floe.describe("life").await?.stats;
+    // The live rows, and the exact neighbours among them.
+    let mut live: Vec<Option<&[f32]>> = data.chunks_exact(dim).map(Some).collect();
+    for (i, id) in over.iter().enumerate() {
+        live[*id] = Some(&fresh[i * dim..(i + 1) * dim]);
+    }
+    for id in gone {
+        live[*id] = None;
+    }
+    let live_ids: Vec<u64> = (0..n as u64)
+        .filter(|i| live[*i as usize].is_some())
+        .collect();
+    let live_data: Vec<f32> = live
+        .iter()
+        .flatten()
+        .flat_map(|v| v.iter().copied())
+        .collect();
+    let truth: Vec<Vec<u64>> = ground_truth(Metric::L2, &live_data, queries, dim, 10)
+        .into_iter()
+        .map(|t| t.into_iter().map(|r| live_ids[r as usize]).collect())
+        .collect();
+    let (recall, p50, p99) = measure(floe, dim, queries, &truth).await?;
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "  churn ({} overwritten, {} deleted, applied and flushed in {churned:.1} s): stored rows {} -> {} for {} live, data+index {:.1} -> {:.1} MB, delete files {} -> {}; compaction {compact:.1} s ({} segments purged); after: recall {recall:.3}, p50 {p50:.2} ms, p99 {p99:.2} ms",
+        over.len(),
+        gone.len(),
+        before.segment_rows,
+        after.segment_rows,
+        after.rows,
+        mb(before.segment_bytes + before.index_bytes),
+        mb(after.segment_bytes + after.index_bytes),
+        before.delete_files,
+        after.delete_files,
+        report.purged,
+    );
     Ok(())
 }

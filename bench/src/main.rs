@@ -72,6 +72,12 @@ enum Command {
         dim: usize,
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Upsert at most this many rows a second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<usize>,
+        /// Then overwrite 30% and delete 10%, compact, and measure again.
+        #[arg(long)]
+        churn: bool,
         #[arg(long)]
         faiss: bool,
         #[arg(long, default_value = "bench-out/lifecycle")]
@@ -239,6 +245,8 @@ async fn main() -> Result<()> {
             sizes,
             dim,
             queries,
+            rate,
+            churn,
             faiss,
             out,
         } => {
@@ -246,6 +254,8 @@ async fn main() -> Result<()> {
                 sizes,
                 dim,
                 queries,
+                rate,
+                churn,
                 faiss,
                 out,
             })
