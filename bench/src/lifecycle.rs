@@ -232,7 +232,10 @@ async fn churn(floe: &Floe, n: usize, dim: usize, data: &[f32], queries: &[f32])
     ids.shuffle(&mut rand::rngs::StdRng::seed_from_u64(9));
     let (over, rest) = ids.split_at(n * 3 / 10);
     let gone = &rest[..n / 10];
-    let fresh = generate(over.len(), dim, 99);
+    // New points from the same distribution (the same generator, past the
+    // rows and queries it already gave).
+    let nq = queries.len() / dim;
+    let fresh = generate(n + nq + over.len(), dim, 7).split_off((n + nq) * dim);
     let t = Instant::now();
     for (b, chunk) in over.chunks(10_000).enumerate() {
         let rows = &fresh[b * 10_000 * dim..(b * 10_000 + chunk.len()) * dim];
