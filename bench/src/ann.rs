@@ -286,20 +286,10 @@ pub async fn run(args: AnnArgs) -> Result<()> {
     let mut settings_list: Vec<Option<usize>> = args.nprobes.iter().map(|n| Some(*n)).collect();
     settings_list.push(None);
     for nprobe in settings_list {
-        let mut lat = Vec::with_capacity(args.queries);
-        let mut hit = 0usize;
-        for (qi, q) in queries.chunks_exact(dim).enumerate() {
-            let t = Instant::now();
-            let r = floe_core::api::query(&floe, "ann", query(q, nprobe)).await?;
-            lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            hit += r
-                .results
-                .iter()
-                .filter(|row| matches!(row.id, Id::U64(id) if truth[qi].contains(&id)))
-                .count();
-        }
-        lat.sort_by(f64::total_cmp);
-        let recall = hit as f64 / (10 * args.queries) as f64;
+        let (recall, lat) = run_queries(&floe, "ann", queries.chunks_exact(dim), &truth, |q| {
+            query(q, nprobe)
+        })
+        .await?;
         let mean = lat.iter().sum::<f64>() / lat.len() as f64;
         let label = nprobe
             .map(|n| n.to_string())
@@ -398,11 +388,6 @@ pub fn faiss_reference(
     nlist: u32,
     nprobes: &str,
 ) -> Result<Vec<serde_json::Value>> {
-    let python = Command::new("bash")
-        .arg("bench/python/setup.sh")
-        .output()
-        .context("bench/python/setup.sh")?;
-    let python = String::from_utf8(python.stdout)?.trim().to_string();
     let (n, nq) = (data.len() / dim, queries.len() / dim);
     let body: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
     write_npy(&out.join("data.npy"), "<f4", n, dim, &body)?;
@@ -414,19 +399,59 @@ pub fn faiss_reference(
         .flat_map(|x| (*x as i64).to_le_bytes())
         .collect();
     write_npy(&out.join("gt.npy"), "<i8", nq, 10, &body)?;
+    let path = |name: &str| out.join(name).display().to_string();
+    run_faiss(&[
+        "--data".into(),
+        path("data.npy"),
+        "--queries".into(),
+        path("queries.npy"),
+        "--gt".into(),
+        path("gt.npy"),
+        "--metric".into(),
+        metric.into(),
+        "--nlist".into(),
+        nlist.to_string(),
+        "--nprobes".into(),
+        nprobes.into(),
+    ])
+}
+
+/// Runs each query one at a time: recall@10 against `truth` (ids) and the
+/// sorted latencies in milliseconds.
+pub async fn run_queries<'q>(
+    floe: &Floe,
+    name: &str,
+    queries: impl Iterator<Item = &'q [f32]>,
+    truth: &[Vec<u64>],
+    request: impl Fn(&[f32]) -> QueryRequest,
+) -> Result<(f64, Vec<f64>)> {
+    let mut lat = Vec::new();
+    let mut hit = 0usize;
+    for (qi, q) in queries.enumerate() {
+        let t = Instant::now();
+        let r = floe_core::api::query(floe, name, request(q)).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        hit += r
+            .results
+            .iter()
+            .filter(|row| matches!(row.id, Id::U64(id) if truth[qi].contains(&id)))
+            .count();
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((hit as f64 / (10 * truth.len().max(1)) as f64, lat))
+}
+
+/// Runs `bench/python/faiss_ref.py` with `args` in the benchmark venv;
+/// one JSON object per line of its output.
+pub fn run_faiss(args: &[String]) -> Result<Vec<serde_json::Value>> {
+    let python = Command::new("bash")
+        .arg("bench/python/setup.sh")
+        .output()
+        .context("bench/python/setup.sh")?;
+    let python = String::from_utf8(python.stdout)?.trim().to_string();
     let output = Command::new(python)
         .arg("bench/python/faiss_ref.py")
-        .args(["--data", &out.join("data.npy").display().to_string()])
-        .args(["--queries", &out.join("queries.npy").display().to_string()])
-        .args(["--gt", &out.join("gt.npy").display().to_string()])
-        .args([
-            "--metric",
-            metric,
-            "--nlist",
-            &nlist.to_string(),
-            "--nprobes",
-            nprobes,
-        ])
+        .args(args)
         .output()
         .context("running faiss_ref.py")?;
     if !output.status.success() {

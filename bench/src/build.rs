@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use floe_core::Floe;
 
-use crate::ann::{generate, upsert_vectors, write_npy};
+use crate::ann::{generate, run_faiss, upsert_vectors, write_npy};
 
 pub struct BuildArgs {
     pub n: usize,
@@ -126,33 +126,17 @@ pub async fn run(args: BuildArgs) -> Result<()> {
             .unwrap_or_default()
     );
     if args.faiss {
-        let python = Command::new("bash")
-            .arg("bench/python/setup.sh")
-            .output()
-            .context("bench/python/setup.sh")?;
-        let python = String::from_utf8(python.stdout)?.trim().to_string();
         let nlist = ((args.n as f64).sqrt().round() as usize).clamp(1, 4096);
-        let output = Command::new(python)
-            .arg("bench/python/faiss_ref.py")
-            .arg("--data")
-            .arg(args.out.join("build.npy"))
-            .args([
-                "--metric",
-                &args.metric,
-                "--nlist",
-                &nlist.to_string(),
-                "--build-only",
-            ])
-            .output()
-            .context("running faiss_ref.py")?;
-        if !output.status.success() {
-            bail!(
-                "faiss_ref.py failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        for line in String::from_utf8(output.stdout)?.lines() {
-            let v: serde_json::Value = serde_json::from_str(line)?;
+        let lines = run_faiss(&[
+            "--data".into(),
+            args.out.join("build.npy").display().to_string(),
+            "--metric".into(),
+            args.metric.clone(),
+            "--nlist".into(),
+            nlist.to_string(),
+            "--build-only".into(),
+        ])?;
+        for v in lines {
             let peak = v["peak_rss_mb"].as_f64().unwrap_or(0.0);
             let before = v["rss_before_build_mb"].as_f64().unwrap_or(0.0);
             println!(

@@ -12,9 +12,10 @@ use anyhow::{Context, Result, bail};
 use floe_core::Floe;
 use floe_core::api::wire::QueryRequest;
 use floe_core::catalog::Metric;
-use floe_core::id::Id;
 
-use crate::ann::{faiss_reference, generate, ground_truth, upsert_ids, upsert_vectors};
+use crate::ann::{
+    faiss_reference, generate, ground_truth, run_queries, upsert_ids, upsert_vectors,
+};
 
 pub struct LifecycleArgs {
     pub sizes: Vec<usize>,
@@ -53,21 +54,9 @@ async fn measure(
     for q in queries.chunks_exact(dim).take(20) {
         floe_core::api::query(floe, "life", query(q)).await?;
     }
-    let mut lat = Vec::new();
-    let mut hit = 0usize;
-    for (qi, q) in queries.chunks_exact(dim).enumerate() {
-        let t = Instant::now();
-        let r = floe_core::api::query(floe, "life", query(q)).await?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        hit += r
-            .results
-            .iter()
-            .filter(|row| matches!(row.id, Id::U64(id) if truth[qi].contains(&id)))
-            .count();
-    }
-    lat.sort_by(f64::total_cmp);
+    let (recall, lat) = run_queries(floe, "life", queries.chunks_exact(dim), truth, query).await?;
     Ok((
-        hit as f64 / (10 * truth.len().max(1)) as f64,
+        recall,
         crate::percentile(&lat, 0.5),
         crate::percentile(&lat, 0.99),
     ))
