@@ -130,18 +130,25 @@ impl Floe {
             None
         };
         let mut report = CompactReport::default();
-        for job in plan(&manifest.segments, dead.as_ref(), &c.config.index, force) {
-            self.run_job(c, &job, &mut report).await?;
+        let result = async {
+            for job in plan(&manifest.segments, dead.as_ref(), &c.config.index, force) {
+                self.run_job(c, &job, &mut report).await?;
+            }
+            if purge {
+                self.tidy_deletes(c, &mut report).await?;
+                let version = c.manifests.latest().await?.version;
+                *c.purge_checked.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((version, Instant::now()));
+            }
+            Ok::<_, Error>(())
         }
-        if purge {
-            self.tidy_deletes(c, &mut report).await?;
-            let version = c.manifests.latest().await?.version;
-            *c.purge_checked.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((version, Instant::now()));
-        }
+        .await;
+        // Segments sealed by jobs that committed get their builds even if a
+        // later step failed.
         for id in &report.sealed {
             self.emit_object_created(c.paths.segment_sealed(id).as_ref());
         }
+        result?;
         // Keys of files no manifest lists any more are not needed again.
         let live = c.manifests.latest().await?;
         c.compactor_keys
@@ -289,7 +296,13 @@ impl Floe {
             drop_deletes: vec![],
             add_deletes: vec![],
         };
-        self.commit_replace(c, fence, &op).await?;
+        match self.commit_replace(c, fence, &op).await {
+            Ok(()) => {}
+            // An input was replaced meanwhile (another process's compaction
+            // or build): this job's files are garbage; the next round plans again.
+            Err(Error::CommitConflict { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
         tracing::debug!(collection = %c.config.name, reason = job.reason, rows_in, rows_out = merged.num_rows(), "compaction job");
         report.segments_in += inputs.len();
         report.rows_in += rows_in;

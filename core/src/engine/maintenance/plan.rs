@@ -65,8 +65,13 @@ pub(super) fn plan(
         v.iter().map(|s| s.id.clone()).collect::<Vec<_>>()
     };
     let unsealed: Vec<&SegmentEntry> = segments.iter().filter(|s| !s.sealed).collect();
+    // A forced compaction leaves alone what it could not improve: one
+    // indexed segment with no dead rows.
+    let settled = unsealed.len() == 1
+        && unsealed[0].index.is_some()
+        && dead.is_some_and(|d| d.get(&unsealed[0].id).copied().unwrap_or(0) == 0);
     if force {
-        if !unsealed.is_empty() {
+        if !unsealed.is_empty() && !settled {
             taken.extend(unsealed.iter().map(|s| s.id.as_str()));
             jobs.push(Job {
                 inputs: by_lsn(unsealed),
