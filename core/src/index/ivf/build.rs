@@ -187,7 +187,10 @@ impl IvfIndex {
             if nprobe_now >= self.nlist() || recall >= 0.999 || coverage(nprobe_now) >= 0.999 {
                 break;
             }
-            nprobe *= 2;
+            // Steps of about 1.5× (1, 2, 3, 5, 8, 12, 18, 27, …): a
+            // recall target lands on an nprobe at most ~1.5× the cheapest
+            // one reaching it, not up to 2×.
+            nprobe = (nprobe * 3).div_ceil(2).max(nprobe + 1);
         }
         out
     }
