@@ -4,6 +4,7 @@ use rand::rngs::SmallRng;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 
+use super::on_all_cores;
 use crate::vector::dot;
 
 /// Index and squared distance of the centroid nearest to `v`.
@@ -35,38 +36,33 @@ pub(super) fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> Vec<u32> {
         return vec![0; n];
     }
     let norms: Vec<f32> = centroids.chunks_exact(dim).map(|c| dot(c, c)).collect();
-    let threads = std::thread::available_parallelism()
-        .map(|t| t.get())
-        .unwrap_or(1)
-        .min(16);
-    let chunk = n.div_ceil(threads).max(1);
-    let mut out = vec![0u32; n];
-    std::thread::scope(|s| {
-        for (part, slots) in out.chunks_mut(chunk).enumerate() {
-            let norms = &norms;
-            s.spawn(move || {
-                let start = part * chunk;
-                let mut products = vec![0f32; ASSIGN_BLOCK_ROWS * k];
-                for (b, labels) in slots.chunks_mut(ASSIGN_BLOCK_ROWS).enumerate() {
-                    let first = start + b * ASSIGN_BLOCK_ROWS;
-                    let rows = &data[first * dim..(first + labels.len()) * dim];
-                    block_products(rows, dim, centroids, k, &mut products);
-                    for (i, label) in labels.iter_mut().enumerate() {
-                        let row = &products[i * k..(i + 1) * k];
-                        let mut best = (0usize, f32::INFINITY);
-                        for (c, (p, norm)) in row.iter().zip(norms).enumerate() {
-                            let d = norm - 2.0 * p;
-                            if d < best.1 {
-                                best = (c, d);
-                            }
-                        }
-                        *label = best.0 as u32;
+    let firsts: Vec<usize> = (0..n).step_by(ASSIGN_BLOCK_ROWS).collect();
+    on_all_cores(&firsts, |firsts, _| {
+        let mut products = vec![0f32; ASSIGN_BLOCK_ROWS * k];
+        let mut labels = Vec::with_capacity(firsts.len() * ASSIGN_BLOCK_ROWS);
+        for &first in firsts {
+            let last = (first + ASSIGN_BLOCK_ROWS).min(n);
+            block_products(
+                &data[first * dim..last * dim],
+                dim,
+                centroids,
+                k,
+                &mut products,
+            );
+            for row in products.chunks_exact(k).take(last - first) {
+                let mut best = (0usize, f32::INFINITY);
+                for (c, (p, norm)) in row.iter().zip(&norms).enumerate() {
+                    let d = norm - 2.0 * p;
+                    if d < best.1 {
+                        best = (c, d);
                     }
                 }
-            });
+                labels.push(best.0 as u32);
+            }
         }
-    });
-    out
+        labels
+    })
+    .concat()
 }
 
 /// `out[i·k + j] = rows[i] · centroids[j]` for every row of the block.

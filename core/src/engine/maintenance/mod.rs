@@ -29,6 +29,7 @@ use super::Floe;
 use super::state::Collection;
 use crate::error::{Error, Result};
 use crate::id::{self, Id};
+use crate::index::{le_f32s, vectors_range};
 use crate::manifest::{DeleteFile, SegmentEntry};
 use crate::segment::{
     COL_VECTOR, ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, delete_schema,
@@ -65,18 +66,14 @@ impl Floe {
             Error::corrupt(s.data_path.clone(), "no vector column and no index file")
         })?;
         let dim = c.config.dimension as usize;
-        let start = index.header_bytes + s.rows * dim as u64;
+        let range = vectors_range(index.header_bytes, s.rows, dim as u64, 0..s.rows);
         let path = Path::from(index.path.as_str());
         let bytes = self
             .store
-            .get_range(&path, start..start + s.rows * dim as u64 * 4)
+            .get_range(&path, range)
             .await
             .map_err(|e| Error::store("get", &path, e))?;
-        let values: Float32Array = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect::<Vec<f32>>()
-            .into();
+        let values = Float32Array::from(le_f32s(&bytes));
         if values.len() != batch.num_rows() * dim {
             return Err(Error::corrupt(
                 index.path.clone(),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 
 use crate::error::{Error, Result};
-use crate::index::IvfHeader;
+use crate::index::{IvfHeader, le_f32s};
 use crate::manifest::SegmentEntry;
 use crate::segment::{ParquetFile, RangeSource};
 
@@ -93,14 +93,7 @@ impl IndexedSegment {
         let bytes = source
             .read_ranges(&self.index_path, self.index_size, &ranges)
             .await?;
-        Ok(bytes
-            .iter()
-            .map(|b| {
-                b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
-            })
-            .collect())
+        Ok(bytes.iter().map(|b| le_f32s(b)).collect())
     }
 
     /// `columns` of `rows` of the data file (all rows when `None`).

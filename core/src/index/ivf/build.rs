@@ -10,6 +10,7 @@ use super::{IvfHeader, IvfIndex, IvfParams};
 use crate::catalog::Metric;
 use crate::error::{Error, Result};
 use crate::index::kmeans::{assign, kmeans};
+use crate::index::on_all_cores;
 use crate::vector::{QueryVector, dot, normalize};
 
 /// What [`IvfIndex::build`] makes.
@@ -60,13 +61,11 @@ impl IvfIndex {
         let labels = assign(&space, dim, &centroids);
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_by_key(|r| labels[*r as usize]);
-        let mut offsets_labels = labels;
         let mut offsets = vec![0u32; nlist + 1];
-        for label in &offsets_labels {
+        for label in &labels {
             offsets[*label as usize + 1] += 1;
         }
-        offsets_labels.clear();
-        offsets_labels.shrink_to_fit();
+        drop(labels);
         for c in 0..nlist {
             offsets[c + 1] += offsets[c];
         }
@@ -278,26 +277,4 @@ impl Ord for OrdF32 {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
     }
-}
-
-/// `work` over contiguous shares of `items` (with the index of each
-/// share's first item), one thread per core; results in order.
-fn on_all_cores<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T], usize) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map(|t| t.get())
-        .unwrap_or(1)
-        .min(16);
-    let chunk = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let work = &work;
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, share)| s.spawn(move || work(share, i * chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
 }

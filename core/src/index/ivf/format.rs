@@ -27,9 +27,13 @@ impl IvfHeader {
 
     /// Where row `row`'s full-precision vector is in the index file.
     pub(crate) fn vector_range(&self, row: usize) -> std::ops::Range<u64> {
-        let (dim, rows) = (self.dim as u64, self.rows() as u64);
-        let start = self.header_len() + rows * dim + row as u64 * dim * 4;
-        start..start + dim * 4
+        let row = row as u64;
+        vectors_range(
+            self.header_len(),
+            self.rows() as u64,
+            self.dim as u64,
+            row..row + 1,
+        )
     }
 
     /// Size of the whole index file.
@@ -154,12 +158,30 @@ impl IvfIndex {
         let h = header.header_len() as usize;
         let n = header.rows() * header.dim;
         let codes = bytes[h..h + n].to_vec();
-        let vectors = bytes[h + n..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let vectors = le_f32s(&bytes[h + n..]);
         Ok((IvfIndex { header, codes }, vectors))
     }
+}
+
+/// Where the vectors of rows `rows` are in an index file of `total_rows`
+/// rows of `dim` dimensions whose header is `header_len` bytes: after the
+/// header and the 1-byte codes, 4·dim bytes a row.
+pub(crate) fn vectors_range(
+    header_len: u64,
+    total_rows: u64,
+    dim: u64,
+    rows: std::ops::Range<u64>,
+) -> std::ops::Range<u64> {
+    let start = header_len + total_rows * dim;
+    start + rows.start * dim * 4..start + rows.end * dim * 4
+}
+
+/// Little-endian f32s, as the index file stores them.
+pub(crate) fn le_f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 struct Reader<'a> {
@@ -186,11 +208,6 @@ impl<'a> Reader<'a> {
             .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     }
     fn f32s(&mut self, n: usize) -> Option<Vec<f32>> {
-        let b = self.take(n.checked_mul(4)?)?;
-        Some(
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+        self.take(n.checked_mul(4)?).map(le_f32s)
     }
 }

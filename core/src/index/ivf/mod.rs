@@ -28,6 +28,7 @@ mod build;
 mod format;
 mod probe;
 
+pub(crate) use format::{le_f32s, vectors_range};
 pub(crate) use probe::{default_rerank, rerank};
 
 use crate::catalog::Metric;
