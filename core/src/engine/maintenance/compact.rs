@@ -15,7 +15,7 @@ use super::plan::{FANOUT, Job, cut, index_inline, plan};
 use crate::engine::Floe;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
-use crate::manifest::{Committed, Fence, Manifest, Operation, Role, SegmentEntry};
+use crate::manifest::{Committed, DeleteFile, Fence, Manifest, Operation, Role, SegmentEntry};
 use crate::mvcc::{Newest, id_and_lsn};
 use crate::segment::{COL_ID, COL_LSN, new_segment_id};
 
@@ -95,12 +95,7 @@ impl Floe {
     /// Dead rows are counted every [`PURGE_CHECK_EVERY`].
     pub async fn compact_if_due(&self, name: &str) -> Result<Option<CompactReport>> {
         self.on_current(name, |c| async move {
-            let version = c.manifests.latest().await?.version;
-            let purge = match *c.purge_checked.lock().unwrap_or_else(|p| p.into_inner()) {
-                None => true,
-                Some((v, at)) => v != version && at.elapsed() >= PURGE_CHECK_EVERY,
-            };
-            let report = self.compact_collection(&c, false, purge).await?;
+            let report = self.compact_collection(&c, false).await?;
             Ok((!report.is_empty()).then_some(report))
         })
         .await
@@ -110,35 +105,39 @@ impl Floe {
     /// reaches the seal size), rewrites segments with many dead rows, and
     /// drops or merges delete files — each step one manifest commit.
     pub async fn compact(&self, name: &str) -> Result<CompactReport> {
-        self.on_current(name, |c| async move {
-            self.compact_collection(&c, true, true).await
-        })
+        self.on_current(
+            name,
+            |c| async move { self.compact_collection(&c, true).await },
+        )
         .await
     }
 
-    async fn compact_collection(
-        &self,
-        c: &Collection,
-        force: bool,
-        purge: bool,
-    ) -> Result<CompactReport> {
+    /// What is due, or with `force` every unsealed segment merged and dead
+    /// rows counted now. A round with nothing due costs one manifest check.
+    async fn compact_collection(&self, c: &Collection, force: bool) -> Result<CompactReport> {
         let _one_at_a_time = c.maintenance_lock.lock().await;
         let manifest = c.manifests.latest().await?;
+        let purge = force
+            || match *c.purge_checked.lock().unwrap_or_else(|p| p.into_inner()) {
+                None => true,
+                Some((v, at)) => v != manifest.version && at.elapsed() >= PURGE_CHECK_EVERY,
+            };
         let dead = if purge {
             Some(self.dead_rows(c, &manifest).await?)
         } else {
             None
         };
+        let jobs = plan(&manifest.segments, dead.as_ref(), &c.config.index, force);
         let mut report = CompactReport::default();
+        if jobs.is_empty() && !purge {
+            return Ok(report);
+        }
         let result = async {
-            for job in plan(&manifest.segments, dead.as_ref(), &c.config.index, force) {
-                self.run_job(c, &job, &mut report).await?;
+            for job in &jobs {
+                self.run_job(c, job, &mut report).await?;
             }
             if purge {
                 self.tidy_deletes(c, &mut report).await?;
-                let version = c.manifests.latest().await?.version;
-                *c.purge_checked.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((version, Instant::now()));
             }
             Ok::<_, Error>(())
         }
@@ -149,8 +148,12 @@ impl Floe {
             self.emit_object_created(c.paths.segment_sealed(id).as_ref());
         }
         result?;
-        // Keys of files no manifest lists any more are not needed again.
         let live = c.manifests.latest().await?;
+        if purge {
+            *c.purge_checked.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((live.version, Instant::now()));
+        }
+        // Keys of files no manifest lists any more are not needed again.
         c.compactor_keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -195,18 +198,8 @@ impl Floe {
     /// The newest event per id over every segment and delete file that
     /// holds an event at or after `oldest` (only those can hide its rows).
     async fn newest_since(&self, c: &Collection, m: &Manifest, oldest: u64) -> Result<Newest> {
-        let segments: Vec<(&str, u64)> = m
-            .segments
-            .iter()
-            .filter(|s| s.max_lsn >= oldest)
-            .map(|s| (s.data_path.as_str(), s.size_bytes))
-            .collect();
-        let deletes: Vec<(&str, u64)> = m
-            .deletes
-            .iter()
-            .filter(|d| d.max_lsn >= oldest)
-            .map(|d| (d.path.as_str(), d.size_bytes))
-            .collect();
+        let segments = segment_files(m.segments.iter().filter(|s| s.max_lsn >= oldest));
+        let deletes = delete_files(m.deletes.iter().filter(|d| d.max_lsn >= oldest));
         let (segments, deletes) =
             futures::try_join!(self.keys_of(c, &segments), self.keys_of(c, &deletes))?;
         let mut newest = Newest::default();
@@ -222,12 +215,7 @@ impl Floe {
     /// Dead (superseded or deleted) rows per segment.
     async fn dead_rows(&self, c: &Collection, m: &Manifest) -> Result<HashMap<String, u64>> {
         let newest = self.newest_since(c, m, 0).await?;
-        let files: Vec<(&str, u64)> = m
-            .segments
-            .iter()
-            .map(|s| (s.data_path.as_str(), s.size_bytes))
-            .collect();
-        let keys = self.keys_of(c, &files).await?;
+        let keys = self.keys_of(c, &segment_files(&m.segments)).await?;
         let mut dead = HashMap::new();
         for (s, keys) in m.segments.iter().zip(keys) {
             let visible = newest.visible_mask(&keys)?.true_count() as u64;
@@ -322,16 +310,7 @@ impl Floe {
         if m.deletes.is_empty() {
             return Ok(());
         }
-        let delete_files: Vec<(&str, u64)> = m
-            .deletes
-            .iter()
-            .map(|d| (d.path.as_str(), d.size_bytes))
-            .collect();
-        let segment_files: Vec<(&str, u64)> = m
-            .segments
-            .iter()
-            .map(|s| (s.data_path.as_str(), s.size_bytes))
-            .collect();
+        let (delete_files, segment_files) = (delete_files(&m.deletes), segment_files(&m.segments));
         let (deletes, segments) = futures::try_join!(
             self.keys_of(c, &delete_files),
             self.keys_of(c, &segment_files)
@@ -400,4 +379,20 @@ impl Floe {
             )),
         }
     }
+}
+
+/// `(key, size)` of segments' data files, as [`Floe::keys_of`] takes them.
+fn segment_files<'a>(segments: impl IntoIterator<Item = &'a SegmentEntry>) -> Vec<(&'a str, u64)> {
+    segments
+        .into_iter()
+        .map(|s| (s.data_path.as_str(), s.size_bytes))
+        .collect()
+}
+
+/// `(key, size)` of delete files, as [`Floe::keys_of`] takes them.
+fn delete_files<'a>(deletes: impl IntoIterator<Item = &'a DeleteFile>) -> Vec<(&'a str, u64)> {
+    deletes
+        .into_iter()
+        .map(|d| (d.path.as_str(), d.size_bytes))
+        .collect()
 }
