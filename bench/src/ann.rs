@@ -264,20 +264,7 @@ pub async fn run(args: AnnArgs) -> Result<()> {
     );
 
     // Warm: one query loads the segment and its index into memory.
-    let query = |q: &[f32], nprobe: Option<usize>| QueryRequest {
-        vector: Some(q.iter().map(|x| *x as f64).collect()),
-        top_k: 10,
-        filter: None,
-        include_attributes: Some(serde_json::Value::Bool(false)),
-        include_vector: false,
-        consistency: Some(serde_json::json!("eventual")),
-        cursor: None,
-        nprobe,
-        rerank: None,
-        recall_target: None,
-        explain: false,
-    };
-    floe_core::api::query(&floe, "ann", query(&queries[..dim], Some(1))).await?;
+    floe_core::api::query(&floe, "ann", top_10(&queries[..dim], Some(1))).await?;
     println!(
         "\n{:<22} {:>8} {:>10} {:>9} {:>9} {:>9}",
         "engine", "nprobe", "recall@10", "p50 ms", "p99 ms", "QPS"
@@ -287,7 +274,7 @@ pub async fn run(args: AnnArgs) -> Result<()> {
     settings_list.push(None);
     for nprobe in settings_list {
         let (recall, lat) = run_queries(&floe, "ann", queries.chunks_exact(dim), &truth, |q| {
-            query(q, nprobe)
+            top_10(q, nprobe)
         })
         .await?;
         let mean = lat.iter().sum::<f64>() / lat.len() as f64;
@@ -414,6 +401,24 @@ pub fn faiss_reference(
         "--nprobes".into(),
         nprobes.into(),
     ])
+}
+
+/// A warm top-10 query for `q` (eventual, ids only) at `nprobe`, or at the
+/// default recall target.
+pub fn top_10(q: &[f32], nprobe: Option<usize>) -> QueryRequest {
+    QueryRequest {
+        vector: Some(q.iter().map(|x| *x as f64).collect()),
+        top_k: 10,
+        filter: None,
+        include_attributes: Some(serde_json::Value::Bool(false)),
+        include_vector: false,
+        consistency: Some(serde_json::json!("eventual")),
+        cursor: None,
+        nprobe,
+        rerank: None,
+        recall_target: None,
+        explain: false,
+    }
 }
 
 /// Runs each query one at a time: recall@10 against `truth` (ids) and the

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use floe_core::Floe;
-use floe_core::api::wire::QueryRequest;
 use floe_core::catalog::Metric;
 
 use crate::ann::{
-    faiss_reference, generate, ground_truth, run_queries, upsert_ids, upsert_vectors,
+    faiss_reference, generate, ground_truth, run_queries, top_10, upsert_ids, upsert_vectors,
 };
 
 pub struct LifecycleArgs {
@@ -38,19 +37,7 @@ async fn measure(
     queries: &[f32],
     truth: &[Vec<u64>],
 ) -> Result<(f64, f64, f64)> {
-    let query = |q: &[f32]| QueryRequest {
-        vector: Some(q.iter().map(|x| *x as f64).collect()),
-        top_k: 10,
-        filter: None,
-        include_attributes: Some(serde_json::Value::Bool(false)),
-        include_vector: false,
-        consistency: Some(serde_json::json!("eventual")),
-        cursor: None,
-        nprobe: None,
-        rerank: None,
-        recall_target: None,
-        explain: false,
-    };
+    let query = |q: &[f32]| top_10(q, None);
     for q in queries.chunks_exact(dim).take(20) {
         floe_core::api::query(floe, "life", query(q)).await?;
     }
