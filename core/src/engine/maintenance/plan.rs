@@ -65,28 +65,24 @@ pub(super) fn plan(
         v.iter().map(|s| s.id.clone()).collect::<Vec<_>>()
     };
     let unsealed: Vec<&SegmentEntry> = segments.iter().filter(|s| !s.sealed).collect();
-    // A forced compaction leaves alone what it could not improve: one
-    // indexed segment with no dead rows.
-    let settled = unsealed.len() == 1
-        && unsealed[0].index.is_some()
-        && dead.is_some_and(|d| d.get(&unsealed[0].id).copied().unwrap_or(0) == 0);
-    if force {
-        if !unsealed.is_empty() && !settled {
-            taken.extend(unsealed.iter().map(|s| s.id.as_str()));
-            jobs.push(Job {
-                inputs: by_lsn(unsealed),
-                reason: "forced",
-            });
-        }
-    } else if reaches_seal(&unsealed, params) {
-        // Enough unsealed rows for a sealed segment: merge them all, as a
-        // forced compaction would.
+    // Every unsealed segment merges together when forced (unless there is
+    // nothing to improve: one indexed segment with no dead rows), or once
+    // they hold a sealed segment's worth of rows.
+    let merge_all = if force {
+        let settled = unsealed.len() == 1
+            && unsealed[0].index.is_some()
+            && dead.is_some_and(|d| d.get(&unsealed[0].id).copied().unwrap_or(0) == 0);
+        (!unsealed.is_empty() && !settled).then_some("forced")
+    } else {
+        reaches_seal(&unsealed, params).then_some("seal")
+    };
+    if let Some(reason) = merge_all {
         taken.extend(unsealed.iter().map(|s| s.id.as_str()));
         jobs.push(Job {
             inputs: by_lsn(unsealed),
-            reason: "seal",
+            reason,
         });
-    } else {
+    } else if !force {
         let unindexed: Vec<&SegmentEntry> = unsealed
             .iter()
             .copied()
