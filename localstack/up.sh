@@ -58,6 +58,7 @@ cat > "$STATE/env" <<ENV
 export FLOE_TEST_NATS_URL=$NATS_URL
 export FLOE_TEST_NATS_MONITOR=$NATS_MON
 export FLOE_TEST_NATS_BIN=$bin/nats-server
+export FLOE_TEST_PYTHON=$bin/python
 export FLOE_TEST_S3_ENDPOINT=$S3_ENDPOINT
 export FLOE_TEST_S3_BUCKET=$BUCKET
 export AWS_ACCESS_KEY_ID=\${AWS_ACCESS_KEY_ID:-floe-test}

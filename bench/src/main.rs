@@ -9,6 +9,7 @@
 //! Endpoints default to the variables `localstack/up.sh` writes.
 
 mod ann;
+mod auth;
 mod build;
 mod cold;
 mod lambda;
@@ -111,6 +112,8 @@ enum Command {
         #[arg(long, default_value_t = 5_000)]
         max_records: usize,
     },
+    /// What the API key check costs: alone, and per HTTP request.
+    Auth(auth::AuthArgs),
     /// Upsert throughput and strong-query latency through the HTTP API.
     Api {
         /// `embedded` (local directory + file log) or `cloud` (S3 + NATS
@@ -309,6 +312,7 @@ async fn main() -> Result<()> {
             .await
         }
         Command::Lambda(args) => lambda::run(args).await,
+        Command::Auth(args) => auth::run(args).await,
         Command::Manifest {
             s3_endpoint,
             bucket,

@@ -460,6 +460,7 @@ impl BlockCache {
             }
             stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             stats.fetched_blocks.fetch_add(blocks, Ordering::Relaxed);
+            crate::telemetry::cache_blocks("object_store", blocks);
             Ok(bytes)
         }
         .boxed()
@@ -491,10 +492,16 @@ impl RangeSource for CachedSource {
 
 fn count_hit(stats: &ReadStats, source: Source) {
     match source {
-        Source::Memory => stats.memory_hits.fetch_add(1, Ordering::Relaxed),
-        Source::Disk => stats.disk_hits.fetch_add(1, Ordering::Relaxed),
-        Source::Outer => 0,
-    };
+        Source::Memory => {
+            stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::cache_blocks("memory", 1);
+        }
+        Source::Disk => {
+            stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::cache_blocks("disk", 1);
+        }
+        Source::Outer => {}
+    }
 }
 
 /// Cuts `range` out of the blocks holding it (a slice when one block does).

@@ -32,6 +32,10 @@ pub struct Settings {
     pub limits: Limits,
     /// The read cache (memory and local disk).
     pub cache: CacheSettings,
+    /// API keys.
+    pub auth: AuthSettings,
+    /// The HTTP server of `floe serve`: timeouts, connections, CORS, TLS.
+    pub http: HttpSettings,
 }
 
 impl Default for Settings {
@@ -44,7 +48,105 @@ impl Default for Settings {
             flush: FlushSettings::default(),
             limits: Limits::default(),
             cache: CacheSettings::default(),
+            auth: AuthSettings::default(),
+            http: HttpSettings::default(),
         }
+    }
+}
+
+/// A secret setting: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// API keys (see `docs/security.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The admin key. When set, every request but the health checks needs
+    /// a key; when unset, keys are off.
+    pub admin_key: Option<Secret>,
+    /// Serve without keys on an address other than loopback (or on
+    /// Lambda). Off: such a server refuses to start.
+    pub allow_unauthenticated: bool,
+    /// How long a process trusts a key record it read (seconds): the
+    /// longest a revoked key keeps working.
+    pub key_cache_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            admin_key: None,
+            allow_unauthenticated: false,
+            key_cache_secs: 10,
+        }
+    }
+}
+
+/// The admin key's least length.
+pub const MIN_ADMIN_KEY_LEN: usize = 16;
+
+/// The HTTP server of `floe serve` (on Lambda, API Gateway does this).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// A client has this long to send its request line and headers (and
+    /// TLS handshake) before the connection is closed (seconds).
+    pub header_timeout_secs: u64,
+    /// A client has this long to send a request's body: 408 after (seconds).
+    pub body_timeout_secs: u64,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origins: Vec<String>,
+    /// A PEM certificate chain: serve HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 1024,
+            cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The header timeout as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    /// The body timeout as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
     }
 }
 
@@ -141,7 +243,68 @@ impl Settings {
                 "must be at least 1024",
             ));
         }
+        if let Some(key) = &self.auth.admin_key
+            && (key.expose().len() < MIN_ADMIN_KEY_LEN
+                || !key.expose().bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(Error::invalid(
+                "auth.admin_key",
+                format!(
+                    "must be at least {MIN_ADMIN_KEY_LEN} printable ASCII characters without spaces"
+                ),
+            ));
+        }
+        if self.http.header_timeout_secs == 0 || self.http.body_timeout_secs == 0 {
+            return Err(Error::invalid(
+                "http",
+                "header_timeout_secs and body_timeout_secs must be positive",
+            ));
+        }
+        if self.http.max_connections == 0 {
+            return Err(Error::invalid("http.max_connections", "must be positive"));
+        }
+        for (i, origin) in self.http.cors_origins.iter().enumerate() {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && origin.parse::<axum::http::HeaderValue>().is_ok()
+                && !origin.trim_end_matches('/').contains(['?', '#'])
+                && origin.matches('/').count() == 2;
+            if !ok {
+                return Err(Error::invalid(
+                    format!("http.cors_origins[{i}]"),
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(Error::invalid(
+                "http.tls_cert",
+                "tls_cert and tls_key go together",
+            ));
+        }
         Ok(())
+    }
+
+    /// Refuses to serve an open API where others can reach it: without an
+    /// admin key, only a loopback `listen` address (`floe serve`) is
+    /// allowed, and never Lambda (`listen` `None`: behind API Gateway),
+    /// unless `auth.allow_unauthenticated` says so.
+    pub fn check_exposure(&self, listen: Option<std::net::SocketAddr>) -> Result<()> {
+        if self.auth.admin_key.is_some() || self.auth.allow_unauthenticated {
+            return Ok(());
+        }
+        match listen {
+            Some(addr) if addr.ip().is_loopback() => Ok(()),
+            Some(addr) => Err(Error::invalid(
+                "listen",
+                format!(
+                    "{addr} is reachable from other machines and no admin key is set: set FLOE_ADMIN_KEY, listen on 127.0.0.1, or set FLOE_ALLOW_UNAUTHENTICATED=true to serve an open API on purpose"
+                ),
+            )),
+            None => Err(Error::invalid(
+                "auth.admin_key",
+                "a function behind API Gateway needs FLOE_ADMIN_KEY (or FLOE_ALLOW_UNAUTHENTICATED=true to serve an open API on purpose)",
+            )),
+        }
     }
 
     /// The object store to use: configured, or `<data_dir>/objects`.
@@ -266,6 +429,37 @@ impl Settings {
         }
         if let Some(v) = num("FLOE_MAX_TOP_K")? {
             s.limits.max_top_k = v as usize;
+        }
+        if let Some(v) = get("FLOE_ADMIN_KEY") {
+            s.auth.admin_key = Some(Secret(v));
+        }
+        if let Some(v) = flag("FLOE_ALLOW_UNAUTHENTICATED")? {
+            s.auth.allow_unauthenticated = v;
+        }
+        if let Some(v) = num("FLOE_KEY_CACHE_SECS")? {
+            s.auth.key_cache_secs = v;
+        }
+        if let Some(v) = num("FLOE_HEADER_TIMEOUT_SECS")? {
+            s.http.header_timeout_secs = v;
+        }
+        if let Some(v) = num("FLOE_BODY_TIMEOUT_SECS")? {
+            s.http.body_timeout_secs = v;
+        }
+        if let Some(v) = num("FLOE_MAX_CONNECTIONS")? {
+            s.http.max_connections = v as usize;
+        }
+        if let Some(v) = get("FLOE_CORS_ORIGINS") {
+            s.http.cors_origins = v
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
+        if let Some(v) = get("FLOE_TLS_CERT") {
+            s.http.tls_cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("FLOE_TLS_KEY") {
+            s.http.tls_key = Some(PathBuf::from(v));
         }
         s.validate()?;
         Ok(s)

@@ -7,6 +7,10 @@ use std::fmt;
 pub enum ErrorKind {
     /// The input is wrong; retrying the same request will fail again (HTTP 400).
     BadRequest,
+    /// No credentials, or credentials that are not valid (HTTP 401).
+    Unauthenticated,
+    /// Valid credentials that do not allow this (HTTP 403).
+    Forbidden,
     /// The named thing does not exist (HTTP 404).
     NotFound,
     /// The request clashes with the current state (HTTP 409).
@@ -26,6 +30,18 @@ pub enum Error {
     /// A request or setting is wrong: `field` names it (`rows[3].vector`).
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
+
+    /// The request carries no valid API key.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// The request's API key does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+
+    /// No API key with this id.
+    #[error("API key {0:?} not found")]
+    KeyNotFound(String),
 
     /// No collection of this name.
     #[error("collection {0:?} not found")]
@@ -121,7 +137,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Invalid { .. } | Error::RecordTooLarge { .. } => ErrorKind::BadRequest,
-            Error::CollectionNotFound(_) => ErrorKind::NotFound,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Error::Forbidden(_) => ErrorKind::Forbidden,
+            Error::CollectionNotFound(_) | Error::KeyNotFound(_) => ErrorKind::NotFound,
             Error::CollectionExists { .. }
             | Error::CommitConflict { .. }
             | Error::Fenced { .. }

@@ -10,6 +10,7 @@
 mod error;
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod manifest;
 mod mvcc;
 pub mod segment;
 pub mod storage;
+pub mod telemetry;
 pub mod vector;
 
 pub use config::Settings;

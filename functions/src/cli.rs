@@ -33,13 +33,21 @@ enum Command {
         /// Directory for embedded data (overrides FLOE_DATA_DIR).
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
+        /// Serve without API keys on an address other than loopback
+        /// (sets FLOE_ALLOW_UNAUTHENTICATED).
+        #[arg(long)]
+        allow_unauthenticated: bool,
     },
 }
 
 /// Parses the command line and runs the command.
 pub async fn run() -> anyhow::Result<()> {
     init_tracing();
-    let Command::Serve { listen, data_dir } = Cli::parse().command;
+    let Command::Serve {
+        listen,
+        data_dir,
+        allow_unauthenticated,
+    } = Cli::parse().command;
     let mut settings = settings_from_env().context("reading FLOE_* settings")?;
     if let Some(listen) = listen {
         settings.listen = listen;
@@ -47,7 +55,14 @@ pub async fn run() -> anyhow::Result<()> {
     if let Some(dir) = data_dir {
         settings.data_dir = dir;
     }
+    if allow_unauthenticated {
+        settings.auth.allow_unauthenticated = true;
+    }
     settings.validate().context("checking settings")?;
+    if let Ok(addr) = settings.listen.parse() {
+        // Before opening anything: a refused server should say so at once.
+        settings.check_exposure(Some(addr))?;
+    }
     let store = settings.object_store_config().url;
     let log = settings
         .nats
@@ -61,9 +76,15 @@ pub async fn run() -> anyhow::Result<()> {
     let server = crate::serve::start(Arc::clone(&floe), &listen, true, stop_signal())
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(addr = %server.addr, %store, %log, "floe serving");
+    let scheme = if server.tls { "https" } else { "http" };
+    let keys = if floe.settings().auth.admin_key.is_some() {
+        "API keys required"
+    } else {
+        "no API keys"
+    };
+    tracing::info!(addr = %server.addr, %store, %log, %keys, "floe serving");
     eprintln!(
-        "floe listening on http://{} (objects: {store}, log: {log})",
+        "floe listening on {scheme}://{} ({keys}; objects: {store}, log: {log})",
         server.addr
     );
     server.task.await??;

@@ -25,6 +25,39 @@ pub fn init_tracing() {
     };
 }
 
+/// Lambda: the metrics (the same figures `floe serve` shows at
+/// `/metrics`) as CloudWatch Embedded Metric Format lines on stdout, in
+/// namespace `Floe` with the function's name as a dimension; call
+/// [`flush_emf`] after each invocation. `None` if a recorder was already
+/// installed.
+pub fn init_emf() -> Option<&'static metrics_cloudwatch_embedded::Collector> {
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "floe".into());
+    match metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace("Floe")
+        .with_dimension("function", function)
+        .init()
+    {
+        Ok(collector) => {
+            floe_core::telemetry::describe();
+            Some(collector)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: CloudWatch EMF not installed");
+            None
+        }
+    }
+}
+
+/// Writes the figures gathered since the last flush (one EMF document per
+/// label set) to stdout, where Lambda's log agent picks them up.
+pub fn flush_emf(collector: Option<&'static metrics_cloudwatch_embedded::Collector>) {
+    if let Some(collector) = collector
+        && let Err(e) = collector.flush(std::io::stdout().lock())
+    {
+        tracing::warn!(error = %e, "metrics: writing EMF failed");
+    }
+}
+
 /// Settings from `FLOE_CONFIG` and the `FLOE_*` variables of this process.
 pub fn settings_from_env() -> floe_core::Result<Settings> {
     let env: std::collections::HashMap<String, String> = std::env::vars()

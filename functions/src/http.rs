@@ -53,6 +53,14 @@ pub fn service(
 pub async fn run() -> Result<(), lambda_http::Error> {
     crate::env::init_tracing();
     let settings = crate::env::settings_from_env()?;
+    // Behind API Gateway the API is public: keys, or an explicit opt-out.
+    settings.check_exposure(None)?;
+    let emf = crate::env::init_emf();
     let floe = Floe::open(settings).await?;
-    lambda_http::run(service(floe)).await
+    let service = service(floe).map_future(move |answer| async move {
+        let response = answer.await;
+        crate::env::flush_emf(emf);
+        response
+    });
+    lambda_http::run(service).await
 }

@@ -194,17 +194,20 @@ pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     crate::env::init_tracing();
     let settings = crate::env::settings_from_env()?;
+    // It answers API Gateway's DELETE route too.
+    settings.check_exposure(None)?;
+    let emf = crate::env::init_emf();
     let floe = Floe::open(settings).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let floe = Arc::clone(&floe);
         async move {
-            handle(&floe, event.payload)
-                .await
-                .map_err(|e| lambda_runtime::Diagnostic {
-                    error_type: "FloeIndexerError".into(),
-                    // The whole context chain, not only the outermost message.
-                    error_message: format!("{e:#}"),
-                })
+            let done = handle(&floe, event.payload).await;
+            crate::env::flush_emf(emf);
+            done.map_err(|e| lambda_runtime::Diagnostic {
+                error_type: "FloeIndexerError".into(),
+                // The whole context chain, not only the outermost message.
+                error_message: format!("{e:#}"),
+            })
         }
     }))
     .await

@@ -666,6 +666,9 @@ pub struct Backends {
     pub query_cache_disk_mb: u64,
 }
 
+/// The admin key the emulated functions are configured with.
+pub const TEST_ADMIN_KEY: &str = "lambda-test-admin-key-0001";
+
 impl Backends {
     /// The environment the template gives the function `logical_id`, with
     /// its `/tmp` under `tmp`.
@@ -684,6 +687,9 @@ impl Backends {
             ("FLOE_DATA_DIR", tmp.join("floe").display().to_string()),
             ("FLOE_CACHE_MEMORY_MB", "256".into()),
             ("FLOE_CACHE_DISK_MB", "0".into()),
+            // The template resolves the admin key from Secrets Manager.
+            ("FLOE_ADMIN_KEY", TEST_ADMIN_KEY.into()),
+            ("FLOE_KEY_CACHE_SECS", "1".into()),
             // Lambda hands a function its role's credentials this way.
             ("AWS_ACCESS_KEY_ID", "floe-test".into()),
             ("AWS_SECRET_ACCESS_KEY", "floe-test".into()),

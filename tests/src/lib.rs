@@ -151,3 +151,43 @@ pub fn oracle_distance(metric: &str, q: &[f32], v: &[f32]) -> f64 {
         }
     }
 }
+
+/// One sample of a Prometheus text exposition: name, labels, value.
+pub type PromSample = (String, std::collections::BTreeMap<String, String>, f64);
+
+/// Parses Prometheus exposition `text` with the reference parser (the
+/// official Python client's, in the local stack's venv), panicking with
+/// the parser's complaint if it is not valid exposition format.
+pub fn parse_prometheus(text: &str) -> Vec<PromSample> {
+    use std::io::Write;
+    let python = required_env("FLOE_TEST_PYTHON");
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append([s.name, s.labels, s.value])
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write the exposition");
+    let out = child.wait_with_output().expect("parser output");
+    assert!(
+        out.status.success(),
+        "not Prometheus exposition format: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("parser JSON")
+}

@@ -43,17 +43,25 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
 impl TestServer {
     /// Embedded: local directory and file log.
     pub async fn embedded() -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Self::start("embedded", test_settings(dir.path()), dir).await
+        Self::with("embedded", |_| {}).await
     }
 
     /// S3 API server and nats-server from the local stack.
     pub async fn cloud() -> TestServer {
+        Self::with("cloud", |_| {}).await
+    }
+
+    /// A server in `mode` ("embedded" or "cloud") with its test settings
+    /// changed by `edit`.
+    pub async fn with(mode: &'static str, edit: impl FnOnce(&mut Settings)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = test_settings(dir.path());
-        settings.object_store = Some(s3_config());
-        settings.nats = Some(jetstream_config());
-        Self::start("cloud", settings, dir).await
+        if mode == "cloud" {
+            settings.object_store = Some(s3_config());
+            settings.nats = Some(jetstream_config());
+        }
+        edit(&mut settings);
+        Self::start(mode, settings, dir).await
     }
 
     pub async fn start(
@@ -68,7 +76,8 @@ impl TestServer {
         })
         .await
         .expect("start server");
-        let url = format!("http://{}", server.addr);
+        let scheme = if server.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}", server.addr);
         TestServer {
             mode,
             client: Client::new(&url),
@@ -85,6 +94,7 @@ impl TestServer {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    key: Option<String>,
 }
 
 impl Client {
@@ -92,6 +102,31 @@ impl Client {
         Self {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
+            key: None,
+        }
+    }
+
+    /// The same client sending `Authorization: Bearer <key>`.
+    pub fn with_key(&self, key: &str) -> Self {
+        Self {
+            key: Some(key.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The same client over another `reqwest` client (TLS settings, say).
+    pub fn with_http(&self, http: reqwest::Client) -> Self {
+        Self {
+            http,
+            ..self.clone()
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
         }
     }
 
@@ -108,31 +143,33 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.send(self.request(reqwest::Method::GET, path)).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.delete(format!("{}{path}", self.base)))
-            .await
+        self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+        self.send(self.request(reqwest::Method::PUT, path).json(body))
             .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+        self.send(self.request(reqwest::Method::POST, path).json(body))
             .await
     }
 
     /// Posts raw bytes (for malformed and oversized bodies).
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        self.post_typed(path, "application/json", body).await
+    }
+
+    /// Posts raw bytes with the given content type.
+    pub async fn post_typed(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
         self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .header("content-type", "application/json")
+            self.request(reqwest::Method::POST, path)
+                .header("content-type", content_type)
                 .body(body),
         )
         .await

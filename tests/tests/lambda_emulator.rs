@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe_tests::lambda_emulator::{
-    ApiGateway, Artifacts, Backends, FUNCTIONS, Function, FunctionSpec, template_routes,
+    ApiGateway, Artifacts, Backends, FUNCTIONS, Function, FunctionSpec, TEST_ADMIN_KEY,
+    template_routes,
 };
 use floe_tests::s3_events::{SqsQueue, event_keys, notify_bucket, object_created_events};
 use floe_tests::server::Client;
@@ -164,8 +165,17 @@ async fn serve_the_api_and_index_on_s3_events(arch: &str) {
             took.as_secs_f64() * 1e3
         );
     }
-    let api = Client::new(&stack.gateway.url);
+    let anonymous = Client::new(&stack.gateway.url);
+    let api = anonymous.with_key(TEST_ADMIN_KEY);
     let base = "/v1/collections/lam";
+
+    // Keys are required: nothing without one.
+    let (status, body) = anonymous.put(base, &json!({"dimension": 8})).await;
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
 
     // Ingest function: create, upsert (two requests), a refused bad input.
     let first = Instant::now();
@@ -303,6 +313,45 @@ async fn serve_the_api_and_index_on_s3_events(arch: &str) {
         (200, Some(123)),
         "{body}"
     );
+
+    // Keys minted on the ingest function work on the query function; a
+    // read key cannot write, and once revoked (on the indexer) it stops
+    // working within the key cache time (1 s here).
+    let (status, minted) = api
+        .post(
+            "/v1/keys",
+            &json!({"name": "reader", "role": "read", "collections": ["lam"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let reader = anonymous.with_key(minted["key"].as_str().unwrap());
+    let (status, body) = reader.get(&format!("{base}/rows/123")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = reader
+        .post(
+            &format!("{base}/upsert"),
+            &json!({"rows": [{"id": 1, "vector": vector(1)}]}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = api.get("/v1/keys").await;
+    assert_eq!(
+        (status, body["keys"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{body}"
+    );
+    let (status, body) = api
+        .delete(&format!("/v1/keys/{}", minted["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let revoked = Instant::now();
+    while reader.get(&format!("{base}/rows/123")).await.0 != 401 {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(10),
+            "a revoked key still works"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Deleting is routed to the indexer.
     let (status, body) = api.delete(base).await;

@@ -42,6 +42,8 @@ impl From<Error> for ApiError {
         let (status, kind) = match (&e, e.kind()) {
             (Error::RecordTooLarge { .. }, _) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             (_, ErrorKind::BadRequest) => (StatusCode::BAD_REQUEST, "bad_request"),
+            (_, ErrorKind::Unauthenticated) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            (_, ErrorKind::Forbidden) => (StatusCode::FORBIDDEN, "forbidden"),
             (_, ErrorKind::NotFound) => (StatusCode::NOT_FOUND, "not_found"),
             (_, ErrorKind::Conflict) => (StatusCode::CONFLICT, "conflict"),
             (_, ErrorKind::Unavailable) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -74,6 +76,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"floe\""),
+            );
         }
         response
     }

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, FromRef, MatchedPath, Path, Query, RawPathParams, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{self, MethodRouter, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -26,6 +26,7 @@ use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
+use crate::auth::{Grant, Keys, Need, Role};
 use crate::engine::{Floe, WriteAck};
 use crate::error::{Error, Result};
 use wire::{CreateCollection, DeleteRequest, QueryRequest, QueryResponse, RowOut, UpsertRequest};
@@ -38,27 +39,98 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// The most header bytes (names and values) accepted: 431 beyond them.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
+/// What the handlers share: the engine and the key check.
+#[derive(Clone)]
+struct App {
+    floe: Arc<Floe>,
+    keys: Arc<Keys>,
+}
+
+impl FromRef<App> for Arc<Floe> {
+    fn from_ref(app: &App) -> Arc<Floe> {
+        Arc::clone(&app.floe)
+    }
+}
+
+/// What a route needs of the caller's key (see [`Need`]); the collection
+/// is the route's `{name}`.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    Collection(Role),
+    Any(Role),
+    Everything(Role),
+}
+
 /// The `/v1` API over `floe`, plus `/healthz` (liveness), `/readyz`
-/// (readiness: the log and the object store answer) and `/openapi.json`.
+/// (readiness: the log and the object store answer), `/openapi.json`
+/// and `/metrics` (Prometheus, where that recorder is installed).
+///
+/// With an admin key configured every route but the health checks and
+/// the OpenAPI description needs `Authorization: Bearer <key>` with the
+/// role its [`Access`] names.
 pub fn router(floe: Arc<Floe>) -> Router {
-    Router::new()
+    let keys = Arc::new(Keys::new(
+        Arc::clone(floe.object_store()),
+        &floe.settings().auth,
+    ));
+    let cors = cors_layer(&floe.settings().http.cors_origins);
+    let app = App { floe, keys };
+    let guard = |access: Access, route: MethodRouter<App>| {
+        route.route_layer(axum::middleware::from_fn_with_state(
+            (Arc::clone(&app.keys), access),
+            authorize,
+        ))
+    };
+    use Access::{Any, Collection, Everything};
+    use Role::{Admin, Read, Write};
+    let router = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
         )
-        .route("/v1/collections", get(list_collections))
+        .route("/metrics", guard(Everything(Read), get(metrics_text)))
+        .route("/v1/collections", guard(Any(Read), get(list_collections)))
         .route(
             "/v1/collections/{name}",
-            get(describe).put(create).delete(drop_collection),
+            guard(Collection(Read), get(describe)).merge(guard(
+                Collection(Admin),
+                put(create).delete(drop_collection),
+            )),
         )
-        .route("/v1/collections/{name}/upsert", post(upsert_route))
-        .route("/v1/collections/{name}/delete", post(delete_route))
-        .route("/v1/collections/{name}/query", post(query_route))
-        .route("/v1/collections/{name}/flush", post(flush))
-        .route("/v1/collections/{name}/warm", post(warm))
-        .route("/v1/collections/{name}/rows/{id}", get(get_row))
+        .route(
+            "/v1/collections/{name}/upsert",
+            guard(Collection(Write), post(upsert_route)),
+        )
+        .route(
+            "/v1/collections/{name}/delete",
+            guard(Collection(Write), post(delete_route)),
+        )
+        .route(
+            "/v1/collections/{name}/query",
+            guard(Collection(Read), post(query_route)),
+        )
+        .route(
+            "/v1/collections/{name}/flush",
+            guard(Collection(Write), post(flush)),
+        )
+        .route(
+            "/v1/collections/{name}/warm",
+            guard(Collection(Read), post(warm)),
+        )
+        .route(
+            "/v1/collections/{name}/rows/{id}",
+            guard(Collection(Read), get(get_row)),
+        )
+        .route(
+            "/v1/keys",
+            guard(Everything(Admin), get(list_keys).post(create_key)),
+        )
+        .route(
+            "/v1/keys/{id}",
+            guard(Everything(Admin), routing::delete(revoke_key)),
+        )
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -76,6 +148,12 @@ pub fn router(floe: Arc<Floe>) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(request_limits))
+        .layer(axum::middleware::from_fn(record_metrics));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -91,7 +169,103 @@ pub fn router(floe: Arc<Floe>) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
-        .with_state(floe)
+        .with_state(app)
+}
+
+/// Browsers may call the API from these origins (none when empty: no
+/// CORS headers, so a page elsewhere can neither preflight nor read).
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let request_id = HeaderName::from_static("x-request-id");
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                request_id.clone(),
+            ])
+            .expose_headers([request_id])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+/// Checks the caller's key against what the route needs, and hands the
+/// key's grant to the handler (listing filters by it).
+async fn authorize(
+    State((keys, access)): State<(Arc<Keys>, Access)>,
+    params: RawPathParams,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let grant = match keys.authenticate(authorization).await {
+        Ok(grant) => grant,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let name = params
+        .iter()
+        .find(|(k, _)| *k == "name")
+        .map_or("", |(_, v)| v);
+    let need = match access {
+        Access::Collection(role) => Need::Collection(role, name),
+        Access::Any(role) => Need::Any(role),
+        Access::Everything(role) => Need::Everything(role),
+    };
+    if let Err(e) = grant.allow(need) {
+        return ApiError::from(e).into_response();
+    }
+    request.extensions_mut().insert(grant);
+    next.run(request).await
+}
+
+/// Counts every answer by route template (not by collection: a label per
+/// collection would grow without bound), method and status.
+async fn record_metrics(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    crate::telemetry::http_request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn metrics_text() -> Response {
+    match crate::telemetry::render_prometheus() {
+        Some(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+            "this process exports no Prometheus metrics (on Lambda they go to CloudWatch as EMF)"
+                .into(),
+        )
+        .into_response(),
+    }
 }
 
 /// The span of one request: the access log line (`on_response`) carries
@@ -139,7 +313,41 @@ async fn request_limits(request: axum::extract::Request, next: axum::middleware:
         )
         .into_response();
     }
+    if has_body(request.headers()) && !is_json(request.headers()) {
+        // Browsers send text/plain and form bodies cross-site without a
+        // CORS preflight: refusing them keeps a web page from writing to
+        // a local Floe.
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            Some("content-type".into()),
+            "request bodies must be JSON: send Content-Type: application/json".into(),
+        )
+        .into_response();
+    }
     next.run(request).await
+}
+
+/// Whether the request says it carries a body.
+fn has_body(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// `application/json` (with parameters, such as a charset) or `…+json`.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| mime.trim().to_ascii_lowercase())
+        .is_some_and(|mime| {
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
 }
 
 /// Readiness: 200 when the log and the object store both answer, 503
@@ -195,14 +403,27 @@ type ApiResult<T> = std::result::Result<T, ApiError>;
 /// JSON path of a bad field.
 async fn parse_body<T: DeserializeOwned>(floe: &Floe, body: Body) -> ApiResult<T> {
     let limit = floe.settings().limits.max_request_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            Some("body".into()),
-            format!("request body is larger than {limit} bytes"),
-        )
-    })?;
+    let timeout = floe.settings().http.body_timeout();
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await;
+    let bytes: Bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                Some("body".into()),
+                format!("request body is larger than {limit} bytes"),
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                Some("body".into()),
+                format!("the request body did not arrive within {timeout:?}"),
+            ));
+        }
+    };
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -218,8 +439,13 @@ async fn parse_body<T: DeserializeOwned>(floe: &Floe, body: Body) -> ApiResult<T
     })
 }
 
-async fn list_collections(State(floe): State<Arc<Floe>>) -> ApiResult<Response> {
-    let names = floe.list_collections().await?;
+async fn list_collections(
+    State(floe): State<Arc<Floe>>,
+    Extension(grant): Extension<Grant>,
+) -> ApiResult<Response> {
+    let mut names = floe.list_collections().await?;
+    // A key limited to some collections sees only those.
+    names.retain(|name| grant.covers(name));
     Ok(Json(json!({ "collections": names })).into_response())
 }
 
@@ -321,4 +547,33 @@ async fn get_row(
             format!("no row with id {id:?}"),
         )),
     }
+}
+
+// ---- API keys -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    collections: Option<Vec<String>>,
+}
+
+async fn create_key(State(app): State<App>, body: Body) -> ApiResult<Response> {
+    let request: CreateKey = parse_body(&app.floe, body).await?;
+    let grant = Grant {
+        role: request.role,
+        collections: request.collections,
+    };
+    let key = app.keys.create(&request.name, grant).await?;
+    Ok((StatusCode::CREATED, Json(key)).into_response())
+}
+
+async fn list_keys(State(app): State<App>) -> ApiResult<Response> {
+    Ok(Json(json!({ "keys": app.keys.list().await? })).into_response())
+}
+
+async fn revoke_key(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(app.keys.revoke(&id).await?).into_response())
 }

@@ -103,6 +103,11 @@ impl Floe {
         &self.settings
     }
 
+    /// The object store it runs on.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
     /// Receives this process's object-created events (keys of new sealed
     /// data files); without a subscriber they are dropped.
     pub fn subscribe_object_events(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {

@@ -175,11 +175,11 @@ impl<'a> Write<'a> {
     }
 
     async fn append(&self, c: &Collection) -> Result<WriteAck> {
-        let ack = c
-            .log()
-            .await?
-            .append(self.payload.clone(), self.options)
-            .await?;
+        let log = c.log().await?;
+        let started = std::time::Instant::now();
+        let ack = log.append(self.payload.clone(), self.options).await;
+        crate::telemetry::log_append(started.elapsed(), ack.is_ok());
+        let ack = ack?;
         Ok(WriteAck {
             lsn: ack.lsn,
             rows: self.rows,

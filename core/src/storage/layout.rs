@@ -3,6 +3,7 @@
 //! ```text
 //! catalog/<name>.json                                  the collection: config + incarnation
 //! dropping/<name>/<incarnation>                        a drop decided and not yet finished
+//! keys/<id>.json                                       an API key: its grant and secret's hash
 //! collections/<name>/<inc>/manifests/<v:020>.json      one per version, never rewritten
 //! collections/<name>/<inc>/latest-manifest             hint only: never trusted for correctness
 //! collections/<name>/<inc>/segments/<id>/...           immutable data files
@@ -24,6 +25,17 @@ use object_store::path::Path;
 const ROOT: &str = "collections";
 const CATALOG: &str = "catalog";
 const DROPPING: &str = "dropping";
+const KEYS: &str = "keys";
+
+/// The stored record of API key `id`.
+pub fn api_key(id: &str) -> Path {
+    Path::from(format!("{KEYS}/{id}.json"))
+}
+
+/// Where the API keys' records are.
+pub fn api_keys_root() -> Path {
+    Path::from(KEYS)
+}
 
 /// The catalog entry of collection `name`.
 pub fn catalog_entry(name: &str) -> Path {

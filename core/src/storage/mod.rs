@@ -10,6 +10,7 @@ mod counting;
 #[cfg(any(test, feature = "testkit"))]
 mod faulty;
 mod layout;
+mod metered;
 
 // Test decorators: built for tests and the bench (feature `testkit`), not
 // into the function binaries.
@@ -18,8 +19,8 @@ pub use counting::{CountingStore, Request, RequestStats, sequential_round_trips}
 #[cfg(any(test, feature = "testkit"))]
 pub use faulty::{FaultConfig, FaultyStore, Hold, OpFilter};
 pub use layout::{
-    CollectionFile, CollectionKey, CollectionPaths, catalog_entry, catalog_entry_name,
-    catalog_root, drop_marker, drop_markers, parse_drop_marker, parse_key,
+    CollectionFile, CollectionKey, CollectionPaths, api_key, api_keys_root, catalog_entry,
+    catalog_entry_name, catalog_root, drop_marker, drop_markers, parse_drop_marker, parse_key,
 };
 
 use std::sync::Arc;
@@ -98,15 +99,16 @@ enum Location {
     S3 { bucket: String, prefix: String },
 }
 
-/// Opens the configured store, rooted at the configured prefix.
+/// Opens the configured store, rooted at the configured prefix, its
+/// requests reported to the metrics.
 pub fn open_object_store(config: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>> {
-    match config.parse()? {
-        Location::Memory => Ok(Arc::new(InMemory::new())),
+    let store: Arc<dyn ObjectStore> = match config.parse()? {
+        Location::Memory => Arc::new(InMemory::new()),
         Location::Dir(dir) => {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
             let store = LocalFileSystem::new_with_prefix(&dir)
                 .map_err(|e| Error::store("open", dir.display(), e))?;
-            Ok(Arc::new(store))
+            Arc::new(store)
         }
         Location::S3 { bucket, prefix } => {
             // Credentials and region come from the environment (Lambda's role,
@@ -129,12 +131,13 @@ pub fn open_object_store(config: &ObjectStoreConfig) -> Result<Arc<dyn ObjectSto
                 .build()
                 .map_err(|e| Error::store("open", format!("s3://{bucket}"), e))?;
             if prefix.is_empty() {
-                Ok(Arc::new(store))
+                Arc::new(store)
             } else {
-                Ok(Arc::new(PrefixStore::new(store, prefix.as_str())))
+                Arc::new(PrefixStore::new(store, prefix.as_str()))
             }
         }
-    }
+    };
+    Ok(Arc::new(metered::MeteredStore::new(store)))
 }
 
 /// Writes an immutable object: succeeds only if nothing exists at `path`.

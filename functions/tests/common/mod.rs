@@ -18,8 +18,18 @@ impl Floe {
     /// Starts `floe serve` on `dir` with these extra `FLOE_*` (and other)
     /// variables, and waits until it listens.
     pub(crate) fn start(dir: &std::path::Path, env: &[(String, String)]) -> Floe {
+        Self::start_with_args(dir, &["--listen", "127.0.0.1:0"], env)
+    }
+
+    /// Starts `floe serve <args>` on `dir`.
+    pub(crate) fn start_with_args(
+        dir: &std::path::Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Floe {
         let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(args)
             .env("FLOE_DATA_DIR", dir)
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -132,6 +132,7 @@ impl Floe {
         if jobs.is_empty() && !purge {
             return Ok(report);
         }
+        let started = Instant::now();
         let result = async {
             for job in &jobs {
                 self.run_job(c, job, &mut report).await?;
@@ -148,6 +149,9 @@ impl Floe {
             self.emit_object_created(c.paths.segment_sealed(id).as_ref());
         }
         result?;
+        if !jobs.is_empty() || report.deletes_dropped > 0 || report.deletes_written > 0 {
+            crate::telemetry::maintenance("compaction", started.elapsed());
+        }
         let live = c.manifests.latest().await?;
         if purge {
             *c.purge_checked.lock().unwrap_or_else(|p| p.into_inner()) =

@@ -35,6 +35,7 @@ impl Floe {
     }
 
     pub(crate) async fn flush_collection(&self, c: &Collection) -> Result<FlushReport> {
+        let started = std::time::Instant::now();
         let report = {
             let _one_at_a_time = c.flush_lock.lock().await;
             let mut report = FlushReport {
@@ -90,6 +91,9 @@ impl Floe {
             }
             report
         };
+        if report.segments_written > 0 || report.deletes_flushed > 0 {
+            crate::telemetry::maintenance("flush", started.elapsed());
+        }
         self.trim_log(c).await;
         Ok(report)
     }
@@ -144,6 +148,11 @@ impl Floe {
         let last = c.log().await?.last_lsn().await?;
         self.refresh_tail(c, last).await?;
         let pending = c.state.lock().await.tail.pending();
+        crate::telemetry::unflushed(
+            &c.config.name,
+            pending.records as u64,
+            pending.since.map(|s| s.elapsed()),
+        );
         let f = &self.settings.flush;
         let due = pending.rows >= f.max_rows
             || pending.bytes >= f.max_bytes

@@ -78,6 +78,7 @@ impl Floe {
             Err(Error::CommitConflict { .. }) => return Ok(None),
             Err(e) => return Err(e),
         }
+        crate::telemetry::maintenance("index_build", started.elapsed());
         Ok(Some(IndexReport {
             replaced: segment_id.to_string(),
             segment: id,
