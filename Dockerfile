@@ -10,6 +10,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/floe /usr/local/bin/floe
+# Listening on every interface needs FLOE_ADMIN_KEY (or, for a private
+# network only, FLOE_ALLOW_UNAUTHENTICATED=true): see docs/security.md.
 ENV FLOE_LISTEN=0.0.0.0:7700 FLOE_DATA_DIR=/var/lib/floe
 EXPOSE 7700
 ENTRYPOINT ["floe"]

@@ -8,9 +8,11 @@
 //! random bits, so a plain hash cannot be brute-forced and needs no salt;
 //! hashes are compared in constant time.
 //!
-//! Each process caches key records (found or not) for `key_cache_secs`,
-//! so a revoked key stops working everywhere within that delay and a bad
-//! key costs one object-store read per id per delay, not one per request.
+//! Each process caches key records for `key_cache_secs`, so a revoked key
+//! stops working everywhere within that delay. Ids with no record are
+//! cached apart (so a flood of made-up ids cannot evict real keys), and
+//! looking up ids not seen before is limited to [`MISS_LOOKUPS_PER_SEC`]
+//! object-store reads: beyond it they are refused without a read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -190,11 +192,10 @@ pub struct NewKey {
 }
 
 const PREFIX: &str = "floe_";
-/// Cached records at most; beyond it the cache starts over.
-const MAX_CACHED: usize = 10_000;
-
-/// A key record as read at a time (`None`: there was none).
-type Cached = (Instant, Option<Arc<StoredKey>>);
+/// Ids remembered as having no record, at most; beyond it they are forgotten.
+const MAX_MISSING: usize = 10_000;
+/// Object-store reads per second for ids neither cached nor known missing.
+pub const MISS_LOOKUPS_PER_SEC: u32 = 50;
 
 /// The key check of one process: the admin key, and a cache of the
 /// stored keys' records in front of the object store.
@@ -202,7 +203,10 @@ pub struct Keys {
     store: Arc<dyn ObjectStore>,
     admin_sha256: Option<[u8; 32]>,
     ttl: Duration,
-    cache: Mutex<HashMap<String, Cached>>,
+    found: Mutex<HashMap<String, (Instant, Arc<StoredKey>)>>,
+    missing: Mutex<HashMap<String, Instant>>,
+    /// Reads of unseen ids in the current second: (second's start, count).
+    lookups: Mutex<(Instant, u32)>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -232,7 +236,9 @@ impl Keys {
                 .as_ref()
                 .map(|k| sha256(k.expose().as_bytes())),
             ttl: Duration::from_secs(settings.key_cache_secs),
-            cache: Mutex::default(),
+            found: Mutex::default(),
+            missing: Mutex::default(),
+            lookups: Mutex::new((Instant::now(), 0)),
         }
     }
 
@@ -268,7 +274,7 @@ impl Keys {
             .strip_prefix(PREFIX)
             .and_then(|rest| rest.split_once('_'))
             .ok_or_else(bad)?;
-        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_key_id(id) {
             return Err(bad());
         }
         let stored = self.lookup(id).await?.ok_or_else(bad)?;
@@ -285,10 +291,25 @@ impl Keys {
     }
 
     async fn lookup(&self, id: &str) -> Result<Option<Arc<StoredKey>>> {
-        if let Some((at, stored)) = self.cached(id)
-            && at.elapsed() < self.ttl
+        let fresh = |at: &Instant| at.elapsed() < self.ttl;
+        if let Some((at, stored)) = lock(&self.found).get(id)
+            && fresh(at)
         {
-            return Ok(stored);
+            return Ok(Some(Arc::clone(stored)));
+        }
+        let known = lock(&self.found).contains_key(id);
+        if !known {
+            if lock(&self.missing).get(id).is_some_and(fresh) {
+                return Ok(None);
+            }
+            let mut lookups = lock(&self.lookups);
+            if lookups.0.elapsed() >= Duration::from_secs(1) {
+                *lookups = (Instant::now(), 0);
+            }
+            if lookups.1 >= MISS_LOOKUPS_PER_SEC {
+                return Ok(None);
+            }
+            lookups.1 += 1;
         }
         let stored = match get_bytes(self.store.as_ref(), &api_key(id)).await {
             Ok(bytes) => Some(Arc::new(parse(id, &bytes)?)),
@@ -299,20 +320,21 @@ impl Keys {
         Ok(stored)
     }
 
-    fn cached(&self, id: &str) -> Option<Cached> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
-    }
-
     fn remember(&self, id: &str, stored: Option<Arc<StoredKey>>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
+        match stored {
+            Some(stored) => {
+                lock(&self.missing).remove(id);
+                lock(&self.found).insert(id.to_string(), (Instant::now(), stored));
+            }
+            None => {
+                lock(&self.found).remove(id);
+                let mut missing = lock(&self.missing);
+                if missing.len() >= MAX_MISSING {
+                    missing.clear();
+                }
+                missing.insert(id.to_string(), Instant::now());
+            }
         }
-        cache.insert(id.to_string(), (Instant::now(), stored));
     }
 
     /// Mints a key with `grant`.
@@ -380,7 +402,7 @@ impl Keys {
     /// accepting it once their cached record expires.
     pub async fn revoke(&self, id: &str) -> Result<KeyInfo> {
         let not_found = || Error::KeyNotFound(id.to_string());
-        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_key_id(id) {
             return Err(not_found());
         }
         let mut stored = match get_bytes(self.store.as_ref(), &api_key(id)).await {
@@ -406,6 +428,15 @@ impl Keys {
         self.remember(&stored.info.id, Some(Arc::new(stored.clone())));
         Ok(())
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A key id as minted: 16 lower-case hex digits.
+fn is_key_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn parse(id: &str, bytes: &[u8]) -> Result<StoredKey> {
@@ -514,5 +545,37 @@ mod tests {
         let other = Keys::new(store, &settings);
         assert!(unauthenticated(other.authenticate(Some(&header)).await));
         assert!(keys.list().await.unwrap()[0].revoked_at_ms.is_some());
+    }
+
+    #[tokio::test]
+    async fn made_up_ids_cost_a_bounded_number_of_reads_and_evict_no_real_key() {
+        let store = Arc::new(crate::storage::CountingStore::new(Arc::new(
+            object_store::memory::InMemory::new(),
+        )));
+        let settings = AuthSettings {
+            admin_key: Some("admin-key-for-tests-0001".to_string().into()),
+            key_cache_secs: 3600,
+            ..Default::default()
+        };
+        let keys = Keys::new(Arc::clone(&store) as Arc<dyn ObjectStore>, &settings);
+        let real = keys.create("real", grant(Role::Read, None)).await.unwrap();
+        let real = format!("Bearer {}", real.key);
+        let before = store.stats().gets;
+        for i in 0..(3 * MAX_MISSING as u64) {
+            let fake = format!("Bearer floe_{i:016x}_secret");
+            assert!(keys.authenticate(Some(&fake)).await.is_err());
+        }
+        let reads = store.stats().gets - before;
+        // The budget per second, over however many seconds the loop took.
+        assert!(
+            reads <= 10 * u64::from(MISS_LOOKUPS_PER_SEC),
+            "{reads} reads"
+        );
+        let before = store.stats().gets;
+        assert!(keys.authenticate(Some(&real)).await.is_ok());
+        assert_eq!(store.stats().gets, before, "the real key was evicted");
+        // Upper-case ids are not ids.
+        let upper = format!("Bearer floe_{}_x", "ABCDEF0123456789");
+        assert!(keys.authenticate(Some(&upper)).await.is_err());
     }
 }

@@ -260,8 +260,11 @@ impl Settings {
                 "header_timeout_secs and body_timeout_secs must be positive",
             ));
         }
-        if self.http.max_connections == 0 {
-            return Err(Error::invalid("http.max_connections", "must be positive"));
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return Err(Error::invalid(
+                "http.max_connections",
+                "must be between 1 and 1000000",
+            ));
         }
         for (i, origin) in self.http.cors_origins.iter().enumerate() {
             let ok = (origin.starts_with("http://") || origin.starts_with("https://"))

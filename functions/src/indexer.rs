@@ -79,11 +79,24 @@ pub fn is_http_event(event: &Value) -> bool {
         && (event.get("httpMethod").is_some() || event.get("routeKey").is_some())
 }
 
+/// The HTTP routes as the indexer serves them: built once per process, so
+/// that its API key cache lasts across events.
+pub type HttpService = tower::util::BoxCloneService<
+    lambda_http::Request,
+    axum::response::Response,
+    std::convert::Infallible,
+>;
+
+/// The router behind the HTTP adapter ([`crate::http::service`]).
+pub fn http_service(floe: Arc<Floe>) -> HttpService {
+    tower::util::BoxCloneService::new(crate::http::service(floe))
+}
+
 /// Serves an API Gateway event with the Floe router, as the HTTP functions do.
-pub async fn handle_http(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
+pub async fn handle_http(router: HttpService, event: Value) -> anyhow::Result<Value> {
     use lambda_http::Service;
     let request: lambda_http::request::LambdaRequest = serde_json::from_value(event)?;
-    let mut adapter = lambda_http::Adapter::from(crate::http::service(Arc::clone(floe)));
+    let mut adapter = lambda_http::Adapter::from(router);
     let context = lambda_http::Context::default();
     let response = adapter
         .call(lambda_http::LambdaEvent::new(request, context))
@@ -121,10 +134,20 @@ fn compact_report(name: &str, r: &floe_core::engine::CompactReport) -> Value {
     json!({"collection": name, "rows_in": r.rows_in, "rows_out": r.rows_out, "sealed": r.sealed, "indexed": r.indexed, "purged": r.purged, "deletes_dropped": r.deletes_dropped})
 }
 
-/// Carries out an event and reports what it did.
+/// Carries out an event and reports what it did (with a router of its own
+/// for an HTTP event; [`handle_with`] reuses one).
 pub async fn handle(floe: &Arc<Floe>, event: Value) -> anyhow::Result<Value> {
+    handle_with(floe, &http_service(Arc::clone(floe)), event).await
+}
+
+/// Carries out an event, serving an HTTP one with `http`.
+pub async fn handle_with(
+    floe: &Arc<Floe>,
+    http: &HttpService,
+    event: Value,
+) -> anyhow::Result<Value> {
     if is_http_event(&event) {
-        return handle_http(floe, event).await;
+        return handle_http(http.clone(), event).await;
     }
     let mut flushed = Vec::new();
     let mut indexed = Vec::new();
@@ -198,10 +221,12 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     settings.check_exposure(None)?;
     let emf = crate::env::init_emf();
     let floe = Floe::open(settings).await?;
+    let http = http_service(Arc::clone(&floe));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let floe = Arc::clone(&floe);
+        let http = http.clone();
         async move {
-            let done = handle(&floe, event.payload).await;
+            let done = handle_with(&floe, &http, event.payload).await;
             crate::env::flush_emf(emf);
             done.map_err(|e| lambda_runtime::Diagnostic {
                 error_type: "FloeIndexerError".into(),

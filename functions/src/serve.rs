@@ -18,6 +18,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+/// How long a stopping server waits for the requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A running server.
 pub struct Server {
     /// Where it listens.
@@ -176,7 +179,13 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // A client that stops reading its answer must not hold the exit forever.
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period: closing them");
+    }
     Ok(())
 }
 

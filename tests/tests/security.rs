@@ -270,7 +270,7 @@ async fn a_slow_body_is_cut_off_with_408() {
     let addr = s.url.trim_start_matches("http://").to_string();
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tcp.write_all(
-        b"POST /v1/collections/c/upsert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+        b"POST /v1/collections/c/upsert HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
     )
     .await
     .unwrap();
@@ -304,7 +304,7 @@ async fn slow_headers_close_the_connection() {
     let s = TestServer::with("embedded", |s| s.http.header_timeout_secs = 1).await;
     let addr = s.url.trim_start_matches("http://").to_string();
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     let started = Instant::now();
@@ -487,4 +487,43 @@ async fn metrics_parse_as_prometheus_and_move_with_traffic() {
             &[("route", "/v1/collections/{name}/query"), ("status", "400")]
         ) >= 1.0
     );
+}
+
+/// The status line of `GET /v1/collections` sent with this `Host` header.
+async fn status_for_host(url: &str, host: &str, key: Option<&str>) -> String {
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    let request =
+        format!("GET /v1/collections HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_all(&mut tcp, Duration::from_secs(10)).await;
+    answer.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_only_requests_addressed_to_loopback_are_answered() {
+    // DNS rebinding: a page whose own name now points at 127.0.0.1 sends
+    // requests naming that page's host.
+    let open = TestServer::embedded().await;
+    let port = open.url.rsplit(':').next().unwrap().to_string();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let status = status_for_host(&open.url, &host, None).await;
+        assert!(status.contains(" 200 "), "{host}: {status}");
+    }
+    for host in [
+        format!("evil.example.com:{port}"),
+        "127.0.0.1.evil.example.com".to_string(),
+    ] {
+        let status = status_for_host(&open.url, &host, None).await;
+        assert!(status.contains(" 403 "), "{host}: {status}");
+    }
+    // With keys, the key is the check: any name may be served.
+    let keyed = TestServer::with("embedded", with_keys).await;
+    let status = status_for_host(&keyed.url, "floe.example.com", Some(ADMIN)).await;
+    assert!(status.contains(" 200 "), "{status}");
 }

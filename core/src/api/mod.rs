@@ -74,6 +74,8 @@ pub fn router(floe: Arc<Floe>) -> Router {
         &floe.settings().auth,
     ));
     let cors = cors_layer(&floe.settings().http.cors_origins);
+    let auth = &floe.settings().auth;
+    let loopback_only = auth.admin_key.is_none() && !auth.allow_unauthenticated;
     let app = App { floe, keys };
     let guard = |access: Access, route: MethodRouter<App>| {
         route.route_layer(axum::middleware::from_fn_with_state(
@@ -147,7 +149,10 @@ pub fn router(floe: Arc<Floe>) -> Router {
                 "method not allowed on this route".into(),
             )
         })
-        .layer(axum::middleware::from_fn(request_limits))
+        .layer(axum::middleware::from_fn_with_state(
+            loopback_only,
+            request_limits,
+        ))
         .layer(axum::middleware::from_fn(record_metrics));
     let router = match cors {
         Some(cors) => router.layer(cors),
@@ -288,7 +293,23 @@ fn request_span(request: &axum::http::Request<Body>) -> tracing::Span {
 /// Refuses an oversized request target or header block with the JSON error
 /// shape before any handler runs. (The HTTP server's own, far larger
 /// limits still answer without a body.)
-async fn request_limits(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn request_limits(
+    State(loopback_only): State<bool>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if loopback_only && !addressed_to_loopback(request.headers()) {
+        // Without keys this server trusts whoever reaches it, which is only
+        // this machine, unless a web page re-points its own name at
+        // 127.0.0.1 (DNS rebinding): such requests name that page's host.
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            Some("host".into()),
+            "this server has no API keys and answers only requests addressed to localhost, 127.0.0.1 or [::1]: set FLOE_ADMIN_KEY to serve other names".into(),
+        )
+        .into_response();
+    }
     let uri = request.uri().to_string().len();
     if uri > MAX_URI_BYTES {
         return ApiError::new(
@@ -326,6 +347,23 @@ async fn request_limits(request: axum::extract::Request, next: axum::middleware:
         .into_response();
     }
     next.run(request).await
+}
+
+/// Whether the `Host` header names this machine's loopback (or is absent,
+/// as HTTP/1.0 allows).
+fn addressed_to_loopback(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // [::1]:7700
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1"
 }
 
 /// Whether the request says it carries a body.
