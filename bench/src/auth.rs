@@ -83,7 +83,7 @@ pub async fn run(args: AuthArgs) -> Result<()> {
         let created = http
             .put(&base)
             .bearer_auth(ADMIN)
-            .json(&serde_json::json!({"dimension": 4}))
+            .json(&serde_json::json!({"dimension": 4, "metric": "l2"}))
             .send()
             .await?;
         anyhow::ensure!(
