@@ -58,6 +58,19 @@ pub fn flush_emf(collector: Option<&'static metrics_cloudwatch_embedded::Collect
     }
 }
 
+/// What every Lambda function does at a cold start: logs, its settings,
+/// the refusal to serve an open API behind API Gateway (keys, or the
+/// explicit opt-out), and the EMF metrics recorder.
+pub fn init_lambda() -> floe_core::Result<(
+    Settings,
+    Option<&'static metrics_cloudwatch_embedded::Collector>,
+)> {
+    init_tracing();
+    let settings = settings_from_env()?;
+    settings.check_exposure(None)?;
+    Ok((settings, init_emf()))
+}
+
 /// Settings from `FLOE_CONFIG` and the `FLOE_*` variables of this process.
 pub fn settings_from_env() -> floe_core::Result<Settings> {
     let env: std::collections::HashMap<String, String> = std::env::vars()

@@ -51,11 +51,7 @@ pub fn service(
 /// Reads `FLOE_*` settings once (cold start) and serves events until the
 /// runtime stops.
 pub async fn run() -> Result<(), lambda_http::Error> {
-    crate::env::init_tracing();
-    let settings = crate::env::settings_from_env()?;
-    // Behind API Gateway the API is public: keys, or an explicit opt-out.
-    settings.check_exposure(None)?;
-    let emf = crate::env::init_emf();
+    let (settings, emf) = crate::env::init_lambda()?;
     let floe = Floe::open(settings).await?;
     let service = service(floe).map_future(move |answer| async move {
         let response = answer.await;

@@ -215,11 +215,8 @@ pub async fn handle_with(
 /// Reads `FLOE_*` settings once (cold start) and handles events until the
 /// runtime stops.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
-    crate::env::init_tracing();
-    let settings = crate::env::settings_from_env()?;
-    // It answers API Gateway's DELETE route too.
-    settings.check_exposure(None)?;
-    let emf = crate::env::init_emf();
+    // It answers API Gateway's DELETE route too: the same start as the others.
+    let (settings, emf) = crate::env::init_lambda()?;
     let floe = Floe::open(settings).await?;
     let http = http_service(Arc::clone(&floe));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {

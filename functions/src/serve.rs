@@ -67,16 +67,14 @@ pub async fn start(
         addr: listen.to_string(),
         source,
     };
-    if let Ok(addr) = listen.parse::<SocketAddr>() {
-        settings.check_exposure(Some(addr))?;
-    }
     let tls = match (&settings.http.tls_cert, &settings.http.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
-    // A name that resolved to a non-loopback address is checked here.
+    // The bound address, so a name that resolved off loopback is caught
+    // too (`floe serve` checks before opening anything as well).
     settings.check_exposure(Some(addr))?;
     floe_core::telemetry::install_prometheus();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -241,20 +241,9 @@ impl ObjectStore for CountingStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
-        // Same coalescing as the trait's default, but through `self` so every
-        // GET actually sent is counted (the inner store may override this).
-        object_store::coalesce_ranges(
-            ranges,
-            |range| async move {
-                let options = GetOptions {
-                    range: Some(range.into()),
-                    ..Default::default()
-                };
-                self.get_opts(location, options).await?.bytes().await
-            },
-            object_store::OBJECT_STORE_COALESCE_DEFAULT,
-        )
-        .await
+        // Through `self`, so every GET actually sent is counted (the inner
+        // store may override `get_ranges`).
+        super::coalesced_get_ranges(self, location, ranges).await
     }
 
     fn delete_stream(

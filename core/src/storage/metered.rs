@@ -95,19 +95,8 @@ impl ObjectStore for MeteredStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
-        // The trait's default coalescing, through `self` so each GET sent is reported.
-        object_store::coalesce_ranges(
-            ranges,
-            |range| async move {
-                let options = GetOptions {
-                    range: Some(range.into()),
-                    ..Default::default()
-                };
-                self.get_opts(location, options).await?.bytes().await
-            },
-            object_store::OBJECT_STORE_COALESCE_DEFAULT,
-        )
-        .await
+        // Through `self`, so each GET sent is reported.
+        super::coalesced_get_ranges(self, location, ranges).await
     }
 
     fn delete_stream(

@@ -140,6 +140,28 @@ pub fn open_object_store(config: &ObjectStoreConfig) -> Result<Arc<dyn ObjectSto
     Ok(Arc::new(metered::MeteredStore::new(store)))
 }
 
+/// The trait's default `get_ranges` (nearby ranges coalesced), with each
+/// GET sent through `store`'s own `get_opts`: for wrappers that must see
+/// every request even when their inner store overrides `get_ranges`.
+pub(crate) async fn coalesced_get_ranges(
+    store: &dyn ObjectStore,
+    location: &Path,
+    ranges: &[std::ops::Range<u64>],
+) -> object_store::Result<Vec<Bytes>> {
+    object_store::coalesce_ranges(
+        ranges,
+        |range| async move {
+            let options = object_store::GetOptions {
+                range: Some(range.into()),
+                ..Default::default()
+            };
+            store.get_opts(location, options).await?.bytes().await
+        },
+        object_store::OBJECT_STORE_COALESCE_DEFAULT,
+    )
+    .await
+}
+
 /// Writes an immutable object: succeeds only if nothing exists at `path`.
 /// Returns `Ok(false)` when the object already existed.
 pub async fn put_create(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<bool> {
