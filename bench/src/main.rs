@@ -12,6 +12,7 @@ mod ann;
 mod auth;
 mod build;
 mod cold;
+mod exact;
 mod lambda;
 mod lifecycle;
 
@@ -155,6 +156,18 @@ enum Command {
         #[arg(long, default_value = "target/ann-bench")]
         out: std::path::PathBuf,
     },
+    /// Exact search over rows outside an index (log tail, unindexed
+    /// segments) beside numpy brute force and FAISS IndexFlat.
+    Exact {
+        #[arg(long, default_value_t = 400_000)]
+        n: usize,
+        #[arg(long, default_value_t = 50)]
+        dim: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long, default_value = "target/exact-bench")]
+        out: std::path::PathBuf,
+    },
     /// Cold (fresh process) and warm query latency on an indexed collection
     /// in the S3 server, with per-request latency injected.
     Cold {
@@ -282,6 +295,21 @@ async fn main() -> Result<()> {
                 queries,
                 nprobes,
                 faiss,
+                out,
+            })
+            .await
+        }
+        Command::Exact {
+            n,
+            dim,
+            queries,
+            out,
+        } => {
+            std::fs::create_dir_all(&out)?;
+            exact::run(exact::ExactArgs {
+                n,
+                dim,
+                queries,
                 out,
             })
             .await

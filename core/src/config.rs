@@ -430,6 +430,9 @@ impl Settings {
         if let Some(v) = num("FLOE_CACHE_BLOCK_KIB")? {
             s.cache.block_kib = v as usize;
         }
+        if let Some(v) = num("FLOE_CACHE_DECODED_MB")? {
+            s.cache.decoded_mb = v as usize;
+        }
         if let Some(v) = num("FLOE_MAX_TOP_K")? {
             s.limits.max_top_k = v as usize;
         }

@@ -7,6 +7,7 @@
 //! all ask [`Newest`] and nothing else.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::datatypes::UInt64Type;
@@ -66,10 +67,13 @@ impl Newest {
             .collect())
     }
 
-    /// Whether every row of the batch is visible.
-    pub(crate) fn all_visible(&self, batch: &RecordBatch) -> Result<bool> {
-        let (ids, lsns) = id_and_lsn(batch)?;
-        Ok((0..batch.num_rows()).all(|r| self.is_visible(ids, r, lsns.value(r))))
+    /// [`Newest::visible_mask`], or `None` when every row is visible.
+    pub(crate) fn visible_mask_unless_all(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<Option<Arc<BooleanArray>>> {
+        let mask = self.visible_mask(batch)?;
+        Ok((mask.true_count() != mask.len()).then(|| Arc::new(mask)))
     }
 
     /// Whether `(ids[row], lsn)` is the newest event for its id and an upsert.
@@ -100,14 +104,6 @@ impl Newest {
         } else {
             self.strings.get(ids.as_string::<i32>().value(row)).copied()
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.u64s.len() + self.strings.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Ids whose newest event is an upsert.
@@ -147,6 +143,23 @@ enum IdRef<'a> {
 pub(crate) struct Visibility<'a> {
     pub base: &'a Newest,
     pub tail: &'a Newest,
+    /// LSNs of the segments' visible rows whose ids the tail has events
+    /// for: only rows at one of these LSNs can be hidden by the tail.
+    pub shadowed: &'a LsnSet,
+}
+
+/// A set of LSNs.
+pub(crate) type LsnSet = std::collections::HashSet<u64, foldhash::fast::RandomState>;
+
+/// What a row set's rows need to be visible.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RowSetVisibility {
+    /// Which rows the segments and delete files (for the log tail: the
+    /// tail itself) leave visible; `None` when all of them.
+    pub mask: Option<Arc<BooleanArray>>,
+    /// Whether the log tail's events can hide rows of it (every row set
+    /// but the tail itself, whose rows are newer than any segment's).
+    pub under_tail: bool,
 }
 
 impl Visibility<'_> {
@@ -159,22 +172,36 @@ impl Visibility<'_> {
     }
 
     /// The visibility test for the rows of one row set, as cheap as it can
-    /// be made: a `clean` set (no row of it hidden by segments or delete
-    /// files) needs only the tail's map, and nothing while the tail is empty.
+    /// be made: a bit of its mask, and a lookup in the tail's map only for
+    /// rows at an LSN the tail shadows (the whole rule for a set whose
+    /// visibility is not known).
     pub(crate) fn row_test<'b>(
         &'b self,
-        clean: bool,
+        set: Option<&'b RowSetVisibility>,
         ids: &'b dyn Array,
         lsns: &'b UInt64Array,
     ) -> impl Fn(usize) -> bool + 'b {
-        let tail_empty = self.tail.is_empty();
-        move |row| {
-            if clean {
-                tail_empty || self.tail.get(ids, row).is_none()
-            } else {
-                self.is_visible(ids, row, lsns.value(row))
+        let check_tail = set.is_some_and(|s| s.under_tail) && !self.shadowed.is_empty();
+        move |row| match set {
+            Some(set) => {
+                set.mask.as_ref().is_none_or(|m| m.value(row))
+                    && !(check_tail
+                        && self.shadowed.contains(&lsns.value(row))
+                        && self.tail.get(ids, row).is_some())
             }
+            None => self.is_visible(ids, row, lsns.value(row)),
         }
+    }
+
+    /// The LSNs of the segments' visible rows that the tail's events
+    /// supersede (see [`Visibility::shadowed`]).
+    pub(crate) fn shadowed_lsns(base: &Newest, tail: &Newest) -> LsnSet {
+        tail.events()
+            .filter_map(|(id, _)| match base.get_ref(id) {
+                Some((lsn, false)) => Some(lsn),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Number of live ids.

@@ -259,6 +259,12 @@ impl Floe {
     pub async fn describe(&self, name: &str) -> Result<CollectionInfo> {
         let since = crate::clock::now_ms();
         let mut c = self.collection(name).await?;
+        // Segment figures from the newest manifest, not the one reads
+        // remember (a dropped collection is noticed by the snapshot below).
+        match self.refresh_manifest(&c, true).await {
+            Ok(()) | Err(Error::CollectionNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
         let stats = Arc::new(ReadStats::default());
         let snap = self
             .snapshot_current(&mut c, since, Consistency::Strong, Needs::default(), &stats)

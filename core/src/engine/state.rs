@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
+use arrow::array::{BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 
 use super::read::IndexedSegment;
@@ -129,13 +129,22 @@ impl Default for ReadState {
     }
 }
 
-/// The segments' newest-event map for one manifest version, and which
-/// segments have no row hidden by it.
+/// The segments' newest-event map for one manifest version, and per
+/// segment which of its rows it leaves visible (`None`: all of them).
 #[derive(Clone)]
 pub(crate) struct BaseView {
     pub version: u64,
     pub newest: Arc<Newest>,
-    pub clean: Arc<HashMap<String, bool>>,
+    pub masks: Arc<HashMap<String, Option<Arc<BooleanArray>>>>,
+}
+
+/// The tail's upserted rows, its newest-event map, and which of those rows
+/// it leaves visible (`None`: all of them).
+#[derive(Clone)]
+pub(crate) struct TailView {
+    pub rows: Arc<RecordBatch>,
+    pub newest: Arc<Newest>,
+    pub mask: Option<Arc<BooleanArray>>,
 }
 
 /// Log records after the manifest's checkpoint, decoded and kept
@@ -148,7 +157,7 @@ pub(crate) struct Tail {
     /// When a record was first seen unflushed (drives age-based flushes).
     pub pending_since: Option<Instant>,
     /// The upserted rows and newest-event map of `records`, built on use.
-    pub view: Option<(Arc<RecordBatch>, Arc<Newest>)>,
+    pub view: Option<TailView>,
 }
 
 pub(crate) struct TailRecord {

@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+use crate::cache::DecodedCache;
 use crate::error::{Error, Result};
 
 /// Byte ranges of immutable objects (their size is known from a manifest).
@@ -28,6 +29,11 @@ pub trait RangeSource: Send + Sync + Debug {
     /// Whether what is read stays here: a reader can then fetch everything
     /// a read needs in one wave first and decode from here after.
     fn keeps_reads(&self) -> bool;
+
+    /// Where decoded parts of objects are kept between reads, if anywhere.
+    fn decoded(&self) -> Option<&DecodedCache> {
+        None
+    }
 }
 
 /// Ranged GETs straight to the object store.

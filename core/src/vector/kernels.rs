@@ -8,7 +8,7 @@
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above).
         return unsafe { x86::dot(a, b) };
     }
@@ -20,7 +20,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: as above.
         return unsafe { x86::l2_squared(a, b) };
     }
@@ -32,7 +32,7 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
 pub fn dot_u8(v: &[f32], c: &[u8]) -> f32 {
     debug_assert_eq!(v.len(), c.len());
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: as above.
         return unsafe { x86::dot_u8(v, c) };
     }
@@ -44,11 +44,71 @@ pub fn dot_u8(v: &[f32], c: &[u8]) -> f32 {
 pub fn weighted_l2_u8(u: &[f32], w: &[f32], c: &[u8]) -> f32 {
     debug_assert!(u.len() == c.len() && w.len() == c.len());
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: as above.
         return unsafe { x86::weighted_l2_u8(u, w, c) };
     }
     portable::weighted_l2_u8(u, w, c)
+}
+
+/// Whether the AVX2+FMA kernels can run (detected once, then cached by std).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// [`l2_squared`] of `q` against each `q.len()`-long row of `rows`, into `out`.
+pub fn l2_squared_rows(q: &[f32], rows: &[f32], out: &mut [f32]) {
+    debug_assert!(rows.len() >= out.len() * q.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA.
+        return unsafe { x86::l2_squared_rows(q, rows, out) };
+    }
+    for (row, d) in rows.chunks_exact(q.len().max(1)).zip(out) {
+        *d = portable::l2_squared(q, row);
+    }
+}
+
+/// [`dot`] of `q` with each `q.len()`-long row of `rows`, into `out`.
+pub fn dot_rows(q: &[f32], rows: &[f32], out: &mut [f32]) {
+    debug_assert!(rows.len() >= out.len() * q.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { x86::dot_rows(q, rows, out) };
+    }
+    for (row, d) in rows.chunks_exact(q.len().max(1)).zip(out) {
+        *d = portable::dot(q, row);
+    }
+}
+
+/// [`dot_u8`] of `v` with each `v.len()`-byte code of `codes`, into `out`.
+pub fn dot_u8_rows(v: &[f32], codes: &[u8], out: &mut [f32]) {
+    debug_assert!(codes.len() >= out.len() * v.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { x86::dot_u8_rows(v, codes, out) };
+    }
+    for (code, d) in codes.chunks_exact(v.len().max(1)).zip(out) {
+        *d = portable::dot_u8(v, code);
+    }
+}
+
+/// [`weighted_l2_u8`] of `u`, `w` against each `u.len()`-byte code of
+/// `codes`, into `out`.
+pub fn weighted_l2_u8_rows(u: &[f32], w: &[f32], codes: &[u8], out: &mut [f32]) {
+    debug_assert!(codes.len() >= out.len() * u.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as above.
+        return unsafe { x86::weighted_l2_u8_rows(u, w, codes, out) };
+    }
+    for (code, d) in codes.chunks_exact(u.len().max(1)).zip(out) {
+        *d = portable::weighted_l2_u8(u, w, code);
+    }
 }
 
 mod portable {
@@ -131,109 +191,145 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// `Σ f(i)` over lanes of 8, four independent accumulators (the FMA
+    /// latency chain of one accumulator would bound a 128-d kernel), then
+    /// the scalar tail `tail(j)` for the last `len % 8` components.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len() / 16 * 16;
-        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    fn accumulate(
+        len: usize,
+        step: impl Fn(usize, __m256) -> __m256,
+        tail: impl Fn(usize) -> f32,
+    ) -> f32 {
+        let n8 = len / 8 * 8;
+        let n32 = len / 32 * 32;
+        let (mut s0, mut s1, mut s2, mut s3) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
         let mut i = 0;
-        while i < n {
-            // SAFETY: i + 16 <= n <= len of both slices.
-            unsafe {
-                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
-                s1 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(i + 8)),
-                    _mm256_loadu_ps(pb.add(i + 8)),
-                    s1,
-                );
-            }
-            i += 16;
+        while i < n32 {
+            s0 = step(i, s0);
+            s1 = step(i + 8, s1);
+            s2 = step(i + 16, s2);
+            s3 = step(i + 24, s3);
+            i += 32;
         }
-        let mut sum = hsum(_mm256_add_ps(s0, s1));
-        for j in n..a.len() {
-            sum += a[j] * b[j];
+        while i < n8 {
+            s0 = step(i, s0);
+            i += 8;
+        }
+        let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        for j in n8..len {
+            sum += tail(j);
         }
         sum
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len() / 16 * 16;
-        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let len = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 16 <= n <= len of both slices.
-            unsafe {
-                let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-                let d1 = _mm256_sub_ps(
-                    _mm256_loadu_ps(pa.add(i + 8)),
-                    _mm256_loadu_ps(pb.add(i + 8)),
-                );
-                s0 = _mm256_fmadd_ps(d0, d0, s0);
-                s1 = _mm256_fmadd_ps(d1, d1, s1);
-            }
-            i += 16;
-        }
-        let mut sum = hsum(_mm256_add_ps(s0, s1));
-        for j in n..a.len() {
-            let d = a[j] - b[j];
-            sum += d * d;
-        }
-        sum
+        accumulate(
+            len,
+            // SAFETY: `accumulate` steps i + 8 <= len, within both slices.
+            |i, s| unsafe {
+                _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s)
+            },
+            |j| a[j] * b[j],
+        )
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn load_u8x8(p: *const u8) -> __m256 {
-        // SAFETY: the caller guarantees 8 readable bytes at p.
+    pub(super) fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+        let len = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        accumulate(
+            len,
+            |i, s| {
+                // SAFETY: as in `dot`.
+                let d = unsafe {
+                    _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)))
+                };
+                _mm256_fmadd_ps(d, d, s)
+            },
+            |j| (a[j] - b[j]) * (a[j] - b[j]),
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn load_u8x8(p: *const u8) -> __m256 {
+        // SAFETY: the callers step within their slices, 8 bytes at a time.
         unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))) }
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_u8(v: &[f32], c: &[u8]) -> f32 {
-        let n = v.len() / 8 * 8;
-        let mut s = _mm256_setzero_ps();
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 8 <= n <= len of both slices.
-            unsafe {
-                s = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(v.as_ptr().add(i)),
-                    load_u8x8(c.as_ptr().add(i)),
-                    s,
-                );
-            }
-            i += 8;
+    pub(super) fn dot_u8(v: &[f32], c: &[u8]) -> f32 {
+        let len = v.len().min(c.len());
+        let (pv, pc) = (v.as_ptr(), c.as_ptr());
+        accumulate(
+            len,
+            // SAFETY: i + 8 <= len, within both slices.
+            |i, s| unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(pv.add(i)), load_u8x8(pc.add(i)), s) },
+            |j| v[j] * c[j] as f32,
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn weighted_l2_u8(u: &[f32], w: &[f32], c: &[u8]) -> f32 {
+        let len = u.len().min(w.len()).min(c.len());
+        let (pu, pw, pc) = (u.as_ptr(), w.as_ptr(), c.as_ptr());
+        accumulate(
+            len,
+            |i, s| {
+                // SAFETY: i + 8 <= len, within all three slices.
+                unsafe {
+                    let d = _mm256_sub_ps(_mm256_loadu_ps(pu.add(i)), load_u8x8(pc.add(i)));
+                    _mm256_fmadd_ps(_mm256_mul_ps(d, d), _mm256_loadu_ps(pw.add(i)), s)
+                }
+            },
+            |j| {
+                let d = u[j] - c[j] as f32;
+                w[j] * d * d
+            },
+        )
+    }
+
+    /// The per-row kernels over every `dim`-long row of a block: one
+    /// feature check for the block, the kernel inlined into the loop.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn l2_squared_rows(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        for (row, d) in rows.chunks_exact(q.len().max(1)).zip(out) {
+            *d = l2_squared(q, row);
         }
-        let mut sum = hsum(s);
-        for j in n..v.len() {
-            sum += v[j] * c[j] as f32;
-        }
-        sum
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted_l2_u8(u: &[f32], w: &[f32], c: &[u8]) -> f32 {
-        let n = u.len() / 8 * 8;
-        let mut s = _mm256_setzero_ps();
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 8 <= n <= len of all three slices.
-            unsafe {
-                let d = _mm256_sub_ps(
-                    _mm256_loadu_ps(u.as_ptr().add(i)),
-                    load_u8x8(c.as_ptr().add(i)),
-                );
-                s = _mm256_fmadd_ps(_mm256_mul_ps(d, d), _mm256_loadu_ps(w.as_ptr().add(i)), s);
-            }
-            i += 8;
+    pub(super) fn dot_rows(q: &[f32], rows: &[f32], out: &mut [f32]) {
+        for (row, d) in rows.chunks_exact(q.len().max(1)).zip(out) {
+            *d = dot(q, row);
         }
-        let mut sum = hsum(s);
-        for j in n..u.len() {
-            let d = u[j] - c[j] as f32;
-            sum += w[j] * d * d;
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_u8_rows(v: &[f32], codes: &[u8], out: &mut [f32]) {
+        for (code, d) in codes.chunks_exact(v.len().max(1)).zip(out) {
+            *d = dot_u8(v, code);
         }
-        sum
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn weighted_l2_u8_rows(u: &[f32], w: &[f32], codes: &[u8], out: &mut [f32]) {
+        for (code, d) in codes.chunks_exact(u.len().max(1)).zip(out) {
+            *d = weighted_l2_u8(u, w, code);
+        }
     }
 }
 
@@ -269,6 +365,33 @@ mod tests {
             assert!(close(l2_squared(&a, &b), l2_ref), "l2 {len}");
             assert!(close(dot_u8(&a, &c), dot_u8_ref), "dot_u8 {len}");
             assert!(close(weighted_l2_u8(&a, &w, &c), wl2_ref), "wl2 {len}");
+            // The block kernels agree with the per-row ones.
+            if len > 0 {
+                let rows: Vec<f32> = a.iter().chain(&b).copied().collect();
+                let codes: Vec<u8> = c.iter().chain(c.iter().rev()).copied().collect();
+                let mut out = [0f32; 2];
+                l2_squared_rows(&a, &rows, &mut out);
+                assert_eq!(
+                    out,
+                    [l2_squared(&a, &a), l2_squared(&a, &b)],
+                    "l2 rows {len}"
+                );
+                dot_rows(&a, &rows, &mut out);
+                assert_eq!(out, [dot(&a, &a), dot(&a, &b)], "dot rows {len}");
+                let back: Vec<u8> = c.iter().rev().copied().collect();
+                dot_u8_rows(&a, &codes, &mut out);
+                assert_eq!(
+                    out,
+                    [dot_u8(&a, &c), dot_u8(&a, &back)],
+                    "dot_u8 rows {len}"
+                );
+                weighted_l2_u8_rows(&a, &w, &codes, &mut out);
+                assert_eq!(
+                    out,
+                    [weighted_l2_u8(&a, &w, &c), weighted_l2_u8(&a, &w, &back)],
+                    "wl2 rows {len}"
+                );
+            }
             // The portable path too, whatever this CPU has.
             assert!(close(portable::dot(&a, &b), dot_ref));
             assert!(close(portable::l2_squared(&a, &b), l2_ref));

@@ -2,7 +2,10 @@
 
 mod kernels;
 
-pub use kernels::{dot, dot_u8, l2_squared, weighted_l2_u8};
+pub use kernels::{
+    dot, dot_rows, dot_u8, dot_u8_rows, l2_squared, l2_squared_rows, weighted_l2_u8,
+    weighted_l2_u8_rows,
+};
 
 use crate::catalog::Metric;
 
@@ -49,6 +52,28 @@ impl QueryVector {
     }
 }
 
+impl QueryVector {
+    /// [`QueryVector::distance`] to each row of `rows` (row-major, of the
+    /// query's dimension), into `out`: the block kernels, one feature check.
+    pub fn distances(&self, rows: &[f32], out: &mut [f32]) {
+        match self.metric {
+            Metric::L2 => l2_squared_rows(&self.values, rows, out),
+            Metric::Ip => {
+                dot_rows(&self.values, rows, out);
+                out.iter_mut().for_each(|d| *d = -*d);
+            }
+            Metric::Cosine => {
+                dot_rows(&self.values, rows, out);
+                let dim = self.values.len().max(1);
+                for (d, v) in out.iter_mut().zip(rows.chunks_exact(dim)) {
+                    let norm = dot(v, v).sqrt();
+                    *d = if norm == 0.0 { 1.0 } else { 1.0 - *d / norm };
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +93,16 @@ mod tests {
             QueryVector::new(a.clone(), Metric::Ip).distance(&b),
             -dot(&a, &b)
         );
+        // The block form agrees with the per-row one, for every metric.
+        let rows: Vec<f32> = b.iter().chain(&a).chain(&vec![0.0; 37]).copied().collect();
+        for metric in [Metric::L2, Metric::Ip, Metric::Cosine] {
+            let q = QueryVector::new(a.clone(), metric);
+            let mut out = [0f32; 3];
+            q.distances(&rows, &mut out);
+            for (i, d) in out.iter().enumerate() {
+                let want = q.distance(&rows[i * 37..(i + 1) * 37]);
+                assert!((d - want).abs() < 1e-5, "{metric:?} row {i}: {d} vs {want}");
+            }
+        }
     }
 }

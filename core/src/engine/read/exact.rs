@@ -9,7 +9,7 @@ use arrow::datatypes::Float32Type;
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::mvcc::{Visibility, id_and_lsn};
+use crate::mvcc::{RowSetVisibility, Visibility, id_and_lsn};
 use crate::segment::COL_VECTOR;
 use crate::vector::QueryVector;
 
@@ -46,9 +46,8 @@ pub(crate) struct SearchParams<'a> {
     pub(crate) k: usize,
     pub(crate) filter: Option<&'a Filter>,
     pub(crate) visibility: Visibility<'a>,
-    /// Per source: no row of it is hidden by the segments and delete files,
-    /// so only the log tail can hide its rows.
-    pub(crate) clean: &'a [bool],
+    /// Per source: which of its rows are visible.
+    pub(crate) row_sets: &'a [RowSetVisibility],
 }
 
 impl SearchParams<'_> {
@@ -59,16 +58,21 @@ impl SearchParams<'_> {
         ids: &'b dyn Array,
         lsns: &'b UInt64Array,
     ) -> impl Fn(usize) -> bool + 'b {
-        let clean = self.clean.get(source).copied().unwrap_or(false);
-        self.visibility.row_test(clean, ids, lsns)
+        self.visibility
+            .row_test(self.row_sets.get(source), ids, lsns)
     }
 }
+
+/// Rows scored per call of the distance kernels.
+const BLOCK_ROWS: usize = 1024;
 
 /// Brute force over a row set held in memory.
 pub(crate) struct ExactSearch<'a>(pub &'a RecordBatch);
 
 impl ExactSearch<'_> {
-    /// Top-k visible, matching rows of the set, which is source `source`.
+    /// Top-k visible, matching rows of the set, which is source `source`:
+    /// distances a block of contiguous vectors at a time, and the filter
+    /// and visibility asked only of rows that would enter the top k.
     pub(crate) fn search(&self, source: usize, params: &SearchParams<'_>) -> Result<Vec<Hit>> {
         let batch = self.0;
         let (ids, lsns) = id_and_lsn(batch)?;
@@ -78,30 +82,46 @@ impl ExactSearch<'_> {
             .ok_or_else(|| Error::corrupt("row set", "no vector column"))?;
         let dim = vectors.value_length() as usize;
         let values = vectors.values().as_primitive::<Float32Type>().values();
+        let first = vectors.offset() * dim;
         let mask = match params.filter {
             Some(f) => Some(f.evaluate(batch)?),
             None => None,
         };
-        let mut heap = BinaryHeap::with_capacity(params.k + 1);
-        for row in 0..batch.num_rows() {
-            if mask.as_ref().is_some_and(|m| !m[row])
-                || !params.visibility.is_visible(ids, row, lsns.value(row))
-            {
-                continue;
+        let visible = params.visible_fn(source, ids, lsns);
+        let k = params.k.max(1);
+        let mut heap = BinaryHeap::with_capacity(k + 1);
+        let mut distances = vec![0f32; BLOCK_ROWS];
+        let rows = batch.num_rows();
+        let mut start = 0;
+        while start < rows {
+            let end = (start + BLOCK_ROWS).min(rows);
+            let block = &mut distances[..end - start];
+            params
+                .query
+                .distances(&values[first + start * dim..first + end * dim], block);
+            for (i, distance) in block.iter().enumerate() {
+                let row = start + i;
+                let full = heap.len() >= k;
+                if full
+                    && heap
+                        .peek()
+                        .is_some_and(|worst: &Hit| *distance >= worst.distance)
+                {
+                    continue;
+                }
+                if mask.as_ref().is_some_and(|m| !m[row]) || !visible(row) {
+                    continue;
+                }
+                heap.push(Hit {
+                    distance: *distance,
+                    source,
+                    row,
+                });
+                if heap.len() > k {
+                    heap.pop();
+                }
             }
-            let offset = (vectors.offset() + row) * dim;
-            let distance = params.query.distance(&values[offset..offset + dim]);
-            let hit = Hit {
-                distance,
-                source,
-                row,
-            };
-            if heap.len() < params.k {
-                heap.push(hit);
-            } else if heap.peek().is_some_and(|worst| hit < *worst) {
-                heap.pop();
-                heap.push(hit);
-            }
+            start = end;
         }
         Ok(heap.into_sorted_vec())
     }

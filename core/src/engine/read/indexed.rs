@@ -10,6 +10,7 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 use object_store::path::Path;
 
+use crate::cache::{Decoded, DecodedKey, Part};
 use crate::error::{Error, Result};
 use crate::index::{IvfHeader, le_f32s};
 use crate::manifest::SegmentEntry;
@@ -20,6 +21,8 @@ pub(crate) struct IndexedSegment {
     pub entry: SegmentEntry,
     pub header: IvfHeader,
     index_path: Path,
+    /// `index_path`, shared by the decoded cache's keys.
+    index_key: Arc<str>,
     index_size: u64,
     pub data: ParquetFile,
 }
@@ -58,26 +61,51 @@ impl IndexedSegment {
         Ok(IndexedSegment {
             entry: entry.clone(),
             header,
+            index_key: Arc::from(index_path.as_ref()),
             index_path,
             index_size: index.size_bytes,
             data,
         })
     }
 
-    /// The code blocks of `clusters`.
+    /// The code blocks of `clusters`: from the decoded cache where the
+    /// source keeps one, the rest read (and then kept there) in one wave.
     pub(crate) async fn read_codes(
         &self,
         source: &Arc<dyn RangeSource>,
         clusters: &[usize],
     ) -> Result<HashMap<usize, Bytes>> {
-        let ranges: Vec<_> = clusters
+        let key = |c: usize| DecodedKey {
+            object: Arc::clone(&self.index_key),
+            part: Part::Codes(c as u32),
+        };
+        let mut out = HashMap::with_capacity(clusters.len());
+        let mut missing = Vec::new();
+        for &c in clusters {
+            match source.decoded().and_then(|d| d.get(&key(c))) {
+                Some(Decoded::Bytes(codes)) => {
+                    out.insert(c, codes);
+                }
+                _ => missing.push(c),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let ranges: Vec<_> = missing
             .iter()
             .map(|c| self.header.codes_range(*c))
             .collect();
         let blocks = source
             .read_ranges(&self.index_path, self.index_size, &ranges)
             .await?;
-        Ok(clusters.iter().copied().zip(blocks).collect())
+        for (c, codes) in missing.into_iter().zip(blocks) {
+            if let Some(decoded) = source.decoded() {
+                decoded.insert(key(c), Decoded::Bytes(codes.clone()));
+            }
+            out.insert(c, codes);
+        }
+        Ok(out)
     }
 
     /// The full-precision vectors of `rows` (from the index file).

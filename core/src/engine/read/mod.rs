@@ -31,7 +31,7 @@ use crate::error::Result;
 use crate::index::SearchKnobs;
 use crate::log::Lsn;
 use crate::manifest::Manifest;
-use crate::mvcc::{Newest, Visibility};
+use crate::mvcc::{LsnSet, Newest, RowSetVisibility, Visibility};
 use crate::segment::RangeSource;
 use crate::vector::QueryVector;
 
@@ -79,10 +79,12 @@ pub(crate) struct Snapshot {
     pub manifest: Arc<Manifest>,
     /// Segments, then the tail's upserts.
     pub sources: Vec<Source>,
-    /// Sources none of whose rows the segments and delete files hide.
-    pub clean: Vec<bool>,
+    /// Per source: which of its rows are visible.
+    pub row_sets: Vec<RowSetVisibility>,
     pub base: Arc<Newest>,
     pub tail: Arc<Newest>,
+    /// See [`Visibility::shadowed`].
+    pub shadowed: Arc<LsnSet>,
     pub lsn: Lsn,
     /// Per source: its probe order and the code blocks prefetched for
     /// `Needs::probe` (indexed sources of a vector query only).
@@ -97,6 +99,7 @@ impl Snapshot {
         Visibility {
             base: &self.base,
             tail: &self.tail,
+            shadowed: &self.shadowed,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! in memory exactly, and the per-source lists merged into the top k.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -24,7 +24,7 @@ pub(super) async fn search(snap: &Snapshot, query: &Query, q: &QueryVector) -> R
         k,
         filter: query.filter.as_ref(),
         visibility: snap.visibility(),
-        clean: &snap.clean,
+        row_sets: &snap.row_sets,
     };
     let mut candidates: Vec<Option<Vec<u32>>> = Vec::new();
     for (i, source) in snap.sources.iter().enumerate() {
@@ -107,7 +107,12 @@ async fn indexed_candidates(
     }
     let visible = params.visible_fn(source, ids, lsns);
     let mask = match (params.filter, columns) {
-        (Some(filter), Some(columns)) => Some(filter.evaluate(columns)?),
+        (Some(filter), Some(columns)) => {
+            let started = Instant::now();
+            let mask = filter.evaluate(columns)?;
+            snap.stats.record("filter", started.elapsed(), 0);
+            Some(mask)
+        }
         (Some(_), None) => {
             return Err(Error::internal("query", "filter columns were not loaded"));
         }
@@ -134,6 +139,7 @@ async fn indexed_candidates(
     };
     let mut probe = header.probe_loop(params.query, nprobe, rerank_n.max(params.k), order);
     let mut fetched: HashMap<usize, Bytes> = HashMap::new();
+    let mut scanning = Duration::ZERO;
     loop {
         let next = probe.next_clusters();
         if next.is_empty() {
@@ -152,6 +158,7 @@ async fn indexed_candidates(
                     .await?,
             );
         }
+        let started = Instant::now();
         for c in next {
             let block = codes
                 .and_then(|codes| codes.get(&c))
@@ -159,6 +166,8 @@ async fn indexed_candidates(
                 .ok_or_else(|| Error::internal("query", format!("codes of cluster {c}")))?;
             probe.scan(c, block, &accept);
         }
+        scanning += started.elapsed();
     }
+    snap.stats.record("code scan", scanning, 0);
     Ok(probe.candidates())
 }

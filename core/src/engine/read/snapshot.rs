@@ -18,15 +18,15 @@ use super::{IndexedSegment, Needs, Probe, Snapshot, Source};
 use crate::cache::ReadStats;
 use crate::engine::Floe;
 use crate::engine::request::Consistency;
-use crate::engine::state::{BaseView, Collection, ReadState, TailRecord};
+use crate::engine::state::{BaseView, Collection, ReadState, TailRecord, TailView};
 use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{DeleteFile, SegmentEntry};
-use crate::mvcc::Newest;
+use crate::mvcc::{Newest, RowSetVisibility, Visibility};
 use crate::segment::{COL_ID, COL_LSN, COL_VECTOR, RangeSource, read_whole};
 
-/// How long a remembered manifest serves `eventual` and `at_least_lsn`
-/// reads before it is listed again (`strong` always checks).
+/// How long a remembered manifest serves reads before it is listed again
+/// (a `strong` read adds the log's newer records to it).
 const MANIFEST_TTL: Duration = Duration::from_secs(1);
 /// How often a snapshot re-fetches what a concurrently installed manifest
 /// added before it gives up (each round means the manifest moved again).
@@ -55,14 +55,22 @@ impl Floe {
         }
         let source = cache.source(stats);
         let started = Instant::now();
-        self.refresh_manifest(c, consistency == Consistency::Strong)
-            .await?;
         match consistency {
             Consistency::Strong => {
-                let last = c.log().await?.last_lsn().await?;
-                self.refresh_tail(c, last).await?;
+                // The log alone orders writes: the remembered manifest plus
+                // every record after its checkpoint is the state at the
+                // log's last LSN, whatever manifests were committed since.
+                // So a strong read asks the log, and the manifest only as
+                // an eventual read does (when the tail cannot be read from
+                // the log any more, `refresh_tail` takes the newest one).
+                let (manifest, last) = tokio::join!(self.refresh_manifest(c, false), async {
+                    c.log().await?.last_lsn().await
+                });
+                manifest?;
+                self.refresh_tail(c, last?).await?;
             }
             Consistency::AtLeast(lsn) => {
+                self.refresh_manifest(c, false).await?;
                 self.refresh_tail(c, lsn).await?;
                 let upto = c.state.lock().await.tail.upto;
                 if upto < lsn {
@@ -74,7 +82,7 @@ impl Floe {
                     ));
                 }
             }
-            Consistency::Eventual => {}
+            Consistency::Eventual => self.refresh_manifest(c, false).await?,
         }
         stats.record("manifest+log", started.elapsed(), 0);
         let mut probes = HashMap::new();
@@ -404,11 +412,11 @@ fn assemble(
     }
     let BaseView {
         newest: base,
-        clean,
+        masks,
         ..
     } = base_view(state, stats)?;
     let mut sources = Vec::new();
-    let mut clean_sources = Vec::new();
+    let mut visibility = Vec::new();
     let mut source_probes = Vec::new();
     for s in &state.manifest.segments {
         let one = if let Some(batch) = state.segments.get(&s.id) {
@@ -428,18 +436,25 @@ fn assemble(
             ));
         };
         sources.push(one);
-        clean_sources.push(clean.get(&s.id).copied().unwrap_or(false));
+        visibility.push(RowSetVisibility {
+            mask: masks.get(&s.id).cloned().flatten(),
+            under_tail: true,
+        });
         source_probes.push(probes.remove(&s.id));
     }
     let tail = if consistency == Consistency::Eventual {
         Arc::new(Newest::default())
     } else {
-        let (rows, newest) = tail_view(c, state)?;
-        sources.push(Source::Rows(rows));
-        clean_sources.push(false);
+        let view = tail_view(c, state)?;
+        sources.push(Source::Rows(view.rows));
+        visibility.push(RowSetVisibility {
+            mask: view.mask,
+            under_tail: false,
+        });
         source_probes.push(None);
-        newest
+        view.newest
     };
+    let shadowed = Arc::new(Visibility::shadowed_lsns(&base, &tail));
     let lsn = if consistency == Consistency::Eventual {
         state.manifest.checkpoint_lsn
     } else {
@@ -448,9 +463,10 @@ fn assemble(
     Ok(Some(Snapshot {
         manifest: Arc::clone(&state.manifest),
         sources,
-        clean: clean_sources,
+        row_sets: visibility,
         base,
         tail,
+        shadowed,
         lsn,
         probes: source_probes,
         source: Arc::clone(source),
@@ -479,24 +495,25 @@ fn base_view(state: &mut ReadState, stats: &ReadStats) -> Result<BaseView> {
             newest.observe_rows(batch, true)?;
         }
     }
-    let mut clean = HashMap::new();
+    let mut masks = HashMap::new();
     for s in &state.manifest.segments {
         if let Some(batch) = keys_of(s) {
-            clean.insert(s.id.clone(), newest.all_visible(batch)?);
+            masks.insert(s.id.clone(), newest.visible_mask_unless_all(batch)?);
         }
     }
     stats.record("visibility", started.elapsed(), 0);
     let view = BaseView {
         version: state.manifest.version,
         newest: Arc::new(newest),
-        clean: Arc::new(clean),
+        masks: Arc::new(masks),
     };
     state.base = Some(view.clone());
     Ok(view)
 }
 
-/// The tail's upserted rows and newest-event map, built once per change.
-fn tail_view(c: &Collection, state: &mut ReadState) -> Result<(Arc<RecordBatch>, Arc<Newest>)> {
+/// The tail's upserted rows, newest-event map and visible rows, built once
+/// per change.
+fn tail_view(c: &Collection, state: &mut ReadState) -> Result<TailView> {
     if let Some(view) = &state.tail.view {
         return Ok(view.clone());
     }
@@ -509,7 +526,11 @@ fn tail_view(c: &Collection, state: &mut ReadState) -> Result<(Arc<RecordBatch>,
         }
     }
     let rows = arrow::compute::concat_batches(&c.schema, &upserts)?;
-    let view = (Arc::new(rows), Arc::new(newest));
+    let view = TailView {
+        mask: newest.visible_mask_unless_all(&rows)?,
+        rows: Arc::new(rows),
+        newest: Arc::new(newest),
+    };
     state.tail.view = Some(view.clone());
     Ok(view)
 }

@@ -11,7 +11,7 @@ use crate::catalog::Metric;
 use crate::error::{Error, Result};
 use crate::index::kmeans::{assign, kmeans};
 use crate::index::on_all_cores;
-use crate::vector::{QueryVector, dot, normalize};
+use crate::vector::{QueryVector, normalize};
 
 /// What [`IvfIndex::build`] makes.
 #[derive(Debug)]
@@ -105,8 +105,9 @@ impl IvfIndex {
         Ok(BuiltIndex { index, order })
     }
 
-    /// Recall@10 by nprobe on queries near sampled rows, against exact
-    /// search. Row `r` of the index is `vectors` row `order[r]`.
+    /// Recall@10 by nprobe, against exact search, on sampled rows searched
+    /// as held-out queries (leave one out: each query's own row is not an
+    /// answer). Row `r` of the index is `vectors` row `order[r]`.
     fn calibrate(&self, vectors: &[f32], order: &[u32], params: &IvfParams) -> Vec<(u32, f32)> {
         let (n, dim, k) = (self.rows(), self.dim, 10);
         let row = |r: u32| {
@@ -114,25 +115,16 @@ impl IvfIndex {
             vectors.get(at..at + dim)
         };
         let mut rng = SmallRng::seed_from_u64(params.seed ^ 0x5eed);
-        let spread: f32 = {
-            let v = &vectors[..dim.min(vectors.len())];
-            (dot(v, v) / dim as f32).sqrt().max(1e-3)
-        };
-        // Queries between the data: the midpoint of two random rows plus
-        // noise, harder than near-duplicates of stored rows.
-        let queries: Vec<QueryVector> = (0..params.calibration_queries.min(n))
-            .map(|_| {
-                let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
-                let values = (0..dim)
-                    .map(|d| {
-                        0.5 * (vectors[a * dim + d] + vectors[b * dim + d])
-                            + rng.random_range(-0.1f32..0.1) * spread
-                    })
-                    .collect();
-                QueryVector::new(values, self.metric)
-            })
+        // Queries from the data's own distribution, as real queries are:
+        // index rows, each excluded from its own answers.
+        let held_out: Vec<u32> = (0..params.calibration_queries.min(n))
+            .map(|_| rng.random_range(0..n) as u32)
             .collect();
-        let truth = exact_top_k(&queries, vectors, dim, k, order);
+        let queries: Vec<QueryVector> = held_out
+            .iter()
+            .filter_map(|r| row(*r).map(|v| QueryVector::new(v.to_vec(), self.metric)))
+            .collect();
+        let truth = exact_top_k(&queries, vectors, dim, k, order, &held_out);
         // Where in each query's probe order the clusters of its true
         // neighbours come: a search at nprobe p can find at most those
         // ranked below p, so once they are (nearly) all covered, probing
@@ -166,8 +158,10 @@ impl IvfIndex {
             let found: usize = on_all_cores(&queries, |qs, at| {
                 qs.iter()
                     .zip(&truth[at..])
-                    .map(|(q, want)| {
-                        self.search_rows(q, k, nprobe_now, default_rerank(k), &row, &|_| true)
+                    .zip(&held_out[at..])
+                    .map(|((q, want), own)| {
+                        let others = |r: usize| r != *own as usize;
+                        self.search_rows(q, k, nprobe_now, default_rerank(k), &row, &others)
                             .iter()
                             .filter(|(_, r)| want.contains(r))
                             .count()
@@ -223,29 +217,38 @@ impl IvfIndex {
     }
 }
 
-/// The exact top-`k` index rows for each query. Each core takes a share of
-/// the queries and streams the vectors once for all of them, block by
-/// block (in storage order: index row `i` is `vectors` row `order[i]`).
+/// The exact top-`k` index rows for each query but its own index row
+/// (`own`, one per query). Each core takes a share of the queries and
+/// streams the vectors once for all of them, block by block (in storage
+/// order: index row `i` is `vectors` row `order[i]`).
 fn exact_top_k(
     queries: &[QueryVector],
     vectors: &[f32],
     dim: usize,
     k: usize,
     order: &[u32],
+    own: &[u32],
 ) -> Vec<Vec<u32>> {
     const BLOCK_ROWS: usize = 1024;
     let mut position = vec![0u32; order.len()];
     for (i, r) in order.iter().enumerate() {
         position[*r as usize] = i as u32;
     }
-    on_all_cores(queries, |qs, _| {
+    on_all_cores(queries, |qs, at| {
         // Per query: the k best so far, worst on top.
         let mut best: Vec<std::collections::BinaryHeap<(OrdF32, u32)>> =
             vec![std::collections::BinaryHeap::with_capacity(k + 1); qs.len()];
+        let mut distances = vec![0f32; BLOCK_ROWS];
         for (b, block) in vectors.chunks(BLOCK_ROWS * dim).enumerate() {
-            for (q, heap) in qs.iter().zip(best.iter_mut()) {
-                for (i, v) in block.chunks_exact(dim).enumerate() {
-                    let d = OrdF32(q.distance(v));
+            for ((q, heap), own) in qs.iter().zip(best.iter_mut()).zip(&own[at..]) {
+                let distances = &mut distances[..block.len() / dim];
+                q.distances(block, distances);
+                for (i, d) in distances.iter().enumerate() {
+                    let r = b * BLOCK_ROWS + i;
+                    if order[*own as usize] as usize == r {
+                        continue;
+                    }
+                    let d = OrdF32(*d);
                     if heap.len() < k {
                         heap.push((d, (b * BLOCK_ROWS + i) as u32));
                     } else if heap.peek().is_some_and(|w| d < w.0) {

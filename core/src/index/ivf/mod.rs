@@ -57,7 +57,7 @@ impl Default for IvfParams {
             nlist: None,
             iterations: 10,
             train_sample: 100_000,
-            calibration_queries: 64,
+            calibration_queries: 100,
             seed: 42,
         }
     }

@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 use super::{IvfHeader, SearchKnobs};
 use crate::catalog::Metric;
 use crate::error::{Error, Result};
-use crate::vector::{QueryVector, dot, dot_u8, l2_squared, weighted_l2_u8};
+use crate::vector::{QueryVector, dot, dot_u8_rows, l2_squared, weighted_l2_u8_rows};
 
 /// The query side of the SQ8 distance, prepared once per query.
 pub(crate) enum Prepared {
@@ -53,15 +53,16 @@ impl IvfHeader {
         }
     }
 
-    fn approx(&self, prepared: &Prepared, code: &[u8]) -> f32 {
+    /// Approximate distances of `q` (prepared) to every code of a block.
+    fn approx_rows(&self, prepared: &Prepared, codes: &[u8], out: &mut [f32]) {
         match prepared {
-            Prepared::L2 { u, w } => weighted_l2_u8(u, w, code),
+            Prepared::L2 { u, w } => weighted_l2_u8_rows(u, w, codes, out),
             Prepared::Dot { v, bias } => {
-                let ip = bias + dot_u8(v, code);
-                if self.metric == Metric::Cosine {
-                    1.0 - ip
-                } else {
-                    -ip
+                dot_u8_rows(v, codes, out);
+                let cosine = self.metric == Metric::Cosine;
+                for d in out.iter_mut() {
+                    let ip = bias + *d;
+                    *d = if cosine { 1.0 - ip } else { -ip };
                 }
             }
         }
@@ -114,11 +115,13 @@ impl IvfHeader {
             batch: nprobe.clamp(1, self.nlist()),
             probed: 0,
             order,
+            scratch: Vec::new(),
         }
     }
 
     /// Adds the rows of cluster `c` that `accept` admits to `pool`, by
-    /// approximate distance; `codes` are the cluster's codes.
+    /// approximate distance; `codes` are the cluster's codes, `scratch`
+    /// holds their distances.
     fn scan(
         &self,
         prepared: &Prepared,
@@ -126,12 +129,16 @@ impl IvfHeader {
         codes: &[u8],
         accept: &dyn Fn(usize) -> bool,
         pool: &mut CandidatePool,
+        scratch: &mut Vec<f32>,
     ) {
         let start = self.offsets[c] as usize;
-        for (i, code) in codes.chunks_exact(self.dim).enumerate() {
+        scratch.clear();
+        scratch.resize(codes.len() / self.dim.max(1), 0.0);
+        self.approx_rows(prepared, codes, scratch);
+        for (i, d) in scratch.iter().enumerate() {
             let row = start + i;
             if accept(row) {
-                pool.offer(self.approx(prepared, code), row as u32);
+                pool.offer(*d, row as u32);
             }
         }
     }
@@ -152,6 +159,7 @@ pub(crate) struct ProbeLoop<'h> {
     nprobe: usize,
     probed: usize,
     batch: usize,
+    scratch: Vec<f32>,
 }
 
 impl ProbeLoop<'_> {
@@ -172,8 +180,14 @@ impl ProbeLoop<'_> {
     /// Scans cluster `c`, whose codes are `codes`, offering the rows
     /// `accept` admits.
     pub(crate) fn scan(&mut self, c: usize, codes: &[u8], accept: &dyn Fn(usize) -> bool) {
-        self.header
-            .scan(&self.prepared, c, codes, accept, &mut self.pool);
+        self.header.scan(
+            &self.prepared,
+            c,
+            codes,
+            accept,
+            &mut self.pool,
+            &mut self.scratch,
+        );
     }
 
     /// The candidate rows found, ascending.

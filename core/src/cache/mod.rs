@@ -32,6 +32,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::segment::RangeSource;
 
+mod decoded;
+
+pub use decoded::{Decoded, DecodedCache, DecodedKey, Part};
+
 /// Cache sizes and where the disk tier lives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,6 +49,9 @@ pub struct CacheSettings {
     pub disk_dir: Option<PathBuf>,
     /// Block size, KiB: the unit of caching and of ranged reads.
     pub block_kib: usize,
+    /// Decoded parts (cluster codes, attribute pages) in memory, MiB, on
+    /// top of `memory_mb`; 0 keeps none.
+    pub decoded_mb: usize,
 }
 
 impl Default for CacheSettings {
@@ -54,6 +61,7 @@ impl Default for CacheSettings {
             disk_mb: 4096,
             disk_dir: None,
             block_kib: 64,
+            decoded_mb: 512,
         }
     }
 }
@@ -216,6 +224,7 @@ type Fetch = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<Error>>>>;
 /// The block cache in front of the object store.
 pub struct BlockCache {
     cache: HybridCache<BlockKey, Bytes>,
+    decoded: DecodedCache,
     store: Arc<dyn ObjectStore>,
     block: u64,
     disk_capacity: u64,
@@ -241,6 +250,10 @@ pub struct CacheFootprint {
     pub disk_capacity: u64,
     /// Bytes written to the disk tier since start (entries plus headers).
     pub disk_written: u64,
+    /// Bytes in the decoded cache.
+    pub decoded_bytes: u64,
+    /// Size of the decoded cache.
+    pub decoded_capacity: u64,
 }
 
 impl BlockCache {
@@ -284,6 +297,7 @@ impl BlockCache {
         let cache = builder.build().await.map_err(|e| Error::cache("open", e))?;
         Ok(BlockCache {
             cache,
+            decoded: DecodedCache::new(settings.decoded_mb * 1024 * 1024),
             store,
             block: settings.block_kib as u64 * 1024,
             disk_capacity: settings.disk_mb as u64 * 1024 * 1024,
@@ -302,6 +316,8 @@ impl BlockCache {
             memory_capacity: self.cache.memory().capacity() as u64,
             disk_capacity: self.disk_capacity,
             disk_written: self.cache.statistics().disk_write_bytes() as u64,
+            decoded_bytes: self.decoded.usage() as u64,
+            decoded_capacity: self.decoded.capacity() as u64,
         }
     }
 
@@ -488,6 +504,10 @@ impl RangeSource for CachedSource {
     fn keeps_reads(&self) -> bool {
         true
     }
+
+    fn decoded(&self) -> Option<&DecodedCache> {
+        Some(&self.cache.decoded)
+    }
 }
 
 fn count_hit(stats: &ReadStats, source: Source) {
@@ -553,6 +573,7 @@ mod tests {
             disk_mb: if disk.is_some() { 64 } else { 0 },
             disk_dir: disk.map(|d| d.to_path_buf()),
             block_kib: 64,
+            decoded_mb: 512,
         };
         let cache = BlockCache::open(Arc::new(counting.clone()), &settings, "unused".into())
             .await

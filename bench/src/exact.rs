@@ -1,0 +1,133 @@
+//! `floe-bench exact`: exact search over rows not in an index — the log
+//! tail (`strong` reads of unflushed rows) and unindexed segments — beside
+//! plain numpy brute force and FAISS IndexFlat on the same data.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use floe_core::Floe;
+use floe_core::catalog::Metric;
+
+use crate::ann::{generate, ground_truth, run_queries, top_10, upsert_vectors, write_npy};
+
+pub struct ExactArgs {
+    pub n: usize,
+    pub dim: usize,
+    pub queries: usize,
+    pub out: PathBuf,
+}
+
+const NAME: &str = "exact";
+
+pub async fn run(args: ExactArgs) -> Result<()> {
+    let dim = args.dim;
+    let mut all = generate(args.n + args.queries, dim, 7);
+    let queries = all.split_off(args.n * dim);
+    let data = all;
+    println!(
+        "\nExact search: {} x {dim}-d L2 vectors (generated, seed 7), {} queries, top 10, one at a time",
+        args.n, args.queries
+    );
+    let truth = ground_truth(Metric::L2, &data, &queries, dim, 10);
+
+    let dir = args.out.join("exact-data");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut settings = floe_core::Settings {
+        data_dir: dir,
+        ..Default::default()
+    };
+    // Nothing flushes on its own (this process runs no background indexer
+    // anyway): the first table reads every row from the log tail.
+    settings.flush.max_rows = usize::MAX / 2;
+    let floe = Floe::open(settings).await?;
+    let config = serde_json::from_value(serde_json::json!({
+        "name": NAME, "dimension": dim, "metric": "l2", "id_type": "u64",
+    }))?;
+    floe.create_collection(config).await?;
+    let t = Instant::now();
+    upsert_vectors(&floe, NAME, &data, dim, |_| Default::default()).await?;
+    println!("ingest {:.1} s", t.elapsed().as_secs_f64());
+
+    println!(
+        "\n{:<34} {:>10} {:>9} {:>9}",
+        "engine", "recall@10", "p50 ms", "p99 ms"
+    );
+    let strong = |q: &[f32]| {
+        let mut r = top_10(q, None);
+        r.consistency = Some(serde_json::json!("strong"));
+        r
+    };
+    // The first query decodes the tail; the rest reuse it.
+    floe_core::api::query(&floe, NAME, strong(&queries[..dim])).await?;
+    let (recall, lat) = run_queries(&floe, NAME, queries.chunks_exact(dim), &truth, strong).await?;
+    print_row("floe, log tail (strong)", recall, &lat);
+
+    floe.flush(NAME).await?;
+    let info = floe.describe(NAME).await?;
+    floe_core::api::query(&floe, NAME, top_10(&queries[..dim], None)).await?;
+    let (recall, lat) = run_queries(&floe, NAME, queries.chunks_exact(dim), &truth, |q| {
+        top_10(q, None)
+    })
+    .await?;
+    print_row(
+        &format!("floe, {} unindexed segment(s)", info.stats.segments),
+        recall,
+        &lat,
+    );
+
+    let out = &args.out;
+    let body: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy(&out.join("exact-data.npy"), "<f4", args.n, dim, &body)?;
+    let body: Vec<u8> = queries.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy(
+        &out.join("exact-queries.npy"),
+        "<f4",
+        args.queries,
+        dim,
+        &body,
+    )?;
+    let body: Vec<u8> = truth
+        .iter()
+        .flatten()
+        .flat_map(|x| (*x as i64).to_le_bytes())
+        .collect();
+    write_npy(&out.join("exact-gt.npy"), "<i8", args.queries, 10, &body)?;
+    let path = |name: &str| out.join(name).display().to_string();
+    let python = std::process::Command::new("bash")
+        .arg("bench/python/setup.sh")
+        .output()
+        .context("bench/python/setup.sh")?;
+    let python = String::from_utf8(python.stdout)?.trim().to_string();
+    let output = std::process::Command::new(python)
+        .arg("bench/python/flat_ref.py")
+        .args(["--data", &path("exact-data.npy")])
+        .args(["--queries", &path("exact-queries.npy")])
+        .args(["--gt", &path("exact-gt.npy")])
+        .output()
+        .context("running flat_ref.py")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "flat_ref.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in String::from_utf8(output.stdout)?.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        println!(
+            "{:<34} {:>10.4} {:>9.2} {:>9.2}",
+            v["engine"].as_str().unwrap_or(""),
+            v["recall"].as_f64().unwrap_or(0.0),
+            v["p50_ms"].as_f64().unwrap_or(0.0),
+            v["p99_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+fn print_row(label: &str, recall: f64, lat: &[f64]) {
+    println!(
+        "{label:<34} {recall:>10.4} {:>9.2} {:>9.2}",
+        crate::percentile(lat, 0.5),
+        crate::percentile(lat, 0.99)
+    );
+}

@@ -1,0 +1,133 @@
+//! The decoded cache: parts of immutable objects in the form a query uses
+//! them (a cluster's codes as one contiguous buffer, an attribute page as an
+//! Arrow array), in memory, bounded and evicting, in front of the block
+//! cache.
+//!
+//! The block cache holds bytes in fixed blocks; a query that reads from it
+//! copies every part spanning blocks into one buffer and decodes every
+//! Parquet page it touches, each time. A warm query finds those parts here
+//! instead and does no copying or decoding it did before. Cold reads fetch
+//! exactly the bytes they fetched before: a part is kept only once a query
+//! has read it.
+
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use bytes::Bytes;
+use foyer::{Cache, CacheBuilder, CacheProperties};
+
+/// Which part of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// The codes of one cluster of an index file.
+    Codes(u32),
+    /// One data page of one column of a Parquet file.
+    Page {
+        /// The schema's field index.
+        column: u32,
+        /// Pages counted across row groups.
+        page: u32,
+    },
+}
+
+/// A part of an object, by the object's path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DecodedKey {
+    /// The object's path.
+    pub object: Arc<str>,
+    /// Which part of it.
+    pub part: Part,
+}
+
+/// A decoded part.
+#[derive(Debug, Clone)]
+pub enum Decoded {
+    /// Raw bytes, contiguous.
+    Bytes(Bytes),
+    /// Decoded values.
+    Array(ArrayRef),
+}
+
+impl Decoded {
+    fn weight(&self) -> usize {
+        match self {
+            Decoded::Bytes(b) => b.len(),
+            Decoded::Array(a) => a.get_array_memory_size(),
+        }
+    }
+}
+
+/// The decoded parts, in memory.
+pub struct DecodedCache {
+    cache: Cache<DecodedKey, Decoded, foyer::DefaultHasher, CacheProperties>,
+}
+
+impl std::fmt::Debug for DecodedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedCache")
+            .field("usage", &self.cache.usage())
+            .field("capacity", &self.cache.capacity())
+            .finish()
+    }
+}
+
+impl DecodedCache {
+    /// A cache of at most `bytes` (0 keeps nothing).
+    pub fn new(bytes: usize) -> DecodedCache {
+        DecodedCache {
+            cache: CacheBuilder::new(bytes.max(1))
+                .with_weighter(|k: &DecodedKey, v: &Decoded| k.object.len() + 32 + v.weight())
+                .build(),
+        }
+    }
+
+    /// The part, if kept.
+    pub fn get(&self, key: &DecodedKey) -> Option<Decoded> {
+        self.cache.get(key).map(|e| e.value().clone())
+    }
+
+    /// Keeps `value` unless it alone is larger than the whole cache.
+    pub fn insert(&self, key: DecodedKey, value: Decoded) {
+        if value.weight() < self.cache.capacity() {
+            self.cache.insert(key, value);
+        }
+    }
+
+    /// Bytes held.
+    pub fn usage(&self) -> usize {
+        self.cache.usage()
+    }
+
+    /// Bytes it may hold.
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_parts_within_its_capacity() {
+        let cache = DecodedCache::new(64 * 1024);
+        let key = |c| DecodedKey {
+            object: Arc::from("a/index.ivf"),
+            part: Part::Codes(c),
+        };
+        cache.insert(key(1), Decoded::Bytes(Bytes::from(vec![7u8; 1000])));
+        match cache.get(&key(1)) {
+            Some(Decoded::Bytes(b)) => assert_eq!(b.len(), 1000),
+            other => panic!("{other:?}"),
+        }
+        assert!(cache.get(&key(2)).is_none());
+        // Far more than fits: the cache evicts and stays within bounds.
+        for c in 0..500 {
+            cache.insert(key(c), Decoded::Bytes(Bytes::from(vec![0u8; 1000])));
+        }
+        assert!(cache.usage() <= cache.capacity(), "{cache:?}");
+        // A part larger than the cache is not kept at all.
+        cache.insert(key(9999), Decoded::Bytes(Bytes::from(vec![0u8; 100_000])));
+        assert!(cache.get(&key(9999)).is_none());
+    }
+}
