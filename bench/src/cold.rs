@@ -13,7 +13,7 @@ use floe_core::Floe;
 use floe_core::api::wire::QueryRequest;
 use floe_core::catalog::Metric;
 use floe_core::id::Id;
-use floe_core::log::{FileLogOptions, FileLogs};
+use floe_core::log::{FileLogOptions, FileLogs, LogId, LogProvider};
 use floe_core::manifest::ManifestStore;
 use floe_core::storage::{
     CollectionPaths, CountingStore, FaultConfig, FaultyStore, ObjectStoreConfig, OpFilter,
@@ -144,6 +144,7 @@ pub async fn run(args: ColdArgs) -> Result<()> {
 
     let reader = |cache_dir: PathBuf| {
         let s3 = s3.clone();
+        let incarnation = incarnation.clone();
         let latency = args.latency_ms;
         async move {
             let slow = FaultyStore::new(
@@ -172,6 +173,11 @@ pub async fn run(args: ColdArgs) -> Result<()> {
                 settings.data_dir.join("log"),
                 FileLogOptions::default(),
             ));
+            logs.create(LogId {
+                collection: NAME,
+                incarnation: &incarnation,
+            })
+            .await?;
             anyhow::Ok((
                 Floe::new(Arc::new(counting.clone()), logs, settings),
                 counting,
@@ -302,7 +308,7 @@ pub async fn run(args: ColdArgs) -> Result<()> {
         "\nwarm (repeat; {hot_requests} object-store requests in all), recall@10 {:.3}:",
         hot_recall / nw.max(1) as f64
     );
-    print_latency("  strong (one manifest HEAD per query)", &mut hot);
+    print_latency("  strong (one log position request per query)", &mut hot);
     let mut eventual = Vec::new();
     for i in 0..nw {
         let q = &queries[i * dim..(i + 1) * dim];

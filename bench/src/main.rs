@@ -13,6 +13,7 @@ mod auth;
 mod build;
 mod cold;
 mod exact;
+mod filtered;
 mod lambda;
 mod lifecycle;
 
@@ -168,6 +169,21 @@ enum Command {
         #[arg(long, default_value = "target/exact-bench")]
         out: std::path::PathBuf,
     },
+    /// Filtered vector search at several selectivities: recall and latency
+    /// beside the unfiltered query.
+    Filtered {
+        #[arg(long, default_value_t = 1_000_000)]
+        n: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Matching rows per thousand.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u64, 10, 100, 500])]
+        per_mille: Vec<u64>,
+        #[arg(long, default_value = "target/filtered-bench")]
+        out: std::path::PathBuf,
+    },
     /// Cold (fresh process) and warm query latency on an indexed collection
     /// in the S3 server, with per-request latency injected.
     Cold {
@@ -310,6 +326,23 @@ async fn main() -> Result<()> {
                 n,
                 dim,
                 queries,
+                out,
+            })
+            .await
+        }
+        Command::Filtered {
+            n,
+            dim,
+            queries,
+            per_mille,
+            out,
+        } => {
+            std::fs::create_dir_all(&out)?;
+            filtered::run(filtered::FilteredArgs {
+                n,
+                dim,
+                queries,
+                per_mille,
                 out,
             })
             .await

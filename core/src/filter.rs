@@ -485,6 +485,9 @@ impl Filter {
             Filter::Not(inner) => inner.evaluate(batch)?.into_iter().map(|b| !b).collect(),
             Filter::Cmp { column, op, value } => {
                 let col = column_of(batch, column)?;
+                if let Some(mask) = compare_column(col, *op, value)? {
+                    return Ok(mask);
+                }
                 (0..n)
                     .map(|i| !col.is_null(i) && compare(col, i, value).is_some_and(|o| op.holds(o)))
                     .collect()
@@ -558,6 +561,40 @@ fn column_of<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b dyn Array> {
         .column_by_name(name)
         .map(|c| c.as_ref())
         .ok_or_else(|| Error::invalid("filter", format!("no column {name:?} to filter on")))
+}
+
+/// `col op lit` for every row at once with Arrow's comparison kernels, for
+/// integer and string columns (nulls are false); `None` for the other
+/// cases, which [`compare`] handles row by row (floats among them: the
+/// kernels order NaN, a comparison with NaN must be false).
+fn compare_column(col: &dyn Array, op: CmpOp, lit: &Literal) -> Result<Option<Vec<bool>>> {
+    use arrow::array::{Datum, Int64Array, Scalar, StringArray, UInt64Array};
+    use arrow::compute::kernels::cmp;
+    let scalar: Box<dyn Datum> = match (col.data_type(), lit) {
+        (DataType::UInt64, Literal::Int(v)) if *v >= 0 => {
+            Box::new(Scalar::new(UInt64Array::from(vec![*v as u64])))
+        }
+        (DataType::Int64, Literal::Int(v)) => Box::new(Scalar::new(Int64Array::from(vec![*v]))),
+        (DataType::Utf8, Literal::Str(v)) => {
+            Box::new(Scalar::new(StringArray::from(vec![v.as_str()])))
+        }
+        _ => return Ok(None),
+    };
+    let rhs = scalar.as_ref();
+    let out = match op {
+        CmpOp::Eq => cmp::eq(&col, rhs),
+        CmpOp::Ne => cmp::neq(&col, rhs),
+        CmpOp::Lt => cmp::lt(&col, rhs),
+        CmpOp::Le => cmp::lt_eq(&col, rhs),
+        CmpOp::Gt => cmp::gt(&col, rhs),
+        CmpOp::Ge => cmp::gt_eq(&col, rhs),
+    }?;
+    // A null compares false.
+    let matched = match out.nulls() {
+        Some(nulls) => out.values() & nulls.inner(),
+        None => out.values().clone(),
+    };
+    Ok(Some(matched.iter().collect()))
 }
 
 /// Orders `col[i]` against `lit`; `None` when they cannot be compared.

@@ -269,3 +269,83 @@ async fn batches_of_the_wrong_shape_are_rejected_and_nothing_is_written() {
     assert_eq!(err.kind(), ErrorKind::BadRequest);
     assert!(t.store.head(&path).await.is_err(), "nothing was written");
 }
+
+#[tokio::test]
+async fn rows_read_page_by_page_through_the_decoded_cache_match_a_plain_read() {
+    use floe_core::cache::{BlockCache, CacheSettings, ReadStats};
+    let config = config(8);
+    let schema = segment_schema(&config);
+    let batches: Vec<_> = (0..4).map(|i| batch(&config, i * 5000, 5000)).collect();
+    let t = TestStore::s3();
+    let counting = Arc::new(CountingStore::new(Arc::clone(&t.store)));
+    let path = CollectionPaths::new("seg", "pages").segment_data("rows");
+    let options = SegmentWriteOptions {
+        row_group_rows: 2048,
+    };
+    let (file, _) = write_segment(counting.as_ref(), &path, &schema, &batches, &options)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(
+        BlockCache::open(
+            counting.clone(),
+            &CacheSettings {
+                disk_mb: 0,
+                ..Default::default()
+            },
+            dir.path().to_path_buf(),
+        )
+        .await
+        .unwrap(),
+    );
+    let plain: Arc<dyn RangeSource> = Arc::new(StoreSource(counting.clone()));
+    let cached = cache.source(&Arc::new(ReadStats::default()));
+    let reader = ParquetFile::open(&plain, path.clone(), file.size_bytes, file.footer_bytes)
+        .await
+        .unwrap();
+    let columns = ["id", "published", "year", "score", "title", "tags"];
+    // Rows on page and row-group boundaries, nulls (every seventh) among them.
+    let rows: Vec<u32> = vec![0, 6, 7, 2047, 2048, 2049, 9_001, 14_000, 19_999];
+    let want = reader
+        .read(
+            &plain,
+            Some(&columns),
+            Some(&floe_core::segment::row_ranges(&rows)),
+        )
+        .await
+        .unwrap();
+    let got = reader.read_rows(&cached, &columns, &rows).await.unwrap();
+    assert_eq!(got, want);
+    assert!(
+        cache.footprint().decoded_bytes > 0,
+        "{:?}",
+        cache.footprint()
+    );
+    // Again, and other rows of the same pages: from the decoded pages, no request.
+    let near: Vec<u32> = vec![1, 2046, 2050, 19_998];
+    let want_near = reader
+        .read(
+            &plain,
+            Some(&columns),
+            Some(&floe_core::segment::row_ranges(&near)),
+        )
+        .await
+        .unwrap();
+    let before = counting.stats();
+    assert_eq!(
+        reader.read_rows(&cached, &columns, &rows).await.unwrap(),
+        want
+    );
+    assert_eq!(
+        reader.read_rows(&cached, &columns, &near).await.unwrap(),
+        want_near
+    );
+    assert_eq!(counting.stats().since(&before).gets, 0);
+    // A row past the end is an error, not a panic.
+    assert!(
+        reader
+            .read_rows(&cached, &["year"], &[20_000])
+            .await
+            .is_err()
+    );
+}

@@ -13,7 +13,7 @@ use std::time::Instant;
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 
-use super::read::IndexedSegment;
+use super::read::{FilterMasks, IndexedSegment};
 use crate::catalog::{CatalogEntry, CollectionConfig};
 use crate::error::Result;
 use crate::log::{Log, LogId, LogProvider, Lsn};
@@ -51,6 +51,8 @@ pub(crate) struct Collection {
     pub compactor_keys: Mutex<HashMap<String, Arc<RecordBatch>>>,
     /// The manifest version whose dead rows the compactor last counted, and when.
     pub purge_checked: Mutex<Option<(u64, Instant)>>,
+    /// Filters evaluated on indexed segments, for the next query.
+    pub filter_masks: Arc<FilterMasks>,
 }
 
 impl Collection {
@@ -76,6 +78,7 @@ impl Collection {
             trimmed: AtomicU64::new(0),
             compactor_keys: Mutex::new(HashMap::new()),
             purge_checked: Mutex::new(None),
+            filter_masks: Arc::new(FilterMasks::default()),
             config,
         }
     }

@@ -3,6 +3,7 @@
 //! the metadata first, all of them are fetched in one wave, then decoded
 //! from the cache); maintenance reads straight from the store.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
 use super::source::RangeSource;
+use crate::cache::{Decoded, DecodedKey, Part};
 use crate::error::{Error, Result};
 
 /// Footer bytes fetched when the manifest does not say how many there are.
@@ -200,6 +202,142 @@ impl ParquetFile {
             source.read_ranges(&self.path, self.size, &plan).await?;
         }
         self.decode(source, &columns, rows).await
+    }
+
+    /// `columns` of `rows` (file row numbers, sorted and distinct), as
+    /// [`ParquetFile::read`] returns them, page by page through the
+    /// source's decoded cache: the pages holding the rows are read and
+    /// decoded whole once (the same bytes a read of the rows fetches) and
+    /// kept decoded, so later reads of rows on them decode nothing. Files
+    /// without a page index, nested columns and sources without a decoded
+    /// cache take the plain read.
+    pub async fn read_rows(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        columns: &[&str],
+        rows: &[u32],
+    ) -> Result<RecordBatch> {
+        let pages: Option<Vec<Vec<Range<usize>>>> = columns
+            .iter()
+            .map(|name| match self.leaves(&[name]).ok()?.as_slice() {
+                [leaf] => self.page_rows(*leaf),
+                _ => None,
+            })
+            .collect();
+        let (Some(decoded), Some(pages)) = (source.decoded(), pages) else {
+            return self
+                .read(source, Some(columns), Some(&row_ranges(rows)))
+                .await;
+        };
+        let object: Arc<str> = Arc::from(self.path.as_ref());
+        let key = |column: usize, page: usize| DecodedKey {
+            object: Arc::clone(&object),
+            part: Part::Page {
+                column: column as u32,
+                page: page as u32,
+            },
+        };
+        // Per column: the pages the rows are on, decoded or to read.
+        let mut wanted = Vec::with_capacity(columns.len());
+        for (name, pages) in columns.iter().zip(&pages) {
+            let field = self.schema().index_of(name)?;
+            let mut on: Vec<usize> = rows
+                .iter()
+                .map(|r| pages.partition_point(|p| p.end <= *r as usize))
+                .collect();
+            if on.iter().any(|p| *p >= pages.len()) {
+                return Err(Error::corrupt(
+                    self.path.to_string(),
+                    format!(
+                        "a row beyond the {} rows of column {name:?}",
+                        self.num_rows()
+                    ),
+                ));
+            }
+            on.dedup();
+            let mut found = HashMap::new();
+            let mut missing = Vec::new();
+            for page in on {
+                match decoded.get(&key(field, page)) {
+                    Some(Decoded::Array(array)) => {
+                        found.insert(page, array);
+                    }
+                    _ => missing.push(page),
+                }
+            }
+            wanted.push((*name, field, found, missing));
+        }
+        // Every column's missing pages in one wave.
+        let reads = wanted
+            .iter()
+            .zip(&pages)
+            .map(|((name, _, _, missing), pages)| async move {
+                if missing.is_empty() {
+                    return Ok(None);
+                }
+                let spans: Vec<Range<usize>> = missing.iter().map(|p| pages[*p].clone()).collect();
+                Ok::<_, Error>(Some(self.read(source, Some(&[name]), Some(&spans)).await?))
+            });
+        let read = futures::future::try_join_all(reads).await?;
+        let mut out = Vec::with_capacity(columns.len());
+        for ((_, field, mut found, missing), (batch, pages)) in
+            wanted.into_iter().zip(read.into_iter().zip(&pages))
+        {
+            if let Some(batch) = batch {
+                let mut at = 0;
+                for page in missing {
+                    let len = pages[page].len();
+                    let array = batch.column(0).slice(at, len);
+                    at += len;
+                    decoded.insert(key(field, page), Decoded::Array(Arc::clone(&array)));
+                    found.insert(page, array);
+                }
+            }
+            let order: Vec<usize> = found.keys().copied().collect();
+            let position: HashMap<usize, usize> =
+                order.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+            let arrays: Vec<&dyn arrow::array::Array> =
+                order.iter().map(|p| found[p].as_ref()).collect();
+            let indices: Vec<(usize, usize)> = rows
+                .iter()
+                .map(|r| {
+                    let page = pages.partition_point(|p| p.end <= *r as usize);
+                    (position[&page], *r as usize - pages[page].start)
+                })
+                .collect();
+            out.push(arrow::compute::interleave(&arrays, &indices)?);
+        }
+        let indices = columns
+            .iter()
+            .map(|n| self.schema().index_of(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(
+            Arc::new(self.schema().project(&indices)?),
+            out,
+        )?)
+    }
+
+    /// The rows of each page of leaf column `leaf`, in file rows, across
+    /// row groups; `None` without a page index.
+    fn page_rows(&self, leaf: usize) -> Option<Vec<Range<usize>>> {
+        let metadata = self.metadata.metadata();
+        let index = metadata.page_index()?;
+        let mut out = Vec::new();
+        let mut first_row = 0usize;
+        for (g, group) in metadata.row_groups().iter().enumerate() {
+            let end = first_row + group.num_rows() as usize;
+            let pages = index.offset_index(g, leaf)?.page_locations();
+            for (i, page) in pages.iter().enumerate() {
+                let from = first_row + page.first_row_index as usize;
+                let to = pages
+                    .get(i + 1)
+                    .map(|next| first_row + next.first_row_index as usize)
+                    .unwrap_or(end);
+                out.push(from..to);
+            }
+            first_row = end;
+        }
+        Some(out)
     }
 
     /// Decodes through the source (from what it keeps, or with ranged reads).

@@ -7,7 +7,7 @@ use super::{Snapshot, Source};
 use crate::engine::request::{Attribute, Row};
 use crate::error::{Error, Result};
 use crate::id::id_at;
-use crate::segment::{COL_VECTOR, row_ranges};
+use crate::segment::COL_VECTOR;
 
 /// Rows of an indexed source fetched for re-ranking and output.
 #[derive(Default)]
@@ -79,11 +79,8 @@ pub(super) async fn fetch_rows(
                     return Ok(None);
                 }
                 let names: Vec<&str> = attributes.iter().map(String::as_str).collect();
-                let ranges = row_ranges(&rows);
                 Ok::<_, Error>(Some(
-                    segment
-                        .read_columns(&snap.source, &names, Some(&ranges))
-                        .await?,
+                    segment.data.read_rows(&snap.source, &names, &rows).await?,
                 ))
             };
             let (vectors, attributes) = futures::try_join!(read_vectors, read_attributes)?;

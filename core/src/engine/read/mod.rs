@@ -7,6 +7,7 @@
 
 mod exact;
 mod indexed;
+mod masks;
 mod materialize;
 mod scan;
 mod search;
@@ -14,6 +15,7 @@ mod snapshot;
 mod warm;
 
 pub(crate) use indexed::IndexedSegment;
+pub(crate) use masks::FilterMasks;
 pub(crate) use scan::scan_matches;
 
 use std::collections::HashMap;
@@ -92,6 +94,8 @@ pub(crate) struct Snapshot {
     /// Where this read's bytes come from (the cache, counting in its stats).
     pub source: Arc<dyn RangeSource>,
     pub stats: Arc<ReadStats>,
+    /// The collection's evaluated filters of indexed segments.
+    pub filter_masks: Arc<FilterMasks>,
 }
 
 impl Snapshot {

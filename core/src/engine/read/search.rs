@@ -109,7 +109,9 @@ async fn indexed_candidates(
     let mask = match (params.filter, columns) {
         (Some(filter), Some(columns)) => {
             let started = Instant::now();
-            let mask = filter.evaluate(columns)?;
+            let mask = snap
+                .filter_masks
+                .get_or_evaluate(&segment.entry.id, filter, || filter.evaluate(columns))?;
             snap.stats.record("filter", started.elapsed(), 0);
             Some(mask)
         }
@@ -118,17 +120,19 @@ async fn indexed_candidates(
         }
         _ => None,
     };
-    if let Some(mask) = &mask {
-        let matching = mask.iter().filter(|m| **m).count();
-        if matching <= EXACT_FILTER_ROWS {
-            // Selective: every matching row is re-ranked exactly.
-            return Ok((0..header.rows())
-                .filter(|r| mask[*r] && visible(*r))
-                .map(|r| r as u32)
-                .collect());
-        }
+    if let Some(mask) = &mask
+        && mask.matching <= EXACT_FILTER_ROWS
+    {
+        // Selective: every matching row is re-ranked exactly.
+        return Ok(mask
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(r, m)| **m && visible(*r))
+            .map(|(r, _)| r as u32)
+            .collect());
     }
-    let accept = |row: usize| mask.as_ref().is_none_or(|m| m[row]) && visible(row);
+    let accept = |row: usize| mask.as_ref().is_none_or(|m| m.rows[row]) && visible(row);
     let knobs = query.knobs;
     let nprobe = header.nprobe(&knobs);
     let rerank_n = knobs.rerank.unwrap_or_else(|| default_rerank(params.k));

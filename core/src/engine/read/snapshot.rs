@@ -471,6 +471,7 @@ fn assemble(
         probes: source_probes,
         source: Arc::clone(source),
         stats: Arc::clone(stats),
+        filter_masks: Arc::clone(&c.filter_masks),
     }))
 }
 

@@ -1,0 +1,119 @@
+//! `floe-bench filtered`: filtered vector search on one indexed segment at
+//! several selectivities — recall@10 against exact search over the
+//! matching rows, and latency beside the unfiltered query's.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use floe_core::Floe;
+use floe_core::catalog::Metric;
+
+use crate::ann::{generate, ground_truth, run_queries, top_10, upsert_vectors};
+
+pub struct FilteredArgs {
+    pub n: usize,
+    pub dim: usize,
+    pub queries: usize,
+    /// Matching rows per thousand, one table row each.
+    pub per_mille: Vec<u64>,
+    pub out: PathBuf,
+}
+
+const NAME: &str = "filtered";
+
+/// Row `i`'s `bucket` (0…999), scattered over the rows and clusters.
+fn bucket(i: usize) -> u64 {
+    (i as u64).wrapping_mul(2_654_435_761) % 1000
+}
+
+pub async fn run(args: FilteredArgs) -> Result<()> {
+    let dim = args.dim;
+    let mut all = generate(args.n + args.queries, dim, 7);
+    let queries = all.split_off(args.n * dim);
+    let data = all;
+    println!(
+        "\nFiltered search: {} x {dim}-d L2 vectors (generated, seed 7), one indexed segment, an integer attribute `bucket` (0-999, scattered), {} queries, top 10, eventual, default knobs",
+        args.n, args.queries
+    );
+    let dir = args.out.join("filtered-data");
+    let _ = std::fs::remove_dir_all(&dir);
+    let floe = Floe::open(floe_core::Settings {
+        data_dir: dir,
+        ..Default::default()
+    })
+    .await?;
+    let config = serde_json::from_value(serde_json::json!({
+        "name": NAME, "dimension": dim, "metric": "l2", "id_type": "u64",
+        "attributes": [{"name": "bucket", "type": "int"}],
+        "index": {"seal_rows": args.n}
+    }))?;
+    floe.create_collection(config).await?;
+    let t = Instant::now();
+    upsert_vectors(&floe, NAME, &data, dim, |ids| {
+        [(
+            "bucket".to_string(),
+            ids.map(|i| serde_json::json!(bucket(i))).collect(),
+        )]
+        .into_iter()
+        .collect()
+    })
+    .await?;
+    floe.flush(NAME).await?;
+    for id in &floe.compact(NAME).await?.sealed {
+        floe.build_index(NAME, id).await?;
+    }
+    println!("built in {:.1} s", t.elapsed().as_secs_f64());
+
+    println!(
+        "\n{:<12} {:>9} {:>10} {:>9} {:>9} {:>14}",
+        "filter", "matching", "recall@10", "p50 ms", "p99 ms", "p50 / unfilt."
+    );
+    let truth = ground_truth(Metric::L2, &data, &queries, dim, 10);
+    floe_core::api::query(&floe, NAME, top_10(&queries[..dim], None)).await?;
+    let (recall, lat) = run_queries(&floe, NAME, queries.chunks_exact(dim), &truth, |q| {
+        top_10(q, None)
+    })
+    .await?;
+    let unfiltered = crate::percentile(&lat, 0.5);
+    println!(
+        "{:<12} {:>9} {recall:>10.4} {unfiltered:>9.2} {:>9.2} {:>14.2}",
+        "none",
+        args.n,
+        crate::percentile(&lat, 0.99),
+        1.0
+    );
+    for per_mille in &args.per_mille {
+        let matching: Vec<usize> = (0..args.n).filter(|i| bucket(*i) < *per_mille).collect();
+        let subset: Vec<f32> = matching
+            .iter()
+            .flat_map(|i| data[i * dim..(i + 1) * dim].iter().copied())
+            .collect();
+        let truth: Vec<Vec<u64>> = ground_truth(Metric::L2, &subset, &queries, dim, 10)
+            .into_iter()
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|r| matching[r as usize] as u64)
+                    .collect()
+            })
+            .collect();
+        let filter = format!("bucket < {per_mille}");
+        let request = |q: &[f32]| {
+            let mut r = top_10(q, None);
+            r.filter = Some(filter.clone());
+            r
+        };
+        floe_core::api::query(&floe, NAME, request(&queries[..dim])).await?;
+        let (recall, lat) =
+            run_queries(&floe, NAME, queries.chunks_exact(dim), &truth, request).await?;
+        let p50 = crate::percentile(&lat, 0.5);
+        println!(
+            "{:<12} {:>9} {recall:>10.4} {p50:>9.2} {:>9.2} {:>14.2}",
+            format!("{:.1}%", *per_mille as f64 / 10.0),
+            matching.len(),
+            crate::percentile(&lat, 0.99),
+            p50 / unfiltered
+        );
+    }
+    Ok(())
+}
