@@ -25,6 +25,8 @@ pub struct AnnArgs {
     pub queries: usize,
     pub nprobes: Vec<usize>,
     pub faiss: bool,
+    /// Concurrent clients of the concurrency table (empty: none).
+    pub clients: Vec<usize>,
     pub out: PathBuf,
 }
 
@@ -293,6 +295,10 @@ pub async fn run(args: AnnArgs) -> Result<()> {
         floe_rows.push((label, recall, super::percentile(&lat, 0.5)));
     }
 
+    if !args.clients.is_empty() {
+        concurrency(&floe, &queries, dim, &args.clients).await?;
+    }
+
     if args.faiss {
         let nprobes: Vec<String> = args.nprobes.iter().map(|n| n.to_string()).collect();
         let lines = faiss_reference(
@@ -444,6 +450,59 @@ pub async fn run_queries<'q>(
     }
     lat.sort_by(f64::total_cmp);
     Ok((hit as f64 / (10 * truth.len().max(1)) as f64, lat))
+}
+
+/// QPS and latency with `clients` queries in flight at once (each a task
+/// of the multi-threaded runtime, as connections of `floe serve` are),
+/// `eventual` and `strong`, default knobs.
+async fn concurrency(
+    floe: &Arc<Floe>,
+    queries: &[f32],
+    dim: usize,
+    clients: &[usize],
+) -> Result<()> {
+    println!(
+        "\n{:<12} {:>8} {:>9} {:>9} {:>9}",
+        "consistency", "clients", "QPS", "p50 ms", "p99 ms"
+    );
+    let queries: Arc<Vec<f32>> = Arc::new(queries.to_vec());
+    let nq = queries.len() / dim;
+    for consistency in ["eventual", "strong"] {
+        for &c in clients {
+            let total = (nq * 4).max(c * 50);
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..c)
+                .map(|client| {
+                    let (floe, queries) = (Arc::clone(floe), Arc::clone(&queries));
+                    tokio::spawn(async move {
+                        let mut lat = Vec::new();
+                        for i in (client..total).step_by(c) {
+                            let q = &queries[(i % nq) * dim..(i % nq + 1) * dim];
+                            let mut request = top_10(q, None);
+                            request.consistency = Some(serde_json::json!(consistency));
+                            let t = Instant::now();
+                            floe_core::api::query(&floe, "ann", request).await?;
+                            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        anyhow::Ok(lat)
+                    })
+                })
+                .collect();
+            let mut lat = Vec::new();
+            for t in tasks {
+                lat.extend(t.await??);
+            }
+            let wall = started.elapsed().as_secs_f64();
+            lat.sort_by(f64::total_cmp);
+            println!(
+                "{consistency:<12} {c:>8} {:>9.0} {:>9.2} {:>9.2}",
+                lat.len() as f64 / wall,
+                super::percentile(&lat, 0.5),
+                super::percentile(&lat, 0.99)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs `bench/python/faiss_ref.py` with `args` in the benchmark venv;

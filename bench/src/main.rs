@@ -154,6 +154,9 @@ enum Command {
         /// Also run FAISS IVF-Flat and HNSW (bench/python/faiss_ref.py).
         #[arg(long)]
         faiss: bool,
+        /// Concurrent clients for a throughput table, e.g. 1,4,16.
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<usize>,
         #[arg(long, default_value = "target/ann-bench")]
         out: std::path::PathBuf,
     },
@@ -301,6 +304,7 @@ async fn main() -> Result<()> {
             queries,
             nprobes,
             faiss,
+            clients,
             out,
         } => {
             ann::run(ann::AnnArgs {
@@ -311,6 +315,7 @@ async fn main() -> Result<()> {
                 queries,
                 nprobes,
                 faiss,
+                clients,
                 out,
             })
             .await

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::Result;
 use crate::filter::Filter;
+use crate::index::EXACT_FILTER_ROWS;
 
 /// Bytes of masks kept per collection (one byte a row).
 const KEPT_BYTES: usize = 32 * 1024 * 1024;
@@ -16,7 +17,8 @@ const KEPT_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct Mask {
     pub rows: Vec<bool>,
-    pub matching: usize,
+    /// The matching rows, ascending, when at most [`EXACT_FILTER_ROWS`].
+    pub selected: Option<Vec<u32>>,
 }
 
 /// The most recently used masks of one collection's segments.
@@ -47,10 +49,15 @@ impl FilterMasks {
             }
         }
         let rows = evaluate()?;
-        let mask = Arc::new(Mask {
-            matching: rows.iter().filter(|m| **m).count(),
-            rows,
+        let matching = rows.iter().filter(|m| **m).count();
+        let selected = (matching <= EXACT_FILTER_ROWS).then(|| {
+            rows.iter()
+                .enumerate()
+                .filter(|(_, m)| **m)
+                .map(|(r, _)| r as u32)
+                .collect()
         });
+        let mask = Arc::new(Mask { rows, selected });
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.push_back((segment.to_string(), key, Arc::clone(&mask)));
         let mut bytes: usize = kept.iter().map(|(_, _, m)| m.rows.len()).sum();

@@ -12,7 +12,7 @@ use super::materialize::{fetch_rows, materialize};
 use super::{Snapshot, Source};
 use crate::engine::request::{Query, Row};
 use crate::error::{Error, Result};
-use crate::index::{EXACT_FILTER_ROWS, default_rerank, rerank};
+use crate::index::{default_rerank, rerank};
 use crate::mvcc::id_and_lsn;
 use crate::vector::QueryVector;
 
@@ -120,22 +120,47 @@ async fn indexed_candidates(
         }
         _ => None,
     };
-    if let Some(mask) = &mask
-        && mask.matching <= EXACT_FILTER_ROWS
-    {
-        // Selective: every matching row is re-ranked exactly.
-        return Ok(mask
-            .rows
-            .iter()
-            .enumerate()
-            .filter(|(r, m)| **m && visible(*r))
-            .map(|(r, _)| r as u32)
-            .collect());
-    }
-    let accept = |row: usize| mask.as_ref().is_none_or(|m| m.rows[row]) && visible(row);
     let knobs = query.knobs;
     let nprobe = header.nprobe(&knobs);
     let rerank_n = knobs.rerank.unwrap_or_else(|| default_rerank(params.k));
+    if let Some(selected) = mask.as_ref().and_then(|m| m.selected.as_ref()) {
+        // Selective: the SQ8 distances of just the matching rows, from the
+        // codes of the clusters holding them; the best are re-ranked at
+        // full precision as in any search (reading every matching row's
+        // vector instead would touch most blocks of the vectors once a
+        // filter keeps a row per block).
+        let mut by_cluster: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut c = 0;
+        for &row in selected.iter().filter(|r| visible(**r as usize)) {
+            let row = row as usize;
+            while header.offsets[c + 1] as usize <= row {
+                c += 1;
+            }
+            match by_cluster.last_mut() {
+                Some((last, rows)) if *last == c => rows.push(row),
+                _ => by_cluster.push((c, vec![row])),
+            }
+        }
+        let clusters: Vec<usize> = by_cluster.iter().map(|(c, _)| *c).collect();
+        let codes = snap
+            .stats
+            .phase(
+                "filtered codes",
+                segment.read_codes(&snap.source, &clusters),
+            )
+            .await?;
+        let started = Instant::now();
+        let mut probe = header.probe_loop(params.query, 1, rerank_n.max(params.k), Vec::new());
+        for (c, rows) in &by_cluster {
+            let block = codes
+                .get(c)
+                .ok_or_else(|| Error::internal("query", format!("codes of cluster {c}")))?;
+            probe.scan_rows(*c, block, rows);
+        }
+        snap.stats.record("code scan", started.elapsed(), 0);
+        return Ok(probe.candidates());
+    }
+    let accept = |row: usize| mask.as_ref().is_none_or(|m| m.rows[row]) && visible(row);
     // A segment opened after the first wave was planned has no probe yet.
     let (order, codes) = match planned {
         Some(p) => (p.order.clone(), Some(&p.codes)),

@@ -190,6 +190,20 @@ impl ProbeLoop<'_> {
         );
     }
 
+    /// Offers rows `rows` (ascending, all in cluster `c`, whose codes are
+    /// `codes`) by their approximate distance, scanning nothing else.
+    pub(crate) fn scan_rows(&mut self, c: usize, codes: &[u8], rows: &[usize]) {
+        let (dim, start) = (self.header.dim, self.header.offsets[c] as usize);
+        let mut d = [0f32];
+        for &row in rows {
+            let at = (row - start) * dim;
+            if let Some(code) = codes.get(at..at + dim) {
+                self.header.approx_rows(&self.prepared, code, &mut d);
+                self.pool.offer(d[0], row as u32);
+            }
+        }
+    }
+
     /// The candidate rows found, ascending.
     pub(crate) fn candidates(&self) -> Vec<u32> {
         self.pool.rows()
