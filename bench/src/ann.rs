@@ -465,6 +465,14 @@ async fn concurrency(
         "\n{:<12} {:>8} {:>9} {:>9} {:>9}",
         "consistency", "clients", "QPS", "p50 ms", "p99 ms"
     );
+    let mut explained = top_10(&queries[..dim], None);
+    explained.explain = true;
+    if let Some(stats) = floe_core::api::query(floe, "ann", explained).await?.explain {
+        println!(
+            "(a warm query's blocks: {} from memory, {} from the disk tier, {} fetched)",
+            stats.memory_hits, stats.disk_hits, stats.misses
+        );
+    }
     let queries: Arc<Vec<f32>> = Arc::new(queries.to_vec());
     let nq = queries.len() / dim;
     for consistency in ["eventual", "strong"] {

@@ -169,8 +169,10 @@ async fn indexed_search_reaches_its_recall_for_every_metric() {
             "{metric}: probing everything must be exact, got {full}"
         );
 
-        // Filters inside the scan: 1% selective (exact fallback) and broad.
-        let (mut selective, mut broad) = (0.0, 0.0);
+        // Filters inside the scan: 0.1% and 1% selective (the matching
+        // rows' codes, clusters scaled by selectivity) and broad (probing
+        // widens until enough candidates pass).
+        let (mut rare, mut selective, mut broad) = (0.0, 0.0, 0.0);
         for _ in 0..10 {
             let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
             let want = oracle(metric, &live, &q, 10, &|id| id % 100 == 7);
@@ -179,6 +181,19 @@ async fn indexed_search_reaches_its_recall_for_every_metric() {
                     &floe,
                     &name,
                     json!({"vector": q, "top_k": 10, "filter": "cat == 7"}),
+                )
+                .await,
+                &want,
+            );
+            // ids 103, 303, 503, 703, 903: 0.08%.
+            let want = oracle(metric, &live, &q, 10, &|id| {
+                id % 100 == 3 && id % 40 == 23 && id < 1000
+            });
+            rare += recall(
+                &query(
+                    &floe,
+                    &name,
+                    json!({"vector": q, "top_k": 10, "filter": "cat == 3 and year == 2013 and id < 1000"}),
                 )
                 .await,
                 &want,
@@ -194,6 +209,11 @@ async fn indexed_search_reaches_its_recall_for_every_metric() {
                 &want,
             );
         }
+        assert!(
+            rare / 10.0 >= 0.9,
+            "{metric}: 0.1% filter recall {}",
+            rare / 10.0
+        );
         assert!(
             selective / 10.0 >= 0.9,
             "{metric}: 1% filter recall {}",

@@ -123,49 +123,63 @@ async fn indexed_candidates(
     let knobs = query.knobs;
     let nprobe = header.nprobe(&knobs);
     let rerank_n = knobs.rerank.unwrap_or_else(|| default_rerank(params.k));
-    if let Some(selected) = mask.as_ref().and_then(|m| m.selected.as_ref()) {
-        // Selective: the SQ8 distances of just the matching rows, from the
-        // codes of the clusters holding them; the best are re-ranked at
-        // full precision as in any search (reading every matching row's
-        // vector instead would touch most blocks of the vectors once a
-        // filter keeps a row per block).
-        let mut by_cluster: Vec<(usize, Vec<usize>)> = Vec::new();
-        let mut c = 0;
-        for &row in selected.iter().filter(|r| visible(**r as usize)) {
-            let row = row as usize;
-            while header.offsets[c + 1] as usize <= row {
-                c += 1;
-            }
-            match by_cluster.last_mut() {
-                Some((last, rows)) if *last == c => rows.push(row),
-                _ => by_cluster.push((c, vec![row])),
-            }
-        }
-        let clusters: Vec<usize> = by_cluster.iter().map(|(c, _)| *c).collect();
-        let codes = snap
-            .stats
-            .phase(
-                "filtered codes",
-                segment.read_codes(&snap.source, &clusters),
-            )
-            .await?;
-        let started = Instant::now();
-        let mut probe = header.probe_loop(params.query, 1, rerank_n.max(params.k), Vec::new());
-        for (c, rows) in &by_cluster {
-            let block = codes
-                .get(c)
-                .ok_or_else(|| Error::internal("query", format!("codes of cluster {c}")))?;
-            probe.scan_rows(*c, block, rows);
-        }
-        snap.stats.record("code scan", started.elapsed(), 0);
-        return Ok(probe.candidates());
-    }
-    let accept = |row: usize| mask.as_ref().is_none_or(|m| m.rows[row]) && visible(row);
     // A segment opened after the first wave was planned has no probe yet.
     let (order, codes) = match planned {
         Some(p) => (p.order.clone(), Some(&p.codes)),
         None => (header.probe_order(&params.query.values, nprobe), None),
     };
+    if let Some(selected) = mask.as_ref().and_then(|m| m.selected.as_ref()) {
+        // Selective: SQ8 distances of just the matching rows of the
+        // closest clusters, as many clusters as hold (on average) the rows
+        // an unfiltered search at `nprobe` scores; then farther ones while
+        // too few candidates passed. The best are re-ranked at full
+        // precision as in any search. (Reading every matching row's vector
+        // instead touches most vector blocks once a filter keeps a row per
+        // block; scanning whole clusters scores mostly rows that fail.)
+        let rows = header.rows().max(1);
+        let clusters = (nprobe * rows)
+            .div_ceil(selected.len().max(1))
+            .clamp(nprobe, header.nlist());
+        let matching_in = |c: usize| -> Vec<usize> {
+            let (from, to) = (header.offsets[c], header.offsets[c + 1]);
+            let start = selected.partition_point(|r| *r < from);
+            let end = selected.partition_point(|r| *r < to);
+            selected[start..end]
+                .iter()
+                .map(|r| *r as usize)
+                .filter(|r| visible(*r))
+                .collect()
+        };
+        let mut probe = header.probe_loop(params.query, 1, rerank_n.max(params.k), Vec::new());
+        let mut scanning = Duration::ZERO;
+        let waves = [&order[..clusters], &order[clusters..]];
+        for (wave, clusters) in waves.into_iter().enumerate() {
+            if wave > 0 && probe.is_full() {
+                break;
+            }
+            let work: Vec<(usize, Vec<usize>)> = clusters
+                .iter()
+                .map(|c| (*c, matching_in(*c)))
+                .filter(|(_, rows)| !rows.is_empty())
+                .collect();
+            let wanted: Vec<usize> = work.iter().map(|(c, _)| *c).collect();
+            let codes = snap
+                .stats
+                .phase("filtered codes", segment.read_codes(&snap.source, &wanted))
+                .await?;
+            let started = Instant::now();
+            for (c, rows) in &work {
+                let block = codes
+                    .get(c)
+                    .ok_or_else(|| Error::internal("query", format!("codes of cluster {c}")))?;
+                probe.scan_rows(*c, block, rows);
+            }
+            scanning += started.elapsed();
+        }
+        snap.stats.record("code scan", scanning, 0);
+        return Ok(probe.candidates());
+    }
+    let accept = |row: usize| mask.as_ref().is_none_or(|m| m.rows[row]) && visible(row);
     let mut probe = header.probe_loop(params.query, nprobe, rerank_n.max(params.k), order);
     let mut fetched: HashMap<usize, Bytes> = HashMap::new();
     let mut scanning = Duration::ZERO;

@@ -10,6 +10,10 @@ use crate::catalog::Metric;
 use crate::error::{Error, Result};
 use crate::vector::{QueryVector, dot, dot_u8_rows, l2_squared, weighted_l2_u8_rows};
 
+/// Neighbours a calibration measures recall over: the default
+/// `IvfParams::calibration_queries` × 10.
+const CALIBRATED_NEIGHBOURS: f32 = 1000.0;
+
 /// The query side of the SQ8 distance, prepared once per query.
 pub(crate) enum Prepared {
     L2 { u: Vec<f32>, w: Vec<f32> },
@@ -25,11 +29,19 @@ impl IvfHeader {
             .clamp(1, self.nlist())
     }
 
-    /// The smallest calibrated nprobe reaching `target` recall.
+    /// The smallest calibrated nprobe reaching `target` recall, with two
+    /// standard errors of the calibration's estimate to spare (it measures
+    /// about a thousand neighbours: a target is a promise, and real
+    /// queries are not the sampled rows).
     pub(crate) fn nprobe_for(&self, target: f32) -> usize {
+        let spare = 2.0
+            * (target * (1.0 - target) / CALIBRATED_NEIGHBOURS)
+                .max(0.0)
+                .sqrt();
+        let needed = (target + spare).min(1.0);
         self.calibration
             .iter()
-            .find(|(_, recall)| *recall >= target)
+            .find(|(_, recall)| *recall >= needed)
             .or(self.calibration.last())
             .map(|(n, _)| *n as usize)
             .unwrap_or(self.nlist())
@@ -202,6 +214,11 @@ impl ProbeLoop<'_> {
                 self.pool.offer(d[0], row as u32);
             }
         }
+    }
+
+    /// Whether the pool holds as many candidates as it keeps.
+    pub(crate) fn is_full(&self) -> bool {
+        self.pool.is_full()
     }
 
     /// The candidate rows found, ascending.
