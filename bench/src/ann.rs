@@ -94,6 +94,14 @@ pub fn write_npy(path: &Path, descr: &str, rows: usize, cols: usize, body: &[u8]
     Ok(())
 }
 
+/// `n` generated rows (seed 7) and `queries` more from the same
+/// distribution, held out: `(data, queries)`.
+pub fn generate_held_out(n: usize, queries: usize, dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut data = generate(n + queries, dim, 7);
+    let queries = data.split_off(n * dim);
+    (data, queries)
+}
+
 pub fn generate(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     // 1000 random centres in [-1, 1]^dim, points uniform within ±1 of one:
     // the clusters overlap, so neighbours straddle cluster boundaries.

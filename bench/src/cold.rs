@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::ann::{generate, ground_truth, upsert_vectors};
+use crate::ann::{generate_held_out, ground_truth, upsert_vectors};
 
 pub struct ColdArgs {
     pub s3_endpoint: String,
@@ -44,9 +44,7 @@ const NAME: &str = "cold";
 pub async fn run(args: ColdArgs) -> Result<()> {
     let dim = args.dim;
     let nq = args.cold_queries.max(args.warm_queries);
-    let mut all = generate(args.n + nq, dim, 7);
-    let queries = all.split_off(args.n * dim);
-    let data = all;
+    let (data, queries) = generate_held_out(args.n, nq, dim);
     println!(
         "\nCold/warm benchmark: {} x {dim}-d L2 vectors (generated, seed 7), S3 server with {}–{} ms per request",
         args.n, args.latency_ms.0, args.latency_ms.1

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use floe_core::Floe;
 use floe_core::catalog::Metric;
 
-use crate::ann::{generate, ground_truth, run_queries, top_10, upsert_vectors, write_npy};
+use crate::ann::{generate_held_out, ground_truth, run_queries, top_10, upsert_vectors, write_npy};
 
 pub struct ExactArgs {
     pub n: usize,
@@ -22,9 +22,7 @@ const NAME: &str = "exact";
 
 pub async fn run(args: ExactArgs) -> Result<()> {
     let dim = args.dim;
-    let mut all = generate(args.n + args.queries, dim, 7);
-    let queries = all.split_off(args.n * dim);
-    let data = all;
+    let (data, queries) = generate_held_out(args.n, args.queries, dim);
     println!(
         "\nExact search: {} x {dim}-d L2 vectors (generated, seed 7), {} queries, top 10, one at a time",
         args.n, args.queries

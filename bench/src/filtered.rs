@@ -9,7 +9,7 @@ use anyhow::Result;
 use floe_core::Floe;
 use floe_core::catalog::Metric;
 
-use crate::ann::{generate, ground_truth, run_queries, top_10, upsert_vectors};
+use crate::ann::{generate_held_out, ground_truth, run_queries, top_10, upsert_vectors};
 
 pub struct FilteredArgs {
     pub n: usize,
@@ -29,9 +29,7 @@ fn bucket(i: usize) -> u64 {
 
 pub async fn run(args: FilteredArgs) -> Result<()> {
     let dim = args.dim;
-    let mut all = generate(args.n + args.queries, dim, 7);
-    let queries = all.split_off(args.n * dim);
-    let data = all;
+    let (data, queries) = generate_held_out(args.n, args.queries, dim);
     println!(
         "\nFiltered search: {} x {dim}-d L2 vectors (generated, seed 7), one indexed segment, an integer attribute `bucket` (0-999, scattered), {} queries, top 10, eventual, default knobs",
         args.n, args.queries

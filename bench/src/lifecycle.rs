@@ -13,7 +13,8 @@ use floe_core::Floe;
 use floe_core::catalog::Metric;
 
 use crate::ann::{
-    faiss_reference, generate, ground_truth, run_queries, top_10, upsert_ids, upsert_vectors,
+    faiss_reference, generate, generate_held_out, ground_truth, run_queries, top_10, upsert_ids,
+    upsert_vectors,
 };
 
 pub struct LifecycleArgs {
@@ -87,9 +88,7 @@ pub async fn run(args: LifecycleArgs) -> Result<()> {
     );
     let mut faiss_runs = Vec::new();
     for &n in &args.sizes {
-        let mut all = generate(n + args.queries, dim, 7);
-        let queries = all.split_off(n * dim);
-        let data = all;
+        let (data, queries) = generate_held_out(n, args.queries, dim);
         let truth = ground_truth(Metric::L2, &data, &queries, dim, 10);
         let dir = args.out.join(format!("floe-{n}"));
         let _ = std::fs::remove_dir_all(&dir);

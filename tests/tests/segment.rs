@@ -341,6 +341,25 @@ async fn rows_read_page_by_page_through_the_decoded_cache_match_a_plain_read() {
         want_near
     );
     assert_eq!(counting.stats().since(&before).gets, 0);
+    // Unsorted and repeated rows read as sorted and distinct; no rows, none.
+    let shuffled: Vec<u32> = vec![19_999, 7, 7, 0];
+    let want = reader
+        .read(
+            &plain,
+            Some(&columns),
+            Some(&floe_core::segment::row_ranges(&shuffled)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reader
+            .read_rows(&cached, &columns, &shuffled)
+            .await
+            .unwrap(),
+        want
+    );
+    let none = reader.read_rows(&cached, &columns, &[]).await.unwrap();
+    assert_eq!((none.num_rows(), none.num_columns()), (0, columns.len()));
     // A row past the end is an error, not a panic.
     assert!(
         reader

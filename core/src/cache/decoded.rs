@@ -57,6 +57,9 @@ impl Decoded {
     }
 }
 
+/// Lock shards; each holds a share of the capacity.
+const SHARDS: usize = 8;
+
 /// The decoded parts, in memory.
 pub struct DecodedCache {
     cache: Cache<DecodedKey, Decoded, foyer::DefaultHasher, CacheProperties>,
@@ -76,6 +79,7 @@ impl DecodedCache {
     pub fn new(bytes: usize) -> DecodedCache {
         DecodedCache {
             cache: CacheBuilder::new(bytes.max(1))
+                .with_shards(SHARDS)
                 .with_weighter(|k: &DecodedKey, v: &Decoded| k.object.len() + 32 + v.weight())
                 .build(),
         }
@@ -86,9 +90,12 @@ impl DecodedCache {
         self.cache.get(key).map(|e| e.value().clone())
     }
 
-    /// Keeps `value` unless it alone is larger than the whole cache.
+    /// Keeps `value` unless it alone is larger than a shard of the cache
+    /// (it would flush the shard and overrun the capacity). The caller
+    /// passes a value that owns its memory, not a view of a larger buffer:
+    /// the weight is what the value keeps alive.
     pub fn insert(&self, key: DecodedKey, value: Decoded) {
-        if value.weight() < self.cache.capacity() {
+        if value.weight() < self.cache.capacity() / SHARDS {
             self.cache.insert(key, value);
         }
     }
@@ -110,7 +117,7 @@ mod tests {
 
     #[test]
     fn keeps_parts_within_its_capacity() {
-        let cache = DecodedCache::new(64 * 1024);
+        let cache = DecodedCache::new(8 * 64 * 1024);
         let key = |c| DecodedKey {
             object: Arc::from("a/index.ivf"),
             part: Part::Codes(c),
@@ -126,7 +133,7 @@ mod tests {
             cache.insert(key(c), Decoded::Bytes(Bytes::from(vec![0u8; 1000])));
         }
         assert!(cache.usage() <= cache.capacity(), "{cache:?}");
-        // A part larger than the cache is not kept at all.
+        // A part larger than a shard is not kept at all.
         cache.insert(key(9999), Decoded::Bytes(Bytes::from(vec![0u8; 100_000])));
         assert!(cache.get(&key(9999)).is_none());
     }

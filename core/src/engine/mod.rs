@@ -260,9 +260,14 @@ impl Floe {
         let since = crate::clock::now_ms();
         let mut c = self.collection(name).await?;
         // Segment figures from the newest manifest, not the one reads
-        // remember (a dropped collection is noticed by the snapshot below).
+        // remember; a dropped incarnation moves to the name's current one
+        // as a snapshot would.
         match self.refresh_manifest(&c, true).await {
-            Ok(()) | Err(Error::CollectionNotFound(_)) => {}
+            Ok(()) => {}
+            Err(Error::CollectionNotFound(_)) => {
+                c = self.reopen(&c, since).await?;
+                self.refresh_manifest(&c, true).await?;
+            }
             Err(e) => return Err(e),
         }
         let stats = Arc::new(ReadStats::default());

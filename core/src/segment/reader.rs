@@ -204,8 +204,8 @@ impl ParquetFile {
         self.decode(source, &columns, rows).await
     }
 
-    /// `columns` of `rows` (file row numbers, sorted and distinct), as
-    /// [`ParquetFile::read`] returns them, page by page through the
+    /// `columns` of `rows` (file row numbers; sorted and deduplicated
+    /// here), as [`ParquetFile::read`] returns them, page by page through the
     /// source's decoded cache: the pages holding the rows are read and
     /// decoded whole once (the same bytes a read of the rows fetches) and
     /// kept decoded, so later reads of rows on them decode nothing. Files
@@ -217,6 +217,12 @@ impl ParquetFile {
         columns: &[&str],
         rows: &[u32],
     ) -> Result<RecordBatch> {
+        if !rows.is_sorted_by(|a, b| a < b) {
+            let mut sorted = rows.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            return Box::pin(self.read_rows(source, columns, &sorted)).await;
+        }
         let pages: Option<Vec<Vec<Range<usize>>>> = columns
             .iter()
             .map(|name| match self.leaves(&[name]).ok()?.as_slice() {
@@ -224,7 +230,7 @@ impl ParquetFile {
                 _ => None,
             })
             .collect();
-        let (Some(decoded), Some(pages)) = (source.decoded(), pages) else {
+        let (Some(decoded), Some(pages), false) = (source.decoded(), pages, rows.is_empty()) else {
             return self
                 .read(source, Some(columns), Some(&row_ranges(rows)))
                 .await;
@@ -287,7 +293,10 @@ impl ParquetFile {
                 let mut at = 0;
                 for page in missing {
                     let len = pages[page].len();
-                    let array = batch.column(0).slice(at, len);
+                    // Its own buffers: a slice would keep (and weigh) the
+                    // whole read's.
+                    let slice = batch.column(0).slice(at, len);
+                    let array = arrow::compute::concat(&[slice.as_ref()])?;
                     at += len;
                     decoded.insert(key(field, page), Decoded::Array(Arc::clone(&array)));
                     found.insert(page, array);

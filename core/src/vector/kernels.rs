@@ -261,10 +261,14 @@ mod x86 {
         )
     }
 
+    /// Eight bytes at `p` as eight f32s.
+    ///
+    /// # Safety
+    /// `p` must point at 8 readable bytes.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn load_u8x8(p: *const u8) -> __m256 {
-        // SAFETY: the callers step within their slices, 8 bytes at a time.
+    unsafe fn load_u8x8(p: *const u8) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable bytes at p.
         unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))) }
     }
 

@@ -101,7 +101,8 @@ impl IndexedSegment {
             .await?;
         for (c, codes) in missing.into_iter().zip(blocks) {
             if let Some(decoded) = source.decoded() {
-                decoded.insert(key(c), Decoded::Bytes(codes.clone()));
+                // A copy: a slice of a cache block would keep the block alive.
+                decoded.insert(key(c), Decoded::Bytes(Bytes::copy_from_slice(&codes)));
             }
             out.insert(c, codes);
         }
