@@ -389,6 +389,33 @@ pub fn faiss_reference(
     nlist: u32,
     nprobes: &str,
 ) -> Result<Vec<serde_json::Value>> {
+    let [data, queries, gt] = write_reference_files(out, data, queries, truth, dim)?;
+    run_faiss(&[
+        "--data".into(),
+        data,
+        "--queries".into(),
+        queries,
+        "--gt".into(),
+        gt,
+        "--metric".into(),
+        metric.into(),
+        "--nlist".into(),
+        nlist.to_string(),
+        "--nprobes".into(),
+        nprobes.into(),
+    ])
+}
+
+/// Writes `data`, `queries` and the top-10 ids `truth` as `data.npy`,
+/// `queries.npy` and `gt.npy` under `out`, for the Python references;
+/// their paths, in that order.
+pub fn write_reference_files(
+    out: &Path,
+    data: &[f32],
+    queries: &[f32],
+    truth: &[Vec<u64>],
+    dim: usize,
+) -> Result<[String; 3]> {
     let (n, nq) = (data.len() / dim, queries.len() / dim);
     let body: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
     write_npy(&out.join("data.npy"), "<f4", n, dim, &body)?;
@@ -401,20 +428,7 @@ pub fn faiss_reference(
         .collect();
     write_npy(&out.join("gt.npy"), "<i8", nq, 10, &body)?;
     let path = |name: &str| out.join(name).display().to_string();
-    run_faiss(&[
-        "--data".into(),
-        path("data.npy"),
-        "--queries".into(),
-        path("queries.npy"),
-        "--gt".into(),
-        path("gt.npy"),
-        "--metric".into(),
-        metric.into(),
-        "--nlist".into(),
-        nlist.to_string(),
-        "--nprobes".into(),
-        nprobes.into(),
-    ])
+    Ok([path("data.npy"), path("queries.npy"), path("gt.npy")])
 }
 
 /// A warm top-10 query for `q` (eventual, ids only) at `nprobe`, or at the
@@ -524,19 +538,25 @@ async fn concurrency(
 /// Runs `bench/python/faiss_ref.py` with `args` in the benchmark venv;
 /// one JSON object per line of its output.
 pub fn run_faiss(args: &[String]) -> Result<Vec<serde_json::Value>> {
+    run_python_reference("faiss_ref.py", args)
+}
+
+/// Runs `bench/python/<script>` with `args` in the benchmark venv; one JSON
+/// object per line of its output.
+pub fn run_python_reference(script: &str, args: &[String]) -> Result<Vec<serde_json::Value>> {
     let python = Command::new("bash")
         .arg("bench/python/setup.sh")
         .output()
         .context("bench/python/setup.sh")?;
     let python = String::from_utf8(python.stdout)?.trim().to_string();
     let output = Command::new(python)
-        .arg("bench/python/faiss_ref.py")
+        .arg(format!("bench/python/{script}"))
         .args(args)
         .output()
-        .context("running faiss_ref.py")?;
+        .with_context(|| format!("running {script}"))?;
     if !output.status.success() {
         bail!(
-            "faiss_ref.py failed: {}",
+            "{script} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }

@@ -5,11 +5,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use floe_core::Floe;
 use floe_core::catalog::Metric;
 
-use crate::ann::{generate_held_out, ground_truth, run_queries, top_10, upsert_vectors, write_npy};
+use crate::ann::{
+    generate_held_out, ground_truth, run_python_reference, run_queries, top_10, upsert_vectors,
+    write_reference_files,
+};
 
 pub struct ExactArgs {
     pub n: usize,
@@ -74,43 +77,19 @@ pub async fn run(args: ExactArgs) -> Result<()> {
         &lat,
     );
 
-    let out = &args.out;
-    let body: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-    write_npy(&out.join("exact-data.npy"), "<f4", args.n, dim, &body)?;
-    let body: Vec<u8> = queries.iter().flat_map(|x| x.to_le_bytes()).collect();
-    write_npy(
-        &out.join("exact-queries.npy"),
-        "<f4",
-        args.queries,
-        dim,
-        &body,
+    let [data, queries, gt] = write_reference_files(&args.out, &data, &queries, &truth, dim)?;
+    let lines = run_python_reference(
+        "flat_ref.py",
+        &[
+            "--data".into(),
+            data,
+            "--queries".into(),
+            queries,
+            "--gt".into(),
+            gt,
+        ],
     )?;
-    let body: Vec<u8> = truth
-        .iter()
-        .flatten()
-        .flat_map(|x| (*x as i64).to_le_bytes())
-        .collect();
-    write_npy(&out.join("exact-gt.npy"), "<i8", args.queries, 10, &body)?;
-    let path = |name: &str| out.join(name).display().to_string();
-    let python = std::process::Command::new("bash")
-        .arg("bench/python/setup.sh")
-        .output()
-        .context("bench/python/setup.sh")?;
-    let python = String::from_utf8(python.stdout)?.trim().to_string();
-    let output = std::process::Command::new(python)
-        .arg("bench/python/flat_ref.py")
-        .args(["--data", &path("exact-data.npy")])
-        .args(["--queries", &path("exact-queries.npy")])
-        .args(["--gt", &path("exact-gt.npy")])
-        .output()
-        .context("running flat_ref.py")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "flat_ref.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    for line in String::from_utf8(output.stdout)?.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)?;
+    for v in lines {
         println!(
             "{:<34} {:>10.4} {:>9.2} {:>9.2}",
             v["engine"].as_str().unwrap_or(""),

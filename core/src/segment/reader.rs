@@ -243,15 +243,22 @@ impl ParquetFile {
                 page: page as u32,
             },
         };
-        // Per column: the pages the rows are on, decoded or to read.
+        // Per column: the page of each row, and those pages decoded or to read.
+        struct ColumnPages<'n> {
+            name: &'n str,
+            field: usize,
+            page_of_row: Vec<usize>,
+            found: HashMap<usize, arrow::array::ArrayRef>,
+            missing: Vec<usize>,
+        }
         let mut wanted = Vec::with_capacity(columns.len());
         for (name, pages) in columns.iter().zip(&pages) {
             let field = self.schema().index_of(name)?;
-            let mut on: Vec<usize> = rows
+            let page_of_row: Vec<usize> = rows
                 .iter()
                 .map(|r| pages.partition_point(|p| p.end <= *r as usize))
                 .collect();
-            if on.iter().any(|p| *p >= pages.len()) {
+            if page_of_row.iter().any(|p| *p >= pages.len()) {
                 return Err(Error::corrupt(
                     self.path.to_string(),
                     format!(
@@ -260,6 +267,7 @@ impl ParquetFile {
                     ),
                 ));
             }
+            let mut on = page_of_row.clone();
             on.dedup();
             let mut found = HashMap::new();
             let mut missing = Vec::new();
@@ -271,57 +279,56 @@ impl ParquetFile {
                     _ => missing.push(page),
                 }
             }
-            wanted.push((*name, field, found, missing));
+            wanted.push(ColumnPages {
+                name,
+                field,
+                page_of_row,
+                found,
+                missing,
+            });
         }
         // Every column's missing pages in one wave.
-        let reads = wanted
-            .iter()
-            .zip(&pages)
-            .map(|((name, _, _, missing), pages)| async move {
-                if missing.is_empty() {
-                    return Ok(None);
-                }
-                let spans: Vec<Range<usize>> = missing.iter().map(|p| pages[*p].clone()).collect();
-                Ok::<_, Error>(Some(self.read(source, Some(&[name]), Some(&spans)).await?))
-            });
+        let reads = wanted.iter().zip(&pages).map(|(column, pages)| async move {
+            if column.missing.is_empty() {
+                return Ok(None);
+            }
+            let spans: Vec<Range<usize>> =
+                column.missing.iter().map(|p| pages[*p].clone()).collect();
+            let name = [column.name];
+            Ok::<_, Error>(Some(self.read(source, Some(&name), Some(&spans)).await?))
+        });
         let read = futures::future::try_join_all(reads).await?;
         let mut out = Vec::with_capacity(columns.len());
-        for ((_, field, mut found, missing), (batch, pages)) in
-            wanted.into_iter().zip(read.into_iter().zip(&pages))
-        {
+        let mut fields = Vec::with_capacity(columns.len());
+        for (mut column, (batch, pages)) in wanted.into_iter().zip(read.into_iter().zip(&pages)) {
             if let Some(batch) = batch {
                 let mut at = 0;
-                for page in missing {
+                for &page in &column.missing {
                     let len = pages[page].len();
                     // Its own buffers: a slice would keep (and weigh) the
                     // whole read's.
                     let slice = batch.column(0).slice(at, len);
                     let array = arrow::compute::concat(&[slice.as_ref()])?;
                     at += len;
-                    decoded.insert(key(field, page), Decoded::Array(Arc::clone(&array)));
-                    found.insert(page, array);
+                    decoded.insert(key(column.field, page), Decoded::Array(Arc::clone(&array)));
+                    column.found.insert(page, array);
                 }
             }
-            let order: Vec<usize> = found.keys().copied().collect();
+            let order: Vec<usize> = column.found.keys().copied().collect();
             let position: HashMap<usize, usize> =
                 order.iter().enumerate().map(|(i, p)| (*p, i)).collect();
             let arrays: Vec<&dyn arrow::array::Array> =
-                order.iter().map(|p| found[p].as_ref()).collect();
+                order.iter().map(|p| column.found[p].as_ref()).collect();
             let indices: Vec<(usize, usize)> = rows
                 .iter()
-                .map(|r| {
-                    let page = pages.partition_point(|p| p.end <= *r as usize);
-                    (position[&page], *r as usize - pages[page].start)
-                })
+                .zip(&column.page_of_row)
+                .map(|(r, page)| (position[page], *r as usize - pages[*page].start))
                 .collect();
             out.push(arrow::compute::interleave(&arrays, &indices)?);
+            fields.push(column.field);
         }
-        let indices = columns
-            .iter()
-            .map(|n| self.schema().index_of(n))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(RecordBatch::try_new(
-            Arc::new(self.schema().project(&indices)?),
+            Arc::new(self.schema().project(&fields)?),
             out,
         )?)
     }
