@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use floe_core::Floe;
 use floe_core::api::rows::ColumnsIn;
+use floe_core::api::vectors::{VectorIn, VectorsIn, encode_base64};
 use floe_core::api::wire::{QueryRequest, UpsertRequest};
 use floe_core::catalog::Metric;
 use floe_core::id::Id;
@@ -183,10 +184,7 @@ pub async fn upsert_ids(
         let end = (start + batch).min(n);
         let columns = ColumnsIn {
             ids: (start..end).map(|i| Id::U64(id(i))).collect(),
-            vectors: data[start * dim..end * dim]
-                .chunks_exact(dim)
-                .map(|v| v.iter().map(|x| *x as f64).collect())
-                .collect(),
+            vectors: VectorsIn::Packed(encode_base64(&data[start * dim..end * dim])),
             attributes: attributes(start..end),
         };
         floe_core::api::upsert(
@@ -435,7 +433,8 @@ pub fn write_reference_files(
 /// default recall target.
 pub fn top_10(q: &[f32], nprobe: Option<usize>) -> QueryRequest {
     QueryRequest {
-        vector: Some(q.iter().map(|x| *x as f64).collect()),
+        vector: Some(VectorIn::Numbers(q.iter().map(|x| *x as f64).collect())),
+        vector_encoding: Default::default(),
         top_k: 10,
         filter: None,
         include_attributes: Some(serde_json::Value::Bool(false)),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use floe_core::Floe;
+use floe_core::api::vectors::VectorIn;
 use floe_core::api::wire::QueryRequest;
 use floe_core::catalog::Metric;
 use floe_core::id::Id;
@@ -183,7 +184,8 @@ pub async fn run(args: ColdArgs) -> Result<()> {
         }
     };
     let request_with = |q: &[f32], consistency: &str| QueryRequest {
-        vector: Some(q.iter().map(|x| *x as f64).collect()),
+        vector: Some(VectorIn::Numbers(q.iter().map(|x| *x as f64).collect())),
+        vector_encoding: Default::default(),
         top_k: 10,
         filter: None,
         include_attributes: None,

@@ -563,6 +563,36 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing(s: TestServer) {
             "columns.vectors",
         ),
         (
+            "vector neither numbers nor base64",
+            json!({"rows": [{"id": 2, "vector": "not base64!"}]}),
+            400,
+            "rows[0].vector",
+        ),
+        (
+            "base64 vector of the wrong dimension",
+            json!({"rows": [{"id": 2, "vector": b64(&[1.0, 2.0])}]}),
+            400,
+            "rows[0].vector",
+        ),
+        (
+            "base64 vector with a NaN",
+            json!({"rows": [{"id": 2, "vector": b64(&[1.0, f32::NAN, 3.0])}]}),
+            400,
+            "rows[0].vector[1]",
+        ),
+        (
+            "packed vectors one row short",
+            json!({"columns": {"ids": [2, 3], "vectors": b64(&[1.0, 2.0, 3.0])}}),
+            400,
+            "columns.vectors",
+        ),
+        (
+            "packed vectors with an infinity in the second row",
+            json!({"columns": {"ids": [2, 3], "vectors": b64(&[1.0, 2.0, 3.0, 4.0, f32::INFINITY, 6.0])}}),
+            400,
+            "columns.vectors[1][1]",
+        ),
+        (
             "bad request id",
             json!({"rows": [{"id": 2, "vector": [1, 2, 3]}], "request_id": "has space"}),
             400,
@@ -761,6 +791,68 @@ async fn string_ids_and_columnar_upserts(s: TestServer) {
     assert_eq!(status, 400, "u64 id in a string collection");
 }
 
+/// Base64 of little-endian f32s: the compact wire form of a vector.
+fn b64(v: &[f32]) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn vectors_travel_as_base64(s: TestServer) {
+    let c = &s.client;
+    create(c, "v", 3, "l2").await;
+    // Values a decimal rendering could round: the bits must survive.
+    let a = [0.1f32, -1.0e-30, 12_345.679];
+    let b = [1.0f32 / 3.0, 2.0, -0.0];
+    let d = [5.0f32, 6.0, 7.0];
+    let packed: Vec<f32> = a.iter().chain(&b).copied().collect();
+    c.ok(
+        &format!("{C}/v/upsert"),
+        &json!({"columns": {"ids": [1, 2], "vectors": b64(&packed)}}),
+    )
+    .await;
+    c.ok(
+        &format!("{C}/v/upsert"),
+        &json!({"rows": [{"id": 3, "vector": b64(&d)}]}),
+    )
+    .await;
+    for (id, want) in [(1, &a), (2, &b), (3, &d)] {
+        let (status, row) = c
+            .get(&format!("{C}/v/rows/{id}?vector_encoding=base64"))
+            .await;
+        assert_eq!((status, row["vector"].as_str()), (200, Some(&*b64(want))));
+        let top = c
+            .ok(
+                &format!("{C}/v/query"),
+                &json!({"vector": b64(want), "top_k": 1, "include_vector": true,
+                        "vector_encoding": "base64"}),
+            )
+            .await;
+        assert_eq!(top["results"][0]["id"], json!(id), "{top}");
+        assert_eq!(top["results"][0]["distance"], json!(0.0), "{top}");
+        assert_eq!(top["results"][0]["vector"], json!(b64(want)), "{top}");
+    }
+    let (_, row) = c.get(&format!("{C}/v/rows/3")).await;
+    assert_eq!(
+        row["vector"],
+        json!([5.0, 6.0, 7.0]),
+        "JSON stays the default"
+    );
+    let (status, resp) = c.get(&format!("{C}/v/rows/3?vector_encoding=hex")).await;
+    assert_eq!(status, 400, "{resp}");
+    let (status, resp) = c
+        .post(
+            &format!("{C}/v/query"),
+            &json!({"vector": b64(&a), "vector_encoding": "hex"}),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["error"]["field"].as_str()),
+        (400, Some("vector_encoding")),
+        "{resp}"
+    );
+}
+
 async fn collections_are_listed_described_and_dropped(s: TestServer) {
     let c = &s.client;
     create(c, "x1", 2, "l2").await;
@@ -828,5 +920,6 @@ floe_tests::both_modes!(
     bad_input_gets_a_clear_4xx_and_writes_nothing,
     request_ids_make_writes_idempotent,
     string_ids_and_columnar_upserts,
+    vectors_travel_as_base64,
     collections_are_listed_described_and_dropped,
 );

@@ -589,18 +589,25 @@ async fn compaction_purges_churn_from_sealed_segments() {
     );
     // The rewritten segments' vectors came back from their index files
     // (their data files do not repeat them): each row is found by its own
-    // vector and returns it exactly.
+    // vector and returns it exactly (sent and returned as base64 here, so
+    // the bits are compared, not a decimal rendering).
     for (id, v) in live.iter().step_by(97) {
-        let request: QueryRequest = serde_json::from_value(
-            json!({"vector": v, "top_k": 1, "include_vector": true, "nprobe": 64}),
-        )
+        let packed = floe_core::api::vectors::encode_base64(v);
+        let request: QueryRequest = serde_json::from_value(json!({
+            "vector": packed, "top_k": 1, "include_vector": true, "nprobe": 64,
+            "vector_encoding": "base64"
+        }))
         .unwrap();
         let response = floe_core::api::query(&floe, "churn", request)
             .await
             .unwrap();
         let hit = &response.results[0];
         assert_eq!(hit.id, floe_core::id::Id::U64(*id));
-        assert_eq!(hit.vector.as_deref(), Some(&v[..]), "id {id}");
+        assert_eq!(
+            hit.vector,
+            Some(floe_core::api::vectors::VectorOut::Base64(packed)),
+            "id {id}"
+        );
     }
     let mut total = 0.0;
     for q in vectors(20, 23).iter() {

@@ -7,6 +7,7 @@
 
 mod error;
 pub mod rows;
+pub mod vectors;
 pub mod wire;
 
 pub use error::ApiError;
@@ -29,6 +30,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::auth::{Grant, Keys, Need, Role};
 use crate::engine::{Floe, WriteAck};
 use crate::error::{Error, Result};
+use vectors::VectorEncoding;
 use wire::{CreateCollection, DeleteRequest, QueryRequest, QueryResponse, RowOut, UpsertRequest};
 
 /// The OpenAPI description, kept in `docs/openapi.json`.
@@ -427,10 +429,11 @@ pub async fn delete(floe: &Floe, name: &str, request: DeleteRequest) -> Result<W
 /// Checks a query body against the collection and runs it.
 pub async fn query(floe: &Floe, name: &str, request: QueryRequest) -> Result<QueryResponse> {
     let limits = &floe.settings().limits;
+    let encoding = request.vector_encoding;
     let result = floe
         .query(name, |config| request.check(config, limits))
         .await?;
-    Ok(result.into())
+    Ok(QueryResponse::new(result, encoding))
 }
 
 // ---- handlers -------------------------------------------------------------
@@ -554,6 +557,7 @@ async fn warm(State(floe): State<Arc<Floe>>, Path(name): Path<String>) -> ApiRes
 struct RowParams {
     consistency: Option<String>,
     at_least_lsn: Option<String>,
+    vector_encoding: Option<VectorEncoding>,
 }
 
 async fn get_row(
@@ -577,7 +581,9 @@ async fn get_row(
         .transpose()?;
     let consistency = wire::consistency(params.consistency.as_deref(), at_least_lsn)?;
     match floe.get_row(&name, &id, consistency).await? {
-        Some(row) => Ok(Json(RowOut::from(row)).into_response()),
+        Some(row) => {
+            Ok(Json(RowOut::new(row, params.vector_encoding.unwrap_or_default())).into_response())
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

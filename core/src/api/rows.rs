@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, Field};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::vectors::{VectorIn, VectorsIn};
 use crate::catalog::{AttributeType, CollectionConfig, IdType};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -24,8 +25,8 @@ use crate::segment::upsert_schema;
 pub struct RowIn {
     /// Its id.
     pub id: Id,
-    /// Its vector.
-    pub vector: Vec<f64>,
+    /// Its vector: numbers, or base64 of little-endian `f32`s.
+    pub vector: VectorIn,
     /// Its attributes, by name.
     #[serde(default)]
     pub attributes: Map<String, Value>,
@@ -37,8 +38,8 @@ pub struct RowIn {
 pub struct ColumnsIn {
     /// The ids, one per row.
     pub ids: Vec<Id>,
-    /// The vectors, one per row.
-    pub vectors: Vec<Vec<f64>>,
+    /// The vectors: one per row, or all rows' `f32`s as one base64 string.
+    pub vectors: VectorsIn,
     /// Attribute columns, by name, one value per row.
     #[serde(default)]
     pub attributes: HashMap<String, Vec<Value>>,
@@ -170,27 +171,9 @@ impl<'a> BatchBuilder<'a> {
         Ok(())
     }
 
-    fn push_vector(&mut self, vector: &[f64], field: &str) -> Result<()> {
-        let dim = self.config.dimension as usize;
-        if vector.len() != dim {
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "expected {dim} components (the collection's dimension), got {}",
-                    vector.len()
-                ),
-            ));
-        }
-        for (i, v) in vector.iter().enumerate() {
-            let f = *v as f32;
-            if !f.is_finite() {
-                return Err(Error::invalid(
-                    format!("{field}[{i}]"),
-                    "components must be finite 32-bit floats",
-                ));
-            }
-            self.vectors.push(f);
-        }
+    fn push_vector(&mut self, vector: &VectorIn, field: &str) -> Result<()> {
+        let values = vector.decode(self.config.dimension as usize, field)?;
+        self.vectors.extend_from_slice(&values);
         Ok(())
     }
 
@@ -273,12 +256,9 @@ pub fn columns_to_batch(config: &CollectionConfig, columns: &ColumnsIn) -> Resul
             "must contain at least one id",
         ));
     }
-    if columns.vectors.len() != n {
-        return Err(Error::invalid(
-            "columns.vectors",
-            format!("has {} vectors for {n} ids", columns.vectors.len()),
-        ));
-    }
+    let vectors = columns
+        .vectors
+        .decode(n, config.dimension as usize, "columns.vectors")?;
     check_attribute_names(config, columns.attributes.keys(), "columns.attributes")?;
     for (name, values) in &columns.attributes {
         if values.len() != n {
@@ -289,10 +269,10 @@ pub fn columns_to_batch(config: &CollectionConfig, columns: &ColumnsIn) -> Resul
         }
     }
     let mut b = BatchBuilder::new(config, n);
-    for i in 0..n {
-        b.push_id(&columns.ids[i], &format!("columns.ids[{i}]"))?;
-        b.push_vector(&columns.vectors[i], &format!("columns.vectors[{i}]"))?;
+    for (i, id) in columns.ids.iter().enumerate() {
+        b.push_id(id, &format!("columns.ids[{i}]"))?;
     }
+    b.vectors = vectors;
     for (a, def) in config.attributes.iter().enumerate() {
         let values = columns.attributes.get(&def.name);
         for i in 0..n {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::rows::{self, ColumnsIn, RowIn};
+use super::vectors::{VectorEncoding, VectorIn, VectorOut};
 use crate::cache::QueryStats;
 use crate::catalog::{AttributeDef, CollectionConfig, IdType, IndexParams, Metric};
 use crate::config::Limits;
@@ -128,8 +129,9 @@ impl DeleteRequest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
-    /// The query vector; absent for a filter-only query (a scan in id order).
-    pub vector: Option<Vec<f64>>,
+    /// The query vector (numbers, or base64 of little-endian `f32`s);
+    /// absent for a filter-only query (a scan in id order).
+    pub vector: Option<VectorIn>,
     /// How many rows to return (default 10).
     #[serde(default = "default_top_k")]
     pub top_k: usize,
@@ -140,6 +142,9 @@ pub struct QueryRequest {
     /// Return each row's vector too.
     #[serde(default)]
     pub include_vector: bool,
+    /// How returned vectors are written: `"json"` (default) or `"base64"`.
+    #[serde(default)]
+    pub vector_encoding: VectorEncoding,
     /// `"strong"` (default), `"eventual"` or `{"at_least_lsn": N}`.
     pub consistency: Option<Value>,
     /// For filter-only queries: the `next_cursor` of the previous page.
@@ -238,24 +243,8 @@ impl QueryRequest {
 }
 
 /// A query vector: the collection's dimension, finite 32-bit components.
-fn query_vector(config: &CollectionConfig, v: &[f64]) -> Result<QueryVector> {
-    let dim = config.dimension as usize;
-    if v.len() != dim {
-        return Err(Error::invalid(
-            "vector",
-            format!(
-                "expected {dim} components (the collection's dimension), got {}",
-                v.len()
-            ),
-        ));
-    }
-    let values: Vec<f32> = v.iter().map(|x| *x as f32).collect();
-    if let Some(i) = values.iter().position(|x| !x.is_finite()) {
-        return Err(Error::invalid(
-            format!("vector[{i}]"),
-            "components must be finite 32-bit floats",
-        ));
-    }
+fn query_vector(config: &CollectionConfig, v: &VectorIn) -> Result<QueryVector> {
+    let values = v.decode(config.dimension as usize, "vector")?;
     Ok(QueryVector::new(values, config.metric))
 }
 
@@ -345,11 +334,12 @@ pub struct RowOut {
     pub attributes: Option<Map<String, Value>>,
     /// The vector, when asked for.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub vector: Option<Vec<f32>>,
+    pub vector: Option<VectorOut>,
 }
 
-impl From<Row> for RowOut {
-    fn from(row: Row) -> RowOut {
+impl RowOut {
+    /// The row as JSON, its vector (if any) in `encoding`.
+    pub fn new(row: Row, encoding: VectorEncoding) -> RowOut {
         RowOut {
             id: row.id,
             distance: row.distance,
@@ -359,7 +349,7 @@ impl From<Row> for RowOut {
                     .map(|a| (a.name, rows::value_at(a.value.as_ref(), 0)))
                     .collect()
             }),
-            vector: row.vector,
+            vector: row.vector.map(|v| VectorOut::new(v, encoding)),
         }
     }
 }
@@ -379,10 +369,15 @@ pub struct QueryResponse {
     pub explain: Option<QueryStats>,
 }
 
-impl From<QueryResult> for QueryResponse {
-    fn from(r: QueryResult) -> QueryResponse {
+impl QueryResponse {
+    /// The answer, vectors (if any) in `encoding`.
+    pub fn new(r: QueryResult, encoding: VectorEncoding) -> QueryResponse {
         QueryResponse {
-            results: r.rows.into_iter().map(RowOut::from).collect(),
+            results: r
+                .rows
+                .into_iter()
+                .map(|row| RowOut::new(row, encoding))
+                .collect(),
             next_cursor: r.next_cursor,
             lsn: r.lsn,
             explain: r.explain,
