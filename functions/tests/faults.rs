@@ -310,12 +310,6 @@ async fn kill_rounds(mode: &str, env: Vec<(String, String)>, rounds: usize) {
     assert!(counts.acknowledged_writes > rounds, "{counts:?}");
 }
 
-fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with ./test.sh, or under localstack/with-stack.sh")
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_rounds_embedded() {
     kill_rounds("embedded", small_thresholds(), 8).await;
@@ -323,35 +317,7 @@ async fn kill_9_rounds_embedded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_rounds_cloud() {
-    let id = uuid_like();
     let mut env = small_thresholds();
-    env.extend([
-        (
-            "FLOE_STORE_URL".to_string(),
-            format!("s3://{}/faults-{id}", required_env("FLOE_TEST_S3_BUCKET")),
-        ),
-        (
-            "FLOE_S3_ENDPOINT".to_string(),
-            required_env("FLOE_TEST_S3_ENDPOINT"),
-        ),
-        ("FLOE_S3_REGION".to_string(), "us-east-1".to_string()),
-        ("FLOE_S3_ALLOW_HTTP".to_string(), "true".to_string()),
-        ("AWS_ACCESS_KEY_ID".to_string(), "floe-test".to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), "floe-test".to_string()),
-        (
-            "FLOE_NATS_URL".to_string(),
-            required_env("FLOE_TEST_NATS_URL"),
-        ),
-        ("FLOE_NATS_STREAM_PREFIX".to_string(), format!("FAULTS{id}")),
-        (
-            "FLOE_NATS_SUBJECT_PREFIX".to_string(),
-            format!("faults{id}"),
-        ),
-    ]);
+    env.extend(common::cloud_env("faults"));
     kill_rounds("cloud", env, 5).await;
-}
-
-fn uuid_like() -> String {
-    let n: u64 = rand::random();
-    format!("{n:016x}")
 }

@@ -80,3 +80,33 @@ pub(crate) fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// A variable the test needs from `./test.sh` (or `localstack/with-stack.sh`).
+pub(crate) fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with ./test.sh, or under localstack/with-stack.sh")
+    })
+}
+
+/// `FLOE_*` variables for cloud mode against the local stack's S3 server
+/// and nats-server, under a prefix and stream names of their own.
+pub(crate) fn cloud_env(tag: &str) -> Vec<(String, String)> {
+    let id = format!("{:016x}", rand::random::<u64>());
+    vars(&[
+        (
+            "FLOE_STORE_URL",
+            &format!("s3://{}/{tag}-{id}", required_env("FLOE_TEST_S3_BUCKET")),
+        ),
+        ("FLOE_S3_ENDPOINT", &required_env("FLOE_TEST_S3_ENDPOINT")),
+        ("FLOE_S3_REGION", "us-east-1"),
+        ("FLOE_S3_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "floe-test"),
+        ("AWS_SECRET_ACCESS_KEY", "floe-test"),
+        ("FLOE_NATS_URL", &required_env("FLOE_TEST_NATS_URL")),
+        (
+            "FLOE_NATS_STREAM_PREFIX",
+            &format!("{}{id}", tag.to_uppercase()),
+        ),
+        ("FLOE_NATS_SUBJECT_PREFIX", &format!("{tag}{id}")),
+    ])
+}

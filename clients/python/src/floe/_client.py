@@ -1,0 +1,236 @@
+"""The synchronous client."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+
+import httpx
+
+from . import _calls as calls
+from ._calls import Call, Consistency
+from ._errors import FloeConnectionError, PayloadTooLargeError, error_from_response
+from ._types import (
+    ApiKey,
+    BulkWriteResult,
+    CollectionInfo,
+    FlushResult,
+    Id,
+    QueryResult,
+    Row,
+    WriteResult,
+)
+
+DEFAULT_URL = "http://127.0.0.1:7700"
+
+
+def _settings(url: Optional[str], api_key: Optional[str]) -> tuple:
+    url = url or os.environ.get("FLOE_URL") or DEFAULT_URL
+    api_key = api_key if api_key is not None else os.environ.get("FLOE_API_KEY")
+    headers = {"user-agent": "floe-python/0.1"}
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+    return url.rstrip("/"), headers
+
+
+def _nothing_sent(error: Exception) -> bool:
+    return isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
+
+
+class Client:
+    """A Floe server (``floe serve``, or the API Gateway URL on AWS).
+
+    ``url`` defaults to ``$FLOE_URL`` (else http://127.0.0.1:7700) and
+    ``api_key`` to ``$FLOE_API_KEY``. Failed connections, 429, 502, 503
+    and 504 are retried ``max_retries`` times with jittered backoff; writes
+    carry a request_id, so a retried write is applied once. ``transport``
+    replaces httpx's (a proxy, or a test's fault injection).
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        *,
+        api_key: Optional[str] = None,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff: float = 0.2,
+        transport: Optional[httpx.BaseTransport] = None,
+    ) -> None:
+        base, headers = _settings(url, api_key)
+        self._http = httpx.Client(base_url=base, headers=headers, timeout=timeout,
+                                        transport=transport)
+        self.max_retries = max_retries
+        self.backoff = backoff
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def run(self, call: Call) -> Any:
+        """Sends one call, retrying what is safe to retry."""
+        attempt = 0
+        while True:
+            try:
+                resp = self._http.request(call.method, call.path, json=call.body, params=call.params)
+            except httpx.TransportError as e:
+                if attempt < self.max_retries and (call.retry_safe or _nothing_sent(e)):
+                    attempt += 1
+                    time.sleep(calls.backoff(attempt, self.backoff, None))
+                    continue
+                raise FloeConnectionError(f"{call.method} {call.path}: {e!r}") from e
+            status = resp.status_code
+            if status < 400:
+                return call.parse(resp.json())
+            if status == 404 and call.gone_ok and attempt > 0:
+                return call.parse(None)
+            if status in calls.RETRY_STATUSES and call.retry_safe and attempt < self.max_retries:
+                attempt += 1
+                time.sleep(calls.backoff(attempt, self.backoff, resp.headers.get("retry-after")))
+                continue
+            try:
+                body: Any = resp.json()
+            except ValueError:
+                body = resp.text
+            raise error_from_response(status, body, resp.headers.get("x-request-id"))
+
+    # ---- collections ----
+
+    def create_collection(self, name: str, dimension: int, metric: str = "cosine", *,
+                          id_type: str = "u64",
+                          attributes: Union[Mapping[str, str], Sequence[Any], None] = None,
+                          index: Optional[Mapping[str, Any]] = None) -> "Collection":
+        """Creates a collection (or finds the identical one) and returns it.
+        ``attributes`` maps names to ``bool``, ``i64``, ``f64``, ``string`` or
+        ``string_list``."""
+        self.run(calls.create_collection(name, dimension, metric, id_type=id_type,
+                                         attributes=attributes, index=index))
+        return Collection(self, name)
+
+    def collection(self, name: str) -> "Collection":
+        """A handle on an existing collection (no request is sent)."""
+        return Collection(self, name)
+
+    def list_collections(self) -> list:
+        return self.run(calls.list_collections())
+
+    def describe(self, name: str) -> CollectionInfo:
+        return self.run(calls.describe(name))
+
+    def drop_collection(self, name: str) -> None:
+        self.run(calls.drop_collection(name))
+
+    # ---- keys ----
+
+    def create_key(self, name: str, role: str, collections: Optional[Sequence[str]] = None) -> ApiKey:
+        """Creates an API key; its secret is in ``.key``, shown only now."""
+        return self.run(calls.create_key(name, role, collections))
+
+    def list_keys(self) -> list:
+        return self.run(calls.list_keys())
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        return self.run(calls.revoke_key(key_id))
+
+
+class Collection:
+    """One collection of a Client."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Collection({self.name!r})"
+
+    def upsert(self, ids: Any, vectors: Any, attributes: Optional[Mapping[str, Any]] = None, *,
+               request_id: Optional[str] = None) -> WriteResult:
+        """Writes rows in one atomic request: ``vectors`` is an (n, dimension)
+        array, ``attributes`` maps names to n values each."""
+        return self.client.run(calls.upsert(self.name, ids, vectors, attributes, request_id))
+
+    def upsert_rows(self, rows: Sequence[Mapping[str, Any]], *,
+                    request_id: Optional[str] = None) -> WriteResult:
+        """Writes ``[{"id", "vector", "attributes"?}]`` in one atomic request."""
+        return self.client.run(calls.upsert_rows(self.name, rows, request_id))
+
+    def upsert_many(self, ids: Any, vectors: Any, attributes: Optional[Mapping[str, Any]] = None, *,
+                    max_request_bytes: int = 4_000_000,
+                    on_progress: Optional[Callable[[int], None]] = None) -> BulkWriteResult:
+        """Writes any number of rows in requests under ``max_request_bytes``
+        (API Gateway takes 6 MB). Each batch is atomic and retried safely;
+        the batches together are not one transaction."""
+        plan = calls.BatchPlan(ids, vectors, attributes, max_request_bytes)
+        while (call := plan.next_call(self.name)) is not None:
+            try:
+                result = self.client.run(call)
+            except PayloadTooLargeError:
+                if plan.too_large():
+                    continue
+                raise
+            rows = plan.written(result)
+            if on_progress:
+                on_progress(rows)
+        return BulkWriteResult(lsn=plan.lsn, rows=len(plan.ids), batches=plan.batches)
+
+    def delete(self, ids: Any = None, *, filter: Optional[str] = None,  # noqa: A002
+               request_id: Optional[str] = None) -> WriteResult:
+        """Deletes these ids, or every row the filter matches."""
+        return self.client.run(calls.delete(self.name, ids, filter, request_id))
+
+    def query(self, vector: Any = None, *, top_k: int = 10, filter: Optional[str] = None,  # noqa: A002
+              include_attributes: Union[bool, Sequence[str]] = True, include_vector: bool = False,
+              consistency: Consistency = None, cursor: Optional[Id] = None,
+              nprobe: Optional[int] = None, rerank: Optional[int] = None,
+              recall_target: Optional[float] = None, explain: bool = False) -> QueryResult:
+        """The ``top_k`` rows closest to ``vector`` (and matching ``filter``);
+        without a vector, one page of a scan in id order."""
+        return self.client.run(calls.query(
+            self.name, vector, top_k=top_k, filter=filter, include_attributes=include_attributes,
+            include_vector=include_vector, consistency=consistency, cursor=cursor, nprobe=nprobe,
+            rerank=rerank, recall_target=recall_target, explain=explain))
+
+    def scan(self, filter: str, *, page_size: int = 1000,  # noqa: A002
+             include_attributes: Union[bool, Sequence[str]] = True, include_vector: bool = False,
+             consistency: Consistency = None) -> Iterator[Row]:
+        """Every row matching ``filter``, in id order, a page per request.
+        Each page is read afresh: rows written meanwhile may or may not appear."""
+        cursor = None
+        while True:
+            page = self.query(top_k=page_size, filter=filter, include_attributes=include_attributes,
+                              include_vector=include_vector, consistency=consistency, cursor=cursor)
+            yield from page.rows
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def get(self, id: Id, *, consistency: Consistency = None) -> Optional[Row]:  # noqa: A002
+        """The row with this id (vector and attributes), or None."""
+        from ._errors import NotFoundError
+
+        try:
+            return self.client.run(calls.get_row(self.name, id, consistency))
+        except NotFoundError as e:
+            if e.field == "id":
+                return None
+            raise
+
+    def flush(self) -> FlushResult:
+        """Writes the log tail into segments and waits."""
+        return self.client.run(calls.flush(self.name))
+
+    def warm(self) -> dict:
+        """Loads the index's headers, keys and codes into the server's cache."""
+        return self.client.run(calls.warm(self.name))
+
+    def describe(self) -> CollectionInfo:
+        return self.client.describe(self.name)
+
+    def drop(self) -> None:
+        self.client.drop_collection(self.name)
