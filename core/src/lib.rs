@@ -18,6 +18,7 @@ pub mod config;
 pub mod engine;
 mod filter;
 pub mod id;
+pub mod import;
 mod index;
 pub mod log;
 pub mod manifest;

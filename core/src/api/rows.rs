@@ -10,7 +10,7 @@ use arrow::array::{
     ListBuilder, RecordBatch, StringArray, StringBuilder, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::vectors::{VectorIn, VectorsIn};
@@ -33,7 +33,7 @@ pub struct RowIn {
 }
 
 /// A columnar upsert: parallel arrays, for bulk loads.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnsIn {
     /// The ids, one per row.
@@ -283,6 +283,42 @@ pub fn columns_to_batch(config: &CollectionConfig, columns: &ColumnsIn) -> Resul
     b.finish()
 }
 
+/// The columnar upsert body of rows `range` of an upsert batch (the
+/// inverse of [`columns_to_batch`]), vectors packed as one base64 string.
+pub fn batch_to_columns(batch: &RecordBatch, range: std::ops::Range<usize>) -> Result<ColumnsIn> {
+    use arrow::array::AsArray;
+    let ids = batch.column(0);
+    let vectors = batch
+        .column(1)
+        .as_fixed_size_list_opt()
+        .ok_or_else(|| Error::internal("batch_to_columns", "column 1 is not the vectors"))?;
+    let dim = vectors.value_length() as usize;
+    let values = vectors
+        .values()
+        .as_primitive_opt::<arrow::datatypes::Float32Type>()
+        .ok_or_else(|| Error::internal("batch_to_columns", "vectors are not f32"))?;
+    let flat = &values.values()[range.start * dim..range.end * dim];
+    let schema = batch.schema();
+    let attributes = (2..batch.num_columns())
+        .map(|c| {
+            let column = batch.column(c);
+            let values = range
+                .clone()
+                .map(|r| value_at(column.as_ref(), r))
+                .collect();
+            (schema.field(c).name().clone(), values)
+        })
+        .collect();
+    Ok(ColumnsIn {
+        ids: range
+            .clone()
+            .map(|r| crate::id::id_at(ids.as_ref(), r))
+            .collect(),
+        vectors: VectorsIn::Packed(super::vectors::encode_base64(flat)),
+        attributes,
+    })
+}
+
 /// Reads attribute `column[row]` as JSON.
 pub fn value_at(column: &dyn arrow::array::Array, row: usize) -> Value {
     use arrow::array::{Array, AsArray};
@@ -380,6 +416,18 @@ mod tests {
                 "{json}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn batches_convert_back_to_columns() {
+        let columns: ColumnsIn = serde_json::from_str(
+            r#"{"ids":[1,2,3],"vectors":[[1,2],[3,4],[5,6]],"attributes":{"year":[1,null,3],"tags":[["a"],null,[]]}}"#,
+        )
+        .unwrap();
+        let batch = columns_to_batch(&config(), &columns).unwrap();
+        let back = batch_to_columns(&batch, 1..3).unwrap();
+        let again = columns_to_batch(&config(), &back).unwrap();
+        assert_eq!(again, batch.slice(1, 2));
     }
 
     #[test]

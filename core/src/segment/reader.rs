@@ -11,7 +11,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -354,6 +354,26 @@ impl ParquetFile {
             first_row = end;
         }
         Some(out)
+    }
+
+    /// Every row, every column, `batch_rows` at a time, one row group's
+    /// column chunks read at once (a whole-file scan: imports).
+    pub fn batches(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        batch_rows: usize,
+    ) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
+        let reader = SourceFile {
+            source: Arc::clone(source),
+            path: self.path.clone(),
+            size: self.size,
+            metadata: Some(Arc::clone(self.metadata.metadata())),
+        };
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.metadata.clone())
+                .with_batch_size(batch_rows.max(1))
+                .build()?;
+        Ok(stream.map_err(unwrap_external).boxed())
     }
 
     /// Decodes through the source (from what it keeps, or with ranged reads).

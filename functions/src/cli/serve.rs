@@ -1,53 +1,22 @@
-//! The `floe` command line. `floe serve`: ingest, query and the indexer in
-//! one process. With no configuration it keeps everything under
-//! `./floe-data` (local object store, embedded log); `FLOE_*` variables or
-//! `FLOE_CONFIG` select S3 and NATS.
+//! `floe serve`: ingest, query and the indexer in one process. With no
+//! configuration it keeps everything under `./floe-data` (local object
+//! store, embedded log); `FLOE_*` variables or `FLOE_CONFIG` select S3 and
+//! NATS.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
 use floe_core::Floe;
 
 use crate::env::{init_tracing, settings_from_env};
 
-/// The command line.
-#[derive(Parser)]
-#[command(
-    name = "floe",
-    version,
-    about = "Floe: a serverless vector database on object storage"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the HTTP API and the background indexer in one process.
-    Serve {
-        /// Address to listen on (overrides FLOE_LISTEN).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Directory for embedded data (overrides FLOE_DATA_DIR).
-        #[arg(long)]
-        data_dir: Option<std::path::PathBuf>,
-        /// Serve without API keys on an address other than loopback
-        /// (sets FLOE_ALLOW_UNAUTHENTICATED).
-        #[arg(long)]
-        allow_unauthenticated: bool,
-    },
-}
-
-/// Parses the command line and runs the command.
-pub async fn run() -> anyhow::Result<()> {
+/// Runs `floe serve` until SIGTERM or Ctrl-C.
+pub(super) async fn serve(
+    listen: Option<String>,
+    data_dir: Option<std::path::PathBuf>,
+    allow_unauthenticated: bool,
+) -> anyhow::Result<()> {
     init_tracing();
-    let Command::Serve {
-        listen,
-        data_dir,
-        allow_unauthenticated,
-    } = Cli::parse().command;
     let mut settings = settings_from_env().context("reading FLOE_* settings")?;
     if let Some(listen) = listen {
         settings.listen = listen;
