@@ -186,6 +186,7 @@ pub async fn upsert_ids(
             ids: (start..end).map(|i| Id::U64(id(i))).collect(),
             vectors: VectorsIn::Packed(encode_base64(&data[start * dim..end * dim])),
             attributes: attributes(start..end),
+            if_versions: None,
         };
         floe_core::api::upsert(
             floe,

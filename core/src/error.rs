@@ -55,6 +55,15 @@ pub enum Error {
     #[error("commit of manifest version {version} conflicts: {reason}")]
     CommitConflict { version: u64, reason: String },
 
+    /// A conditional write whose condition does not hold: `field` names it
+    /// (`rows[3].if_version`).
+    #[error("condition {field} failed: {message}")]
+    ConditionFailed { field: String, message: String },
+
+    /// A row a request names does not exist (`field` names where).
+    #[error("{message}")]
+    RowNotFound { field: String, message: String },
+
     /// A create-only write found the object there.
     #[error("object {path} already exists")]
     ObjectExists { path: String },
@@ -139,11 +148,14 @@ impl Error {
             Error::Invalid { .. } | Error::RecordTooLarge { .. } => ErrorKind::BadRequest,
             Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Error::Forbidden(_) => ErrorKind::Forbidden,
-            Error::CollectionNotFound(_) | Error::KeyNotFound(_) => ErrorKind::NotFound,
+            Error::CollectionNotFound(_) | Error::KeyNotFound(_) | Error::RowNotFound { .. } => {
+                ErrorKind::NotFound
+            }
             Error::CollectionExists { .. }
             | Error::CommitConflict { .. }
             | Error::Fenced { .. }
             | Error::ObjectExists { .. }
+            | Error::ConditionFailed { .. }
             | Error::RequestIdReused { .. }
             | Error::LogMoved { .. }
             | Error::LsnTrimmed { .. } => ErrorKind::Conflict,

@@ -106,6 +106,14 @@ impl Newest {
         }
     }
 
+    /// The newest event of `id`.
+    pub(crate) fn get_id(&self, id: &Id) -> Option<(u64, bool)> {
+        match id {
+            Id::U64(v) => self.u64s.get(v).copied(),
+            Id::Str(s) => self.strings.get(s.as_str()).copied(),
+        }
+    }
+
     /// Ids whose newest event is an upsert.
     pub(crate) fn live_count(&self) -> usize {
         self.u64s
@@ -163,6 +171,15 @@ pub(crate) struct RowSetVisibility {
 }
 
 impl Visibility<'_> {
+    /// The version (LSN) of the visible row with this id; `None` if no row
+    /// with it is visible.
+    pub(crate) fn version_of(&self, id: &Id) -> Option<u64> {
+        match self.tail.get_id(id).or_else(|| self.base.get_id(id)) {
+            Some((lsn, false)) => Some(lsn),
+            _ => None,
+        }
+    }
+
     pub(crate) fn newest(&self, ids: &dyn Array, row: usize) -> Option<(u64, bool)> {
         self.tail.get(ids, row).or_else(|| self.base.get(ids, row))
     }

@@ -306,3 +306,30 @@ pub async fn conditional_appends_land_right_after_what_was_read(fixture: &dyn Lo
     assert_eq!(log.last_lsn().await.unwrap(), 2, "nothing was written");
     assert_eq!(log.append(payload(3), at(2)).await.unwrap().lsn, 3);
 }
+
+/// An earlier append of a request id is found without writing, within the
+/// dedupe window; another digest under the id is refused.
+pub async fn earlier_requests_are_found_without_writing(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c10").await;
+    let key = |id, body: &[u8]| RequestKey {
+        id,
+        digest: floe_core::log::digest(&[body]),
+    };
+    assert_eq!(
+        log.find_request(key("rq-1", b"a")).await.unwrap(),
+        None,
+        "empty log"
+    );
+    log.append(payload(1), plain()).await.unwrap();
+    let first = log
+        .append(payload(2), AppendOptions::request(Some(key("rq-1", b"a"))))
+        .await
+        .unwrap();
+    log.append(payload(3), plain()).await.unwrap();
+    let found = log.find_request(key("rq-1", b"a")).await.unwrap();
+    assert_eq!(found.map(|f| (f.lsn, f.duplicate)), Some((first.lsn, true)));
+    assert_eq!(log.find_request(key("rq-2", b"a")).await.unwrap(), None);
+    let err = log.find_request(key("rq-1", b"b")).await.unwrap_err();
+    assert!(matches!(err, Error::RequestIdReused { .. }), "{err}");
+    assert_eq!(log.last_lsn().await.unwrap(), 3, "finding writes nothing");
+}

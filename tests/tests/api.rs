@@ -791,6 +791,201 @@ async fn string_ids_and_columnar_upserts(s: TestServer) {
     assert_eq!(status, 400, "u64 id in a string collection");
 }
 
+/// Conditional upserts (`if_version`, 0 = absent) and patches, on rows in
+/// the log tail and in flushed segments; retries with a request id are
+/// answered as the first time even though the condition no longer holds.
+async fn conditional_upserts_and_patches(s: TestServer) {
+    let c = &s.client;
+    create(c, "cu", 2, "l2").await;
+    let up = format!("{C}/cu/upsert");
+    let patch = format!("{C}/cu/patch");
+    // Only if absent: the first lands, the second is refused with 409.
+    let first = c
+        .ok(
+            &up,
+            &json!({"rows": [{"id": 1, "vector": [1, 1], "if_version": 0,
+                                    "attributes": {"year": 2000, "title": "a"}}]}),
+        )
+        .await;
+    let v1 = first["lsn"].as_u64().unwrap();
+    let (status, resp) = c
+        .post(
+            &up,
+            &json!({"rows": [{"id": 1, "vector": [2, 2], "if_version": 0}]}),
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            resp["error"]["kind"].as_str(),
+            resp["error"]["field"].as_str()
+        ),
+        (409, Some("condition_failed"), Some("rows[0].if_version")),
+        "{resp}"
+    );
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("version {v1}")),
+        "{resp}"
+    );
+    // Rows report their version; a read-modify-write with it succeeds once.
+    let (_, row) = c.get(&format!("{C}/cu/rows/1")).await;
+    assert_eq!(row["version"].as_u64(), Some(v1), "{row}");
+    assert_eq!(
+        stats(c, "cu").await["log_lsn"].as_u64(),
+        Some(v1),
+        "the refused write wrote nothing"
+    );
+    let body = json!({"rows": [{"id": 1, "vector": [3, 3], "if_version": v1,
+                                "attributes": {"year": 2000, "title": "a"}}],
+                      "request_id": "rmw-1"});
+    let second = c.ok(&up, &body).await;
+    let v2 = second["lsn"].as_u64().unwrap();
+    // The retry no longer matches version v1, yet it is the same write.
+    let retry = c.ok(&up, &body).await;
+    assert_eq!(
+        (retry["lsn"].as_u64(), retry["duplicate"].as_bool()),
+        (Some(v2), Some(true))
+    );
+    let (status, _) = c
+        .post(
+            &up,
+            &json!({"rows": [{"id": 1, "vector": [4, 4], "if_version": v1}]}),
+        )
+        .await;
+    assert_eq!(status, 409, "a stale version is refused");
+    // All or nothing: one failed condition writes no row of the request.
+    let (status, resp) = c
+        .post(
+            &up,
+            &json!({"columns": {"ids": [2, 1], "vectors": [[5, 5], [6, 6]],
+                                      "if_versions": [0, 0]}}),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["error"]["field"].as_str()),
+        (409, Some("columns.if_versions[1]"))
+    );
+    let (status, _) = c.get(&format!("{C}/cu/rows/2")).await;
+    assert_eq!(
+        status, 404,
+        "nothing of a refused conditional write is visible"
+    );
+    let (status, resp) = c
+        .post(
+            &up,
+            &json!({"columns": {"ids": [2], "vectors": [[5, 5]], "if_versions": [0, 0]}}),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["error"]["field"].as_str()),
+        (400, Some("columns.if_versions"))
+    );
+
+    // Patch: new attribute values, the vector and other attributes kept,
+    // in the tail and after a flush.
+    for round in 0..2 {
+        if round == 1 {
+            flush(c, "cu").await;
+        }
+        let title = format!("t{round}");
+        let ack = c
+            .ok(
+                &patch,
+                &json!({"rows": [{"id": 1, "attributes": {"title": title, "score": null}}]}),
+            )
+            .await;
+        assert_eq!(ack["rows"], 1);
+        let (_, row) = c.get(&format!("{C}/cu/rows/1")).await;
+        assert_eq!(row["vector"], json!([3.0, 3.0]), "{row}");
+        assert_eq!(row["attributes"]["year"], 2000, "{row}");
+        assert_eq!(row["attributes"]["title"], json!(title), "{row}");
+        assert_eq!(row["attributes"]["score"], Value::Null, "{row}");
+        assert_eq!(row["version"], ack["lsn"]);
+        let found = c
+            .ok(
+                &format!("{C}/cu/query"),
+                &json!({"filter": format!("title == '{title}'")}),
+            )
+            .await;
+        assert_eq!(ids(&found), vec![1], "the filter sees the patched value");
+    }
+    let (_, row) = c.get(&format!("{C}/cu/rows/1")).await;
+    let version = row["version"].as_u64().unwrap();
+    let stale = json!({"rows": [{"id": 1, "attributes": {"year": 1}, "if_version": version - 1}]});
+    let (status, resp) = c.post(&patch, &stale).await;
+    assert_eq!(
+        (status, resp["error"]["kind"].as_str()),
+        (409, Some("condition_failed"))
+    );
+    let (status, resp) = c
+        .post(&patch, &json!({"rows": [{"id": 1, "attributes": {"year": 1}}, {"id": 99, "attributes": {"year": 1}}]}))
+        .await;
+    assert_eq!(
+        (
+            status,
+            resp["error"]["kind"].as_str(),
+            resp["error"]["field"].as_str()
+        ),
+        (404, Some("not_found"), Some("rows[1].id")),
+        "{resp}"
+    );
+    for (body, field) in [
+        (
+            json!({"rows": [{"id": 1, "attributes": {"colour": 1}}]}),
+            "rows[0].attributes.colour",
+        ),
+        (
+            json!({"rows": [{"id": 1, "attributes": {"year": "x"}}]}),
+            "rows[0].attributes.year",
+        ),
+        (
+            json!({"rows": [{"id": 1, "attributes": {}}]}),
+            "rows[0].attributes",
+        ),
+        (
+            json!({"rows": [{"id": 1, "attributes": {"year": 1}, "vector": [1, 1]}]}),
+            "rows[0]",
+        ),
+        (json!({"rows": []}), "rows"),
+        (
+            json!({"rows": [{"id": 1, "attributes": {"year": 1}}, {"id": 1, "attributes": {"year": 2}}]}),
+            "rows[1].id",
+        ),
+    ] {
+        let (status, resp) = c.post(&patch, &body).await;
+        assert_eq!(status, 400, "{body}: {resp}");
+        assert!(
+            resp["error"]["field"]
+                .as_str()
+                .is_some_and(|f| f.starts_with(field)),
+            "{body}: {resp}"
+        );
+    }
+    let (_, row) = c.get(&format!("{C}/cu/rows/1")).await;
+    assert_eq!(
+        row["version"].as_u64(),
+        Some(version),
+        "refused patches wrote nothing"
+    );
+    let body = json!({"rows": [{"id": 1, "attributes": {"year": 2024}, "if_version": version}], "request_id": "patch-1"});
+    let first = c.ok(&patch, &body).await;
+    let retry = c.ok(&patch, &body).await;
+    assert_eq!(
+        (retry["lsn"].clone(), retry["duplicate"].as_bool()),
+        (first["lsn"].clone(), Some(true))
+    );
+    let (_, row) = c.get(&format!("{C}/cu/rows/1")).await;
+    assert_eq!(row["attributes"]["year"], 2024);
+    assert_eq!(
+        stats(c, "cu").await["log_lsn"],
+        first["lsn"],
+        "the retry wrote nothing"
+    );
+}
+
 /// Base64 of little-endian f32s: the compact wire form of a vector.
 fn b64(v: &[f32]) -> String {
     use base64::Engine;
@@ -921,5 +1116,6 @@ floe_tests::both_modes!(
     request_ids_make_writes_idempotent,
     string_ids_and_columnar_upserts,
     vectors_travel_as_base64,
+    conditional_upserts_and_patches,
     collections_are_listed_described_and_dropped,
 );

@@ -382,6 +382,12 @@ impl Log for GatedLog {
         }
         self.inner.append(payload, options).await
     }
+    async fn find_request(
+        &self,
+        request: floe_core::log::RequestKey<'_>,
+    ) -> floe_core::Result<Option<Appended>> {
+        self.inner.find_request(request).await
+    }
     async fn read(&self, from: Lsn, max: usize) -> floe_core::Result<Vec<LogEntry>> {
         self.inner.read(from, max).await
     }
@@ -435,6 +441,77 @@ async fn a_delete_by_filter_removes_what_matches_at_its_own_lsn(mode: &str) {
     let left = floe_core::api::query(&floe, "df", q).await.unwrap();
     let ids: Vec<Value> = left.results.iter().map(|r| json!(r.id)).collect();
     assert_eq!(ids, vec![json!(1)], "{mode}");
+}
+
+/// A patch whose row is re-upserted between its read and its append reads
+/// again and patches the new version (its vector kept); of two racing
+/// "only if absent" upserts of one id, exactly one lands.
+async fn read_then_write_requests_apply_to_what_is_there_when_they_land(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (floe, _, reached_rx, release_tx, _) = gated(mode, dir.path(), true).await;
+    floe.create_collection(config("rw", 2)).await.unwrap();
+    let upsert = |body: Value| {
+        let floe = Arc::clone(&floe);
+        async move {
+            let request: UpsertRequest = serde_json::from_value(body).unwrap();
+            floe_core::api::upsert(&floe, "rw", request).await
+        }
+    };
+    upsert(rows(0..2, 2, "sf")).await.unwrap();
+    let patching = {
+        let floe = Arc::clone(&floe);
+        tokio::spawn(async move {
+            let request: floe_core::api::wire::PatchRequest = serde_json::from_value(
+                json!({"rows": [{"id": 1, "attributes": {"genre": "poetry"}}]}),
+            )
+            .unwrap();
+            floe_core::api::patch(&floe, "rw", request).await
+        })
+    };
+    reached_rx.await.unwrap();
+    // Between the patch's read and its append: id 1 gets a new vector.
+    upsert(json!({"rows": [{"id": 1, "vector": [9, 9], "attributes": {"genre": "fantasy"}}]}))
+        .await
+        .unwrap();
+    release_tx.send(()).unwrap();
+    let ack = patching.await.unwrap().unwrap();
+    assert_eq!(ack.rows, 1);
+    let row = floe
+        .get_row("rw", "1", floe_core::engine::Consistency::Strong)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.vector,
+        Some(vec![9.0, 9.0]),
+        "{mode}: the new vector stays"
+    );
+    assert_eq!(row.version, ack.lsn, "{mode}");
+    let genre = row
+        .attributes
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == "genre")
+        .unwrap();
+    assert_eq!(
+        floe_core::api::rows::value_at(genre.value.as_ref(), 0),
+        json!("poetry"),
+        "{mode}"
+    );
+
+    // Two "only if absent" upserts of id 7 at once: one wins.
+    let results = futures::future::join_all(
+        (0..2).map(|i| upsert(json!({"rows": [{"id": 7, "vector": [i, i], "if_version": 0}]}))),
+    )
+    .await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{mode}: {results:?}");
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(floe_core::Error::ConditionFailed { .. }))),
+        "{mode}: {results:?}"
+    );
 }
 
 /// The engine of one mode over a gated log, with what the test needs to see
@@ -727,6 +804,16 @@ async fn an_interrupted_drop_is_finished_by_the_next_cloud() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_by_filter_removes_what_matches_at_its_own_lsn_embedded() {
     a_delete_by_filter_removes_what_matches_at_its_own_lsn("embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_then_write_requests_apply_to_what_is_there_when_they_land_embedded() {
+    read_then_write_requests_apply_to_what_is_there_when_they_land("embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_then_write_requests_apply_to_what_is_there_when_they_land_cloud() {
+    read_then_write_requests_apply_to_what_is_there_when_they_land("cloud").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

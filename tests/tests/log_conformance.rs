@@ -60,6 +60,7 @@ conformance!(
     collections_are_isolated_and_deletable,
     a_request_id_reused_for_another_body_is_refused,
     conditional_appends_land_right_after_what_was_read,
+    earlier_requests_are_found_without_writing,
 );
 
 /// Small files force rolling and trimming across file boundaries.

@@ -36,11 +36,14 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let field = match &e {
-            Error::Invalid { field, .. } => Some(field.clone()),
+            Error::Invalid { field, .. }
+            | Error::ConditionFailed { field, .. }
+            | Error::RowNotFound { field, .. } => Some(field.clone()),
             _ => None,
         };
         let (status, kind) = match (&e, e.kind()) {
             (Error::RecordTooLarge { .. }, _) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            (Error::ConditionFailed { .. }, _) => (StatusCode::CONFLICT, "condition_failed"),
             (_, ErrorKind::BadRequest) => (StatusCode::BAD_REQUEST, "bad_request"),
             (_, ErrorKind::Unauthenticated) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             (_, ErrorKind::Forbidden) => (StatusCode::FORBIDDEN, "forbidden"),

@@ -31,7 +31,10 @@ use crate::auth::{Grant, Keys, Need, Role};
 use crate::engine::{Floe, WriteAck};
 use crate::error::{Error, Result};
 use vectors::VectorEncoding;
-use wire::{CreateCollection, DeleteRequest, QueryRequest, QueryResponse, RowOut, UpsertRequest};
+use wire::{
+    CreateCollection, DeleteRequest, PatchRequest, QueryRequest, QueryResponse, RowOut,
+    UpsertRequest,
+};
 
 /// The OpenAPI description, kept in `docs/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
@@ -106,6 +109,10 @@ pub fn router(floe: Arc<Floe>) -> Router {
         .route(
             "/v1/collections/{name}/upsert",
             guard(Collection(Write), post(upsert_route)),
+        )
+        .route(
+            "/v1/collections/{name}/patch",
+            guard(Collection(Write), post(patch_route)),
         )
         .route(
             "/v1/collections/{name}/delete",
@@ -421,6 +428,11 @@ pub async fn upsert(floe: &Floe, name: &str, request: UpsertRequest) -> Result<W
     floe.upsert(name, |config| request.check(config)).await
 }
 
+/// Checks a patch body against the collection and appends the patched rows.
+pub async fn patch(floe: &Floe, name: &str, request: PatchRequest) -> Result<WriteAck> {
+    floe.patch(name, |config| request.check(config)).await
+}
+
 /// Checks a delete body against the collection and appends it.
 pub async fn delete(floe: &Floe, name: &str, request: DeleteRequest) -> Result<WriteAck> {
     floe.delete(name, |config| request.check(config)).await
@@ -524,6 +536,15 @@ async fn upsert_route(
 ) -> ApiResult<Response> {
     let request: UpsertRequest = parse_body(&floe, body).await?;
     Ok(Json(upsert(&floe, &name, request).await?).into_response())
+}
+
+async fn patch_route(
+    State(floe): State<Arc<Floe>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let request: PatchRequest = parse_body(&floe, body).await?;
+    Ok(Json(patch(&floe, &name, request).await?).into_response())
 }
 
 async fn delete_route(

@@ -20,7 +20,7 @@ use crate::id::Id;
 use crate::segment::upsert_schema;
 
 /// One row of a row-wise upsert.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RowIn {
     /// Its id.
@@ -30,6 +30,10 @@ pub struct RowIn {
     /// Its attributes, by name.
     #[serde(default)]
     pub attributes: Map<String, Value>,
+    /// Write only if the visible row with this id has this version (its
+    /// LSN); 0: only if no row with the id is visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<u64>,
 }
 
 /// A columnar upsert: parallel arrays, for bulk loads.
@@ -43,6 +47,74 @@ pub struct ColumnsIn {
     /// Attribute columns, by name, one value per row.
     #[serde(default)]
     pub attributes: HashMap<String, Vec<Value>>,
+    /// Per row, as `rows[i].if_version` (null: no condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_versions: Option<Vec<Option<u64>>>,
+}
+
+/// One row of a patch: new values for some of its attributes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRowIn {
+    /// The row's id; a visible row with it must exist.
+    pub id: Id,
+    /// The attributes to set, by name (null clears one); the others keep
+    /// their values, and the vector stays.
+    pub attributes: Map<String, Value>,
+    /// Patch only if the visible row has this version (its LSN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<u64>,
+}
+
+/// Checks a patch's rows: ids (unique, of the collection's type) and
+/// attribute values. Returns, per attribute of the collection, the values
+/// set and whether each row sets one.
+pub fn patch_values(
+    config: &CollectionConfig,
+    rows: &[PatchRowIn],
+) -> Result<Vec<(ArrayRef, Vec<bool>)>> {
+    if rows.is_empty() {
+        return Err(Error::invalid("rows", "must contain at least one row"));
+    }
+    let mut seen = HashMap::with_capacity(rows.len());
+    for (r, row) in rows.iter().enumerate() {
+        let field = format!("rows[{r}].id");
+        row.id.check(config.id_type, &field)?;
+        if let Some(first) = seen.insert(&row.id, r) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "duplicate id {} in one request (first at index {first})",
+                    row.id
+                ),
+            ));
+        }
+        if row.attributes.is_empty() {
+            return Err(Error::invalid(
+                format!("rows[{r}].attributes"),
+                "name at least one attribute to set",
+            ));
+        }
+        check_attribute_names(
+            config,
+            row.attributes.keys(),
+            &format!("rows[{r}].attributes"),
+        )?;
+    }
+    config
+        .attributes
+        .iter()
+        .map(|def| {
+            let mut builder = AttrBuilder::new(def.ty);
+            let mut set = Vec::with_capacity(rows.len());
+            for (r, row) in rows.iter().enumerate() {
+                let value = row.attributes.get(&def.name);
+                set.push(value.is_some());
+                builder.append(value, &format!("rows[{r}].attributes.{}", def.name))?;
+            }
+            Ok((builder.finish(), set))
+        })
+        .collect()
 }
 
 /// Builds Arrow columns row by row, checking each value.
@@ -316,6 +388,7 @@ pub fn batch_to_columns(batch: &RecordBatch, range: std::ops::Range<usize>) -> R
             .collect(),
         vectors: VectorsIn::Packed(super::vectors::encode_base64(flat)),
         attributes,
+        if_versions: None,
     })
 }
 

@@ -6,12 +6,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::rows::{self, ColumnsIn, RowIn};
+use super::rows::{self, ColumnsIn, PatchRowIn, RowIn};
 use super::vectors::{VectorEncoding, VectorIn, VectorOut};
 use crate::cache::QueryStats;
 use crate::catalog::{AttributeDef, CollectionConfig, IdType, IndexParams, Metric};
 use crate::config::Limits;
-use crate::engine::{Consistency, Delete, DeleteTarget, Query, QueryResult, Row, Upsert};
+use crate::engine::{
+    Condition, Consistency, Delete, DeleteTarget, Patch, Query, QueryResult, Row, Upsert,
+};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::id::{self, Id};
@@ -82,9 +84,92 @@ impl UpsertRequest {
                 ));
             }
         };
+        let conditions = self.conditions()?;
         Ok(Upsert {
             rows,
             request_id: self.request_id,
+            conditions,
+        })
+    }
+
+    /// The rows' `if_version`s, as conditions naming where they were said.
+    fn conditions(&self) -> Result<Vec<Condition>> {
+        let mut out = Vec::new();
+        if let Some(rows) = &self.rows {
+            for (i, row) in rows.iter().enumerate() {
+                if let Some(version) = row.if_version {
+                    out.push(Condition {
+                        field: format!("rows[{i}].if_version"),
+                        id: row.id.clone(),
+                        version,
+                    });
+                }
+            }
+        }
+        if let Some(columns) = &self.columns
+            && let Some(versions) = &columns.if_versions
+        {
+            if versions.len() != columns.ids.len() {
+                return Err(Error::invalid(
+                    "columns.if_versions",
+                    format!(
+                        "has {} entries for {} ids",
+                        versions.len(),
+                        columns.ids.len()
+                    ),
+                ));
+            }
+            for (i, (version, id)) in versions.iter().zip(&columns.ids).enumerate() {
+                if let Some(version) = version {
+                    out.push(Condition {
+                        field: format!("columns.if_versions[{i}]"),
+                        id: id.clone(),
+                        version: *version,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Body of `POST …/patch`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRequest {
+    /// `[{id, attributes, if_version?}]`.
+    pub rows: Vec<PatchRowIn>,
+    /// An idempotency key: a retry with it is not written twice.
+    pub request_id: Option<String>,
+}
+
+impl PatchRequest {
+    /// Checks every field against the collection.
+    pub fn check(self, config: &CollectionConfig) -> Result<Patch> {
+        check_request_id(self.request_id.as_deref())?;
+        let values = rows::patch_values(config, &self.rows)?;
+        let conditions = self
+            .rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, row)| {
+                row.if_version.map(|version| Condition {
+                    field: format!("rows[{i}].if_version"),
+                    id: row.id.clone(),
+                    version,
+                })
+            })
+            .collect();
+        let digest = crate::log::digest(&[
+            b"patch",
+            &serde_json::to_vec(&self.rows).unwrap_or_default(),
+        ]);
+        Ok(Patch {
+            ids: self.rows.into_iter().map(|r| r.id).collect(),
+            values,
+            conditions,
+            request_id: self.request_id,
+            digest,
         })
     }
 }
@@ -326,6 +411,8 @@ fn check_request_id(id: Option<&str>) -> Result<()> {
 pub struct RowOut {
     /// The row's id.
     pub id: Id,
+    /// The LSN of the write that produced this version of the row.
+    pub version: Lsn,
     /// Its distance to the query vector (vector queries).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub distance: Option<f32>,
@@ -342,6 +429,7 @@ impl RowOut {
     pub fn new(row: Row, encoding: VectorEncoding) -> RowOut {
         RowOut {
             id: row.id,
+            version: row.version,
             distance: row.distance,
             attributes: row.attributes.map(|attributes| {
                 attributes

@@ -24,8 +24,8 @@ pub use maintenance::{
     PURGE_DEAD_FRACTION, RoundReport,
 };
 pub use request::{
-    Attribute, CollectionInfo, CollectionStats, Consistency, Delete, FlushReport, Query,
-    QueryResult, Row, Upsert, WarmReport, WriteAck,
+    Attribute, CollectionInfo, CollectionStats, Condition, Consistency, Delete, FlushReport, Patch,
+    Query, QueryResult, Row, Upsert, WarmReport, WriteAck,
 };
 
 use std::collections::HashMap;

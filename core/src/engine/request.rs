@@ -46,6 +46,36 @@ pub struct Query {
 pub struct Upsert {
     pub(crate) rows: RecordBatch,
     pub(crate) request_id: Option<String>,
+    /// Written only if every one of these holds when the write lands.
+    pub(crate) conditions: Vec<Condition>,
+}
+
+/// A checked patch: new values for some attributes of existing rows,
+/// which keep their vectors and every attribute the patch does not name.
+#[derive(Debug, Clone)]
+pub struct Patch {
+    /// The rows, by id (unique).
+    pub(crate) ids: Vec<Id>,
+    /// Per attribute of the collection, in order: the values the patch
+    /// sets, and per row whether it sets one (null included).
+    pub(crate) values: Vec<(ArrayRef, Vec<bool>)>,
+    pub(crate) conditions: Vec<Condition>,
+    pub(crate) request_id: Option<String>,
+    /// A digest of the request as sent: what a retry is compared by.
+    pub(crate) digest: u64,
+}
+
+/// A conditional write's expectation about one row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    /// Where the request said it (`rows[3].if_version`).
+    #[serde(skip)]
+    pub(crate) field: String,
+    /// The row's id.
+    pub(crate) id: Id,
+    /// The version (LSN) the visible row must have; 0: no row with the id
+    /// may be visible.
+    pub(crate) version: Lsn,
 }
 
 /// What a checked delete hides.
@@ -95,6 +125,9 @@ pub struct Attribute {
 pub struct Row {
     /// The row's id.
     pub id: Id,
+    /// The LSN of the write that produced this version of the row: what a
+    /// conditional write (`if_version`) compares with.
+    pub version: Lsn,
     /// Distance to the query vector (vector queries).
     pub distance: Option<f32>,
     /// The requested attributes (`None` when none were asked for).

@@ -14,9 +14,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Floe;
-use super::read::Needs;
-use super::read::scan_matches;
-use super::request::{Consistency, Delete, DeleteTarget, Upsert, WriteAck};
+use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field};
+
+use super::read::{Needs, Snapshot, scan_matches, visible_rows};
+use super::request::{Condition, Consistency, Delete, DeleteTarget, Patch, Row, Upsert, WriteAck};
 use super::state::Collection;
 use crate::cache::ReadStats;
 use crate::catalog::CollectionConfig;
@@ -25,10 +27,12 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::id::{self, Id};
 use crate::log::{AppendOptions, LogRecord, RequestKey, digest};
+use crate::segment::upsert_schema;
 
-/// How often a delete by filter re-evaluates its filter when writes keep
-/// landing between its read and its append.
-const FILTER_DELETE_ATTEMPTS: usize = 16;
+/// How often a delete by filter (or a conditional write) re-evaluates
+/// against the newest state when writes keep landing between its read and
+/// its append.
+const READ_THEN_WRITE_ATTEMPTS: usize = 16;
 
 impl Floe {
     /// Appends rows to the collection's log; `check` builds them from the
@@ -39,11 +43,31 @@ impl Floe {
         check: impl FnOnce(&CollectionConfig) -> Result<Upsert>,
     ) -> Result<WriteAck> {
         let since = now_ms();
-        let c = self.collection(name).await?;
+        let mut c = self.collection(name).await?;
         let request = check(&c.config)?;
         let record = LogRecord::Upsert(request.rows);
-        let write = Write::record(&record, request.request_id.as_deref())?;
-        self.append_current(&c, since, &write).await
+        if request.conditions.is_empty() {
+            let write = Write::record(&record, request.request_id.as_deref())?;
+            return self.append_current(&c, since, &write).await;
+        }
+        let payload = record.encode()?;
+        let conditions = &request.conditions;
+        let key = request.request_id.as_deref().map(|id| RequestKey {
+            id,
+            digest: digest(&[
+                b"conditional record",
+                &payload,
+                &serde_json::to_vec(conditions).unwrap_or_default(),
+            ]),
+        });
+        let rows = record.num_rows();
+        match self.append_if(&c, &payload, rows, key, conditions).await {
+            Err(Error::CollectionNotFound(_)) => {
+                c = self.reopen(&c, since).await?;
+                self.append_if(&c, &payload, rows, key, conditions).await
+            }
+            other => other,
+        }
     }
 
     /// Appends a delete of the given ids, or of every row the filter
@@ -98,57 +122,286 @@ impl Floe {
         }
     }
 
+    /// Appends `payload` only if every condition holds as of the append.
+    async fn append_if(
+        &self,
+        c: &Collection,
+        payload: &Bytes,
+        rows: usize,
+        key: Option<RequestKey<'_>>,
+        conditions: &[Condition],
+    ) -> Result<WriteAck> {
+        let mut rw = ReadThenWrite::new(key, "conditional write", false);
+        loop {
+            let snap = rw.read(self, c).await?;
+            let step = match check_conditions(&snap.visibility(), conditions) {
+                Err(failed) => Step::Refuse(failed),
+                Ok(()) => Step::Append(payload.clone(), rows),
+            };
+            if let Some(done) = rw.write(c, snap.lsn, step).await {
+                return done;
+            }
+        }
+    }
+
+    /// Sets attributes of existing rows, keeping their vectors and the
+    /// attributes the patch does not name, as one upsert record written
+    /// right after the rows it read. `check` builds it from the request,
+    /// checked against the collection's configuration.
+    pub async fn patch(
+        &self,
+        name: &str,
+        check: impl FnOnce(&CollectionConfig) -> Result<Patch>,
+    ) -> Result<WriteAck> {
+        let since = now_ms();
+        let mut c = self.collection(name).await?;
+        let patch = check(&c.config)?;
+        let key = patch.request_id.as_deref().map(|id| RequestKey {
+            id,
+            digest: patch.digest,
+        });
+        match self.patch_rows(&c, &patch, key).await {
+            Err(Error::CollectionNotFound(_)) => {
+                c = self.reopen(&c, since).await?;
+                self.patch_rows(&c, &patch, key).await
+            }
+            other => other,
+        }
+    }
+
+    async fn patch_rows(
+        &self,
+        c: &Collection,
+        patch: &Patch,
+        key: Option<RequestKey<'_>>,
+    ) -> Result<WriteAck> {
+        let names: Vec<String> = c.config.attributes.iter().map(|a| a.name.clone()).collect();
+        let mut rw = ReadThenWrite::new(key, "patch", false);
+        loop {
+            let snap = rw.read(self, c).await?;
+            let step = match check_conditions(&snap.visibility(), &patch.conditions) {
+                Err(failed) => Step::Refuse(failed),
+                Ok(()) => {
+                    let current = visible_rows(&snap, &patch.ids, &names).await?;
+                    match current.iter().position(Option::is_none) {
+                        Some(i) => Step::Refuse(Error::RowNotFound {
+                            field: format!("rows[{i}].id"),
+                            message: format!("no row with id {}", patch.ids[i]),
+                        }),
+                        None => {
+                            let found: Vec<Row> = current.into_iter().flatten().collect();
+                            let record =
+                                LogRecord::Upsert(patched_batch(&c.config, &found, patch)?);
+                            Step::Append(record.encode()?, record.num_rows())
+                        }
+                    }
+                }
+            };
+            if let Some(done) = rw.write(c, snap.lsn, step).await {
+                return done;
+            }
+        }
+    }
+
     /// Evaluates the filter against everything acknowledged so far and
     /// appends the matching ids only if nothing was written since: a row
     /// re-upserted in between with attributes that no longer match is
-    /// never deleted. Retries while writes keep landing in between.
+    /// never deleted.
     async fn delete_matching(
         &self,
         c: &Collection,
         filter: &Filter,
         key: Option<RequestKey<'_>>,
     ) -> Result<WriteAck> {
-        let mut last_moved = None;
-        for _ in 0..FILTER_DELETE_ATTEMPTS {
-            let stats = Arc::new(ReadStats::default());
-            let needs = Needs {
-                columns: true,
-                probe: None,
-            };
-            let snap = self.snapshot(c, Consistency::Strong, needs, &stats).await?;
+        let mut rw = ReadThenWrite::new(key, "delete by filter", true);
+        loop {
+            let snap = rw.read(self, c).await?;
             let matches = scan_matches(&snap, Some(filter))?;
-            if matches.is_empty() && key.is_none() {
-                return Ok(WriteAck {
+            let step = if matches.is_empty() && key.is_none() {
+                Step::Answer(WriteAck {
                     lsn: snap.lsn,
                     rows: 0,
                     duplicate: false,
-                });
-            }
-            // With a request id, even an empty delete is recorded, so that
-            // a retry is answered the same way.
-            let ids: Vec<Id> = matches.into_iter().map(|(id, _, _)| id).collect();
-            let record = LogRecord::Delete(id::ids_to_array(&c.config, &ids, "ids")?);
-            let write = Write {
-                payload: record.encode()?,
-                rows: record.num_rows(),
-                options: AppendOptions {
-                    request: key,
-                    expected_last: Some(snap.lsn),
-                },
+                })
+            } else {
+                // With a request id, even an empty delete is recorded, so
+                // that a retry is answered the same way.
+                let ids: Vec<Id> = matches.into_iter().map(|(id, _, _)| id).collect();
+                let record = LogRecord::Delete(id::ids_to_array(&c.config, &ids, "ids")?);
+                Step::Append(record.encode()?, record.num_rows())
             };
-            match write.append(c).await {
-                Err(Error::LogMoved { expected }) => last_moved = Some(expected),
-                other => return other,
+            if let Some(done) = rw.write(c, snap.lsn, step).await {
+                return done;
             }
         }
-        let expected = last_moved.unwrap_or_default();
-        Err(Error::log(
-            "delete by filter",
-            format!(
-                "writes kept arriving while the filter was evaluated (last at lsn {expected}); retry"
-            ),
-        ))
     }
+}
+
+/// The loop of writes that depend on what is there: read a strong
+/// snapshot, decide, and append right after what was read; the log
+/// refuses if anything landed since, and the loop reads again.
+struct ReadThenWrite<'k> {
+    key: Option<RequestKey<'k>>,
+    what: &'static str,
+    /// The read needs every attribute of indexed segments (filters).
+    columns: bool,
+    attempts: usize,
+    last_moved: Option<u64>,
+}
+
+impl<'k> ReadThenWrite<'k> {
+    fn new(key: Option<RequestKey<'k>>, what: &'static str, columns: bool) -> Self {
+        Self {
+            key,
+            what,
+            columns,
+            attempts: 0,
+            last_moved: None,
+        }
+    }
+
+    /// The next snapshot to decide on, or an error once writes kept
+    /// landing in between too often.
+    async fn read(&mut self, floe: &Floe, c: &Collection) -> Result<Snapshot> {
+        if self.attempts == READ_THEN_WRITE_ATTEMPTS {
+            return Err(Error::log(
+                "read then write",
+                format!(
+                    "{}: writes kept arriving while it read (last at lsn {}); retry",
+                    self.what,
+                    self.last_moved.unwrap_or_default()
+                ),
+            ));
+        }
+        self.attempts += 1;
+        let stats = Arc::new(ReadStats::default());
+        let needs = Needs {
+            columns: self.columns,
+            probe: None,
+        };
+        floe.snapshot(c, Consistency::Strong, needs, &stats).await
+    }
+
+    /// Carries out the decision taken on the snapshot at `read_lsn`; `None`
+    /// when the log moved on meanwhile (read again).
+    async fn write(
+        &mut self,
+        c: &Collection,
+        read_lsn: u64,
+        step: Step,
+    ) -> Option<Result<WriteAck>> {
+        let (payload, rows) = match step {
+            Step::Append(payload, rows) => (payload, rows),
+            Step::Answer(ack) => return Some(Ok(ack)),
+            Step::Refuse(refusal) => {
+                // A retry of a write that landed no longer finds what it
+                // expected: answer it as the first time.
+                if let Some(key) = self.key {
+                    match Write::already_written(c, key).await {
+                        Ok(Some(ack)) => return Some(Ok(ack)),
+                        Ok(None) => {}
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                return Some(Err(refusal));
+            }
+        };
+        let write = Write {
+            payload,
+            rows,
+            options: AppendOptions {
+                request: self.key,
+                expected_last: Some(read_lsn),
+            },
+        };
+        match write.append(c).await {
+            Err(Error::LogMoved { expected }) => {
+                self.last_moved = Some(expected);
+                None
+            }
+            other => Some(other),
+        }
+    }
+}
+
+/// What a read-then-write does after its read.
+enum Step {
+    /// Append this record (encoded, and its row count).
+    Append(Bytes, usize),
+    /// Nothing to write: answer this.
+    Answer(WriteAck),
+    /// Refuse the request.
+    Refuse(Error),
+}
+
+/// `Err` naming the first condition that does not hold.
+fn check_conditions(
+    visibility: &crate::mvcc::Visibility<'_>,
+    conditions: &[Condition],
+) -> Result<()> {
+    for k in conditions {
+        let current = visibility.version_of(&k.id).unwrap_or(0);
+        if current != k.version {
+            let now = match current {
+                0 => "no row with this id is visible".to_string(),
+                v => format!("the visible row is at version {v}"),
+            };
+            return Err(Error::ConditionFailed {
+                field: k.field.clone(),
+                message: format!("id {}: expected version {}, {now}", k.id, k.version),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The patched rows as an upsert batch: each row's vector and attributes,
+/// with the patch's values where it sets one.
+fn patched_batch(config: &CollectionConfig, rows: &[Row], patch: &Patch) -> Result<RecordBatch> {
+    let ids = id::ids_to_array(config, &patch.ids, "rows")?;
+    let dim = config.dimension as usize;
+    let mut flat = Vec::with_capacity(rows.len() * dim);
+    for row in rows {
+        match &row.vector {
+            Some(v) if v.len() == dim => flat.extend_from_slice(v),
+            _ => {
+                return Err(Error::internal(
+                    "patch",
+                    format!("row {} was read without its vector", row.id),
+                ));
+            }
+        }
+    }
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let vectors =
+        FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(flat)), None)?;
+    let mut columns: Vec<ArrayRef> = vec![ids, Arc::new(vectors)];
+    for (a, def) in config.attributes.iter().enumerate() {
+        let (values, set) = &patch.values[a];
+        let current: Vec<ArrayRef> = rows
+            .iter()
+            .map(|row| {
+                row.attributes
+                    .iter()
+                    .flatten()
+                    .find(|x| x.name == def.name)
+                    .map(|x| Arc::clone(&x.value))
+                    .ok_or_else(|| {
+                        Error::internal("patch", format!("row {} lacks {}", row.id, def.name))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let mut sources: Vec<&dyn Array> = vec![values.as_ref()];
+        sources.extend(current.iter().map(|c| c.as_ref()));
+        // Source 0 is the patch's column; source 1 + r is row r's value.
+        let picks: Vec<(usize, usize)> = set
+            .iter()
+            .enumerate()
+            .map(|(r, set)| if *set { (0, r) } else { (1 + r, 0) })
+            .collect();
+        columns.push(arrow::compute::interleave(&sources, &picks)?);
+    }
+    Ok(RecordBatch::try_new(upsert_schema(config), columns)?)
 }
 
 /// One record, encoded, and how to append it.
@@ -172,6 +425,19 @@ impl<'a> Write<'a> {
             rows: record.num_rows(),
             options: AppendOptions::request(request),
         })
+    }
+
+    /// The acknowledgement of an earlier append of this request, if the
+    /// log still remembers it.
+    async fn already_written(c: &Collection, key: RequestKey<'_>) -> Result<Option<WriteAck>> {
+        let log = c.log().await?;
+        Ok(log.find_request(key).await?.map(|appended| WriteAck {
+            lsn: appended.lsn,
+            // The first write's row count is not kept; what matters to a
+            // retry is its LSN and that nothing was written again.
+            rows: 0,
+            duplicate: true,
+        }))
     }
 
     async fn append(&self, c: &Collection) -> Result<WriteAck> {

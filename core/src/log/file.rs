@@ -735,6 +735,24 @@ impl Log for FileLog {
         .await
     }
 
+    async fn find_request(&self, request: RequestKey<'_>) -> Result<Option<Appended>> {
+        let (id, digest) = (request.id.to_string(), request.digest);
+        self.with_state(move |s| {
+            s.expire_dedupe(now_ms());
+            match s.dedupe.get(&id) {
+                Some(seen) if seen.digest != digest => {
+                    Err(Error::RequestIdReused { request_id: id })
+                }
+                Some(seen) => Ok(Some(Appended {
+                    lsn: seen.lsn,
+                    duplicate: true,
+                })),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
     async fn read(&self, from: Lsn, max_records: usize) -> Result<Vec<LogEntry>> {
         self.with_state(move |s| s.read(from, max_records.max(1)))
             .await

@@ -19,7 +19,9 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{AppendOptions, Appended, Log, LogEntry, LogId, LogProvider, Lsn, check_not_trimmed};
+use super::{
+    AppendOptions, Appended, Log, LogEntry, LogId, LogProvider, Lsn, RequestKey, check_not_trimmed,
+};
 use crate::error::{Error, Result};
 
 /// Room kept for headers (`Nats-Msg-Id`, `Nats-Expected-Stream`) inside the
@@ -591,6 +593,78 @@ impl Log for JetStreamLog {
             lsn: ack.sequence,
             duplicate: ack.duplicate,
         })
+    }
+
+    async fn find_request(&self, request: RequestKey<'_>) -> Result<Option<Appended>> {
+        // JetStream checks an append's expected last sequence before its
+        // message id, and has no lookup of its dedupe table: read the
+        // headers of the window's messages instead (a rare path).
+        let last = self.state().await?.last_sequence;
+        if last == 0 {
+            return Ok(None);
+        }
+        let since = async_nats::datetime::now() - self.duplicate_window;
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: since },
+                ack_policy: consumer::AckPolicy::None,
+                headers_only: true,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| stream_error("create consumer", &self.name, &self.collection, e))?;
+        let mut found = None;
+        'scan: loop {
+            let batch: Vec<_> = consumer
+                .fetch()
+                .max_messages(1000)
+                .messages()
+                .await
+                .map_err(|e| Error::log("find request", e))?
+                .try_collect()
+                .await
+                .map_err(|e| Error::log("find request", e))?;
+            if batch.is_empty() {
+                break;
+            }
+            for message in batch {
+                let info = message.info().map_err(|e| Error::log("find request", e))?;
+                let sequence = info.stream_sequence;
+                let headers = message.headers.as_ref();
+                if headers
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .is_some_and(|v| v.as_str() == request.id)
+                {
+                    let digest = headers
+                        .and_then(|h| h.get(DIGEST_HEADER))
+                        .map(|v| v.as_str().to_string());
+                    found = Some((sequence, digest));
+                    break 'scan;
+                }
+                if sequence >= last {
+                    break 'scan;
+                }
+            }
+        }
+        let _ = self
+            .stream
+            .delete_consumer(consumer.cached_info().name.as_str())
+            .await;
+        match found {
+            None => Ok(None),
+            Some((_, Some(d))) if d != format!("{:016x}", request.digest) => {
+                Err(Error::RequestIdReused {
+                    request_id: request.id.to_string(),
+                })
+            }
+            Some((lsn, _)) => Ok(Some(Appended {
+                lsn,
+                duplicate: true,
+            })),
+        }
     }
 
     async fn read(&self, from: Lsn, max_records: usize) -> Result<Vec<LogEntry>> {

@@ -103,6 +103,13 @@ pub trait Log: Send + Sync + Debug {
     /// `Error::CollectionNotFound`, also through handles opened before.
     async fn append(&self, payload: Bytes, options: AppendOptions<'_>) -> Result<Appended>;
 
+    /// The earlier append of this request, if one is remembered within the
+    /// dedupe window (the same id with another digest fails with
+    /// `Error::RequestIdReused`). Writes nothing: what a conditional write
+    /// whose condition no longer holds asks, since the write may be its
+    /// own earlier attempt.
+    async fn find_request(&self, request: RequestKey<'_>) -> Result<Option<Appended>>;
+
     /// Up to `max_records` records with LSN ≥ `from`, ascending. Fails with
     /// `Error::LsnTrimmed` if `from` was trimmed away.
     async fn read(&self, from: Lsn, max_records: usize) -> Result<Vec<LogEntry>>;

@@ -109,6 +109,7 @@ pub(super) fn materialize(
     let fetched = fetched.get(source).and_then(Option::as_ref);
     let position = fetched.and_then(|f| f.position(row));
     let id = id_at(s.keys().column(0).as_ref(), row);
+    let version = crate::mvcc::id_and_lsn(s.keys()).map_or(0, |(_, lsns)| lsns.value(row));
     // Where the attributes are: in memory, or among the fetched rows.
     let attribute_rows = match (s.attributes(), fetched.and_then(|f| f.attributes.as_ref())) {
         (Some(batch), _) => Some((batch, row)),
@@ -148,6 +149,7 @@ pub(super) fn materialize(
     });
     Row {
         id,
+        version,
         distance,
         attributes: attrs,
         vector,

@@ -1,6 +1,7 @@
 //! Reads without a vector: filter-only queries (a scan in id order, one
 //! page per request) and the lookup of one row by id.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::materialize::{fetch_rows, materialize, rows_by_source};
@@ -76,6 +77,36 @@ pub(super) async fn scan_page(snap: &Snapshot, query: &Query) -> Result<(Vec<Row
     Ok((rows, next))
 }
 
+/// The visible row of each id (vector and every attribute), `None` for an
+/// id with no visible row; one pass over the snapshot's keys.
+pub(crate) async fn visible_rows(
+    snap: &Snapshot,
+    wanted: &[Id],
+    attributes: &[String],
+) -> Result<Vec<Option<Row>>> {
+    let index: HashMap<&Id, usize> = wanted.iter().enumerate().map(|(i, id)| (id, i)).collect();
+    let mut found: Vec<Option<(usize, usize)>> = vec![None; wanted.len()];
+    let visibility = snap.visibility();
+    for (source, s) in snap.sources.iter().enumerate() {
+        let (ids, lsns) = id_and_lsn(s.keys())?;
+        for row in 0..ids.len() {
+            if let Some(&i) = index.get(&id_at(ids, row))
+                && visibility.is_visible(ids, row, lsns.value(row))
+            {
+                found[i] = Some((source, row));
+            }
+        }
+    }
+    let places = rows_by_source(snap, found.iter().flatten().copied());
+    let fetched = fetch_rows(snap, &places, attributes, true).await?;
+    Ok(found
+        .iter()
+        .map(|f| {
+            f.map(|(source, row)| materialize(snap, &fetched, source, row, None, attributes, true))
+        })
+        .collect())
+}
+
 impl Floe {
     /// The visible version of one row, with its vector and every attribute;
     /// `id` is the id as text (a URL path segment).
@@ -87,29 +118,12 @@ impl Floe {
     ) -> Result<Option<Row>> {
         let since = crate::clock::now_ms();
         let mut c = self.collection(name).await?;
-        let id = &Id::parse(id, c.config.id_type)?;
+        let id = Id::parse(id, c.config.id_type)?;
         let stats = Arc::new(ReadStats::default());
-        let needs = Needs {
-            columns: true,
-            probe: None,
-        };
         let snap = self
-            .snapshot_current(&mut c, since, consistency, needs, &stats)
+            .snapshot_current(&mut c, since, consistency, Needs::default(), &stats)
             .await?;
         let all: Vec<String> = c.config.attributes.iter().map(|a| a.name.clone()).collect();
-        let visibility = snap.visibility();
-        for (source, s) in snap.sources.iter().enumerate() {
-            let (ids, lsns) = id_and_lsn(s.keys())?;
-            for row in 0..ids.len() {
-                if id_at(ids, row) == *id && visibility.is_visible(ids, row, lsns.value(row)) {
-                    let wanted = rows_by_source(&snap, [(source, row)]);
-                    let fetched = fetch_rows(&snap, &wanted, &all, true).await?;
-                    return Ok(Some(materialize(
-                        &snap, &fetched, source, row, None, &all, true,
-                    )));
-                }
-            }
-        }
-        Ok(None)
+        Ok(visible_rows(&snap, &[id], &all).await?.pop().flatten())
     }
 }
