@@ -164,3 +164,26 @@ def test_drop_is_final(client, name):
     assert name not in client.list_collections()
     with pytest.raises(floe.NotFoundError):
         c.query([1, 1])
+
+
+def test_read_modify_write_with_versions_and_patches(client, name):
+    c = client.create_collection(name, dimension=2, metric="l2",
+                                 attributes={"stock": "i64", "title": "string"})
+    first = c.upsert([1], [[1, 2]], {"stock": [5], "title": ["a"]}, if_versions=[0])
+    with pytest.raises(floe.ConditionFailedError) as e:
+        c.upsert([1], [[3, 4]], if_versions=[0])
+    assert (e.value.status, e.value.field) == (409, "columns.if_versions[0]")
+    row = c.get(1)
+    assert row.version == first.lsn
+    # Read, modify, write back only if nobody wrote in between.
+    patched = c.patch(1, {"stock": row.attributes["stock"] - 1}, if_version=row.version)
+    with pytest.raises(floe.ConditionFailedError):
+        c.patch(1, {"stock": 0}, if_version=row.version)
+    now = c.get(1)
+    assert (now.version, now.attributes) == (patched.lsn, {"stock": 4, "title": "a"})
+    assert np.array_equal(now.vector, np.array([1, 2], dtype=np.float32)), "the vector stays"
+    with pytest.raises(floe.NotFoundError) as e:
+        c.patch(2, {"stock": 1})
+    assert e.value.field == "rows[0].id"
+    c.patch_rows([{"id": 1, "attributes": {"title": None}}])
+    assert c.get(1).attributes == {"stock": 4, "title": None}

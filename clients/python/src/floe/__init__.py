@@ -16,6 +16,7 @@ from ._client import Client, Collection
 from ._errors import (
     AuthenticationError,
     BadRequestError,
+    ConditionFailedError,
     ConflictError,
     FloeConnectionError,
     FloeError,
@@ -47,6 +48,7 @@ __all__ = [
     "Client",
     "Collection",
     "CollectionInfo",
+    "ConditionFailedError",
     "ConflictError",
     "FloeConnectionError",
     "FloeError",

@@ -166,6 +166,7 @@ def upsert(
     vectors: Any,
     attributes: Optional[Mapping[str, Any]] = None,
     request_id: Optional[str] = None,
+    if_versions: Optional[Sequence[Optional[int]]] = None,
 ) -> Call:
     """A columnar upsert, vectors packed as one base64 string."""
     ids = _id_list(ids)
@@ -177,6 +178,11 @@ def upsert(
     attrs = _attribute_columns(attributes, len(ids))
     if attrs:
         columns["attributes"] = attrs
+    if if_versions is not None:
+        versions = [None if v is None else int(v) for v in if_versions]
+        if len(versions) != len(ids):
+            raise ValueError(f"{len(versions)} if_versions for {len(ids)} ids")
+        columns["if_versions"] = versions
     body = {"columns": columns, "request_id": request_id}
     return Call("POST", f"{_collection(name)}/upsert", _write(request_id), body=body)
 
@@ -189,9 +195,27 @@ def upsert_rows(name: str, rows: Sequence[Mapping[str, Any]], request_id: Option
         row: Dict[str, Any] = {"id": _json_value(r["id"]), "vector": encode_vector(r["vector"])}
         if r.get("attributes"):
             row["attributes"] = {k: _json_value(v) for k, v in r["attributes"].items()}
+        if r.get("if_version") is not None:
+            row["if_version"] = int(r["if_version"])
         out.append(row)
     body = {"rows": out, "request_id": request_id}
     return Call("POST", f"{_collection(name)}/upsert", _write(request_id), body=body)
+
+
+def patch(name: str, rows: Sequence[Mapping[str, Any]], request_id: Optional[str] = None) -> Call:
+    """Sets attributes of existing rows: ``[{"id", "attributes", "if_version"?}]``."""
+    request_id = request_id or new_request_id()
+    out = []
+    for r in rows:
+        row: Dict[str, Any] = {
+            "id": _json_value(r["id"]),
+            "attributes": {k: _json_value(v) for k, v in r["attributes"].items()},
+        }
+        if r.get("if_version") is not None:
+            row["if_version"] = int(r["if_version"])
+        out.append(row)
+    body = {"rows": out, "request_id": request_id}
+    return Call("POST", f"{_collection(name)}/patch", _write(request_id), body=body)
 
 
 def delete(

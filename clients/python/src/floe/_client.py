@@ -150,10 +150,28 @@ class Collection:
         return f"Collection({self.name!r})"
 
     def upsert(self, ids: Any, vectors: Any, attributes: Optional[Mapping[str, Any]] = None, *,
-               request_id: Optional[str] = None) -> WriteResult:
+               request_id: Optional[str] = None,
+               if_versions: Optional[Sequence[Optional[int]]] = None) -> WriteResult:
         """Writes rows in one atomic request: ``vectors`` is an (n, dimension)
-        array, ``attributes`` maps names to n values each."""
-        return self.client.run(calls.upsert(self.name, ids, vectors, attributes, request_id))
+        array, ``attributes`` maps names to n values each. ``if_versions``:
+        per row, write only if the visible row has this version (0: only if
+        absent; None: no condition); else ``ConditionFailedError`` and
+        nothing is written."""
+        return self.client.run(calls.upsert(self.name, ids, vectors, attributes, request_id,
+                                            if_versions))
+
+    def patch(self, id: Id, attributes: Mapping[str, Any], *,  # noqa: A002
+              if_version: Optional[int] = None, request_id: Optional[str] = None) -> WriteResult:
+        """Sets these attributes of an existing row (None clears one); its
+        vector and other attributes stay. ``NotFoundError`` if no row has
+        the id."""
+        row = {"id": id, "attributes": attributes, "if_version": if_version}
+        return self.client.run(calls.patch(self.name, [row], request_id))
+
+    def patch_rows(self, rows: Sequence[Mapping[str, Any]], *,
+                   request_id: Optional[str] = None) -> WriteResult:
+        """Patches ``[{"id", "attributes", "if_version"?}]`` in one atomic request."""
+        return self.client.run(calls.patch(self.name, rows, request_id))
 
     def upsert_rows(self, rows: Sequence[Mapping[str, Any]], *,
                     request_id: Optional[str] = None) -> WriteResult:

@@ -60,6 +60,11 @@ class ConflictError(FloeError):
     with another body."""
 
 
+class ConditionFailedError(ConflictError):
+    """409 ``condition_failed``: an ``if_version`` did not hold; nothing was
+    written. ``field`` names the row (``rows[0].if_version``)."""
+
+
 class PayloadTooLargeError(FloeError):
     """413: the request or its encoded batch is too big; send fewer rows."""
 
@@ -103,4 +108,6 @@ def error_from_response(status: int, body: Any, request_id: Optional[str]) -> Fl
     elif isinstance(body, str) and body.strip():
         message = body.strip()[:500]
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else FloeError)
+    if kind == "condition_failed":
+        cls = ConditionFailedError
     return cls(message, status=status, kind=kind, field=field, request_id=request_id)

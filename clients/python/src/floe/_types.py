@@ -71,10 +71,13 @@ class BulkWriteResult:
 
 @dataclass(frozen=True)
 class Row:
-    """A returned row. ``distance`` is set for vector queries (smaller is
-    closer); ``vector`` when asked for, as a float32 array."""
+    """A returned row. ``version`` is the LSN of the write that produced it
+    (what ``if_version`` compares with); ``distance`` is set for vector
+    queries (smaller is closer); ``vector`` when asked for, as a float32
+    array."""
 
     id: Id
+    version: int = 0
     distance: Optional[float] = None
     attributes: Optional[Dict[str, Any]] = None
     vector: Optional[np.ndarray] = None
@@ -84,6 +87,7 @@ class Row:
         vector = body.get("vector")
         return cls(
             id=body["id"],
+            version=body.get("version", 0),
             distance=body.get("distance"),
             attributes=body.get("attributes"),
             vector=None if vector is None else decode_vector(vector),
