@@ -388,12 +388,63 @@ fn scans_flush_and_keys(cli: &Cli) {
     assert_eq!(cli.ok(&["collections", "list"]).trim(), "");
 }
 
+/// An export downloaded and imported into a new collection gives the same
+/// rows back.
+fn export_round_trip(cli: &Cli, dir: &Path) {
+    let rows = cli.rows("films");
+    let out = dir.join("exported");
+    let report = cli.json(&[
+        "export",
+        "films",
+        "--prefix",
+        "films/one",
+        "--rows-per-file",
+        "900",
+        "--download",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(report["rows"].as_u64(), Some(rows), "{report}");
+    let files = report["downloaded"].as_array().unwrap().len();
+    assert_eq!(files as u64, rows.div_ceil(900), "{report}");
+    let err = cli.fails(&["export", "films", "--prefix", "films/one"]);
+    assert!(err.contains("409"), "{err}");
+    cli.ok(&[
+        "collections",
+        "create",
+        "films2",
+        "--dimension",
+        "4",
+        "--metric",
+        "l2",
+        "--attribute",
+        "year:i64",
+        "--attribute",
+        "tags:string_list",
+    ]);
+    let spec = format!("{}/*.parquet", out.display());
+    let summary = cli.json(&["import", "films2", &spec]);
+    assert_eq!(summary["rows"].as_u64(), Some(rows), "{summary}");
+    for id in ["0", "1999", "5001"] {
+        let (a, b) = (
+            cli.json(&["get", "films", id]),
+            cli.json(&["get", "films2", id]),
+        );
+        assert_eq!(
+            (&a["vector"], &a["attributes"]),
+            (&b["vector"], &b["attributes"]),
+            "{id}"
+        );
+    }
+    cli.ok(&["collections", "drop", "films2", "--yes"]);
+}
+
 #[test]
 fn cli_against_embedded_floe() {
     let (_floe, cli, _data) = start(Vec::new());
     let files = tempfile::tempdir().unwrap();
     collections_and_queries(&cli);
     imports(&cli, files.path());
+    export_round_trip(&cli, files.path());
     scans_flush_and_keys(&cli);
 }
 
@@ -445,4 +496,5 @@ fn cli_imports_from_s3_against_cloud_floe() {
         "{summary}"
     );
     assert_eq!(cli.rows("films"), 2303 + 1000);
+    export_round_trip(&cli, files.path());
 }

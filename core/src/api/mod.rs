@@ -32,8 +32,8 @@ use crate::engine::{Floe, WriteAck};
 use crate::error::{Error, Result};
 use vectors::VectorEncoding;
 use wire::{
-    CreateCollection, DeleteRequest, PatchRequest, QueryRequest, QueryResponse, RowOut,
-    UpsertRequest,
+    CreateCollection, DeleteRequest, ExportRequest, PatchRequest, QueryRequest, QueryResponse,
+    RowOut, UpsertRequest,
 };
 
 /// The OpenAPI description, kept in `docs/openapi.json`.
@@ -113,6 +113,10 @@ pub fn router(floe: Arc<Floe>) -> Router {
         .route(
             "/v1/collections/{name}/patch",
             guard(Collection(Write), post(patch_route)),
+        )
+        .route(
+            "/v1/collections/{name}/export",
+            guard(Collection(Write), post(export_route)),
         )
         .route(
             "/v1/collections/{name}/delete",
@@ -545,6 +549,23 @@ async fn patch_route(
 ) -> ApiResult<Response> {
     let request: PatchRequest = parse_body(&floe, body).await?;
     Ok(Json(patch(&floe, &name, request).await?).into_response())
+}
+
+async fn export_route(
+    State(floe): State<Arc<Floe>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let request: ExportRequest = parse_body(&floe, body).await?;
+    let (prefix, consistency, rows_per_file) = request.check()?;
+    let report = floe
+        .export(&name, &prefix, consistency, rows_per_file)
+        .await?;
+    let store = floe.settings().object_store_config().url;
+    let location = format!("{}/exports/{prefix}", store.trim_end_matches('/'));
+    let mut body = serde_json::to_value(&report).map_err(|e| Error::internal("export", e))?;
+    body["location"] = json!(location);
+    Ok(Json(body).into_response())
 }
 
 async fn delete_route(

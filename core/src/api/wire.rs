@@ -174,6 +174,55 @@ impl PatchRequest {
     }
 }
 
+/// Body of `POST …/export`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// Where under `exports/` in the object store the files go: plain
+    /// path segments (`films/2026-11-30`); nothing may be there yet.
+    pub prefix: String,
+    /// Which snapshot: `"strong"` (default), `"eventual"` or
+    /// `{"at_least_lsn": N}`.
+    pub consistency: Option<Value>,
+    /// Rows per file (default 1,000,000).
+    pub rows_per_file: Option<usize>,
+}
+
+/// The most rows one export file holds.
+pub const MAX_EXPORT_ROWS_PER_FILE: usize = 10_000_000;
+
+impl ExportRequest {
+    /// The checked prefix, consistency and file size.
+    pub fn check(&self) -> Result<(String, Consistency, usize)> {
+        let prefix = self.prefix.trim_matches('/');
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-=".contains(&b))
+        };
+        if prefix.is_empty() || prefix.len() > 256 || !prefix.split('/').all(plain) {
+            return Err(Error::invalid(
+                "prefix",
+                "1 to 256 characters of path segments made of letters, digits and . _ - =",
+            ));
+        }
+        let rows = self.rows_per_file.unwrap_or(1_000_000);
+        if !(1..=MAX_EXPORT_ROWS_PER_FILE).contains(&rows) {
+            return Err(Error::invalid(
+                "rows_per_file",
+                format!("must be between 1 and {MAX_EXPORT_ROWS_PER_FILE}"),
+            ));
+        }
+        Ok((
+            prefix.to_string(),
+            consistency_in_body(self.consistency.as_ref())?,
+            rows,
+        ))
+    }
+}
+
 /// Body of `POST …/delete`: `ids` or `filter`, not both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

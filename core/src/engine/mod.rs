@@ -11,6 +11,7 @@
 //! | `read/` | snapshots, vector search, scans, materialising rows, warm-up |
 //! | `maintenance/` | flush, compaction, index builds, gc, and the round that runs them |
 
+mod export;
 mod maintenance;
 mod read;
 mod request;
@@ -19,6 +20,7 @@ mod write;
 
 pub(crate) use request::DeleteTarget;
 
+pub use export::{ExportReport, ExportedFile};
 pub use maintenance::{
     CompactReport, FANOUT, GC_GRACE, GcReport, IndexReport, ORPHAN_GRACE, PURGE_CHECK_EVERY,
     PURGE_DEAD_FRACTION, RoundReport,

@@ -355,10 +355,14 @@ fn check_conditions(
     Ok(())
 }
 
-/// The patched rows as an upsert batch: each row's vector and attributes,
-/// with the patch's values where it sets one.
-fn patched_batch(config: &CollectionConfig, rows: &[Row], patch: &Patch) -> Result<RecordBatch> {
-    let ids = id::ids_to_array(config, &patch.ids, "rows")?;
+/// Rows (read with their vectors and every attribute) as an upsert batch.
+pub(crate) fn rows_batch(config: &CollectionConfig, rows: &[Row]) -> Result<RecordBatch> {
+    let ids: Vec<Id> = rows.iter().map(|r| r.id.clone()).collect();
+    let ids = if ids.is_empty() {
+        arrow::array::new_empty_array(upsert_schema(config).field(0).data_type())
+    } else {
+        id::ids_to_array(config, &ids, "rows")?
+    };
     let dim = config.dimension as usize;
     let mut flat = Vec::with_capacity(rows.len() * dim);
     for row in rows {
@@ -366,7 +370,7 @@ fn patched_batch(config: &CollectionConfig, rows: &[Row], patch: &Patch) -> Resu
             Some(v) if v.len() == dim => flat.extend_from_slice(v),
             _ => {
                 return Err(Error::internal(
-                    "patch",
+                    "rows batch",
                     format!("row {} was read without its vector", row.id),
                 ));
             }
@@ -376,9 +380,8 @@ fn patched_batch(config: &CollectionConfig, rows: &[Row], patch: &Patch) -> Resu
     let vectors =
         FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(flat)), None)?;
     let mut columns: Vec<ArrayRef> = vec![ids, Arc::new(vectors)];
-    for (a, def) in config.attributes.iter().enumerate() {
-        let (values, set) = &patch.values[a];
-        let current: Vec<ArrayRef> = rows
+    for def in &config.attributes {
+        let values: Vec<ArrayRef> = rows
             .iter()
             .map(|row| {
                 row.attributes
@@ -387,19 +390,38 @@ fn patched_batch(config: &CollectionConfig, rows: &[Row], patch: &Patch) -> Resu
                     .find(|x| x.name == def.name)
                     .map(|x| Arc::clone(&x.value))
                     .ok_or_else(|| {
-                        Error::internal("patch", format!("row {} lacks {}", row.id, def.name))
+                        Error::internal("rows batch", format!("row {} lacks {}", row.id, def.name))
                     })
             })
             .collect::<Result<_>>()?;
-        let mut sources: Vec<&dyn Array> = vec![values.as_ref()];
-        sources.extend(current.iter().map(|c| c.as_ref()));
-        // Source 0 is the patch's column; source 1 + r is row r's value.
+        let column = if values.is_empty() {
+            arrow::array::new_empty_array(upsert_schema(config).field(columns.len()).data_type())
+        } else {
+            let refs: Vec<&dyn Array> = values.iter().map(|v| v.as_ref()).collect();
+            arrow::compute::concat(&refs)?
+        };
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(upsert_schema(config), columns)?)
+}
+
+/// The patched rows as an upsert batch: each row's vector and attributes,
+/// with the patch's values where it sets one.
+fn patched_batch(config: &CollectionConfig, rows: &[Row], patch: &Patch) -> Result<RecordBatch> {
+    let current = rows_batch(config, rows)?;
+    let mut columns: Vec<ArrayRef> = current.columns()[..2].to_vec();
+    for (a, (values, set)) in patch.values.iter().enumerate() {
+        let now = current.column(2 + a);
+        // Source 0 is the patch's column, source 1 the current values.
         let picks: Vec<(usize, usize)> = set
             .iter()
             .enumerate()
-            .map(|(r, set)| if *set { (0, r) } else { (1 + r, 0) })
+            .map(|(r, set)| if *set { (0, r) } else { (1, r) })
             .collect();
-        columns.push(arrow::compute::interleave(&sources, &picks)?);
+        columns.push(arrow::compute::interleave(
+            &[values.as_ref(), now.as_ref()],
+            &picks,
+        )?);
     }
     Ok(RecordBatch::try_new(upsert_schema(config), columns)?)
 }

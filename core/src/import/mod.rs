@@ -197,6 +197,11 @@ fn glob(pattern: &str, name: &str) -> bool {
 }
 
 impl ImportFile {
+    /// The whole file.
+    pub async fn bytes(&self) -> Result<bytes::Bytes> {
+        crate::storage::get_bytes(self.store.as_ref(), &self.path).await
+    }
+
     fn unreadable(&self, e: impl std::fmt::Display) -> Error {
         Error::invalid(self.name.as_str(), format!("cannot read: {e}"))
     }

@@ -8,6 +8,7 @@
 //! collections/<name>/<inc>/latest-manifest             hint only: never trusted for correctness
 //! collections/<name>/<inc>/segments/<id>/...           immutable data files
 //! collections/<name>/<inc>/deletes/<id>.parquet        tombstones (id, _lsn)
+//! exports/<prefix>/part-<n:05>.parquet                 a collection's rows as exported (never read back by Floe)
 //! ```
 //!
 //! A collection's files live under its **incarnation** (a UUIDv7 minted by
@@ -26,6 +27,17 @@ const ROOT: &str = "collections";
 const CATALOG: &str = "catalog";
 const DROPPING: &str = "dropping";
 const KEYS: &str = "keys";
+const EXPORTS: &str = "exports";
+
+/// Where an export under `prefix` (checked: see `api::wire`) writes.
+pub fn export_root(prefix: &str) -> Path {
+    Path::from(format!("{EXPORTS}/{prefix}"))
+}
+
+/// Part `n` of the export under `prefix`.
+pub fn export_part(prefix: &str, n: usize) -> Path {
+    Path::from(format!("{EXPORTS}/{prefix}/part-{n:05}.parquet"))
+}
 
 /// The stored record of API key `id`.
 pub fn api_key(id: &str) -> Path {

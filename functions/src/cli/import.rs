@@ -222,6 +222,86 @@ pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> any
     Ok(())
 }
 
+/// What `floe export` was asked.
+#[derive(Debug, clap::Args)]
+pub(super) struct ExportArgs {
+    /// The collection.
+    pub collection: String,
+    /// Where under exports/ in the object store (must hold nothing yet).
+    #[arg(long)]
+    pub prefix: String,
+    /// Rows per file.
+    #[arg(long)]
+    pub rows_per_file: Option<usize>,
+    /// strong, eventual, or a write token (lsn): the snapshot exported.
+    #[arg(long, default_value = "strong")]
+    pub consistency: String,
+    /// Copy the files into this local directory (reads the object store:
+    /// its directory in embedded mode, S3 with AWS_* / FLOE_S3_* settings).
+    #[arg(long)]
+    pub download: Option<std::path::PathBuf>,
+}
+
+/// Runs `floe export`.
+pub(super) async fn export(server: &Server, args: ExportArgs, as_json: bool) -> anyhow::Result<()> {
+    let consistency = match args.consistency.as_str() {
+        "strong" | "eventual" => json!(args.consistency),
+        lsn => json!({"at_least_lsn": lsn.parse::<u64>().with_context(|| {
+            format!("--consistency {lsn:?}: expected strong, eventual or an lsn")
+        })?}),
+    };
+    let mut body = json!({"prefix": args.prefix, "consistency": consistency});
+    if let Some(n) = args.rows_per_file {
+        body["rows_per_file"] = json!(n);
+    }
+    let spinner = ProgressBar::new_spinner().with_message(format!("exporting {}", args.collection));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let path = format!("{}/export", collection_path(&args.collection));
+    let report = server.post(&path, &body).await;
+    spinner.finish_and_clear();
+    let report = report?;
+    let location = report["location"].as_str().unwrap_or_default().to_string();
+    let mut downloaded = Vec::new();
+    if let Some(dir) = &args.download {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let spec = format!(
+            "{}/*.parquet",
+            location.strip_prefix("file://").unwrap_or(&location)
+        );
+        for file in resolve(&spec, &s3_from_env(), Some(Format::Parquet)).await? {
+            let name = file
+                .name
+                .rsplit('/')
+                .next()
+                .unwrap_or("part.parquet")
+                .to_string();
+            let target = dir.join(&name);
+            std::fs::write(&target, file.bytes().await?)
+                .with_context(|| format!("writing {}", target.display()))?;
+            downloaded.push(target.display().to_string());
+        }
+    }
+    if as_json {
+        let mut report = report;
+        if args.download.is_some() {
+            report["downloaded"] = json!(downloaded);
+        }
+        output::json(&report);
+    } else {
+        println!(
+            "exported {} rows of {} as of lsn {} into {} files at {location}",
+            report["rows"],
+            args.collection,
+            report["lsn"],
+            report["files"].as_array().map_or(0, Vec::len)
+        );
+        for f in &downloaded {
+            println!("{f}");
+        }
+    }
+    Ok(())
+}
+
 /// What the check pass found.
 #[derive(Default)]
 struct Report {

@@ -62,6 +62,9 @@ enum Command {
     Collections(Collections),
     /// Load rows from Parquet, NumPy or JSON Lines files (local or s3://).
     Import(import::ImportArgs),
+    /// Write a consistent snapshot of a collection as Parquet files under
+    /// exports/<prefix>/ in its object store (and download them).
+    Export(import::ExportArgs),
     /// Search a collection, or scan it with a filter.
     Query(QueryArgs),
     /// One row by id, with its vector and attributes.
@@ -261,6 +264,7 @@ async fn client_command(server: &Server, command: Command, as_json: bool) -> any
             print(&v, &|_| println!("dropped {name}"));
         }
         Command::Import(args) => import::run(server, args, as_json).await?,
+        Command::Export(args) => import::export(server, args, as_json).await?,
         Command::Query(args) => query(server, args, as_json).await?,
         Command::Get { collection, id } => {
             let path = format!("{}/rows/{}", collection_path(&collection), escape(&id));

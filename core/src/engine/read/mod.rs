@@ -16,7 +16,7 @@ mod warm;
 
 pub(crate) use indexed::IndexedSegment;
 pub(crate) use masks::FilterMasks;
-pub(crate) use scan::{scan_matches, visible_rows};
+pub(crate) use scan::{rows_at, scan_matches, visible_rows};
 
 use std::collections::HashMap;
 use std::sync::Arc;

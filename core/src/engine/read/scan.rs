@@ -97,13 +97,23 @@ pub(crate) async fn visible_rows(
             }
         }
     }
-    let places = rows_by_source(snap, found.iter().flatten().copied());
-    let fetched = fetch_rows(snap, &places, attributes, true).await?;
-    Ok(found
+    let places: Vec<(usize, usize)> = found.iter().flatten().copied().collect();
+    let mut rows = rows_at(snap, &places, attributes).await?.into_iter();
+    Ok(found.iter().map(|f| f.and_then(|_| rows.next())).collect())
+}
+
+/// The rows at `(source, row)` places of the snapshot, with their vectors
+/// and `attributes`, in the order given.
+pub(crate) async fn rows_at(
+    snap: &Snapshot,
+    places: &[(usize, usize)],
+    attributes: &[String],
+) -> Result<Vec<Row>> {
+    let wanted = rows_by_source(snap, places.iter().copied());
+    let fetched = fetch_rows(snap, &wanted, attributes, true).await?;
+    Ok(places
         .iter()
-        .map(|f| {
-            f.map(|(source, row)| materialize(snap, &fetched, source, row, None, attributes, true))
-        })
+        .map(|&(source, row)| materialize(snap, &fetched, source, row, None, attributes, true))
         .collect())
 }
 
