@@ -135,6 +135,20 @@ enum Command {
         queries: usize,
         #[arg(long, default_value_t = 10)]
         top_k: usize,
+        /// How upserts carry vectors: `json` (rows of JSON numbers) or
+        /// `base64` (columnar, every vector packed as one base64 string).
+        #[arg(long, default_value = "json")]
+        encoding: String,
+    },
+    /// Writes generated vectors (the `api` benchmark's clustered data, with
+    /// an i64 attribute `group`) as a Parquet file for `floe import`.
+    Parquet {
+        #[arg(long, default_value_t = 1_000_000)]
+        n: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// ANN index: recall@10 and latency over nprobe, beside FAISS.
     Ann {
@@ -256,7 +270,21 @@ async fn main() -> Result<()> {
             concurrency,
             queries,
             top_k,
-        } => bench_api(&mode, vectors, dim, batch, concurrency, queries, top_k).await,
+            encoding,
+        } => {
+            bench_api(
+                &mode,
+                vectors,
+                dim,
+                batch,
+                concurrency,
+                queries,
+                top_k,
+                &encoding,
+            )
+            .await
+        }
+        Command::Parquet { n, dim, out } => write_parquet(n, dim, &out),
         Command::Build {
             n,
             dim,
@@ -647,6 +675,63 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The `api` benchmark's data: 100 seeded centres in [-1, 1) and `n`
+/// vectors around them (row i near centre i % 100), flattened.
+fn clustered(n: usize, dim: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let centres: Vec<Vec<f32>> = (0..100)
+        .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
+        .collect();
+    let mut data = Vec::with_capacity(n * dim);
+    for id in 0..n {
+        for x in &centres[id % centres.len()] {
+            data.push(x + rng.random_range(-0.1f32..0.1));
+        }
+    }
+    (centres, data)
+}
+
+/// `floe-bench parquet`: the clustered data as a Parquet file with `id`,
+/// `vector` and an i64 attribute `group`.
+fn write_parquet(n: usize, dim: usize, out: &std::path::Path) -> Result<()> {
+    use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let (_, data) = clustered(n, dim);
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(Arc::clone(&item), dim as i32),
+            false,
+        ),
+        Field::new("group", DataType::Int64, true),
+    ]));
+    let file = std::fs::File::create(out).with_context(|| out.display().to_string())?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), None)?;
+    for start in (0..n).step_by(65_536) {
+        let end = (start + 65_536).min(n);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(start as i64..end as i64)),
+            Arc::new(FixedSizeListArray::try_new(
+                Arc::clone(&item),
+                dim as i32,
+                Arc::new(Float32Array::from(data[start * dim..end * dim].to_vec())),
+                None,
+            )?),
+            Arc::new(Int64Array::from_iter_values(
+                (start..end).map(|i| (i % 100) as i64),
+            )),
+        ];
+        writer.write(&RecordBatch::try_new(Arc::clone(&schema), columns)?)?;
+    }
+    writer.close()?;
+    println!("{n} rows x {dim}-d written to {}", out.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // the `api` flags, one to one
 async fn bench_api(
     mode: &str,
     vectors: usize,
@@ -655,6 +740,7 @@ async fn bench_api(
     concurrency: usize,
     queries: usize,
     top_k: usize,
+    encoding: &str,
 ) -> Result<()> {
     use rand::{Rng, SeedableRng};
     use serde_json::json;
@@ -705,29 +791,33 @@ async fn bench_api(
     );
 
     // Seeded, clustered data: 100 centres with noise.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-    let centres: Vec<Vec<f32>> = (0..100)
-        .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
-        .collect();
+    let (centres, data) = clustered(vectors, dim);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(43);
     let bodies: Vec<String> = (0..vectors.div_ceil(batch))
         .map(|b| {
-            let rows: Vec<_> = (b * batch..((b + 1) * batch).min(vectors))
-                .map(|id| {
-                    let c = &centres[id % centres.len()];
-                    let v: Vec<f32> = c
-                        .iter()
-                        .map(|x| x + rng.random_range(-0.1f32..0.1))
+            let ids = b * batch..((b + 1) * batch).min(vectors);
+            let vectors = &data[ids.start * dim..ids.end * dim];
+            match encoding {
+                "base64" => Ok(json!({"columns": {
+                    "ids": ids.collect::<Vec<_>>(),
+                    "vectors": floe_core::api::vectors::encode_base64(vectors),
+                }})
+                .to_string()),
+                "json" => {
+                    let rows: Vec<_> = ids
+                        .zip(vectors.chunks_exact(dim))
+                        .map(|(id, v)| json!({"id": id, "vector": v}))
                         .collect();
-                    json!({"id": id, "vector": v})
-                })
-                .collect();
-            json!({ "rows": rows }).to_string()
+                    Ok(json!({ "rows": rows }).to_string())
+                }
+                other => anyhow::bail!("--encoding {other}: json or base64"),
+            }
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let payload_mb = bodies.iter().map(|b| b.len()).sum::<usize>() as f64 / 1e6;
 
     println!(
-        "\nFloe API benchmark, mode {mode}: {vectors} vectors x {dim}-d, batches of {batch}, {concurrency} upserts in flight"
+        "\nFloe API benchmark, mode {mode}: {vectors} vectors x {dim}-d, batches of {batch}, {concurrency} upserts in flight, vectors as {encoding}"
     );
     let start = Instant::now();
     let mut pending = FuturesUnordered::new();
@@ -758,9 +848,10 @@ async fn bench_api(
     let secs = start.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     println!(
-        "upsert to acknowledged: {:.0} vectors/s ({:.1} MB/s of JSON), request p50 {:.1} ms p99 {:.1} ms",
+        "upsert to acknowledged: {:.0} vectors/s ({:.1} MB/s of request bodies, {:.0} bytes per vector), request p50 {:.1} ms p99 {:.1} ms",
         vectors as f64 / secs,
         payload_mb / secs,
+        payload_mb * 1e6 / vectors as f64,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
