@@ -1111,7 +1111,15 @@ async fn exports_write_one_snapshot_as_parquet(s: TestServer) {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(listed.len(), 1);
+    let names: Vec<String> = listed.iter().map(|m| m.location.to_string()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "exports/empty/export.json",
+            "exports/empty/part-00000.parquet"
+        ],
+        "the report is written beside the parts"
+    );
 }
 
 /// Base64 of little-endian f32s: the compact wire form of a vector.

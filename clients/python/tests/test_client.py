@@ -187,3 +187,13 @@ def test_read_modify_write_with_versions_and_patches(client, name):
     assert e.value.field == "rows[0].id"
     c.patch_rows([{"id": 1, "attributes": {"title": None}}])
     assert c.get(1).attributes == {"stock": 4, "title": None}
+
+
+def test_export_reports_its_files(client, name):
+    c = client.create_collection(name, dimension=2, metric="l2")
+    c.upsert(range(5), np.ones((5, 2)))
+    report = c.export(f"{name}/snap", rows_per_file=2)
+    assert report["rows"] == 5 and len(report["files"]) == 3
+    assert report["location"].endswith(f"/exports/{name}/snap")
+    with pytest.raises(floe.ConflictError):
+        c.export(f"{name}/snap")

@@ -1,11 +1,15 @@
 //! Export: every visible row of one consistent snapshot, written as Parquet
 //! files (`id`, `vector`, the attributes: what `floe import` reads) under
-//! `exports/<prefix>/` in the collection's object store.
+//! `exports/<prefix>/` in the collection's object store, then
+//! `export.json` (the report) last: an export without it is unfinished.
+//! Parts stream to the store as multipart uploads, a row group at a time,
+//! so memory stays bounded whatever the file size.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
+use object_store::buffered::BufWriter;
+use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
@@ -19,10 +23,12 @@ use crate::catalog::CollectionConfig;
 use crate::error::{Error, Result};
 use crate::log::Lsn;
 use crate::segment::upsert_schema;
-use crate::storage::{export_part, export_root, put_file};
+use crate::storage::{export_part, export_root, put_create};
 
 /// Rows fetched and encoded at a time.
 const CHUNK_ROWS: usize = 8192;
+/// Rows per Parquet row group: what the writer buffers before it encodes.
+const ROW_GROUP_ROWS: usize = 65_536;
 
 /// What an export wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -84,11 +90,19 @@ impl Floe {
             out.write(&snap, chunk).await?;
         }
         let files = out.finish().await?;
-        Ok(ExportReport {
+        let report = ExportReport {
             lsn: snap.lsn,
             rows: files.iter().map(|f| f.rows).sum(),
             files,
-        })
+        };
+        let marker = object_store::path::Path::from(format!("{root}/export.json"));
+        let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal("export", e))?;
+        if !put_create(self.object_store().as_ref(), &marker, Bytes::from(body)).await? {
+            return Err(Error::ObjectExists {
+                path: marker.to_string(),
+            });
+        }
+        Ok(report)
     }
 }
 
@@ -99,7 +113,7 @@ struct Parts<'a> {
     names: Vec<String>,
     prefix: &'a str,
     rows_per_file: usize,
-    writer: Option<ArrowWriter<Vec<u8>>>,
+    writer: Option<AsyncArrowWriter<BufWriter>>,
     rows_in_file: usize,
     files: Vec<ExportedFile>,
 }
@@ -130,7 +144,7 @@ impl<'a> Parts<'a> {
             let room = self.rows_per_file - self.rows_in_file;
             let end = (start + room).min(rows.len());
             let batch = rows_batch(self.config, &rows[start..end])?;
-            self.writer()?.write(&batch)?;
+            self.writer()?.write(&batch).await?;
             self.rows_in_file += end - start;
             start = end;
             if self.rows_in_file == self.rows_per_file {
@@ -140,13 +154,16 @@ impl<'a> Parts<'a> {
         Ok(())
     }
 
-    fn writer(&mut self) -> Result<&mut ArrowWriter<Vec<u8>>> {
+    fn writer(&mut self) -> Result<&mut AsyncArrowWriter<BufWriter>> {
         if self.writer.is_none() {
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                 .build();
-            self.writer = Some(ArrowWriter::try_new(
-                Vec::new(),
+            let path = export_part(self.prefix, self.files.len());
+            let sink = BufWriter::new(Arc::clone(self.floe.object_store()), path);
+            self.writer = Some(AsyncArrowWriter::try_new(
+                sink,
                 upsert_schema(self.config),
                 Some(props),
             )?);
@@ -157,20 +174,17 @@ impl<'a> Parts<'a> {
     }
 
     async fn flush_file(&mut self) -> Result<()> {
-        let Some(writer) = self.writer.take() else {
+        let Some(mut writer) = self.writer.take() else {
             return Ok(());
         };
-        let bytes = Bytes::from(writer.into_inner()?);
+        // `finish` writes the footer and completes the upload.
+        writer.finish().await?;
+        let bytes = writer.bytes_written();
         let path = export_part(self.prefix, self.files.len());
-        if !put_file(self.floe.object_store().as_ref(), &path, bytes.clone()).await? {
-            return Err(Error::ObjectExists {
-                path: path.to_string(),
-            });
-        }
         self.files.push(ExportedFile {
             path: path.to_string(),
             rows: self.rows_in_file as u64,
-            bytes: bytes.len() as u64,
+            bytes: bytes as u64,
         });
         self.rows_in_file = 0;
         Ok(())

@@ -131,7 +131,7 @@ impl Floe {
         key: Option<RequestKey<'_>>,
         conditions: &[Condition],
     ) -> Result<WriteAck> {
-        let mut rw = ReadThenWrite::new(key, "conditional write", false);
+        let mut rw = ReadThenWrite::new(key, "conditional write", false, rows);
         loop {
             let snap = rw.read(self, c).await?;
             let step = match check_conditions(&snap.visibility(), conditions) {
@@ -176,7 +176,7 @@ impl Floe {
         key: Option<RequestKey<'_>>,
     ) -> Result<WriteAck> {
         let names: Vec<String> = c.config.attributes.iter().map(|a| a.name.clone()).collect();
-        let mut rw = ReadThenWrite::new(key, "patch", false);
+        let mut rw = ReadThenWrite::new(key, "patch", false, patch.ids.len());
         loop {
             let snap = rw.read(self, c).await?;
             let step = match check_conditions(&snap.visibility(), &patch.conditions) {
@@ -213,7 +213,7 @@ impl Floe {
         filter: &Filter,
         key: Option<RequestKey<'_>>,
     ) -> Result<WriteAck> {
-        let mut rw = ReadThenWrite::new(key, "delete by filter", true);
+        let mut rw = ReadThenWrite::new(key, "delete by filter", true, 0);
         loop {
             let snap = rw.read(self, c).await?;
             let matches = scan_matches(&snap, Some(filter))?;
@@ -245,16 +245,19 @@ struct ReadThenWrite<'k> {
     what: &'static str,
     /// The read needs every attribute of indexed segments (filters).
     columns: bool,
+    /// The rows the request writes: what an answer to its retry says.
+    rows: usize,
     attempts: usize,
     last_moved: Option<u64>,
 }
 
 impl<'k> ReadThenWrite<'k> {
-    fn new(key: Option<RequestKey<'k>>, what: &'static str, columns: bool) -> Self {
+    fn new(key: Option<RequestKey<'k>>, what: &'static str, columns: bool, rows: usize) -> Self {
         Self {
             key,
             what,
             columns,
+            rows,
             attempts: 0,
             last_moved: None,
         }
@@ -297,7 +300,7 @@ impl<'k> ReadThenWrite<'k> {
                 // A retry of a write that landed no longer finds what it
                 // expected: answer it as the first time.
                 if let Some(key) = self.key {
-                    match Write::already_written(c, key).await {
+                    match Write::already_written(c, key, self.rows).await {
                         Ok(Some(ack)) => return Some(Ok(ack)),
                         Ok(None) => {}
                         Err(e) => return Some(Err(e)),
@@ -451,13 +454,17 @@ impl<'a> Write<'a> {
 
     /// The acknowledgement of an earlier append of this request, if the
     /// log still remembers it.
-    async fn already_written(c: &Collection, key: RequestKey<'_>) -> Result<Option<WriteAck>> {
+    /// (`rows`: the request's, which the same request id and digest make
+    /// the first write's too).
+    async fn already_written(
+        c: &Collection,
+        key: RequestKey<'_>,
+        rows: usize,
+    ) -> Result<Option<WriteAck>> {
         let log = c.log().await?;
         Ok(log.find_request(key).await?.map(|appended| WriteAck {
             lsn: appended.lsn,
-            // The first write's row count is not kept; what matters to a
-            // retry is its LSN and that nothing was written again.
-            rows: 0,
+            rows,
             duplicate: true,
         }))
     }

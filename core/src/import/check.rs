@@ -345,6 +345,14 @@ fn check_attribute(
             fail(r, name, format!("value out of range for {to}"));
         }
     }
+    if ty == AttributeType::StringList {
+        let lists = cast.as_list::<i32>();
+        for r in 0..lists.len() {
+            if lists.is_valid(r) && lists.value(r).null_count() > 0 {
+                fail(r, name, "a list of strings cannot hold a null".into());
+            }
+        }
+    }
     if ty == AttributeType::F64 {
         let f = cast.as_primitive::<Float64Type>();
         for r in 0..f.len() {
@@ -600,9 +608,17 @@ mod tests {
         let mut tags = ListBuilder::new(StringBuilder::new());
         tags.values().append_value("a");
         tags.append(true);
+        tags.values().append_null();
+        tags.append(true);
         let b = batch(vec![
-            ("key", Arc::new(StringArray::from(vec!["x"])) as ArrayRef),
-            ("emb", vectors(&[Some(vec![1.0, 2.0])])),
+            (
+                "key",
+                Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef,
+            ),
+            (
+                "emb",
+                vectors(&[Some(vec![1.0, 2.0]), Some(vec![1.0, 2.0])]),
+            ),
             ("tags", Arc::new(tags.finish())),
         ]);
         let columns = Columns {
@@ -611,7 +627,16 @@ mod tests {
             ignore_unknown: false,
         };
         let checked = check_batch(&cfg, &columns, 0, &b).unwrap();
-        assert!(checked.errors.is_empty());
+        assert_eq!(checked.rows, vec![0]);
+        assert_eq!(
+            checked
+                .errors
+                .iter()
+                .map(|e| (e.row, e.field.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "tags")],
+            "a null inside a string list is refused, not read as \"\""
+        );
         assert_eq!(
             crate::id::id_at(checked.batch.column(0).as_ref(), 0),
             Id::Str("x".into())

@@ -258,6 +258,20 @@ impl ImportFile {
         options: &ReadOptions,
     ) -> Result<BoxStream<'static, Result<Checked>>> {
         let vectors = self.read_npy_header().await?;
+        if vectors.cols != config.dimension as usize
+            || matches!(
+                vectors.dtype,
+                npy::Dtype::I32 | npy::Dtype::I64 | npy::Dtype::U32 | npy::Dtype::U64
+            )
+        {
+            return Err(Error::invalid(
+                self.name.as_str(),
+                format!(
+                    "vectors must be a 2-D float array of {} columns (the collection's dimension)",
+                    config.dimension
+                ),
+            ));
+        }
         let ids = match &options.npy_ids {
             Some(file) => {
                 let h = file.read_npy_header().await?;
@@ -278,7 +292,7 @@ impl ImportFile {
             None => None,
         };
         let step = options.batch_rows.max(1) as u64;
-        let starts: Vec<u64> = (0..vectors.rows).step_by(step as usize).collect();
+        let starts = (0..vectors.rows.div_ceil(step)).map(move |b| b * step);
         let (config, columns, file, offset) = (
             config.clone(),
             options.columns.clone(),
@@ -356,8 +370,13 @@ impl ImportFile {
     }
 }
 
+/// The longest JSON Lines row: a 16,384-d vector of long decimals and
+/// attributes fit well within it.
+const MAX_LINE_BYTES: usize = 64 << 20;
+
 /// Lines of a JSON Lines file, numbered from 0, blank ones skipped.
 fn lines(file: ImportFile) -> BoxStream<'static, Result<(u64, Vec<u8>)>> {
+    let name = file.name.clone();
     let bytes = stream::once(async move {
         let got = file
             .store
@@ -369,6 +388,8 @@ fn lines(file: ImportFile) -> BoxStream<'static, Result<(u64, Vec<u8>)>> {
     })
     .try_flatten();
     let mut pending: Vec<u8> = Vec::new();
+    // Bytes of `pending` already searched for a newline.
+    let mut scanned = 0usize;
     let mut line_no = 0u64;
     bytes
         .map(Some)
@@ -378,10 +399,24 @@ fn lines(file: ImportFile) -> BoxStream<'static, Result<(u64, Vec<u8>)>> {
             match chunk {
                 Some(Ok(bytes)) => {
                     pending.extend_from_slice(&bytes);
-                    while let Some(at) = pending.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=at).collect();
-                        out.push((line_no, line));
+                    let mut start = 0;
+                    while let Some(at) = pending[scanned..].iter().position(|b| *b == b'\n') {
+                        let end = scanned + at;
+                        out.push((line_no, pending[start..end].to_vec()));
                         line_no += 1;
+                        start = end + 1;
+                        scanned = start;
+                    }
+                    pending.drain(..start);
+                    scanned = pending.len();
+                    if pending.len() > MAX_LINE_BYTES {
+                        return stream::iter(vec![Err(Error::invalid(
+                            name.as_str(),
+                            format!(
+                                "line {} is longer than {MAX_LINE_BYTES} bytes: not JSON Lines?",
+                                line_no + 1
+                            ),
+                        ))]);
                     }
                 }
                 Some(Err(e)) => return stream::iter(vec![Err(e)]),
@@ -425,6 +460,14 @@ fn json_rows(config: &CollectionConfig, lines: &[(u64, Vec<u8>)]) -> Result<Chec
                 continue;
             }
         };
+        if row.if_version.is_some() {
+            errors.push(RowError {
+                row: *line,
+                field: "if_version".into(),
+                message: "conditions are not part of an import; drop the field".into(),
+            });
+            continue;
+        }
         if let Some(first) = seen.get(&row.id) {
             errors.push(RowError {
                 row: *line,

@@ -44,10 +44,18 @@ pub struct Header {
 }
 
 impl Header {
-    /// The byte range of rows `start..end`.
+    /// The byte range of rows `start..end` (within the file: `parse_header`
+    /// checked that every row fits).
     pub fn byte_range(&self, start: u64, end: u64) -> std::ops::Range<u64> {
         let row = (self.cols * self.dtype.size()) as u64;
         self.data_offset + start * row..self.data_offset + end * row
+    }
+
+    /// Bytes of data the shape calls for, if that fits a u64.
+    fn data_bytes(&self) -> Option<u64> {
+        (self.cols as u64)
+            .checked_mul(self.dtype.size() as u64)?
+            .checked_mul(self.rows)
     }
 }
 
@@ -109,7 +117,8 @@ pub fn parse_header(prefix: &[u8], size: u64, file: &str) -> Result<Header> {
         .collect::<Result<_>>()?;
     let (rows, cols) = match dims[..] {
         [rows] => (rows, 1),
-        [rows, cols] => (rows, cols as usize),
+        [rows, cols] if (1..=65_536).contains(&cols) => (rows, cols as usize),
+        [_, cols] => return Err(bad(format!("{cols} columns; vectors have 1 to 65536"))),
         _ => return Err(bad(format!("shape ({shape}); need 1 or 2 dimensions"))),
     };
     let header = Header {
@@ -118,11 +127,10 @@ pub fn parse_header(prefix: &[u8], size: u64, file: &str) -> Result<Header> {
         cols,
         data_offset: (start + len) as u64,
     };
-    if header.byte_range(0, rows).end != size {
+    let data = size.saturating_sub(header.data_offset);
+    if header.data_bytes() != Some(data) || header.data_offset > size {
         return Err(bad(format!(
-            "shape ({shape}) of {descr} needs {} bytes of data, the file has {}",
-            header.byte_range(0, rows).end - header.data_offset,
-            size.saturating_sub(header.data_offset)
+            "shape ({shape}) of {descr} does not match the file's {data} bytes of data"
         )));
     }
     Ok(header)
@@ -215,6 +223,13 @@ mod tests {
         assert_eq!((h.dtype, h.rows, h.cols), (Dtype::I64, 3, 1));
         let short = file("<f4", "(3, 2)", 20);
         assert!(parse_header(&short, short.len() as u64, "v.npy").is_err());
+        let huge = file("<f4", "(4611686018427387904, 4)", 0);
+        assert!(
+            parse_header(&huge, huge.len() as u64, "v.npy").is_err(),
+            "overflow"
+        );
+        let no_columns = file("<f4", "(1000000000000, 0)", 0);
+        assert!(parse_header(&no_columns, no_columns.len() as u64, "v.npy").is_err());
         let big_endian = file(">f4", "(3, 2)", 24);
         assert!(parse_header(&big_endian, big_endian.len() as u64, "v.npy").is_err());
         assert!(parse_header(b"PK\x03\x04 not numpy", 16, "v.npy").is_err());

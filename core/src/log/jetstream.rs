@@ -603,7 +603,8 @@ impl Log for JetStreamLog {
         if last == 0 {
             return Ok(None);
         }
-        let since = async_nats::datetime::now() - self.duplicate_window;
+        // A margin for clocks apart: reading a little more costs little.
+        let since = async_nats::datetime::now() - self.duplicate_window - Duration::from_secs(60);
         let consumer = self
             .stream
             .create_consumer(consumer::pull::Config {

@@ -46,7 +46,11 @@ impl ApiError {
 pub(super) enum Retry {
     /// Reads and writes with a request id: sending twice does no harm.
     Safe,
-    /// Only when nothing was sent (the connection failed).
+    /// A delete: safe to repeat, and a 404 after a retry means the first
+    /// attempt did it.
+    SafeGone,
+    /// Only when nothing was sent (the connection failed); no read
+    /// timeout, since the request may run long (an export).
     IfUnsent,
 }
 
@@ -93,11 +97,15 @@ impl Server {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            if retry == Retry::IfUnsent {
+                request = request.timeout(Duration::from_secs(24 * 3600));
+            }
+            let safe = matches!(retry, Retry::Safe | Retry::SafeGone);
             let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(5)));
             match request.send().await {
                 Err(e) => {
                     let unsent = e.is_connect();
-                    if attempt < self.retries && (unsent || retry == Retry::Safe) {
+                    if attempt < self.retries && (unsent || safe) {
                         attempt += 1;
                         tokio::time::sleep(backoff).await;
                         continue;
@@ -116,7 +124,7 @@ impl Server {
                             | StatusCode::SERVICE_UNAVAILABLE
                             | StatusCode::GATEWAY_TIMEOUT
                     );
-                    if retryable && retry == Retry::Safe && attempt < self.retries {
+                    if retryable && safe && attempt < self.retries {
                         attempt += 1;
                         tokio::time::sleep(backoff).await;
                         continue;
@@ -125,6 +133,9 @@ impl Server {
                     let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                     if status.is_success() {
                         return Ok(value);
+                    }
+                    if status == StatusCode::NOT_FOUND && retry == Retry::SafeGone && attempt > 0 {
+                        return Ok(Value::Null);
                     }
                     return Err(refusal(status, &value, &text));
                 }

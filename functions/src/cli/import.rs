@@ -20,7 +20,7 @@ use floe_core::import::{
 };
 use floe_core::storage::ObjectStoreConfig;
 
-use super::client::{Server, collection_path};
+use super::client::{Retry, Server, collection_path};
 use super::output;
 
 /// What `floe import` was asked.
@@ -154,6 +154,8 @@ pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> any
     let path = format!("{}/upsert", collection_path(&args.collection));
     let mut seen = HashMap::new();
     let mut last_lsn = 0u64;
+    let mut sent_rows = 0usize;
+    let mut new_errors = 0usize;
     for (index, file) in files.iter().enumerate() {
         let batches = file.batches(&config, &options).await?;
         let ctx = Arc::new(Sender {
@@ -166,7 +168,9 @@ pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> any
         let chunks = batches
             .map(|checked| -> anyhow::Result<Checked> {
                 let checked = checked.map_err(|e| anyhow::anyhow!("{}: {e}", file.name))?;
-                Ok(drop_repeated_ids(checked, &mut seen, &options.columns.id)?)
+                let checked = drop_repeated_ids(checked, &mut seen, &options.columns.id)?;
+                new_errors += checked.errors.len();
+                Ok(checked)
             })
             .map_ok(|checked| {
                 let ranges = request_ranges(&checked.batch, args.request_bytes);
@@ -187,10 +191,18 @@ pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> any
             .try_buffer_unordered(args.concurrency.max(1));
         while let Some((rows, lsn)) = sent.try_next().await? {
             bar.inc(rows as u64);
+            sent_rows += rows;
             last_lsn = last_lsn.max(lsn);
         }
     }
     bar.finish_and_clear();
+    if new_errors != report.bad || sent_rows != report.good {
+        bail!(
+            "the files changed between the check and the import: {sent_rows} rows imported (the check found {} good), {new_errors} bad (the check found {})",
+            report.good,
+            report.bad
+        );
+    }
     let seconds = started.elapsed().as_secs_f64();
     let summary = json!({
         "collection": args.collection,
@@ -257,7 +269,11 @@ pub(super) async fn export(server: &Server, args: ExportArgs, as_json: bool) -> 
     let spinner = ProgressBar::new_spinner().with_message(format!("exporting {}", args.collection));
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let path = format!("{}/export", collection_path(&args.collection));
-    let report = server.post(&path, &body).await;
+    // Not repeated once sent: a second export would find the prefix taken
+    // (or race the first), so a lost answer is reported, not retried.
+    let report = server
+        .call(reqwest::Method::POST, &path, Some(&body), Retry::IfUnsent)
+        .await;
     spinner.finish_and_clear();
     let report = report?;
     let location = report["location"].as_str().unwrap_or_default().to_string();

@@ -225,6 +225,14 @@ class AsyncCollection:
                 return None
             raise
 
+    async def export(self, prefix: str, *, consistency: Consistency = None,
+               rows_per_file: Optional[int] = None) -> dict:
+        """Writes every row of one snapshot as Parquet files under
+        ``exports/<prefix>/`` in the server's object store; returns the
+        report (``lsn``, ``rows``, ``files``, ``location``)."""
+        return await self.client.run(calls.export(self.name, prefix, consistency=consistency,
+                                            rows_per_file=rows_per_file))
+
     async def flush(self) -> FlushResult:
         """Writes the log tail into segments and waits."""
         return await self.client.run(calls.flush(self.name))

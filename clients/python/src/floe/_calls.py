@@ -285,6 +285,15 @@ def get_row(name: str, id: Id, consistency: Consistency = None) -> Call:  # noqa
     return Call("GET", path, Row.from_json, params=params)
 
 
+def export(name: str, prefix: str, *, consistency: Consistency = None,
+           rows_per_file: Optional[int] = None) -> Call:
+    body: Dict[str, Any] = {"prefix": prefix, "consistency": _consistency(consistency)}
+    if rows_per_file is not None:
+        body["rows_per_file"] = int(rows_per_file)
+    # Not repeated once sent: a second export would find the prefix taken.
+    return Call("POST", f"{_collection(name)}/export", lambda b: b, body=body, retry_safe=False)
+
+
 def flush(name: str) -> Call:
     return Call("POST", f"{_collection(name)}/flush", lambda b: FlushResult(**b))
 

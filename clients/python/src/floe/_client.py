@@ -239,6 +239,14 @@ class Collection:
                 return None
             raise
 
+    def export(self, prefix: str, *, consistency: Consistency = None,
+               rows_per_file: Optional[int] = None) -> dict:
+        """Writes every row of one snapshot as Parquet files under
+        ``exports/<prefix>/`` in the server's object store; returns the
+        report (``lsn``, ``rows``, ``files``, ``location``)."""
+        return self.client.run(calls.export(self.name, prefix, consistency=consistency,
+                                            rows_per_file=rows_per_file))
+
     def flush(self) -> FlushResult:
         """Writes the log tail into segments and waits."""
         return self.client.run(calls.flush(self.name))
