@@ -448,6 +448,44 @@ fn cli_against_embedded_floe() {
     scans_flush_and_keys(&cli);
 }
 
+/// Requests the server finds too large (413: nothing written) are split
+/// until they fit, and the import still writes every row once.
+#[test]
+fn cli_splits_requests_the_server_finds_too_large() {
+    let (floe, cli, _data) = start(common::vars(&[("FLOE_MAX_REQUEST_BYTES", "20000")]));
+    let files = tempfile::tempdir().unwrap();
+    cli.ok(&[
+        "collections",
+        "create",
+        "films",
+        "--dimension",
+        "4",
+        "--metric",
+        "l2",
+        "--attribute",
+        "year:i64",
+        "--attribute",
+        "tags:string_list",
+    ]);
+    let parquet = files.path().join("films.parquet");
+    write_parquet(&parquet, &(0..3000).collect::<Vec<i64>>(), &|_, _| {});
+    let summary = cli.json(&[
+        "import",
+        "films",
+        parquet.to_str().unwrap(),
+        "--request-bytes",
+        "4000000",
+    ]);
+    assert_eq!(summary["rows"].as_u64(), Some(3000), "{summary}");
+    assert_eq!(cli.rows("films"), 3000);
+    let log_lsn = cli.json(&["collections", "describe", "films"])["stats"]["log_lsn"]
+        .as_u64()
+        .unwrap();
+    // One request of 3,000 rows (~160 KB) halved until each is under 20 KB.
+    assert!(log_lsn >= 8, "the request was split: {log_lsn} writes");
+    drop(floe);
+}
+
 #[test]
 fn cli_imports_from_s3_against_cloud_floe() {
     let env = common::cloud_env("cli");

@@ -9,8 +9,8 @@ import httpx
 
 from . import _calls as calls
 from ._calls import Call, Consistency
-from ._client import _nothing_sent, _settings
-from ._errors import FloeConnectionError, PayloadTooLargeError, error_from_response
+from ._client import _settings
+from ._errors import FloeConnectionError, PayloadTooLargeError
 from ._types import (
     ApiKey,
     BulkWriteResult,
@@ -65,25 +65,17 @@ class AsyncClient:
             try:
                 resp = await self._http.request(call.method, call.path, json=call.body, params=call.params)
             except httpx.TransportError as e:
-                if attempt < self.max_retries and (call.retry_safe or _nothing_sent(e)):
-                    attempt += 1
-                    await asyncio.sleep(calls.backoff(attempt, self.backoff, None))
-                    continue
-                raise FloeConnectionError(f"{call.method} {call.path}: {e!r}") from e
-            status = resp.status_code
-            if status < 400:
-                return call.parse(resp.json())
-            if status == 404 and call.gone_ok and attempt > 0:
-                return call.parse(None)
-            if status in calls.RETRY_STATUSES and call.retry_safe and attempt < self.max_retries:
-                attempt += 1
-                await asyncio.sleep(calls.backoff(attempt, self.backoff, resp.headers.get("retry-after")))
-                continue
-            try:
-                body: Any = resp.json()
-            except ValueError:
-                body = resp.text
-            raise error_from_response(status, body, resp.headers.get("x-request-id"))
+                delay = calls.retry_after_error(call, attempt, self.max_retries, self.backoff, e)
+                if delay is None:
+                    raise FloeConnectionError(f"{call.method} {call.path}: {e!r}") from e
+            else:
+                delay = calls.retry_after_status(call, attempt, self.max_retries, self.backoff,
+                                                 resp.status_code, resp.headers.get("retry-after"))
+                if delay is None:
+                    return calls.outcome(call, attempt, resp.status_code, resp.text,
+                                         resp.headers.get("x-request-id"))
+            attempt += 1
+            await asyncio.sleep(delay)
 
     # ---- collections ----
 

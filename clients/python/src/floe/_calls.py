@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote
 
+import httpx
 import numpy as np
 
+from ._errors import error_from_response
 from ._types import (
     ApiKey,
     BulkWriteResult,
@@ -47,6 +49,38 @@ class Call:
     params: Optional[Dict[str, str]] = None
     retry_safe: bool = True
     gone_ok: bool = False
+
+
+def retry_after_error(call: Call, attempt: int, max_retries: int, base: float,
+                      error: Exception) -> Optional[float]:
+    """Seconds to wait before sending ``call`` again after ``error`` (no
+    answer came), or None to give up."""
+    nothing_sent = isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
+    if attempt < max_retries and (call.retry_safe or nothing_sent):
+        return backoff(attempt + 1, base, None)
+    return None
+
+
+def retry_after_status(call: Call, attempt: int, max_retries: int, base: float, status: int,
+                       retry_after: Optional[str]) -> Optional[float]:
+    """Seconds to wait before sending ``call`` again after an answer with
+    ``status``, or None to take the answer."""
+    if status in RETRY_STATUSES and call.retry_safe and attempt < max_retries:
+        return backoff(attempt + 1, base, retry_after)
+    return None
+
+
+def outcome(call: Call, attempt: int, status: int, text: str, request_id: Optional[str]) -> Any:
+    """What an answer means: the parsed result, or the error it raises."""
+    if status < 400:
+        return call.parse(json.loads(text) if text else None)
+    if status == 404 and call.gone_ok and attempt > 0:
+        return call.parse(None)
+    try:
+        body: Any = json.loads(text)
+    except ValueError:
+        body = text
+    raise error_from_response(status, body, request_id)
 
 
 def backoff(attempt: int, base: float, retry_after: Optional[str]) -> float:

@@ -10,7 +10,7 @@ import httpx
 
 from . import _calls as calls
 from ._calls import Call, Consistency
-from ._errors import FloeConnectionError, PayloadTooLargeError, error_from_response
+from ._errors import FloeConnectionError, PayloadTooLargeError
 from ._types import (
     ApiKey,
     BulkWriteResult,
@@ -32,10 +32,6 @@ def _settings(url: Optional[str], api_key: Optional[str]) -> tuple:
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     return url.rstrip("/"), headers
-
-
-def _nothing_sent(error: Exception) -> bool:
-    return isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
 
 
 class Client:
@@ -80,25 +76,17 @@ class Client:
             try:
                 resp = self._http.request(call.method, call.path, json=call.body, params=call.params)
             except httpx.TransportError as e:
-                if attempt < self.max_retries and (call.retry_safe or _nothing_sent(e)):
-                    attempt += 1
-                    time.sleep(calls.backoff(attempt, self.backoff, None))
-                    continue
-                raise FloeConnectionError(f"{call.method} {call.path}: {e!r}") from e
-            status = resp.status_code
-            if status < 400:
-                return call.parse(resp.json())
-            if status == 404 and call.gone_ok and attempt > 0:
-                return call.parse(None)
-            if status in calls.RETRY_STATUSES and call.retry_safe and attempt < self.max_retries:
-                attempt += 1
-                time.sleep(calls.backoff(attempt, self.backoff, resp.headers.get("retry-after")))
-                continue
-            try:
-                body: Any = resp.json()
-            except ValueError:
-                body = resp.text
-            raise error_from_response(status, body, resp.headers.get("x-request-id"))
+                delay = calls.retry_after_error(call, attempt, self.max_retries, self.backoff, e)
+                if delay is None:
+                    raise FloeConnectionError(f"{call.method} {call.path}: {e!r}") from e
+            else:
+                delay = calls.retry_after_status(call, attempt, self.max_retries, self.backoff,
+                                                 resp.status_code, resp.headers.get("retry-after"))
+                if delay is None:
+                    return calls.outcome(call, attempt, resp.status_code, resp.text,
+                                         resp.headers.get("x-request-id"))
+            attempt += 1
+            time.sleep(delay)
 
     # ---- collections ----
 
