@@ -36,6 +36,26 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The HTTP server of `floe serve`: timeouts, connections, CORS, TLS.
     pub http: HttpSettings,
+    /// How searches of indexed segments work.
+    pub search: SearchSettings,
+}
+
+/// How searches of indexed segments work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchSettings {
+    /// A filter matching at most this many rows of an indexed segment
+    /// scores just those rows from their codes; one matching more probes
+    /// clusters, widening until enough candidates pass.
+    pub exact_filter_rows: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            exact_filter_rows: crate::index::EXACT_FILTER_ROWS,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -50,6 +70,7 @@ impl Default for Settings {
             cache: CacheSettings::default(),
             auth: AuthSettings::default(),
             http: HttpSettings::default(),
+            search: SearchSettings::default(),
         }
     }
 }
@@ -260,6 +281,12 @@ impl Settings {
                 "header_timeout_secs and body_timeout_secs must be positive",
             ));
         }
+        if self.search.exact_filter_rows > 10_000_000 {
+            return Err(Error::invalid(
+                "search.exact_filter_rows",
+                "must be at most 10000000",
+            ));
+        }
         if !(1..=1_000_000).contains(&self.http.max_connections) {
             return Err(Error::invalid(
                 "http.max_connections",
@@ -432,6 +459,9 @@ impl Settings {
         }
         if let Some(v) = num("FLOE_CACHE_DECODED_MB")? {
             s.cache.decoded_mb = v as usize;
+        }
+        if let Some(v) = num("FLOE_EXACT_FILTER_ROWS")? {
+            s.search.exact_filter_rows = v as usize;
         }
         if let Some(v) = num("FLOE_MAX_TOP_K")? {
             s.limits.max_top_k = v as usize;

@@ -122,6 +122,87 @@ async fn load_and_index(floe: &Arc<Floe>, name: &str, vs: &[Vec<f32>], n: u64) -
     report.sealed.len()
 }
 
+/// Filters inside the scan: 0.1% and 1% selective (by default the matching
+/// rows' codes, clusters scaled by selectivity) and broad (probing widens
+/// until enough candidates pass): recall@10 of each at least 0.9.
+async fn filter_recall(
+    floe: &Floe,
+    name: &str,
+    metric: &str,
+    live: &BTreeMap<u64, Vec<f32>>,
+    rng: &mut StdRng,
+) {
+    let (mut rare, mut selective, mut broad) = (0.0, 0.0, 0.0);
+    for _ in 0..10 {
+        let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let want = oracle(metric, &live, &q, 10, &|id| id % 100 == 7);
+        selective += recall(
+            &query(
+                &floe,
+                &name,
+                json!({"vector": q, "top_k": 10, "filter": "cat == 7"}),
+            )
+            .await,
+            &want,
+        );
+        // ids 103, 303, 503, 703, 903: 0.08%.
+        let want = oracle(metric, &live, &q, 10, &|id| {
+            id % 100 == 3 && id % 40 == 23 && id < 1000
+        });
+        rare += recall(
+            &query(
+                &floe,
+                &name,
+                json!({"vector": q, "top_k": 10, "filter": "cat == 3 and year == 2013 and id < 1000"}),
+            )
+            .await,
+            &want,
+        );
+        let want = oracle(metric, &live, &q, 10, &|id| 1990 + (id % 40) > 2000);
+        broad += recall(
+            &query(
+                &floe,
+                &name,
+                json!({"vector": q, "top_k": 10, "filter": "year > 2000"}),
+            )
+            .await,
+            &want,
+        );
+    }
+    assert!(
+        rare / 10.0 >= 0.9,
+        "{metric}: 0.1% filter recall {}",
+        rare / 10.0
+    );
+    assert!(
+        selective / 10.0 >= 0.9,
+        "{metric}: 1% filter recall {}",
+        selective / 10.0
+    );
+    assert!(
+        broad / 10.0 >= 0.9,
+        "{metric}: broad filter recall {}",
+        broad / 10.0
+    );
+}
+
+/// With `search.exact_filter_rows` at 0 every filter takes the widening
+/// path (which filters matching more than 20,000 rows of a segment take at
+/// the default): selective filters keep their recall there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_keep_their_recall_on_the_widening_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.search.exact_filter_rows = 0;
+    let floe = Floe::open(settings).await.unwrap();
+    create(&floe, "widen", "l2", 2000).await;
+    let n = 6000u64;
+    let vs = vectors(n as usize, 1);
+    assert_eq!(load_and_index(&floe, "widen", &vs, n).await, 3);
+    let live: BTreeMap<u64, Vec<f32>> = (0..n).map(|id| (id, vs[id as usize].clone())).collect();
+    filter_recall(&floe, "widen", "l2", &live, &mut StdRng::seed_from_u64(9)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexed_search_reaches_its_recall_for_every_metric() {
     for metric in ["l2", "cosine", "ip"] {
@@ -169,61 +250,7 @@ async fn indexed_search_reaches_its_recall_for_every_metric() {
             "{metric}: probing everything must be exact, got {full}"
         );
 
-        // Filters inside the scan: 0.1% and 1% selective (the matching
-        // rows' codes, clusters scaled by selectivity) and broad (probing
-        // widens until enough candidates pass).
-        let (mut rare, mut selective, mut broad) = (0.0, 0.0, 0.0);
-        for _ in 0..10 {
-            let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-            let want = oracle(metric, &live, &q, 10, &|id| id % 100 == 7);
-            selective += recall(
-                &query(
-                    &floe,
-                    &name,
-                    json!({"vector": q, "top_k": 10, "filter": "cat == 7"}),
-                )
-                .await,
-                &want,
-            );
-            // ids 103, 303, 503, 703, 903: 0.08%.
-            let want = oracle(metric, &live, &q, 10, &|id| {
-                id % 100 == 3 && id % 40 == 23 && id < 1000
-            });
-            rare += recall(
-                &query(
-                    &floe,
-                    &name,
-                    json!({"vector": q, "top_k": 10, "filter": "cat == 3 and year == 2013 and id < 1000"}),
-                )
-                .await,
-                &want,
-            );
-            let want = oracle(metric, &live, &q, 10, &|id| 1990 + (id % 40) > 2000);
-            broad += recall(
-                &query(
-                    &floe,
-                    &name,
-                    json!({"vector": q, "top_k": 10, "filter": "year > 2000"}),
-                )
-                .await,
-                &want,
-            );
-        }
-        assert!(
-            rare / 10.0 >= 0.9,
-            "{metric}: 0.1% filter recall {}",
-            rare / 10.0
-        );
-        assert!(
-            selective / 10.0 >= 0.9,
-            "{metric}: 1% filter recall {}",
-            selective / 10.0
-        );
-        assert!(
-            broad / 10.0 >= 0.9,
-            "{metric}: broad filter recall {}",
-            broad / 10.0
-        );
+        filter_recall(&floe, &name, metric, &live, &mut rng).await;
     }
 }
 

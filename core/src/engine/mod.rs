@@ -142,7 +142,12 @@ impl Floe {
         }
         let entry = self.catalog.get(name).await?;
         let manifests = ManifestStore::new(Arc::clone(&self.store), name, &entry.incarnation);
-        let collection = Arc::new(Collection::new(entry, Arc::clone(&self.logs), manifests));
+        let collection = Arc::new(Collection::new(
+            entry,
+            Arc::clone(&self.logs),
+            manifests,
+            self.settings.search.exact_filter_rows,
+        ));
         let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
         Ok(Arc::clone(
             map.entry(name.to_string()).or_insert(collection),

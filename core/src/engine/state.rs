@@ -60,6 +60,7 @@ impl Collection {
         entry: CatalogEntry,
         logs: Arc<dyn LogProvider>,
         manifests: ManifestStore,
+        exact_filter_rows: usize,
     ) -> Collection {
         let config = entry.config;
         Collection {
@@ -78,7 +79,7 @@ impl Collection {
             trimmed: AtomicU64::new(0),
             compactor_keys: Mutex::new(HashMap::new()),
             purge_checked: Mutex::new(None),
-            filter_masks: Arc::new(FilterMasks::default()),
+            filter_masks: Arc::new(FilterMasks::new(exact_filter_rows)),
             config,
         }
     }

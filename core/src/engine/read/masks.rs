@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::Result;
 use crate::filter::Filter;
-use crate::index::EXACT_FILTER_ROWS;
 
 /// Bytes of masks kept per collection (one byte a row).
 const KEPT_BYTES: usize = 32 * 1024 * 1024;
@@ -17,18 +16,28 @@ const KEPT_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct Mask {
     pub rows: Vec<bool>,
-    /// The matching rows, ascending, when at most [`EXACT_FILTER_ROWS`].
+    /// The matching rows, ascending, when at most `exact_rows` of the
+    /// [`FilterMasks`] (setting `search.exact_filter_rows`).
     pub selected: Option<Vec<u32>>,
 }
 
 /// The most recently used masks of one collection's segments.
-#[derive(Default)]
 pub(crate) struct FilterMasks {
     /// `(segment id, filter, mask)`, least recently used first.
     kept: Mutex<VecDeque<(String, String, Arc<Mask>)>>,
+    /// Up to this many matching rows, a mask lists them (`selected`).
+    exact_rows: usize,
 }
 
 impl FilterMasks {
+    /// Masks listing their rows when at most `exact_rows` match.
+    pub(crate) fn new(exact_rows: usize) -> Self {
+        Self {
+            kept: Mutex::default(),
+            exact_rows,
+        }
+    }
+
     /// The mask of `filter` on segment `segment`: kept, or `evaluate`d and
     /// kept. The lock is not held while evaluating.
     pub(crate) fn get_or_evaluate(
@@ -50,7 +59,7 @@ impl FilterMasks {
         }
         let rows = evaluate()?;
         let matching = rows.iter().filter(|m| **m).count();
-        let selected = (matching <= EXACT_FILTER_ROWS).then(|| {
+        let selected = (matching <= self.exact_rows).then(|| {
             rows.iter()
                 .enumerate()
                 .filter(|(_, m)| **m)

@@ -35,8 +35,9 @@ use crate::catalog::Metric;
 
 /// Recall target of the default (automatic) search.
 pub(super) const DEFAULT_RECALL_TARGET: f32 = 0.95;
-/// Below this many estimated matching rows, a filtered search scans the
-/// matching rows exactly instead of probing more clusters.
+/// The default of `search.exact_filter_rows`: up to this many matching rows
+/// in a segment, a filtered search scores just those rows instead of
+/// probing more clusters.
 pub(crate) const EXACT_FILTER_ROWS: usize = 20_000;
 
 #[derive(Debug, Clone)]
