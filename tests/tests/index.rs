@@ -135,34 +135,34 @@ async fn filter_recall(
     let (mut rare, mut selective, mut broad) = (0.0, 0.0, 0.0);
     for _ in 0..10 {
         let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        let want = oracle(metric, &live, &q, 10, &|id| id % 100 == 7);
+        let want = oracle(metric, live, &q, 10, &|id| id % 100 == 7);
         selective += recall(
             &query(
-                &floe,
-                &name,
+                floe,
+                name,
                 json!({"vector": q, "top_k": 10, "filter": "cat == 7"}),
             )
             .await,
             &want,
         );
         // ids 103, 303, 503, 703, 903: 0.08%.
-        let want = oracle(metric, &live, &q, 10, &|id| {
+        let want = oracle(metric, live, &q, 10, &|id| {
             id % 100 == 3 && id % 40 == 23 && id < 1000
         });
         rare += recall(
             &query(
-                &floe,
-                &name,
+                floe,
+                name,
                 json!({"vector": q, "top_k": 10, "filter": "cat == 3 and year == 2013 and id < 1000"}),
             )
             .await,
             &want,
         );
-        let want = oracle(metric, &live, &q, 10, &|id| 1990 + (id % 40) > 2000);
+        let want = oracle(metric, live, &q, 10, &|id| 1990 + (id % 40) > 2000);
         broad += recall(
             &query(
-                &floe,
-                &name,
+                floe,
+                name,
                 json!({"vector": q, "top_k": 10, "filter": "year > 2000"}),
             )
             .await,
