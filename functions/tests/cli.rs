@@ -14,7 +14,7 @@ use arrow::array::{
     StringBuilder,
 };
 use arrow::datatypes::{Field, Schema};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 mod common;
 use common::Floe;
@@ -388,6 +388,49 @@ fn scans_flush_and_keys(cli: &Cli) {
     assert_eq!(cli.ok(&["collections", "list"]).trim(), "");
 }
 
+/// `--create` makes a missing collection from the first file's shape.
+fn imports_create_collections(cli: &Cli, dir: &Path) {
+    let parquet = dir.join("new.parquet");
+    write_parquet(&parquet, &(0..50).collect::<Vec<i64>>(), &|_, _| {});
+    let err = cli.fails(&["import", "fresh", parquet.to_str().unwrap()]);
+    assert!(err.contains("--create"), "{err}");
+    let summary = cli.json(&[
+        "import",
+        "fresh",
+        parquet.to_str().unwrap(),
+        "--create",
+        "--metric",
+        "l2",
+    ]);
+    assert_eq!(summary["rows"].as_u64(), Some(50), "{summary}");
+    let info = cli.json(&["collections", "describe", "fresh"]);
+    assert_eq!(
+        (&info["dimension"], &info["metric"], &info["id_type"]),
+        (&json!(4), &json!("l2"), &json!("u64")),
+        "{info}"
+    );
+    assert_eq!(
+        info["attributes"],
+        json!([{"name": "year", "type": "i64"}, {"name": "tags", "type": "string_list"}])
+    );
+    let jsonl = dir.join("new.jsonl");
+    std::fs::write(&jsonl, "{\"id\": \"a\", \"vector\": [1, 2, 3], \"attributes\": {\"score\": 0.5, \"seen\": true, \"n\": 3}}\n").unwrap();
+    cli.ok(&["import", "fresh-json", jsonl.to_str().unwrap(), "--create"]);
+    let info = cli.json(&["collections", "describe", "fresh-json"]);
+    assert_eq!(
+        (&info["dimension"], &info["metric"], &info["id_type"]),
+        (&json!(3), &json!("cosine"), &json!("string")),
+        "{info}"
+    );
+    assert_eq!(
+        info["attributes"],
+        json!([{"name": "n", "type": "i64"}, {"name": "score", "type": "f64"}, {"name": "seen", "type": "bool"}])
+    );
+    for name in ["fresh", "fresh-json"] {
+        cli.ok(&["collections", "drop", name, "--yes"]);
+    }
+}
+
 /// An export downloaded and imported into a new collection gives the same
 /// rows back.
 fn export_round_trip(cli: &Cli, dir: &Path) {
@@ -444,6 +487,7 @@ fn cli_against_embedded_floe() {
     let files = tempfile::tempdir().unwrap();
     collections_and_queries(&cli);
     imports(&cli, files.path());
+    imports_create_collections(&cli, files.path());
     export_round_trip(&cli, files.path());
     scans_flush_and_keys(&cli);
 }

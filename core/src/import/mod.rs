@@ -202,6 +202,155 @@ impl ImportFile {
         crate::storage::get_bytes(self.store.as_ref(), &self.path).await
     }
 
+    /// A collection that fits the file's rows, guessed from its first rows:
+    /// dimension, id type and attributes (Parquet: columns of bool, integer,
+    /// float, string or list-of-string types; JSON Lines: the first row's
+    /// attribute values; NumPy: none).
+    pub async fn infer_collection(
+        &self,
+        name: &str,
+        metric: crate::catalog::Metric,
+        columns: &Columns,
+    ) -> Result<CollectionConfig> {
+        use crate::catalog::{AttributeDef, AttributeType, IdType, IndexParams};
+        let (dimension, id_type, attributes) = match self.format {
+            Format::Npy => {
+                let h = self.read_npy_header().await?;
+                (h.cols as u32, IdType::U64, Vec::new())
+            }
+            Format::Parquet => {
+                let source: Arc<dyn RangeSource> = Arc::new(StoreSource(Arc::clone(&self.store)));
+                let parquet = ParquetFile::open(&source, self.path.clone(), self.size, 0)
+                    .await
+                    .map_err(|e| self.unreadable(e))?;
+                let first = parquet
+                    .batches(&source, 16)?
+                    .next()
+                    .await
+                    .transpose()?
+                    .ok_or_else(|| Error::invalid(self.name.as_str(), "the file has no rows"))?;
+                let schema = first.schema();
+                let vectors = first.column_by_name(&columns.vector).ok_or_else(|| {
+                    Error::invalid(
+                        self.name.as_str(),
+                        format!("no column {:?}", columns.vector),
+                    )
+                })?;
+                let dimension = match vectors.data_type() {
+                    DataType::FixedSizeList(_, n) => *n as u32,
+                    _ => {
+                        use arrow::array::Array;
+                        let lists = arrow::compute::cast(
+                            vectors,
+                            &DataType::LargeList(Arc::new(Field::new(
+                                "item",
+                                DataType::Float32,
+                                true,
+                            ))),
+                        )
+                        .map_err(|e| Error::invalid(columns.vector.as_str(), e))?;
+                        let lists = arrow::array::AsArray::as_list::<i64>(&lists);
+                        (!lists.is_empty() && lists.is_valid(0))
+                            .then(|| lists.value(0).len() as u32)
+                            .ok_or_else(|| {
+                                Error::invalid(
+                                    columns.vector.as_str(),
+                                    "the first vector is missing",
+                                )
+                            })?
+                    }
+                };
+                let id_type = match schema.field_with_name(&columns.id).map(|f| f.data_type()) {
+                    Ok(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => IdType::String,
+                    _ => IdType::U64,
+                };
+                let attributes = schema
+                    .fields()
+                    .iter()
+                    .filter(|f| f.name() != &columns.id && f.name() != &columns.vector)
+                    .filter_map(|f| {
+                        let ty = match f.data_type() {
+                            DataType::Boolean => AttributeType::Bool,
+                            t if t.is_integer() => AttributeType::I64,
+                            t if t.is_floating() => AttributeType::F64,
+                            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                                AttributeType::String
+                            }
+                            DataType::List(item) | DataType::LargeList(item)
+                                if matches!(
+                                    item.data_type(),
+                                    DataType::Utf8 | DataType::LargeUtf8
+                                ) =>
+                            {
+                                AttributeType::StringList
+                            }
+                            _ => return None,
+                        };
+                        Some(AttributeDef {
+                            name: f.name().clone(),
+                            ty,
+                        })
+                    })
+                    .collect();
+                (dimension, id_type, attributes)
+            }
+            Format::JsonLines => {
+                let (_, line) = lines(self.clone())
+                    .next()
+                    .await
+                    .transpose()?
+                    .ok_or_else(|| Error::invalid(self.name.as_str(), "the file has no rows"))?;
+                let row: RowIn = serde_json::from_slice(&line)
+                    .map_err(|e| Error::invalid(self.name.as_str(), format!("line 1: {e}")))?;
+                let dimension = match &row.vector {
+                    crate::api::vectors::VectorIn::Numbers(v) => v.len() as u32,
+                    crate::api::vectors::VectorIn::Base64(t) => {
+                        use base64::Engine;
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(t)
+                            .map_err(|e| Error::invalid("vector", format!("line 1: {e}")))?;
+                        (bytes.len() / 4) as u32
+                    }
+                };
+                let id_type = match row.id {
+                    crate::id::Id::Str(_) => IdType::String,
+                    crate::id::Id::U64(_) => IdType::U64,
+                };
+                let mut attributes: Vec<AttributeDef> = row
+                    .attributes
+                    .iter()
+                    .filter_map(|(name, value)| {
+                        use serde_json::Value;
+                        let ty = match value {
+                            Value::Bool(_) => AttributeType::Bool,
+                            Value::Number(n) if n.is_i64() || n.is_u64() => AttributeType::I64,
+                            Value::Number(_) => AttributeType::F64,
+                            Value::String(_) => AttributeType::String,
+                            Value::Array(_) => AttributeType::StringList,
+                            _ => return None,
+                        };
+                        Some(AttributeDef {
+                            name: name.clone(),
+                            ty,
+                        })
+                    })
+                    .collect();
+                attributes.sort_by(|a, b| a.name.cmp(&b.name));
+                (dimension, id_type, attributes)
+            }
+        };
+        let config = CollectionConfig {
+            name: name.to_string(),
+            dimension,
+            metric,
+            id_type,
+            attributes,
+            index: IndexParams::default(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
     fn unreadable(&self, e: impl std::fmt::Display) -> Error {
         Error::invalid(self.name.as_str(), format!("cannot read: {e}"))
     }

@@ -63,12 +63,18 @@ pub(super) struct ImportArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Create the collection if it does not exist, shaped by the first
+    /// file: its dimension, id type and (Parquet, JSON Lines) attributes.
+    #[arg(long)]
+    pub create: bool,
+    /// With --create: l2, cosine or ip.
+    #[arg(long, default_value = "cosine", requires = "create")]
+    pub metric: String,
 }
 
 /// Runs `floe import`.
 pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let config = fetch_config(server, &args.collection).await?;
     let format = args.format.as_deref().map(parse_format).transpose()?;
     let s3 = s3_from_env();
     let mut files = Vec::new();
@@ -79,6 +85,44 @@ pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> any
                 .map_err(anyhow::Error::new)?,
         );
     }
+    let columns = Columns {
+        id: args.id_column.clone(),
+        vector: args.vector_column.clone(),
+        ignore_unknown: args.ignore_unknown_columns,
+    };
+    let config = match fetch_config(server, &args.collection).await? {
+        Some(config) => config,
+        None if !args.create => bail!(
+            "collection {} not found (pass --create to make it from the first file)",
+            args.collection
+        ),
+        None => {
+            let metric = serde_json::from_value(json!(args.metric))
+                .with_context(|| format!("--metric {:?}: l2, cosine or ip", args.metric))?;
+            let config = files[0]
+                .infer_collection(&args.collection, metric, &columns)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", files[0].name))?;
+            let body = json!({"dimension": config.dimension, "metric": config.metric,
+                              "id_type": config.id_type, "attributes": config.attributes});
+            server
+                .call(
+                    reqwest::Method::PUT,
+                    &collection_path(&args.collection),
+                    Some(&body),
+                    Retry::Safe,
+                )
+                .await?;
+            eprintln!(
+                "created {} ({}-d, {}, attributes {})",
+                args.collection,
+                config.dimension,
+                args.metric,
+                serde_json::to_string(&config.attributes).unwrap_or_default()
+            );
+            config
+        }
+    };
     let npy_ids = match &args.ids {
         Some(spec) => {
             if files.len() != 1 || files[0].format != Format::Npy {
@@ -93,11 +137,7 @@ pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> any
         None => None,
     };
     let options = ReadOptions {
-        columns: Columns {
-            id: args.id_column.clone(),
-            vector: args.vector_column.clone(),
-            ignore_unknown: args.ignore_unknown_columns,
-        },
+        columns,
         batch_rows: 8192,
         npy_ids,
         id_offset: args.id_offset,
@@ -411,17 +451,20 @@ fn request_ranges(batch: &RecordBatch, budget: usize) -> Vec<std::ops::Range<usi
     (0..n).step_by(rows).map(|s| s..(s + rows).min(n)).collect()
 }
 
-/// The collection's configuration, from `describe`.
-pub(super) async fn fetch_config(server: &Server, name: &str) -> anyhow::Result<CollectionConfig> {
-    let mut info = server
-        .get(&collection_path(name))
-        .await
-        .map_err(|e| anyhow::anyhow!("collection {name}: {e}"))?;
+/// The collection's configuration, from `describe`; `None` if it does
+/// not exist.
+async fn fetch_config(server: &Server, name: &str) -> anyhow::Result<Option<CollectionConfig>> {
+    let mut info = match server.get(&collection_path(name)).await {
+        Ok(info) => info,
+        Err(e) if e.status() == Some(404) => return Ok(None),
+        Err(e) => return Err(anyhow::anyhow!("collection {name}: {e}")),
+    };
     if let Some(o) = info.as_object_mut() {
         o.remove("incarnation");
         o.remove("stats");
     }
-    serde_json::from_value(info).context("reading the collection's configuration")
+    let config = serde_json::from_value(info).context("reading the collection's configuration")?;
+    Ok(Some(config))
 }
 
 fn parse_format(text: &str) -> anyhow::Result<Format> {
