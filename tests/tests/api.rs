@@ -1111,10 +1111,12 @@ async fn exports_write_one_snapshot_as_parquet(s: TestServer) {
         .try_collect()
         .await
         .unwrap();
-    let names: Vec<String> = listed.iter().map(|m| m.location.to_string()).collect();
+    let mut names: Vec<String> = listed.iter().map(|m| m.location.to_string()).collect();
+    names.sort();
     assert_eq!(
         names,
         vec![
+            "exports/empty/_claim.json",
             "exports/empty/export.json",
             "exports/empty/part-00000.parquet"
         ],

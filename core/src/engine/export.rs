@@ -67,12 +67,24 @@ impl Floe {
         let since = crate::clock::now_ms();
         let mut c = self.collection(name).await?;
         let root = export_root(prefix);
+        // Claim the prefix first, create-only: of two exports to one
+        // prefix, one stops here and neither writes over the other.
         let existing = self
             .object_store()
             .list_with_delimiter(Some(&root))
             .await
             .map_err(|e| Error::store("list", &root, e))?;
-        if !existing.objects.is_empty() || !existing.common_prefixes.is_empty() {
+        let claim = object_store::path::Path::from(format!("{root}/_claim.json"));
+        let started = serde_json::json!({"collection": name, "started_at_ms": since});
+        if !existing.objects.is_empty()
+            || !existing.common_prefixes.is_empty()
+            || !put_create(
+                self.object_store().as_ref(),
+                &claim,
+                Bytes::from(started.to_string()),
+            )
+            .await?
+        {
             return Err(Error::ObjectExists {
                 path: format!("{root}/ (export to a new prefix)"),
             });
@@ -144,7 +156,11 @@ impl<'a> Parts<'a> {
             let room = self.rows_per_file - self.rows_in_file;
             let end = (start + room).min(rows.len());
             let batch = rows_batch(self.config, &rows[start..end])?;
-            self.writer()?.write(&batch).await?;
+            let part = export_part(self.prefix, self.files.len());
+            self.writer()?
+                .write(&batch)
+                .await
+                .map_err(|e| write_error(&part, e))?;
             self.rows_in_file += end - start;
             start = end;
             if self.rows_in_file == self.rows_per_file {
@@ -178,9 +194,9 @@ impl<'a> Parts<'a> {
             return Ok(());
         };
         // `finish` writes the footer and completes the upload.
-        writer.finish().await?;
-        let bytes = writer.bytes_written();
         let path = export_part(self.prefix, self.files.len());
+        writer.finish().await.map_err(|e| write_error(&path, e))?;
+        let bytes = writer.bytes_written();
         self.files.push(ExportedFile {
             path: path.to_string(),
             rows: self.rows_in_file as u64,
@@ -198,5 +214,22 @@ impl<'a> Parts<'a> {
             self.flush_file().await?;
         }
         Ok(self.files)
+    }
+}
+
+/// A failed part write as what it is: the object store's error (retryable
+/// or not) when the upload failed, a Parquet error otherwise.
+fn write_error(path: &object_store::path::Path, e: parquet::errors::ParquetError) -> Error {
+    use parquet::errors::ParquetError;
+    match e {
+        ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
+            Ok(io) => match io.into_inner().map(|i| i.downcast::<object_store::Error>()) {
+                Some(Ok(store)) => Error::store("put", path, *store),
+                Some(Err(other)) => Error::io(path, std::io::Error::other(other)),
+                None => Error::io(path, std::io::Error::other("write failed")),
+            },
+            Err(other) => Error::Parquet(ParquetError::External(other)),
+        },
+        other => Error::Parquet(other),
     }
 }

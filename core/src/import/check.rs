@@ -364,9 +364,15 @@ fn check_attribute(
     Ok(cast)
 }
 
-/// The error of a row whose id an earlier row had.
-pub(crate) fn duplicate_message(id: &Id, first_row: u64) -> String {
-    format!("duplicate id {id} (first at row {first_row}); an import writes each id once")
+/// The error of a row whose id an earlier row had; `lines`: the file
+/// counts lines from 1 (JSON Lines), not rows from 0.
+pub(crate) fn duplicate_message(id: &Id, first_row: u64, lines: bool) -> String {
+    let first = if lines {
+        format!("line {}", first_row + 1)
+    } else {
+        format!("row {first_row}")
+    };
+    format!("duplicate id {id} (first at {first}); an import writes each id once")
 }
 
 /// Drops the rows of `checked` whose id an earlier row of the import
@@ -376,6 +382,7 @@ pub fn drop_repeated_ids(
     checked: Checked,
     seen: &mut std::collections::HashMap<Id, u64>,
     id_field: &str,
+    lines: bool,
 ) -> Result<Checked> {
     let ids = checked.batch.column(0);
     let mut keep = Vec::with_capacity(ids.len());
@@ -388,7 +395,7 @@ pub fn drop_repeated_ids(
                 errors.push(RowError {
                     row,
                     field: id_field.to_string(),
-                    message: duplicate_message(first.key(), *first.get()),
+                    message: duplicate_message(first.key(), *first.get(), lines),
                 });
                 keep.push(false);
             }
@@ -585,9 +592,9 @@ mod tests {
             ]);
             check_batch(&config(), &Columns::default(), first, &b).unwrap()
         };
-        let a = drop_repeated_ids(make(vec![1, 2], 0), &mut seen, "id").unwrap();
+        let a = drop_repeated_ids(make(vec![1, 2], 0), &mut seen, "id", false).unwrap();
         assert!(a.errors.is_empty());
-        let b = drop_repeated_ids(make(vec![3, 1], 2), &mut seen, "id").unwrap();
+        let b = drop_repeated_ids(make(vec![3, 1], 2), &mut seen, "id", false).unwrap();
         assert_eq!(b.rows, vec![2]);
         assert_eq!(b.errors.len(), 1);
         assert!(

@@ -621,7 +621,7 @@ fn json_rows(config: &CollectionConfig, lines: &[(u64, Vec<u8>)]) -> Result<Chec
             errors.push(RowError {
                 row: *line,
                 field: "id".into(),
-                message: check::duplicate_message(&row.id, *first),
+                message: check::duplicate_message(&row.id, *first, true),
             });
             continue;
         }

@@ -155,7 +155,12 @@ pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> any
         let mut batches = file.batches(&config, &options).await?;
         while let Some(checked) = batches.next().await {
             let checked = checked.map_err(|e| anyhow::anyhow!("{}: {e}", file.name))?;
-            let checked = drop_repeated_ids(checked, &mut seen, &options.columns.id)?;
+            let checked = drop_repeated_ids(
+                checked,
+                &mut seen,
+                &options.columns.id,
+                file.format == Format::JsonLines,
+            )?;
             spinner.inc((checked.rows.len() + checked.errors.len()) as u64);
             report.add(file, checked.rows.len(), checked.errors, args.max_errors);
         }
@@ -208,8 +213,21 @@ pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> any
         let chunks = batches
             .map(|checked| -> anyhow::Result<Checked> {
                 let checked = checked.map_err(|e| anyhow::anyhow!("{}: {e}", file.name))?;
-                let checked = drop_repeated_ids(checked, &mut seen, &options.columns.id)?;
+                let checked = drop_repeated_ids(
+                checked,
+                &mut seen,
+                &options.columns.id,
+                file.format == Format::JsonLines,
+            )?;
                 new_errors += checked.errors.len();
+                // The check found no bad row, so one now means the file
+                // changed: stop before sending any of this batch.
+                if new_errors > report.bad && !args.skip_bad_rows {
+                    bail!(
+                        "{}: the file changed between the check and the import (a bad row appeared); rows before it may have been imported",
+                        file.name
+                    );
+                }
                 Ok(checked)
             })
             .map_ok(|checked| {

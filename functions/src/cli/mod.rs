@@ -259,7 +259,12 @@ async fn client_command(server: &Server, command: Command, as_json: bool) -> any
                 bail!("dropping {name} deletes all its data: pass --yes to confirm");
             }
             let v = server
-                .call(Method::DELETE, &collection_path(&name), None, Retry::Safe)
+                .call(
+                    Method::DELETE,
+                    &collection_path(&name),
+                    None,
+                    Retry::SafeGone,
+                )
                 .await?;
             print(&v, &|_| println!("dropped {name}"));
         }

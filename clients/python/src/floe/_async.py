@@ -63,7 +63,8 @@ class AsyncClient:
         attempt = 0
         while True:
             try:
-                resp = await self._http.request(call.method, call.path, json=call.body, params=call.params)
+                resp = await self._http.request(call.method, call.path, json=call.body, params=call.params,
+                                              timeout=call.timeout)
             except httpx.TransportError as e:
                 delay = calls.retry_after_error(call, attempt, self.max_retries, self.backoff, e)
                 if delay is None:

@@ -49,6 +49,8 @@ class Call:
     params: Optional[Dict[str, str]] = None
     retry_safe: bool = True
     gone_ok: bool = False
+    # The client's timeout unless set; None waits as long as it takes.
+    timeout: Any = httpx.USE_CLIENT_DEFAULT
 
 
 def retry_after_error(call: Call, attempt: int, max_retries: int, base: float,
@@ -324,8 +326,10 @@ def export(name: str, prefix: str, *, consistency: Consistency = None,
     body: Dict[str, Any] = {"prefix": prefix, "consistency": _consistency(consistency)}
     if rows_per_file is not None:
         body["rows_per_file"] = int(rows_per_file)
-    # Not repeated once sent: a second export would find the prefix taken.
-    return Call("POST", f"{_collection(name)}/export", lambda b: b, body=body, retry_safe=False)
+    # Not repeated once sent (a second export would find the prefix taken),
+    # and waited for however long it takes: the server answers when done.
+    return Call("POST", f"{_collection(name)}/export", lambda b: b, body=body, retry_safe=False,
+                timeout=None)
 
 
 def flush(name: str) -> Call:

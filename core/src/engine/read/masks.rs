@@ -21,6 +21,13 @@ pub(crate) struct Mask {
     pub selected: Option<Vec<u32>>,
 }
 
+impl Mask {
+    /// What it holds in memory: a byte a row, four per listed row.
+    fn bytes(&self) -> usize {
+        self.rows.len() + self.selected.as_ref().map_or(0, |s| s.len() * 4)
+    }
+}
+
 /// The most recently used masks of one collection's segments.
 pub(crate) struct FilterMasks {
     /// `(segment id, filter, mask)`, least recently used first.
@@ -69,10 +76,10 @@ impl FilterMasks {
         let mask = Arc::new(Mask { rows, selected });
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.push_back((segment.to_string(), key, Arc::clone(&mask)));
-        let mut bytes: usize = kept.iter().map(|(_, _, m)| m.rows.len()).sum();
+        let mut bytes: usize = kept.iter().map(|(_, _, m)| m.bytes()).sum();
         while bytes > KEPT_BYTES && kept.len() > 1 {
             if let Some((_, _, old)) = kept.pop_front() {
-                bytes -= old.rows.len();
+                bytes -= old.bytes();
             }
         }
         Ok(mask)
