@@ -2,8 +2,9 @@
 //! files (`id`, `vector`, the attributes: what `floe import` reads) under
 //! `exports/<prefix>/` in the collection's object store, then
 //! `export.json` (the report) last: an export without it is unfinished.
-//! Parts stream to the store as multipart uploads, a row group at a time,
-//! so memory stays bounded whatever the file size.
+//! Parts stream to the store as multipart uploads, a row group (32 MiB of
+//! vectors) at a time, so memory stays bounded whatever the file size; one
+//! export runs at a time per process.
 
 use std::sync::Arc;
 
@@ -27,8 +28,9 @@ use crate::storage::{export_part, export_root, put_create};
 
 /// Rows fetched and encoded at a time.
 const CHUNK_ROWS: usize = 8192;
-/// Rows per Parquet row group: what the writer buffers before it encodes.
-const ROW_GROUP_ROWS: usize = 65_536;
+/// Bytes of vectors per Parquet row group: what the writer buffers before
+/// it encodes, so its rows shrink as the dimension grows.
+const ROW_GROUP_VECTOR_BYTES: usize = 32 << 20;
 
 /// What an export wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +68,11 @@ impl Floe {
     ) -> Result<ExportReport> {
         let since = crate::clock::now_ms();
         let mut c = self.collection(name).await?;
+        let _turn = self
+            .exports
+            .acquire()
+            .await
+            .map_err(|e| Error::internal("export", e))?;
         let root = export_root(prefix);
         // Claim the prefix first, create-only: of two exports to one
         // prefix, one stops here and neither writes over the other.
@@ -174,7 +181,9 @@ impl<'a> Parts<'a> {
         if self.writer.is_none() {
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                .set_max_row_group_row_count(Some(
+                    (ROW_GROUP_VECTOR_BYTES / (self.config.dimension as usize * 4)).max(1024),
+                ))
                 .build();
             let path = export_part(self.prefix, self.files.len());
             let sink = BufWriter::new(Arc::clone(self.floe.object_store()), path);

@@ -60,6 +60,9 @@ pub struct Floe {
     /// Where object-created events go in-process (`floe serve`); on Lambda
     /// S3 notifications deliver them instead.
     events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    /// One export at a time per process: each holds a row group of its
+    /// part in memory; others wait their turn.
+    exports: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Floe {
@@ -97,6 +100,7 @@ impl Floe {
             collections: Mutex::default(),
             cache: tokio::sync::OnceCell::new(),
             events: Mutex::default(),
+            exports: tokio::sync::Semaphore::new(1),
         })
     }
 
