@@ -15,7 +15,7 @@ use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, UInt64Type};
 use crate::catalog::{AttributeType, CollectionConfig, IdType};
 use crate::error::{Error, Result};
 use crate::id::{Id, MAX_STRING_ID_BYTES};
-use crate::segment::upsert_schema;
+use crate::segment::{attribute_data_type, upsert_schema};
 
 /// Which file columns hold the id and the vector; every other column must
 /// be one of the collection's attributes.
@@ -116,7 +116,7 @@ pub fn check_batch(
     for attr in &config.attributes {
         attributes.push(match batch.column_by_name(&attr.name) {
             Some(values) => check_attribute(&attr.name, attr.ty, values, &mut fail)?,
-            None => arrow::array::new_null_array(&attribute_type(attr.ty), n),
+            None => arrow::array::new_null_array(&attribute_data_type(attr.ty), n),
         });
     }
 
@@ -139,19 +139,6 @@ pub fn check_batch(
         rows: good.iter().map(|&r| first_row + u64::from(r)).collect(),
         errors: errors.into_iter().flatten().collect(),
     })
-}
-
-/// The Arrow type an attribute is stored as.
-fn attribute_type(ty: AttributeType) -> DataType {
-    match ty {
-        AttributeType::Bool => DataType::Boolean,
-        AttributeType::I64 => DataType::Int64,
-        AttributeType::F64 => DataType::Float64,
-        AttributeType::String => DataType::Utf8,
-        AttributeType::StringList => {
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
-        }
-    }
 }
 
 /// Casts `values` to `to`; a value the cast cannot carry becomes null (the
@@ -314,7 +301,7 @@ fn check_attribute(
     values: &ArrayRef,
     fail: &mut Fail<'_>,
 ) -> Result<ArrayRef> {
-    let to = attribute_type(ty);
+    let to = attribute_data_type(ty);
     let compatible = match ty {
         AttributeType::Bool => values.data_type() == &DataType::Boolean,
         AttributeType::I64 => values.data_type().is_integer(),

@@ -11,6 +11,7 @@ mod source;
 mod writer;
 
 pub use reader::{ParquetFile, read_whole, row_ranges};
+pub(crate) use schema::attribute_data_type;
 pub use schema::{
     COL_ID, COL_LSN, COL_VECTOR, check_batch, delete_schema, indexed_data_schema, segment_schema,
     upsert_schema, with_lsn,

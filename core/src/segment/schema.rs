@@ -43,18 +43,22 @@ pub fn segment_schema(config: &CollectionConfig) -> SchemaRef {
         Field::new(COL_LSN, DataType::UInt64, false),
     ];
     for attr in &config.attributes {
-        let ty = match attr.ty {
-            AttributeType::Bool => DataType::Boolean,
-            AttributeType::I64 => DataType::Int64,
-            AttributeType::F64 => DataType::Float64,
-            AttributeType::String => DataType::Utf8,
-            AttributeType::StringList => {
-                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
-            }
-        };
-        fields.push(Field::new(&attr.name, ty, true));
+        fields.push(Field::new(&attr.name, attribute_data_type(attr.ty), true));
     }
     Arc::new(Schema::new(fields))
+}
+
+/// The Arrow type an attribute is stored as.
+pub(crate) fn attribute_data_type(ty: AttributeType) -> DataType {
+    match ty {
+        AttributeType::Bool => DataType::Boolean,
+        AttributeType::I64 => DataType::Int64,
+        AttributeType::F64 => DataType::Float64,
+        AttributeType::String => DataType::Utf8,
+        AttributeType::StringList => {
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+        }
+    }
 }
 
 /// The schema of upserted rows in the log: the segment schema without `_lsn`.
