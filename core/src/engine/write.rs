@@ -43,12 +43,14 @@ impl Floe {
         check: impl FnOnce(&CollectionConfig) -> Result<Upsert>,
     ) -> Result<WriteAck> {
         let since = now_ms();
-        let mut c = self.collection(name).await?;
+        let c = self.collection(name).await?;
         let request = check(&c.config)?;
         let record = LogRecord::Upsert(request.rows);
         if request.conditions.is_empty() {
-            let write = Write::record(&record, request.request_id.as_deref())?;
-            return self.append_current(&c, since, &write).await;
+            let write = &Write::record(&record, request.request_id.as_deref())?;
+            return self
+                .on_current_since(c, since, |c| async move { write.append(&c).await })
+                .await;
         }
         let payload = record.encode()?;
         let conditions = &request.conditions;
@@ -60,14 +62,11 @@ impl Floe {
                 &serde_json::to_vec(conditions).unwrap_or_default(),
             ]),
         });
-        let rows = record.num_rows();
-        match self.append_if(&c, &payload, rows, key, conditions).await {
-            Err(Error::CollectionNotFound(_)) => {
-                c = self.reopen(&c, since).await?;
-                self.append_if(&c, &payload, rows, key, conditions).await
-            }
-            other => other,
-        }
+        let (payload, rows) = (&payload, record.num_rows());
+        self.on_current_since(c, since, |c| async move {
+            self.append_if(&c, payload, rows, key, conditions).await
+        })
+        .await
     }
 
     /// Appends a delete of the given ids, or of every row the filter
@@ -80,44 +79,44 @@ impl Floe {
         check: impl FnOnce(&CollectionConfig) -> Result<Delete>,
     ) -> Result<WriteAck> {
         let since = now_ms();
-        let mut c = self.collection(name).await?;
+        let c = self.collection(name).await?;
         let request = check(&c.config)?;
         let request_id = request.request_id.as_deref();
         match request.target {
             DeleteTarget::Ids(ids) => {
-                let write = Write::record(&LogRecord::Delete(ids), request_id)?;
-                self.append_current(&c, since, &write).await
+                let write = &Write::record(&LogRecord::Delete(ids), request_id)?;
+                self.on_current_since(c, since, |c| async move { write.append(&c).await })
+                    .await
             }
             DeleteTarget::Filter { filter, text } => {
                 let key = request_id.map(|id| RequestKey {
                     id,
                     digest: digest(&[b"delete filter", text.as_bytes()]),
                 });
-                match self.delete_matching(&c, &filter, key).await {
-                    Err(Error::CollectionNotFound(_)) => {
-                        c = self.reopen(&c, since).await?;
-                        self.delete_matching(&c, &filter, key).await
-                    }
-                    other => other,
-                }
+                let filter = &filter;
+                self.on_current_since(c, since, |c| async move {
+                    self.delete_matching(&c, filter, key).await
+                })
+                .await
             }
         }
     }
 
-    /// Appends to `c`'s log, or, if `c` turns out to be dropped, to the
-    /// name's new incarnation when `reopen` lets the write (started at
-    /// `since_ms`) go on there.
-    async fn append_current(
+    /// Runs a write on `c`, or, if `c` turns out to be dropped, once more
+    /// on the name's new incarnation when `reopen` lets the write (started
+    /// at `since_ms`) go on there.
+    async fn on_current_since<T, F, Fut>(
         &self,
-        c: &Collection,
+        c: Arc<Collection>,
         since_ms: u64,
-        write: &Write<'_>,
-    ) -> Result<WriteAck> {
-        match write.append(c).await {
-            Err(Error::CollectionNotFound(_)) => {
-                let fresh = self.reopen(c, since_ms).await?;
-                write.append(&fresh).await
-            }
+        write: F,
+    ) -> Result<T>
+    where
+        F: Fn(Arc<Collection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match write(Arc::clone(&c)).await {
+            Err(Error::CollectionNotFound(_)) => write(self.reopen(&c, since_ms).await?).await,
             other => other,
         }
     }
@@ -154,19 +153,16 @@ impl Floe {
         check: impl FnOnce(&CollectionConfig) -> Result<Patch>,
     ) -> Result<WriteAck> {
         let since = now_ms();
-        let mut c = self.collection(name).await?;
-        let patch = check(&c.config)?;
+        let c = self.collection(name).await?;
+        let patch = &check(&c.config)?;
         let key = patch.request_id.as_deref().map(|id| RequestKey {
             id,
             digest: patch.digest,
         });
-        match self.patch_rows(&c, &patch, key).await {
-            Err(Error::CollectionNotFound(_)) => {
-                c = self.reopen(&c, since).await?;
-                self.patch_rows(&c, &patch, key).await
-            }
-            other => other,
-        }
+        self.on_current_since(c, since, |c| async move {
+            self.patch_rows(&c, patch, key).await
+        })
+        .await
     }
 
     async fn patch_rows(
