@@ -458,35 +458,63 @@ impl JetStreamLog {
         Ok(info.state)
     }
 
-    /// Up to `max_records` records from `from` on, through an ephemeral consumer.
-    async fn fetch(&self, from: Lsn, max_records: usize) -> Result<Vec<LogEntry>> {
-        let max_records = max_records.max(1);
-        // An ephemeral, unacknowledged consumer starting at `from`; the server
-        // removes it after it has been idle for a while.
-        let consumer = self
-            .stream
+    /// An ephemeral, unacknowledged consumer from `deliver_policy` on (the
+    /// server removes it after it has been idle for a while);
+    /// `headers_only` leaves the payloads out.
+    async fn ephemeral_consumer(
+        &self,
+        deliver_policy: consumer::DeliverPolicy,
+        headers_only: bool,
+    ) -> Result<consumer::Consumer<consumer::pull::Config>> {
+        self.stream
             .create_consumer(consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                },
+                deliver_policy,
                 ack_policy: consumer::AckPolicy::None,
+                headers_only,
                 inactive_threshold: Duration::from_secs(30),
                 memory_storage: true,
                 ..Default::default()
             })
             .await
-            .map_err(|e| stream_error("create consumer", &self.name, &self.collection, e))?;
+            .map_err(|e| stream_error("create consumer", &self.name, &self.collection, e))
+    }
+
+    /// The consumer's next messages, at most `max`; none at the end.
+    async fn next_messages(
+        consumer: &consumer::Consumer<consumer::pull::Config>,
+        max: usize,
+        op: &'static str,
+    ) -> Result<Vec<jetstream::Message>> {
+        consumer
+            .fetch()
+            .max_messages(max)
+            .messages()
+            .await
+            .map_err(|e| Error::log(op, e))?
+            .try_collect()
+            .await
+            .map_err(|e| Error::log(op, e))
+    }
+
+    /// Removes an ephemeral consumer now rather than when it idles out.
+    async fn drop_consumer(&self, consumer: &consumer::Consumer<consumer::pull::Config>) {
+        let _ = self
+            .stream
+            .delete_consumer(consumer.cached_info().name.as_str())
+            .await;
+    }
+
+    /// Up to `max_records` records from `from` on, through an ephemeral consumer.
+    async fn fetch(&self, from: Lsn, max_records: usize) -> Result<Vec<LogEntry>> {
+        let max_records = max_records.max(1);
+        let start = consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        };
+        let consumer = self.ephemeral_consumer(start, false).await?;
         let mut entries = Vec::new();
         while entries.len() < max_records {
-            let batch: Vec<_> = consumer
-                .fetch()
-                .max_messages(max_records - entries.len())
-                .messages()
-                .await
-                .map_err(|e| Error::log("fetch", e))?
-                .try_collect()
-                .await
-                .map_err(|e| Error::log("fetch", e))?;
+            let batch =
+                Self::next_messages(&consumer, max_records - entries.len(), "fetch").await?;
             if batch.is_empty() {
                 break;
             }
@@ -498,10 +526,7 @@ impl JetStreamLog {
                 });
             }
         }
-        let _ = self
-            .stream
-            .delete_consumer(consumer.cached_info().name.as_str())
-            .await;
+        self.drop_consumer(&consumer).await;
         Ok(entries)
     }
 
@@ -605,29 +630,11 @@ impl Log for JetStreamLog {
         }
         // A margin for clocks apart: reading a little more costs little.
         let since = async_nats::datetime::now() - self.duplicate_window - Duration::from_secs(60);
-        let consumer = self
-            .stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: since },
-                ack_policy: consumer::AckPolicy::None,
-                headers_only: true,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| stream_error("create consumer", &self.name, &self.collection, e))?;
+        let start = consumer::DeliverPolicy::ByStartTime { start_time: since };
+        let consumer = self.ephemeral_consumer(start, true).await?;
         let mut found = None;
         'scan: loop {
-            let batch: Vec<_> = consumer
-                .fetch()
-                .max_messages(1000)
-                .messages()
-                .await
-                .map_err(|e| Error::log("find request", e))?
-                .try_collect()
-                .await
-                .map_err(|e| Error::log("find request", e))?;
+            let batch = Self::next_messages(&consumer, 1000, "find request").await?;
             if batch.is_empty() {
                 break;
             }
@@ -650,10 +657,7 @@ impl Log for JetStreamLog {
                 }
             }
         }
-        let _ = self
-            .stream
-            .delete_consumer(consumer.cached_info().name.as_str())
-            .await;
+        self.drop_consumer(&consumer).await;
         match found {
             None => Ok(None),
             Some((_, Some(d))) if d != format!("{:016x}", request.digest) => {
