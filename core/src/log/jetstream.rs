@@ -631,10 +631,20 @@ impl Log for JetStreamLog {
         // A margin for clocks apart: reading a little more costs little.
         let since = async_nats::datetime::now() - self.duplicate_window - Duration::from_secs(60);
         let start = consumer::DeliverPolicy::ByStartTime { start_time: since };
-        let consumer = self.ephemeral_consumer(start, true).await?;
+        // Each request to NATS within the timeout, as for every other call.
+        let consumer = self
+            .nats
+            .call("find request", self.ephemeral_consumer(start, true))
+            .await?;
         let mut found = None;
         'scan: loop {
-            let batch = Self::next_messages(&consumer, 1000, "find request").await?;
+            let batch = self
+                .nats
+                .call(
+                    "find request",
+                    Self::next_messages(&consumer, 1000, "find request"),
+                )
+                .await?;
             if batch.is_empty() {
                 break;
             }
