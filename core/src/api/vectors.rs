@@ -20,12 +20,6 @@ pub enum VectorIn {
     Base64(String),
 }
 
-impl From<Vec<f64>> for VectorIn {
-    fn from(v: Vec<f64>) -> Self {
-        VectorIn::Numbers(v)
-    }
-}
-
 impl VectorIn {
     /// Its components as `f32`s: exactly `dim` of them, all finite, or an
     /// error naming `field` (`field[i]` for a bad component).

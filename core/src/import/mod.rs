@@ -78,17 +78,6 @@ pub struct ReadOptions {
     pub id_offset: u64,
 }
 
-impl Default for ReadOptions {
-    fn default() -> Self {
-        Self {
-            columns: Columns::default(),
-            batch_rows: 8192,
-            npy_ids: None,
-            id_offset: 0,
-        }
-    }
-}
-
 /// The files `spec` names: a local path or `s3://bucket/key`, whose last
 /// segment may hold `*` wildcards (`s3://b/exports/*.parquet`). S3 access
 /// uses `s3` (endpoint, region, credentials) with the bucket from `spec`.
