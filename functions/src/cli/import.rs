@@ -314,12 +314,7 @@ pub(super) struct ExportArgs {
 
 /// Runs `floe export`.
 pub(super) async fn export(server: &Server, args: ExportArgs, as_json: bool) -> anyhow::Result<()> {
-    let consistency = match args.consistency.as_str() {
-        "strong" | "eventual" => json!(args.consistency),
-        lsn => json!({"at_least_lsn": lsn.parse::<u64>().with_context(|| {
-            format!("--consistency {lsn:?}: expected strong, eventual or an lsn")
-        })?}),
-    };
+    let consistency = super::consistency(&args.consistency)?;
     let mut body = json!({"prefix": args.prefix, "consistency": consistency});
     if let Some(n) = args.rows_per_file {
         body["rows_per_file"] = json!(n);

@@ -415,12 +415,7 @@ fn describe(v: &Value) {
 async fn query(server: &Server, args: QueryArgs, as_json: bool) -> anyhow::Result<()> {
     let mut body = json!({"top_k": args.top_k, "include_vector": args.include_vector,
                           "explain": args.explain});
-    body["consistency"] = match args.consistency.as_str() {
-        "strong" | "eventual" => json!(args.consistency),
-        lsn => json!({"at_least_lsn": lsn.parse::<u64>().with_context(|| {
-            format!("--consistency {lsn:?}: expected strong, eventual or an lsn")
-        })?}),
-    };
+    body["consistency"] = consistency(&args.consistency)?;
     if let Some(v) = &args.vector {
         let vector: Value =
             serde_json::from_str(v).context("--vector: expected a JSON array of numbers")?;
@@ -470,6 +465,17 @@ async fn query(server: &Server, args: QueryArgs, as_json: bool) -> anyhow::Resul
         output::json(&v["explain"]);
     }
     Ok(())
+}
+
+/// `--consistency` as the API takes it: `strong`, `eventual`, or an lsn
+/// (a write token) as `{"at_least_lsn": N}`.
+fn consistency(text: &str) -> anyhow::Result<Value> {
+    Ok(match text {
+        "strong" | "eventual" => json!(text),
+        lsn => json!({"at_least_lsn": lsn.parse::<u64>().with_context(|| {
+            format!("--consistency {lsn:?}: expected strong, eventual or an lsn")
+        })?}),
+    })
 }
 
 /// `1,2,3` as u64 ids, or strings when any is not a number.
