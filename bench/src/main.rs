@@ -597,6 +597,7 @@ fn segment(id: String) -> SegmentEntry {
         sealed: false,
         index: None,
         footer_bytes: 0,
+        rows_lsn: None,
     }
 }
 

@@ -47,6 +47,14 @@ pub enum Error {
     #[error("collection {0:?} not found")]
     CollectionNotFound(String),
 
+    /// No import job with this id.
+    #[error("import {0:?} not found")]
+    ImportNotFound(String),
+
+    /// An import job with this id exists with another source or options.
+    #[error("import {job:?} exists with other options: {detail}")]
+    ImportExists { job: String, detail: String },
+
     /// A create with another configuration than the existing collection's.
     #[error("collection {name:?} already exists with a different configuration")]
     CollectionExists { name: String },
@@ -148,10 +156,12 @@ impl Error {
             Error::Invalid { .. } | Error::RecordTooLarge { .. } => ErrorKind::BadRequest,
             Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Error::Forbidden(_) => ErrorKind::Forbidden,
-            Error::CollectionNotFound(_) | Error::KeyNotFound(_) | Error::RowNotFound { .. } => {
-                ErrorKind::NotFound
-            }
+            Error::CollectionNotFound(_)
+            | Error::KeyNotFound(_)
+            | Error::ImportNotFound(_)
+            | Error::RowNotFound { .. } => ErrorKind::NotFound,
             Error::CollectionExists { .. }
+            | Error::ImportExists { .. }
             | Error::CommitConflict { .. }
             | Error::Fenced { .. }
             | Error::ObjectExists { .. }

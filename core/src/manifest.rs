@@ -18,6 +18,7 @@
 //! committer therefore starts from the newest manifest it knows without
 //! listing again; if that was stale its create fails and it reloads.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -125,6 +126,11 @@ pub struct SegmentEntry {
     /// (0: unknown, a reader guesses).
     #[serde(default)]
     pub footer_bytes: u64,
+    /// Every row was written at this LSN, and the data file has no `_lsn`
+    /// column: a bulk import's segment, written before its rows had an LSN
+    /// (they get the import marker's when a flush commits them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_lsn: Option<u64>,
 }
 
 impl SegmentEntry {
@@ -175,6 +181,10 @@ pub struct Manifest {
     /// [`Manifest::flushed_before`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flushed: Vec<FlushMark>,
+    /// Bulk imports committed, job id → LSN (the newest [`IMPORTS_KEPT`]):
+    /// a job resumed after a crash learns here that a flush committed it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub imports: BTreeMap<String, u64>,
 }
 
 /// A checkpoint and when it was committed: every record up to `lsn` was
@@ -206,6 +216,7 @@ impl Manifest {
             deletes: Vec::new(),
             operation: "empty".into(),
             flushed: Vec::new(),
+            imports: BTreeMap::new(),
         }
     }
 
@@ -255,6 +266,21 @@ impl Manifest {
     }
 }
 
+/// Committed imports a manifest remembers (the newest, by LSN).
+pub const IMPORTS_KEPT: usize = 1000;
+
+/// A bulk import's segments as a flush commits them: all their rows are
+/// at the import marker's LSN (see [`SegmentEntry::rows_lsn`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedSegments {
+    /// The import job.
+    pub job: String,
+    /// Its marker's LSN.
+    pub lsn: u64,
+    /// Its segments.
+    pub segments: Vec<SegmentEntry>,
+}
+
 /// A change to the manifest, re-applied to whatever manifest is newest.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
@@ -262,7 +288,8 @@ pub enum Operation {
     /// that role is fenced.
     ClaimEpoch(Role),
     /// Adds what log records `(from_lsn, to_lsn]` became — a segment of
-    /// upserted rows and a file of tombstones, either may be absent — and
+    /// upserted rows and a file of tombstones, either may be absent, and
+    /// the segments of the bulk imports whose markers are among them — and
     /// moves the checkpoint from `from_lsn` to `to_lsn`.
     Flush {
         /// The checkpoint before.
@@ -273,6 +300,8 @@ pub enum Operation {
         segment: Option<SegmentEntry>,
         /// The file of tombstones.
         delete_file: Option<DeleteFile>,
+        /// The bulk imports whose markers are in the range.
+        imported: Vec<ImportedSegments>,
     },
     /// Swaps segments atomically (compaction, sealing, index builds). Rows
     /// keep their LSNs when merged, so tombstones keep applying to them.
@@ -331,6 +360,7 @@ impl Operation {
                 to_lsn,
                 segment,
                 delete_file,
+                imported,
             } => {
                 if base.checkpoint_lsn >= *to_lsn {
                     return Ok(Applied::AlreadyDone);
@@ -341,8 +371,22 @@ impl Operation {
                         base.checkpoint_lsn
                     ));
                 }
-                if let Some(segment) = segment {
+                for segment in segment.iter() {
                     add_segment(&mut next, segment)?;
+                }
+                for import in imported {
+                    for segment in &import.segments {
+                        add_segment(&mut next, segment)?;
+                    }
+                    next.imports.insert(import.job.clone(), import.lsn);
+                }
+                if next.imports.len() > IMPORTS_KEPT {
+                    let mut by_lsn: Vec<(u64, String)> =
+                        next.imports.iter().map(|(j, l)| (*l, j.clone())).collect();
+                    by_lsn.sort_unstable();
+                    for (_, job) in &by_lsn[..by_lsn.len() - IMPORTS_KEPT] {
+                        next.imports.remove(job);
+                    }
                 }
                 if let Some(file) = delete_file {
                     next.deletes.push(file.clone());
@@ -772,6 +816,7 @@ mod tests {
             sealed: false,
             index: None,
             footer_bytes: 0,
+            rows_lsn: None,
         }
     }
 
@@ -781,6 +826,7 @@ mod tests {
             to_lsn: to,
             segment: Some(segment(id, from + 1, to)),
             delete_file: None,
+            imported: vec![],
         }
     }
 

@@ -1,7 +1,7 @@
 //! The indexer function's event adapter. An S3 object-created event for a
 //! sealed segment (`collections/<name>/segments/<id>/sealed.parquet`) builds
-//! its index; any other key under `collections/<name>/` flushes that
-//! collection. A scheduled (EventBridge) event runs a thorough maintenance
+//! its index; an import job's `imports/<job>/job.json` runs the import;
+//! any other key under `collections/<name>/` flushes that collection. A scheduled (EventBridge) event runs a thorough maintenance
 //! round ([`Floe::maintain`], the one `floe serve` runs too) over every
 //! collection and reports each collection's unflushed log records as a
 //! CloudWatch metric (EMF).
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use floe_core::Floe;
-use floe_core::storage::{CollectionFile, parse_key};
+use floe_core::storage::{CollectionFile, CollectionKey, parse_key};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -154,6 +154,7 @@ pub async fn handle_with(
     let mut compacted = Vec::new();
     let mut collected = 0;
     let mut swept = 0;
+    let mut imported = Vec::new();
     match work_for(&event)? {
         Work::Objects(keys) => {
             let mut to_flush = BTreeSet::new();
@@ -164,6 +165,17 @@ pub async fn handle_with(
                             indexed.push(index_report(&r));
                         }
                     }
+                    // A new import job: run here to its end (a round
+                    // resumes it if this invocation times out).
+                    Some(CollectionKey {
+                        collection,
+                        file: CollectionFile::ImportJob(job),
+                        ..
+                    }) => match floe.run_import(&collection, &job).await {
+                        Ok(status) => imported.push(json!(status)),
+                        Err(floe_core::Error::CollectionNotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    },
                     Some(k) => {
                         to_flush.insert(k.collection);
                     }
@@ -208,7 +220,7 @@ pub async fn handle_with(
         }
     }
     Ok(
-        json!({ "flushed": flushed, "compacted": compacted, "indexed": indexed, "garbage_deleted": collected, "orphans_swept": swept }),
+        json!({ "flushed": flushed, "compacted": compacted, "indexed": indexed, "imported": imported, "garbage_deleted": collected, "orphans_swept": swept }),
     )
 }
 

@@ -481,15 +481,86 @@ fn export_round_trip(cli: &Cli, dir: &Path) {
     cli.ok(&["collections", "drop", "films2", "--yes"]);
 }
 
+/// `floe import --on-server`: the server imports files of its own store
+/// (put there by `put(key, bytes)`, named by `source_prefix` + key) as a
+/// bulk import job, which `floe serve`'s indexer runs; the CLI follows it.
+fn server_side_imports(cli: &Cli, dir: &Path, source_prefix: &str, put: &dyn Fn(&str, Vec<u8>)) {
+    cli.ok(&[
+        "collections",
+        "create",
+        "bulk",
+        "--dimension",
+        "4",
+        "--metric",
+        "l2",
+        "--attribute",
+        "year:i64",
+        "--attribute",
+        "tags:string_list",
+    ]);
+    for (name, ids) in [("a", 0..1500), ("b", 1500..3000)] {
+        let local = dir.join(format!("bulk-{name}.parquet"));
+        write_parquet(&local, &ids.collect::<Vec<i64>>(), &|_, _| {});
+        put(
+            &format!("uploads/bulk/{name}.parquet"),
+            std::fs::read(&local).unwrap(),
+        );
+    }
+    let source = format!("{source_prefix}uploads/bulk/*.parquet");
+    let args = [
+        "import",
+        "bulk",
+        source.as_str(),
+        "--on-server",
+        "--job-id",
+        "bulk-1",
+    ];
+    let status = cli.json(&args);
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["rows_imported"].as_u64(), Some(3000), "{status}");
+    assert_eq!(cli.rows("bulk"), 3000);
+    let row = cli.json(&["get", "bulk", "2999"]);
+    let got: Vec<f32> = serde_json::from_value(row["vector"].clone()).unwrap();
+    assert_eq!(got, vector(2999), "{row}");
+    assert_eq!(row["version"], status["lsn"], "{row}");
+    // The same job again: followed, not imported twice.
+    assert_eq!(cli.json(&args)["lsn"], status["lsn"]);
+    // A bad row fails the job: nothing imported, the row named.
+    let bad = dir.join("bulk-bad.parquet");
+    write_parquet(&bad, &(5000..5010).collect::<Vec<i64>>(), &|row, v| {
+        if row == 7 {
+            v[2] = f32::NAN;
+        }
+    });
+    put("uploads/bulk/bad.parquet", std::fs::read(&bad).unwrap());
+    let source = format!("{source_prefix}uploads/bulk/bad.parquet");
+    let err = cli.fails(&["import", "bulk", &source, "--on-server"]);
+    assert!(
+        err.contains("bad.parquet: row 7, vector") && err.contains("failed"),
+        "{err}"
+    );
+    assert_eq!(cli.rows("bulk"), 3000);
+    // Files outside the server's store are refused.
+    let err = cli.fails(&["import", "bulk", "s3://elsewhere/x.parquet", "--on-server"]);
+    assert!(err.contains("source"), "{err}");
+}
+
 #[test]
 fn cli_against_embedded_floe() {
-    let (_floe, cli, _data) = start(Vec::new());
+    let (_floe, cli, data) = start(Vec::new());
     let files = tempfile::tempdir().unwrap();
     collections_and_queries(&cli);
     imports(&cli, files.path());
     imports_create_collections(&cli, files.path());
     export_round_trip(&cli, files.path());
     scans_flush_and_keys(&cli);
+    // Embedded, the store is the data directory's objects/.
+    let objects = data.path().join("objects");
+    server_side_imports(&cli, files.path(), "", &|key, bytes| {
+        let path = objects.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    });
 }
 
 /// Requests the server finds too large (413: nothing written) are split
@@ -579,4 +650,21 @@ fn cli_imports_from_s3_against_cloud_floe() {
     );
     assert_eq!(cli.rows("films"), 2303 + 1000);
     export_round_trip(&cli, files.path());
+    // Server-side imports name files under the store's own prefix.
+    let store_prefix = store_url
+        .trim_start_matches(&format!("s3://{bucket}/"))
+        .to_string();
+    server_side_imports(
+        &cli,
+        files.path(),
+        &format!("{store_url}/"),
+        &|key, bytes| {
+            let path = object_store::path::Path::from(format!("{store_prefix}/{key}"));
+            let put = object_store::ObjectStoreExt::put(&store, &path, bytes.into());
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(put)
+                .unwrap();
+        },
+    );
 }

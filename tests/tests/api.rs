@@ -1243,6 +1243,257 @@ async fn collections_are_listed_described_and_dropped(s: TestServer) {
     );
 }
 
+/// A bulk import from Parquet files in the store lands as one write: its
+/// rows supersede older versions, later writes supersede it, reads see it
+/// whole once the job is done; bad rows fail a job unless skipped; job ids
+/// make it idempotent; a resumed job does not append its marker again.
+async fn bulk_imports_land_as_one_write(s: TestServer) {
+    use object_store::ObjectStoreExt;
+    let c = &s.client;
+    // Parquet files to import: an export of another collection.
+    create(c, "imsrc", 3, "l2").await;
+    let mut rng = StdRng::seed_from_u64(5);
+    let source = random_rows(&mut rng, 0..500, 3);
+    upsert(c, "imsrc", &source).await;
+    c.ok(
+        &format!("{C}/imsrc/export"),
+        &json!({"prefix": "imp/src", "rows_per_file": 200}),
+    )
+    .await;
+
+    // Sealed parts of 150 rows or more, so the import's segments are indexed.
+    let (status, body) = c
+        .put(
+            &format!("{C}/imp"),
+            &json!({"dimension": 3, "metric": "l2", "attributes": [
+                {"name": "year", "type": "i64"}, {"name": "score", "type": "f64"},
+                {"name": "genre", "type": "string"}, {"name": "title", "type": "string"},
+                {"name": "tags", "type": "string_list"}, {"name": "published", "type": "bool"}
+            ], "index": {"seal_rows": 150, "row_group_rows": 64}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut oracle = Oracle::default();
+    let older = random_rows(&mut rng, 0..20, 3);
+    upsert(c, "imp", &older).await;
+    flush(c, "imp").await;
+    let tail = random_rows(&mut rng, 490..520, 3);
+    upsert(c, "imp", &tail).await; // in the log tail when the import commits
+    oracle.upsert(&older);
+    oracle.upsert(&tail);
+    oracle.upsert(&source);
+
+    let (status, queued) = c
+        .post(
+            &format!("{C}/imp/imports"),
+            &json!({"source": "exports/imp/src/*.parquet", "job_id": "first"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    assert_eq!(queued["state"], "queued", "{queued}");
+    assert_eq!(
+        c.get(&format!("{C}/imp/imports/first")).await.1["state"],
+        "queued"
+    );
+    let done = s.floe.run_import("imp", "first").await.unwrap();
+    assert_eq!(
+        done.state,
+        floe_core::import::job::ImportState::Done,
+        "{done:?}"
+    );
+    assert_eq!(
+        (done.rows_imported, done.rows_rejected, done.files),
+        (500, 0, 3)
+    );
+    let lsn = done.lsn.expect("a committed import has an LSN");
+    let (_, status) = c.get(&format!("{C}/imp/imports/first")).await;
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["lsn"].as_u64(), Some(lsn));
+
+    // A write after the import supersedes it.
+    let later = random_rows(&mut rng, 3..4, 3);
+    let after = upsert(c, "imp", &later).await;
+    assert_eq!(after, lsn + 1, "the import is one record in the log");
+    oracle.upsert(&later);
+    let (_, row) = c.get(&format!("{C}/imp/rows/0")).await;
+    assert_eq!(row["version"].as_u64(), Some(lsn), "{row}");
+    assert_eq!(row["attributes"], oracle.rows[&0].1, "{row}");
+    let (_, row) = c.get(&format!("{C}/imp/rows/3")).await;
+    assert_eq!(row["version"].as_u64(), Some(after), "{row}");
+    for consistency in [json!("strong"), json!("eventual")] {
+        if consistency == "eventual" {
+            flush(c, "imp").await;
+        }
+        for q in random_rows(&mut rng, 0..5, 3) {
+            // Every cluster probed and every candidate reranked: exact.
+            let body = json!({"vector": q["vector"], "top_k": 10, "nprobe": 65536, "rerank": 10000, "consistency": consistency});
+            let got = c.ok(&format!("{C}/imp/query"), &body).await;
+            let v: Vec<f32> = q["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            let want: Vec<u64> = oracle
+                .search("l2", &v, 10, &|_, _| true)
+                .iter()
+                .map(|r| r.0)
+                .collect();
+            assert_eq!(ids(&got), want, "{consistency}");
+        }
+    }
+    assert_eq!(
+        stats(c, "imp").await["rows"].as_u64(),
+        Some(520),
+        "every id once"
+    );
+    // Its sealed parts were indexed.
+    let manifest = c.get(&format!("{C}/imp")).await.1;
+    assert!(
+        manifest["stats"]["indexed_segments"].as_u64().unwrap_or(0) >= 1,
+        "{manifest}"
+    );
+
+    // The same job id and request: the job as it is, not a second import.
+    let (status, again) = c
+        .post(
+            &format!("{C}/imp/imports"),
+            &json!({"source": "exports/imp/src/*.parquet", "job_id": "first"}),
+        )
+        .await;
+    assert_eq!(
+        (status, again["state"].as_str()),
+        (202, Some("done")),
+        "{again}"
+    );
+    let (status, body) = c
+        .post(
+            &format!("{C}/imp/imports"),
+            &json!({"source": "exports/imp/src/*.parquet", "job_id": "first", "skip_bad_rows": true}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // A job resumed after its status was lost finds its marker committed.
+    let paths = floe_core::storage::CollectionPaths::new("imp", &incarnation(&s, "imp").await);
+    let mut stale = done.clone();
+    stale.state = floe_core::import::job::ImportState::Committing;
+    stale.updated_at_ms = 0;
+    let store = s.floe.object_store();
+    store
+        .put(
+            &paths.import_file("first", "status.json"),
+            serde_json::to_vec(&stale).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    store
+        .delete(&paths.import_file("first", "ended"))
+        .await
+        .unwrap();
+    let resumed = s.floe.resume_imports("imp").await.unwrap();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].lsn, Some(lsn), "{resumed:?}");
+    assert_eq!(
+        upsert(c, "imp", &later).await,
+        after + 1,
+        "no second marker"
+    );
+
+    // Bad rows: reported by file, row and field; nothing imported...
+    let lines = [
+        json!({"id": 900, "vector": [0.5, 0.5, 0.5]}),
+        json!({"id": 901, "vector": [0.5, 0.5]}),
+        json!({"id": 900, "vector": [0.1, 0.1, 0.1]}),
+        json!({"id": 902, "vector": [1, 2, 3], "attributes": {"year": "old"}}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    store
+        .put(&"uploads/bad.jsonl".into(), text.into_bytes().into())
+        .await
+        .unwrap();
+    let before = stats(c, "imp").await["rows"].as_u64();
+    let (status, job) = c
+        .post(
+            &format!("{C}/imp/imports"),
+            &json!({"source": "uploads/bad.jsonl"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["job_id"].as_str().unwrap();
+    let failed = s.floe.run_import("imp", job_id).await.unwrap();
+    assert_eq!(
+        failed.state,
+        floe_core::import::job::ImportState::Failed,
+        "{failed:?}"
+    );
+    assert_eq!(failed.rows_rejected, 3, "{failed:?}");
+    let fields: Vec<(u64, &str)> = failed
+        .errors
+        .iter()
+        .map(|e| (e.row, e.field.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![(1, "vector"), (2, "id"), (3, "attributes.year")],
+        "{failed:?}"
+    );
+    assert!(failed.errors.iter().all(|e| e.file == "uploads/bad.jsonl"));
+    assert_eq!(stats(c, "imp").await["rows"].as_u64(), before);
+    // ...unless bad rows are skipped.
+    let (_, job) = c
+        .post(
+            &format!("{C}/imp/imports"),
+            &json!({"source": "uploads/bad.jsonl", "skip_bad_rows": true}),
+        )
+        .await;
+    let skipped = s
+        .floe
+        .run_import("imp", job["job_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (skipped.rows_imported, skipped.rows_rejected),
+        (1, 3),
+        "{skipped:?}"
+    );
+    let (status, row) = c.get(&format!("{C}/imp/rows/900")).await;
+    assert_eq!(
+        (status, row["vector"].clone()),
+        (200, json!([0.5, 0.5, 0.5]))
+    );
+
+    // Sources outside the store, unsafe keys, nothing to read: a 400
+    // naming the field; an unknown job: 404.
+    for (body, field) in [
+        (json!({"source": "s3://elsewhere/x.parquet"}), "source"),
+        (json!({"source": "../x.parquet"}), "source"),
+        (json!({"source": "uploads/none-*.parquet"}), "source"),
+        (
+            json!({"source": "uploads/bad.jsonl", "format": "csv"}),
+            "format",
+        ),
+        (
+            json!({"source": "uploads/bad.jsonl", "job_id": "a b"}),
+            "job_id",
+        ),
+        (json!({"source": "uploads/bad.jsonl", "bogus": 1}), "bogus"),
+    ] {
+        let (status, err) = c.post(&format!("{C}/imp/imports"), &body).await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {err}"
+        );
+    }
+    assert_eq!(c.get(&format!("{C}/imp/imports/nope")).await.0, 404);
+}
+
+/// The incarnation the catalog names for `name`.
+async fn incarnation(s: &TestServer, name: &str) -> String {
+    s.floe.describe(name).await.unwrap().incarnation
+}
+
 floe_tests::both_modes!(
     strong_sees_writes_at_once_and_eventual_after_flush,
     write_tokens_give_read_your_writes,
@@ -1256,5 +1507,6 @@ floe_tests::both_modes!(
     vectors_travel_as_base64,
     conditional_upserts_and_patches,
     exports_write_one_snapshot_as_parquet,
+    bulk_imports_land_as_one_write,
     collections_are_listed_described_and_dropped,
 );

@@ -21,6 +21,7 @@ fn segment(id: &str) -> SegmentEntry {
         sealed: false,
         index: None,
         footer_bytes: 0,
+        rows_lsn: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn flush(from: u64, to: u64, id: &str) -> Operation {
         to_lsn: to,
         segment: Some(segment(id)),
         delete_file: None,
+        imported: vec![],
     }
 }
 

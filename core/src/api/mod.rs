@@ -119,6 +119,14 @@ pub fn router(floe: Arc<Floe>) -> Router {
             guard(Collection(Write), post(export_route)),
         )
         .route(
+            "/v1/collections/{name}/imports",
+            guard(Collection(Write), post(start_import)),
+        )
+        .route(
+            "/v1/collections/{name}/imports/{job_id}",
+            guard(Collection(Read), get(import_status)),
+        )
+        .route(
             "/v1/collections/{name}/delete",
             guard(Collection(Write), post(delete_route)),
         )
@@ -566,6 +574,23 @@ async fn export_route(
     let mut body = serde_json::to_value(&report).map_err(|e| Error::internal("export", e))?;
     body["location"] = json!(location);
     Ok(Json(body).into_response())
+}
+
+async fn start_import(
+    State(floe): State<Arc<Floe>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let request: crate::import::job::ImportRequest = parse_body(&floe, body).await?;
+    let status = floe.start_import(&name, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(status)).into_response())
+}
+
+async fn import_status(
+    State(floe): State<Arc<Floe>>,
+    Path((name, job_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(Json(floe.import_status(&name, &job_id).await?).into_response())
 }
 
 async fn delete_route(

@@ -22,8 +22,8 @@ pub(crate) use request::DeleteTarget;
 
 pub use export::{ExportReport, ExportedFile};
 pub use maintenance::{
-    CompactReport, FANOUT, GC_GRACE, GcReport, IndexReport, ORPHAN_GRACE, PURGE_CHECK_EVERY,
-    PURGE_DEAD_FRACTION, RoundReport,
+    CompactReport, FANOUT, GC_GRACE, GcReport, IMPORT_LEASE, IndexReport, ORPHAN_GRACE,
+    PURGE_CHECK_EVERY, PURGE_DEAD_FRACTION, RoundReport,
 };
 pub use request::{
     Attribute, CollectionInfo, CollectionStats, Condition, Consistency, Delete, FlushReport, Patch,
@@ -63,6 +63,8 @@ pub struct Floe {
     /// One export at a time per process: each holds a row group of its
     /// part in memory; others wait their turn.
     exports: tokio::sync::Semaphore,
+    /// Import jobs running in this process (`name/incarnation/job`).
+    imports: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Floe {
@@ -101,6 +103,7 @@ impl Floe {
             cache: tokio::sync::OnceCell::new(),
             events: Mutex::default(),
             exports: tokio::sync::Semaphore::new(1),
+            imports: Mutex::default(),
         })
     }
 
@@ -120,6 +123,15 @@ impl Floe {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         rx
+    }
+
+    /// Whether this process has an in-process indexer (`floe serve`) to
+    /// hand object-created events and background work to.
+    fn has_event_subscriber(&self) -> bool {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn emit_object_created(&self, key: &str) {

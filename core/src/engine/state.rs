@@ -171,6 +171,9 @@ pub(crate) struct TailRecord {
     /// Upserted rows with `_lsn`, or deleted ids with `_lsn`.
     pub batch: RecordBatch,
     pub deleted: bool,
+    /// A bulk import's marker: no rows here, its segments are read once a
+    /// flush has put them in the manifest.
+    pub import: bool,
 }
 
 impl Tail {
@@ -191,6 +194,12 @@ impl Tail {
             self.view = None;
             self.pending_since.get_or_insert_with(Instant::now);
         }
+    }
+
+    /// Whether an import's marker is among the records: its rows are only
+    /// readable once a flush commits it.
+    pub(crate) fn holds_import(&self) -> bool {
+        self.records.iter().any(|r| r.import)
     }
 
     /// What is not yet flushed.

@@ -4,6 +4,7 @@
 //! over HTTP; a bad row is reported with its file, row and field.
 
 mod check;
+pub mod job;
 pub mod npy;
 
 pub use check::{Checked, Columns, RowError, check_batch, drop_repeated_ids};
@@ -114,6 +115,41 @@ pub async fn resolve(
                 .map_err(|e| Error::invalid("file", format!("{spec}: {e}")))?;
             (Arc::new(LocalFileSystem::new()), dir, name)
         };
+    matching(store, dir, pattern, spec, format).await
+}
+
+/// The files of the object store `store` that `key` names (a key relative
+/// to the store's root, whose last segment may hold `*` wildcards): what a
+/// server-side import reads. `..` and empty segments are refused.
+pub async fn resolve_in(
+    store: Arc<dyn ObjectStore>,
+    key: &str,
+    format: Option<Format>,
+) -> Result<Vec<ImportFile>> {
+    if key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(Error::invalid(
+            "source",
+            format!("{key:?}: expected a key relative to the store, like uploads/part-*.parquet"),
+        ));
+    }
+    let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+    matching(store, Path::from(dir), name.to_string(), key, format).await
+}
+
+/// The files in `dir` of `store` whose names match `pattern` (`*`
+/// wildcards), sorted, as `spec` names them.
+async fn matching(
+    store: Arc<dyn ObjectStore>,
+    dir: Path,
+    pattern: String,
+    spec: &str,
+    format: Option<Format>,
+) -> Result<Vec<ImportFile>> {
     let matches: Vec<(Path, u64)> = if pattern.contains('*') {
         let listed: Vec<_> = store
             .list_with_delimiter(Some(&dir))

@@ -12,7 +12,7 @@ mod record;
 
 pub use file::{FileLogOptions, FileLogs};
 pub use jetstream::{JetStreamConfig, JetStreamLogs};
-pub use record::LogRecord;
+pub use record::{ImportMarker, LogRecord};
 
 use std::fmt::Debug;
 use std::sync::Arc;

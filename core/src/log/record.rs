@@ -1,5 +1,6 @@
 //! What a log payload means: one upsert batch or one delete batch, each an
-//! Arrow IPC stream behind a one-byte kind tag and a format version.
+//! Arrow IPC stream behind a one-byte kind tag and a format version; or a
+//! bulk import's marker (JSON), which orders its segments among the writes.
 
 use std::sync::Arc;
 
@@ -9,14 +10,18 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
 
+use serde::{Deserialize, Serialize};
+
 use super::Lsn;
 use crate::catalog::CollectionConfig;
 use crate::error::{Error, Result};
-use crate::segment::{delete_schema, with_lsn};
+use crate::manifest::{ImportedSegments, SegmentEntry};
+use crate::segment::{delete_schema, segment_schema, with_lsn};
 
 const FORMAT: u8 = 1;
 const KIND_UPSERT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+const KIND_IMPORT: u8 = 3;
 
 /// One write. Upsert rows carry `id`, `vector` and attributes but no LSN:
 /// the log assigns it.
@@ -26,12 +31,48 @@ pub enum LogRecord {
     Upsert(RecordBatch),
     /// The ids to delete (u64 or string, per the collection's id type).
     Delete(ArrayRef),
+    /// A bulk import's segments, already in the store: their rows are
+    /// written at this record's LSN, and the flush that covers it adds them
+    /// to the manifest.
+    Import(ImportMarker),
+}
+
+/// What a bulk import commits: its segments (each without `_lsn`: see
+/// [`SegmentEntry::rows_lsn`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportMarker {
+    /// The import job.
+    pub job: String,
+    /// Its segments, as the manifest will list them.
+    pub segments: Vec<SegmentEntry>,
+}
+
+impl ImportMarker {
+    /// The segments as written at `lsn`, as a flush commits them.
+    pub(crate) fn at(&self, lsn: Lsn) -> ImportedSegments {
+        let segments = self
+            .segments
+            .iter()
+            .map(|s| SegmentEntry {
+                min_lsn: lsn,
+                max_lsn: lsn,
+                rows_lsn: Some(lsn),
+                ..s.clone()
+            })
+            .collect();
+        ImportedSegments {
+            job: self.job.clone(),
+            lsn,
+            segments,
+        }
+    }
 }
 
 impl LogRecord {
     /// The record's rows as written at `lsn`, with their `_lsn` column:
     /// upserted rows in the segment schema, or deleted ids in the delete
-    /// file's schema; and whether they are deletes.
+    /// file's schema; and whether they are deletes. An import marker has
+    /// none: its rows are in its segments.
     pub(crate) fn rows_at(
         &self,
         config: &CollectionConfig,
@@ -45,12 +86,19 @@ impl LogRecord {
                     RecordBatch::try_new(delete_schema(config), vec![Arc::clone(ids), lsns])?;
                 Ok((batch, true))
             }
+            LogRecord::Import(_) => Ok((RecordBatch::new_empty(segment_schema(config)), false)),
         }
     }
 
     /// The record's bytes.
     pub fn encode(&self) -> Result<Bytes> {
         let (kind, batch) = match self {
+            LogRecord::Import(marker) => {
+                let mut out = vec![FORMAT, KIND_IMPORT];
+                serde_json::to_writer(&mut out, marker)
+                    .map_err(|e| Error::internal("import marker", e))?;
+                return Ok(Bytes::from(out));
+            }
             LogRecord::Upsert(batch) => (KIND_UPSERT, batch.clone()),
             LogRecord::Delete(ids) => {
                 let schema = Schema::new(vec![Field::new("id", ids.data_type().clone(), false)]);
@@ -79,6 +127,11 @@ impl LogRecord {
                 format!("unknown format {format}"),
             ));
         }
+        if *kind == KIND_IMPORT {
+            let marker =
+                serde_json::from_slice(ipc).map_err(|e| Error::corrupt("import marker", e))?;
+            return Ok(LogRecord::Import(marker));
+        }
         let mut reader = StreamReader::try_new(ipc, None)?;
         let batch = reader
             .next()
@@ -98,11 +151,13 @@ impl LogRecord {
         }
     }
 
-    /// Rows upserted or ids deleted.
+    /// Rows upserted or ids deleted (an import marker's rows are counted
+    /// in its segments, not here: they are never in memory).
     pub fn num_rows(&self) -> usize {
         match self {
             LogRecord::Upsert(batch) => batch.num_rows(),
             LogRecord::Delete(ids) => ids.len(),
+            LogRecord::Import(_) => 0,
         }
     }
 }
@@ -135,6 +190,10 @@ mod tests {
         for record in [
             LogRecord::Upsert(batch),
             LogRecord::Delete(Arc::new(StringArray::from(vec!["a", "b", "c"]))),
+            LogRecord::Import(ImportMarker {
+                job: "j1".into(),
+                segments: vec![],
+            }),
         ] {
             let bytes = record.encode().unwrap();
             assert_eq!(LogRecord::decode(&bytes).unwrap(), record);

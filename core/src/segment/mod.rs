@@ -13,12 +13,13 @@ mod writer;
 pub use reader::{ParquetFile, read_whole, row_ranges};
 pub(crate) use schema::attribute_data_type;
 pub use schema::{
-    COL_ID, COL_LSN, COL_VECTOR, check_batch, delete_schema, indexed_data_schema, segment_schema,
-    upsert_schema, with_lsn,
+    COL_ID, COL_LSN, COL_VECTOR, check_batch, conform, delete_schema, indexed_data_schema,
+    segment_schema, upsert_schema, with_lsn,
 };
 pub use source::{RangeSource, StoreSource};
 pub use writer::{
-    SegmentFile, SegmentWriteOptions, encode_batches, encode_segment, upload_segment, write_segment,
+    SegmentFile, SegmentWriteOptions, encode_batches, encode_segment, upload_segment,
+    write_segment, writer_properties,
 };
 
 /// A fresh segment id: time-ordered (UUIDv7), so listings sort by creation.

@@ -102,6 +102,43 @@ pub fn with_lsn(batch: &RecordBatch, lsn: u64) -> Result<RecordBatch> {
     )?)
 }
 
+/// Rows read from a segment file, in `schema` (the segment schema or a
+/// projection of it): a bulk import's file has no `_lsn` column (every row
+/// is at `rows_lsn`, from the manifest), and a file written before an
+/// attribute was added lacks its column (all null). Columns the file has
+/// beyond `schema` are left out.
+pub fn conform(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+    rows_lsn: Option<u64>,
+) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let n = batch.num_rows();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => Ok(Arc::clone(column)),
+            None if field.name() == COL_LSN => rows_lsn
+                .map(|lsn| Arc::new(UInt64Array::from_value(lsn, n)) as ArrayRef)
+                .ok_or_else(|| Error::corrupt("segment", "no _lsn column and no rows_lsn")),
+            None if field.is_nullable() => Ok(arrow::array::new_null_array(field.data_type(), n)),
+            None => Err(Error::corrupt(
+                "segment",
+                format!("no column {:?}", field.name()),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &options,
+    )?)
+}
+
 /// Checks that `batch` has exactly the collection's columns and types.
 pub fn check_batch(schema: &Schema, batch: &RecordBatch) -> Result<()> {
     let got = batch.schema();

@@ -66,29 +66,13 @@ pub fn encode_batches(
     batches: impl Iterator<Item = Result<RecordBatch>>,
     options: &SegmentWriteOptions,
 ) -> Result<(Bytes, SegmentFile)> {
-    let mut props = WriterProperties::builder()
-        .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        // Small pages: a query reads the pages holding the rows it wants.
-        .set_data_page_size_limit(PAGE_BYTES)
-        .set_write_batch_size(128);
-    // Float vectors barely compress and are read in ranges: store them plain.
-    let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
-    for column in parquet_schema.columns() {
-        if column.path().parts().first().map(String::as_str) == Some(COL_VECTOR) {
-            props = props
-                .set_column_compression(column.path().clone(), Compression::UNCOMPRESSED)
-                .set_column_dictionary_enabled(column.path().clone(), false)
-                .set_column_statistics_enabled(column.path().clone(), EnabledStatistics::None);
-        }
-    }
+    let props = writer_properties(schema, options)?;
 
     let mut rows = 0u64;
     let mut min_lsn = u64::MAX;
     let mut max_lsn = 0u64;
     let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, Arc::clone(schema), Some(props.build()))?;
+    let mut writer = ArrowWriter::try_new(&mut buffer, Arc::clone(schema), Some(props))?;
     for batch in batches {
         let batch = batch?;
         check_batch(schema, &batch)?;
@@ -118,6 +102,34 @@ pub fn encode_batches(
         footer_bytes: footer_bytes(&bytes)?,
     };
     Ok((bytes, file))
+}
+
+/// How segment files are written: zstd pages with page statistics (for
+/// the page index), but vectors raw (they compress poorly and are read
+/// by byte range), in row groups of `options.row_group_rows`.
+pub fn writer_properties(
+    schema: &SchemaRef,
+    options: &SegmentWriteOptions,
+) -> Result<WriterProperties> {
+    let mut props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        // Small pages: a query reads the pages holding the rows it wants.
+        .set_data_page_size_limit(PAGE_BYTES)
+        .set_write_batch_size(128);
+    // Float vectors barely compress and are read in ranges: store them plain.
+    let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
+    for column in parquet_schema.columns() {
+        if column.path().parts().first().map(String::as_str) == Some(COL_VECTOR) {
+            props = props
+                .set_column_compression(column.path().clone(), Compression::UNCOMPRESSED)
+                .set_column_dictionary_enabled(column.path().clone(), false)
+                .set_column_statistics_enabled(column.path().clone(), EnabledStatistics::None);
+        }
+    }
+
+    Ok(props.build())
 }
 
 /// How many bytes from the end hold the metadata and the page indexes

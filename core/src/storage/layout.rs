@@ -171,6 +171,17 @@ impl CollectionPaths {
         ))
     }
 
+    /// The directory of bulk import jobs.
+    pub fn imports_dir(&self) -> Path {
+        Path::from(format!("{ROOT}/{}/imports", self.dir))
+    }
+
+    /// One file of bulk import `job` (`job.json`, `status.json`, `ended`,
+    /// `part-<k>.parquet` and `part-<k>.json`); `job` is validated.
+    pub fn import_file(&self, job: &str, file: &str) -> Path {
+        Path::from(format!("{ROOT}/{}/imports/{job}/{file}", self.dir))
+    }
+
     /// A file of tombstones `(id, _lsn)` written by a flush.
     pub fn delete_file(&self, file_id: &str) -> Path {
         Path::from(format!("{ROOT}/{}/deletes/{file_id}.parquet", self.dir))
@@ -217,6 +228,15 @@ pub enum CollectionFile {
     SegmentIndex(String),
     /// `deletes/<id>.parquet`
     DeleteFile(String),
+    /// `imports/<job>/job.json`: its creation starts the import.
+    ImportJob(String),
+    /// `imports/<job>/<file>`: the rest of an import's files.
+    Import {
+        /// The job.
+        job: String,
+        /// The file's name.
+        file: String,
+    },
     /// Anything else under the collection's directory.
     Other,
 }
@@ -241,6 +261,11 @@ pub fn parse_key(key: &str) -> Option<CollectionKey> {
         ["segments", id, "data.parquet"] => CollectionFile::SegmentData(id.to_string()),
         ["segments", id, "sealed.parquet"] => CollectionFile::SealedData(id.to_string()),
         ["segments", id, "index.ivf"] => CollectionFile::SegmentIndex(id.to_string()),
+        ["imports", job, "job.json"] => CollectionFile::ImportJob(job.to_string()),
+        ["imports", job, file] => CollectionFile::Import {
+            job: job.to_string(),
+            file: file.to_string(),
+        },
         ["deletes", file] => match file.strip_suffix(".parquet") {
             Some(id) if !id.is_empty() => CollectionFile::DeleteFile(id.to_string()),
             _ => CollectionFile::Other,

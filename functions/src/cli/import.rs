@@ -1,7 +1,9 @@
 //! `floe import`: rows from Parquet, NumPy or JSON Lines files (local or
 //! `s3://`) into a collection over HTTP. Every row is checked first; a bad
 //! row stops the import before anything is written (unless told to skip
-//! bad rows), and the report names its file, row and field.
+//! bad rows), and the report names its file, row and field. With
+//! `--on-server` the server imports files of its own store itself (a bulk
+//! import job) and this follows the job.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,10 +72,26 @@ pub(super) struct ImportArgs {
     /// With --create: l2, cosine or ip.
     #[arg(long, default_value = "cosine", requires = "create")]
     pub metric: String,
+    /// The files are in the server's object store: the server imports them
+    /// itself (a bulk import job: segments written straight to storage,
+    /// one write in the log) and this follows its progress. FILES is then
+    /// one source: a key relative to the store or an s3:// URL under it.
+    #[arg(long, conflicts_with_all = ["create", "request_bytes", "concurrency"])]
+    pub on_server: bool,
+    /// With --on-server: the job's id (a rerun with the same id and
+    /// options follows the same job instead of starting another).
+    #[arg(long, requires = "on_server")]
+    pub job_id: Option<String>,
+    /// With --on-server: start the job and print it, without waiting.
+    #[arg(long, requires = "on_server")]
+    pub no_wait: bool,
 }
 
 /// Runs `floe import`.
 pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> anyhow::Result<()> {
+    if args.on_server {
+        return run_on_server(server, args, as_json).await;
+    }
     let started = Instant::now();
     let format = args.format.as_deref().map(parse_format).transpose()?;
     let s3 = s3_from_env();
@@ -287,6 +305,99 @@ pub(super) async fn run(server: &Server, args: ImportArgs, as_json: bool) -> any
             } else {
                 String::new()
             }
+        );
+    }
+    Ok(())
+}
+
+/// `floe import --on-server`: starts a bulk import job and follows it.
+async fn run_on_server(server: &Server, args: ImportArgs, as_json: bool) -> anyhow::Result<()> {
+    let [source] = &args.files[..] else {
+        bail!("--on-server takes one source (a key in the store, with * wildcards if need be)");
+    };
+    let started = Instant::now();
+    // Minted here, so that a retried POST is the same job.
+    let job_id = args
+        .job_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let mut body = json!({
+        "source": source,
+        "id_column": args.id_column,
+        "vector_column": args.vector_column,
+        "skip_bad_rows": args.skip_bad_rows,
+        "ignore_unknown_columns": args.ignore_unknown_columns,
+        "job_id": job_id,
+    });
+    if let Some(format) = &args.format {
+        body["format"] = json!(format);
+    }
+    match &args.ids {
+        Some(ids) => body["ids"] = json!(ids),
+        None if args.id_offset > 0 => body["id_offset"] = json!(args.id_offset),
+        None => {}
+    }
+    let jobs = format!("{}/imports", collection_path(&args.collection));
+    let mut status = server.post(&jobs, &body).await?;
+    if args.no_wait {
+        output::json(&status);
+        return Ok(());
+    }
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg}: {human_pos} rows read ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let path = format!("{jobs}/{job_id}");
+    loop {
+        let state = status["state"].as_str().unwrap_or_default().to_string();
+        if state == "done" || state == "failed" {
+            break;
+        }
+        bar.set_message(format!(
+            "{state}, file {} of {}",
+            status["files_done"].as_u64().unwrap_or(0),
+            status["files"].as_u64().unwrap_or(0)
+        ));
+        bar.set_position(status["rows_read"].as_u64().unwrap_or(0));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        status = server.get(&path).await?;
+    }
+    bar.finish_and_clear();
+    let errors = status["errors"].as_array().cloned().unwrap_or_default();
+    for e in &errors {
+        eprintln!(
+            "{}: row {}, {}: {}",
+            e["file"].as_str().unwrap_or_default(),
+            e["row"],
+            e["field"].as_str().unwrap_or_default(),
+            e["message"].as_str().unwrap_or_default()
+        );
+    }
+    let rejected = status["rows_rejected"].as_u64().unwrap_or(0);
+    if rejected > errors.len() as u64 {
+        eprintln!("… and {} more bad rows", rejected - errors.len() as u64);
+    }
+    if status["state"] == "failed" {
+        bail!(
+            "import {job_id} failed: {}",
+            status["error"].as_str().unwrap_or("see the errors above")
+        );
+    }
+    let rows = status["rows_imported"].as_u64().unwrap_or(0);
+    let seconds = started.elapsed().as_secs_f64();
+    if as_json {
+        output::json(&status);
+    } else {
+        println!(
+            "imported {rows} rows into {} on the server (job {job_id}) in {seconds:.1} s ({:.0} rows/s){}; write token (lsn) {}",
+            args.collection,
+            rows as f64 / seconds.max(1e-9),
+            if rejected > 0 {
+                format!(", {rejected} bad rows skipped")
+            } else {
+                String::new()
+            },
+            status["lsn"].as_u64().unwrap_or(0)
         );
     }
     Ok(())

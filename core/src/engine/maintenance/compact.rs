@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
 use super::plan::{FANOUT, Job, cut, index_inline, plan};
@@ -17,7 +18,7 @@ use crate::engine::state::Collection;
 use crate::error::{Error, Result};
 use crate::manifest::{Committed, DeleteFile, Fence, Manifest, Operation, Role, SegmentEntry};
 use crate::mvcc::{Newest, id_and_lsn};
-use crate::segment::{COL_ID, COL_LSN, new_segment_id};
+use crate::segment::{COL_ID, COL_LSN, conform, new_segment_id};
 
 /// How often a background round counts dead rows (reading the keys of
 /// segments it has not seen yet) to find segments and delete files worth
@@ -168,30 +169,40 @@ impl Floe {
         Ok(report)
     }
 
-    /// `id` and `_lsn` of each file `(key, size)`, read once per process.
+    /// `id` and `_lsn` of each file `(key, size, rows_lsn)`, read once per
+    /// process (a file with a `rows_lsn` has no `_lsn` column: see
+    /// [`SegmentEntry::rows_lsn`]).
     async fn keys_of(
         &self,
         c: &Collection,
-        files: &[(&str, u64)],
+        files: &[KeyFile<'_>],
     ) -> Result<Vec<Arc<RecordBatch>>> {
-        let missing: Vec<(&str, u64)> = {
+        let missing: Vec<KeyFile<'_>> = {
             let known = c.compactor_keys.lock().unwrap_or_else(|p| p.into_inner());
             files
                 .iter()
-                .filter(|(path, _)| !known.contains_key(*path))
+                .filter(|(path, _, _)| !known.contains_key(*path))
                 .copied()
                 .collect()
         };
-        let read = futures::future::try_join_all(missing.iter().map(|(path, size)| async move {
-            let keys = self.read_file(path, *size, Some(&KEYS)).await?;
-            Ok::<_, Error>((path.to_string(), Arc::new(keys)))
-        }))
+        let read = futures::future::try_join_all(missing.iter().map(
+            |(path, size, rows_lsn)| async move {
+                let columns: &[&str] = if rows_lsn.is_some() {
+                    &KEYS[..1]
+                } else {
+                    &KEYS
+                };
+                let keys = self.read_file(path, *size, Some(columns)).await?;
+                let keys = conform(keys, &keys_schema(&c.schema)?, *rows_lsn)?;
+                Ok::<_, Error>((path.to_string(), Arc::new(keys)))
+            },
+        ))
         .await?;
         let mut known = c.compactor_keys.lock().unwrap_or_else(|p| p.into_inner());
         known.extend(read);
         files
             .iter()
-            .map(|(path, _)| {
+            .map(|(path, _, _)| {
                 known.get(*path).cloned().ok_or_else(|| {
                     Error::internal("compaction", format!("keys of {path} not read"))
                 })
@@ -385,18 +396,30 @@ impl Floe {
     }
 }
 
-/// `(key, size)` of segments' data files, as [`Floe::keys_of`] takes them.
-fn segment_files<'a>(segments: impl IntoIterator<Item = &'a SegmentEntry>) -> Vec<(&'a str, u64)> {
+/// A file whose keys [`Floe::keys_of`] reads: its key, size and
+/// [`SegmentEntry::rows_lsn`].
+type KeyFile<'a> = (&'a str, u64, Option<u64>);
+
+/// The schema of [`KEYS`] (`id` and `_lsn`) in a segment of `schema`.
+fn keys_schema(schema: &SchemaRef) -> Result<SchemaRef> {
+    Ok(Arc::new(schema.project(&[
+        schema.index_of(COL_ID)?,
+        schema.index_of(COL_LSN)?,
+    ])?))
+}
+
+/// Segments' data files, as [`Floe::keys_of`] takes them.
+fn segment_files<'a>(segments: impl IntoIterator<Item = &'a SegmentEntry>) -> Vec<KeyFile<'a>> {
     segments
         .into_iter()
-        .map(|s| (s.data_path.as_str(), s.size_bytes))
+        .map(|s| (s.data_path.as_str(), s.size_bytes, s.rows_lsn))
         .collect()
 }
 
-/// `(key, size)` of delete files, as [`Floe::keys_of`] takes them.
-fn delete_files<'a>(deletes: impl IntoIterator<Item = &'a DeleteFile>) -> Vec<(&'a str, u64)> {
+/// Delete files, as [`Floe::keys_of`] takes them.
+fn delete_files<'a>(deletes: impl IntoIterator<Item = &'a DeleteFile>) -> Vec<KeyFile<'a>> {
     deletes
         .into_iter()
-        .map(|d| (d.path.as_str(), d.size_bytes))
+        .map(|d| (d.path.as_str(), d.size_bytes, None))
         .collect()
 }

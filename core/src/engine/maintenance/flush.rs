@@ -14,15 +14,16 @@ use crate::engine::request::FlushReport;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
-use crate::manifest::{Committed, DeleteFile, Operation, SegmentEntry};
+use crate::manifest::{Committed, DeleteFile, ImportedSegments, Operation, SegmentEntry};
 use crate::mvcc::Newest;
 use crate::segment::new_segment_id;
 
-/// What a flush wrote for one log range.
+/// What a flush wrote for one log range, and the imported segments it adds.
 struct FlushFiles {
     segment: Option<(SegmentEntry, RecordBatch)>,
     delete_file: Option<DeleteFile>,
     deletes: u64,
+    imported: Vec<ImportedSegments>,
 }
 
 impl Floe {
@@ -63,6 +64,7 @@ impl Floe {
                     to_lsn: to,
                     segment: files.segment.as_ref().map(|(entry, _)| entry.clone()),
                     delete_file: files.delete_file,
+                    imported: files.imported.clone(),
                 };
                 match c.manifests.commit(None, &op).await {
                     Ok(Committed::New(m)) => {
@@ -73,6 +75,12 @@ impl Floe {
                         let mut state = c.state.lock().await;
                         state.install(m);
                         state.checked = Some(Instant::now());
+                        report.rows_flushed += files
+                            .imported
+                            .iter()
+                            .flat_map(|i| &i.segments)
+                            .map(|s| s.rows)
+                            .sum::<u64>();
                         if let Some((entry, batch)) = files.segment {
                             report.segments_written += 1;
                             report.rows_flushed += entry.rows;
@@ -154,7 +162,8 @@ impl Floe {
             pending.since.map(|s| s.elapsed()),
         );
         let f = &self.settings.flush;
-        let due = pending.rows >= f.max_rows
+        let due = c.state.lock().await.tail.holds_import()
+            || pending.rows >= f.max_rows
             || pending.bytes >= f.max_bytes
             || pending.since.is_some_and(|s| s.elapsed() >= f.max_age());
         if due {
@@ -198,7 +207,14 @@ impl Floe {
     ) -> Result<FlushFiles> {
         let mut upserts = Vec::new();
         let mut newest = Newest::default();
+        let mut imported = Vec::new();
         for (lsn, record) in records {
+            // An import's rows are in its segments; later events in the
+            // range supersede them as they would a segment's, by LSN.
+            if let LogRecord::Import(marker) = record {
+                imported.push(marker.at(*lsn));
+                continue;
+            }
             let (batch, deleted) = record.rows_at(&c.config, *lsn)?;
             newest.observe_rows(&batch, deleted)?;
             if !deleted {
@@ -235,6 +251,7 @@ impl Floe {
             segment,
             delete_file,
             deletes,
+            imported,
         })
     }
 }

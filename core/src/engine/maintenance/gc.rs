@@ -1,6 +1,8 @@
-//! Garbage collection: files no manifest needs, after a grace period.
+//! Garbage collection: files no manifest needs, after a grace period —
+//! but for the files of import jobs still running (their segments are in
+//! no manifest yet), and the records of ended ones for a week.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -10,6 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Floe;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
+use crate::storage::{CollectionFile, parse_key};
+
+/// How long the records of an ended import job (its request and status)
+/// are kept.
+const IMPORT_RECORDS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Unreferenced files are deleted only when older than this.
 pub const GC_GRACE: Duration = Duration::from_secs(600);
@@ -48,18 +55,46 @@ impl Floe {
         let cutoff =
             chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let root = paths.root();
-        let doomed: Vec<object_store::path::Path> = self
+        let listed: Vec<object_store::ObjectMeta> = self
             .store
             .list(Some(&root))
-            .try_filter(|m| {
-                futures::future::ready(
-                    !keep.contains(m.location.as_ref()) && m.last_modified < cutoff,
-                )
-            })
-            .map_ok(|m| m.location)
             .try_collect()
             .await
             .map_err(|e| Error::store("list", &root, e))?;
+        // Import jobs that ended, and when: a running job's files are all
+        // kept, an ended one's records for a while (its status is read).
+        let records_cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(IMPORT_RECORDS_KEPT).unwrap_or(chrono::Duration::MAX);
+        let mut ended: HashMap<String, bool> = HashMap::new();
+        for m in &listed {
+            if let Some(CollectionFile::Import { job, file }) =
+                parse_key(m.location.as_ref()).map(|k| k.file)
+                && file == "ended"
+            {
+                ended.insert(job, m.last_modified < records_cutoff);
+            }
+        }
+        let doomed: Vec<object_store::path::Path> = listed
+            .into_iter()
+            .filter(|m| {
+                if keep.contains(m.location.as_ref()) || m.last_modified >= cutoff {
+                    return false;
+                }
+                let (job, record) = match parse_key(m.location.as_ref()).map(|k| k.file) {
+                    Some(CollectionFile::ImportJob(job)) => (job, true),
+                    Some(CollectionFile::Import { job, file }) => {
+                        let record = file == "status.json" || file == "ended";
+                        (job, record)
+                    }
+                    _ => return true,
+                };
+                match ended.get(&job) {
+                    None => false,
+                    Some(expired) => !record || *expired,
+                }
+            })
+            .map(|m| m.location)
+            .collect();
         for path in &doomed {
             match self.store.delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

@@ -7,12 +7,14 @@
 mod compact;
 mod flush;
 mod gc;
+mod import;
 mod index;
 mod plan;
 mod round;
 
 pub use compact::{CompactReport, PURGE_CHECK_EVERY};
 pub use gc::{GC_GRACE, GcReport};
+pub use import::IMPORT_LEASE;
 pub use index::IndexReport;
 pub use plan::{FANOUT, PURGE_DEAD_FRACTION};
 pub use round::{ORPHAN_GRACE, RoundReport};
@@ -32,7 +34,7 @@ use crate::id::{self, Id};
 use crate::index::{le_f32s, vectors_range};
 use crate::manifest::{DeleteFile, SegmentEntry};
 use crate::segment::{
-    COL_VECTOR, ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, delete_schema,
+    COL_VECTOR, ParquetFile, RangeSource, SegmentWriteOptions, StoreSource, conform, delete_schema,
     encode_batches, new_segment_id, upload_segment, write_segment,
 };
 
@@ -60,7 +62,7 @@ impl Floe {
     async fn read_segment(&self, c: &Collection, s: &SegmentEntry) -> Result<RecordBatch> {
         let batch = self.read_file(&s.data_path, s.size_bytes, None).await?;
         if batch.column_by_name(COL_VECTOR).is_some() {
-            return Ok(batch);
+            return conform(batch, &c.schema, s.rows_lsn);
         }
         let index = s.index.as_ref().ok_or_else(|| {
             Error::corrupt(s.data_path.clone(), "no vector column and no index file")
@@ -154,6 +156,7 @@ impl Floe {
             sealed,
             index: None,
             footer_bytes: file.footer_bytes,
+            rows_lsn: None,
         })
     }
 

@@ -179,6 +179,7 @@ mod tests {
                 header_bytes: 1,
             }),
             footer_bytes: 0,
+            rows_lsn: None,
         }
     }
 

@@ -22,6 +22,9 @@ pub struct RoundReport {
     pub compacted: Option<CompactReport>,
     /// Objects garbage-collected (thorough rounds).
     pub garbage_deleted: usize,
+    /// Import jobs that had lost their runner, run here to their end
+    /// (thorough rounds; `floe serve` runs them in tasks of their own).
+    pub imports_resumed: usize,
 }
 
 /// Background rounds between thorough ones (index safety net and gc).
@@ -38,7 +41,7 @@ impl Floe {
     /// it (the safety net for lost object-created events); compact what is
     /// due (the segments it seals are indexed by their own events, in
     /// parallel with the round); in a `thorough` round, collect garbage.
-    pub async fn maintain(&self, name: &str, thorough: bool) -> Result<RoundReport> {
+    pub async fn maintain(self: &Arc<Self>, name: &str, thorough: bool) -> Result<RoundReport> {
         let mut report = RoundReport::default();
         if let Some(r) = self.flush_if_due(name).await? {
             tracing::info!(collection = %name, checkpoint = r.checkpoint_lsn, rows = r.rows_flushed, "flushed");
@@ -53,13 +56,14 @@ impl Floe {
         }
         if thorough {
             report.garbage_deleted = self.gc(name, GC_GRACE).await?.deleted;
+            report.imports_resumed = self.resume_imports(name).await?.len();
         }
         Ok(report)
     }
 
     /// One round over every collection; failures are logged, and a
     /// collection dropped meanwhile is skipped.
-    pub async fn maintain_all(&self, thorough: bool) {
+    pub async fn maintain_all(self: &Arc<Self>, thorough: bool) {
         let names = match self.list_collections().await {
             Ok(names) => names,
             Err(e) => {
@@ -106,6 +110,16 @@ impl Floe {
                     biased;
                     () = &mut stop => break,
                     Some(key) = events.recv() => {
+                        // An import runs beside the rounds, not in them.
+                        if let Some((name, job)) = import_job_key(&key) {
+                            let floe = Arc::clone(&floe);
+                            tokio::spawn(async move {
+                                if let Err(e) = floe.run_import(&name, &job).await {
+                                    tracing::warn!(collection = %name, %job, error = %e, "import paused; a round will resume it");
+                                }
+                            });
+                            continue;
+                        }
                         match floe.on_object_created(&key).await {
                             Ok(Some(r)) => tracing::info!(segment = %r.segment, rows = r.rows, ms = r.build_ms, "index built"),
                             Ok(None) => {}
@@ -119,5 +133,17 @@ impl Floe {
                 }
             }
         })
+    }
+}
+
+/// `(collection, job)` of an import job's `job.json` key.
+fn import_job_key(key: &str) -> Option<(String, String)> {
+    match crate::storage::parse_key(key) {
+        Some(crate::storage::CollectionKey {
+            collection,
+            file: crate::storage::CollectionFile::ImportJob(job),
+            ..
+        }) => Some((collection, job)),
+        _ => None,
     }
 }

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{DeleteFile, SegmentEntry};
 use crate::mvcc::{Newest, RowSetVisibility, Visibility};
-use crate::segment::{COL_ID, COL_LSN, COL_VECTOR, RangeSource, read_whole};
+use crate::segment::{COL_ID, COL_LSN, COL_VECTOR, RangeSource, conform, read_whole};
 
 /// How long a remembered manifest serves reads before it is listed again
 /// (a `strong` read adds the log's newer records to it).
@@ -36,6 +36,9 @@ const MAX_ASSEMBLY_ROUNDS: usize = 8;
 /// a collection another process dropped. (Writes and strong reads notice
 /// at once, through the log.)
 const CATALOG_TTL: Duration = Duration::from_secs(5);
+/// How long a read waits for a flush to commit a bulk import whose marker
+/// is in its log tail.
+const IMPORT_COMMIT_WAIT: Duration = Duration::from_secs(20);
 
 impl Floe {
     /// A consistent view for one read: the manifest and log tail the
@@ -68,10 +71,12 @@ impl Floe {
                 });
                 manifest?;
                 self.refresh_tail(c, last?).await?;
+                self.await_imports(c).await?;
             }
             Consistency::AtLeast(lsn) => {
                 self.refresh_manifest(c, false).await?;
                 self.refresh_tail(c, lsn).await?;
+                self.await_imports(c).await?;
                 let upto = c.state.lock().await.tail.upto;
                 if upto < lsn {
                     return Err(Error::invalid(
@@ -171,6 +176,29 @@ impl Floe {
         Ok(())
     }
 
+    /// Waits until no import marker is left in the tail: an import's rows
+    /// are read from its segments once a flush lists them in the manifest
+    /// (the marker itself holds none). The import job flushes right after
+    /// appending its marker, and every flusher counts a marker as due, so
+    /// this is about one flush's time. (Readers do not flush themselves:
+    /// the query function may not write.)
+    async fn await_imports(&self, c: &Collection) -> Result<()> {
+        let deadline = Instant::now() + IMPORT_COMMIT_WAIT;
+        let mut pause = Duration::from_millis(10);
+        while c.state.lock().await.tail.holds_import() {
+            if Instant::now() >= deadline {
+                return Err(Error::log(
+                    "snapshot",
+                    "a bulk import is being committed; retry in a moment",
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+            self.refresh_manifest(c, true).await?;
+        }
+        Ok(())
+    }
+
     /// Fetches log records after the tail's end up to `target` (or the
     /// log's end), page by page.
     pub(crate) async fn refresh_tail(&self, c: &Collection, target: Lsn) -> Result<()> {
@@ -202,14 +230,15 @@ impl Floe {
             };
             let mut records = Vec::with_capacity(page.len());
             for entry in page {
-                let (batch, deleted) =
-                    LogRecord::decode(&entry.payload)?.rows_at(&c.config, entry.lsn)?;
+                let record = LogRecord::decode(&entry.payload)?;
+                let (batch, deleted) = record.rows_at(&c.config, entry.lsn)?;
                 records.push(TailRecord {
                     lsn: entry.lsn,
                     bytes: entry.payload.len(),
                     rows: batch.num_rows(),
                     batch,
                     deleted,
+                    import: matches!(record, LogRecord::Import(_)),
                 });
             }
             c.state.lock().await.tail.extend(records, end);
@@ -264,6 +293,7 @@ async fn open_sources(
             async move {
                 let path = object_store::path::Path::from(s.data_path.as_str());
                 let batch = read_whole(source, &path, s.size_bytes).await?;
+                let batch = conform(batch, &c.schema, s.rows_lsn)?;
                 Ok(Opened::Rows(s.id, batch))
             }
             .boxed()
