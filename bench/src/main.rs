@@ -645,6 +645,7 @@ async fn bench_manifest(
                                 add: vec![segment(format!("w{w}-{i}"))],
                                 drop_deletes: vec![],
                                 add_deletes: vec![],
+                                schema: 0,
                             };
                             ms.commit(None, &op).await?;
                         }

@@ -51,6 +51,11 @@ pub enum Error {
     #[error("import {0:?} not found")]
     ImportNotFound(String),
 
+    /// Attributes were added to the collection since this process read its
+    /// configuration: the operation is redone with the new one.
+    #[error("the collection's attributes changed; retry")]
+    SchemaChanged,
+
     /// An import job with this id exists with another source or options.
     #[error("import {job:?} exists with other options: {detail}")]
     ImportExists { job: String, detail: String },
@@ -162,6 +167,7 @@ impl Error {
             | Error::RowNotFound { .. } => ErrorKind::NotFound,
             Error::CollectionExists { .. }
             | Error::ImportExists { .. }
+            | Error::SchemaChanged
             | Error::CommitConflict { .. }
             | Error::Fenced { .. }
             | Error::ObjectExists { .. }

@@ -29,6 +29,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::AttributeDef;
 use crate::error::{Error, Result};
 use crate::storage::{CollectionPaths, get_bytes, put_create};
 
@@ -185,6 +186,11 @@ pub struct Manifest {
     /// a job resumed after a crash learns here that a flush committed it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub imports: BTreeMap<String, u64>,
+    /// Attributes added since the collection was created, in order: the
+    /// collection's attributes are its catalog configuration's, then these
+    /// (all nullable; rows written before have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_attributes: Vec<AttributeDef>,
 }
 
 /// A checkpoint and when it was committed: every record up to `lsn` was
@@ -217,6 +223,7 @@ impl Manifest {
             operation: "empty".into(),
             flushed: Vec::new(),
             imports: BTreeMap::new(),
+            added_attributes: Vec::new(),
         }
     }
 
@@ -302,6 +309,10 @@ pub enum Operation {
         delete_file: Option<DeleteFile>,
         /// The bulk imports whose markers are in the range.
         imported: Vec<ImportedSegments>,
+        /// How many added attributes the flusher's rows have (see
+        /// [`Manifest::added_attributes`]): a flush made with an older
+        /// schema than the manifest's would drop values, so it is refused.
+        schema: usize,
     },
     /// Swaps segments atomically (compaction, sealing, index builds). Rows
     /// keep their LSNs when merged, so tombstones keep applying to them.
@@ -318,12 +329,30 @@ pub enum Operation {
         drop_deletes: Vec<String>,
         /// Delete files put in (the tombstones still needed of those dropped).
         add_deletes: Vec<DeleteFile>,
+        /// How many added attributes the new segments have (as for a flush).
+        schema: usize,
     },
+    /// Adds nullable attributes to the collection, after those it has.
+    AddAttributes(Vec<AttributeDef>),
+}
+
+/// Why an operation cannot apply to a manifest.
+enum Refusal {
+    /// The manifest moved in a way the operation cannot rebase over.
+    Conflict(String),
+    /// Attributes were added since the committer read its rows.
+    SchemaChanged,
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal::Conflict(reason)
+    }
 }
 
 /// What applying an operation to a manifest gives.
 enum Applied {
-    Changed(Manifest),
+    Changed(Box<Manifest>),
     /// The operation's effect is already there (a rerun flush).
     AlreadyDone,
 }
@@ -332,6 +361,14 @@ impl Operation {
     fn describe(&self) -> String {
         match self {
             Operation::ClaimEpoch(role) => format!("claim {role:?} epoch"),
+            Operation::AddAttributes(attributes) => format!(
+                "add attributes {}",
+                attributes
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Operation::Flush {
                 from_lsn, to_lsn, ..
             } => format!("flush lsn ({from_lsn}, {to_lsn}]"),
@@ -340,6 +377,7 @@ impl Operation {
                 add,
                 drop_deletes,
                 add_deletes,
+                ..
             } => format!(
                 "replace {} segments by {}, {} delete files by {}",
                 remove.len(),
@@ -351,25 +389,52 @@ impl Operation {
     }
 
     /// Rebases the operation onto `base`, giving the next version's content.
-    fn apply(&self, base: &Manifest) -> std::result::Result<Applied, String> {
+    fn apply(&self, base: &Manifest) -> std::result::Result<Applied, Refusal> {
         let mut next = base.clone();
         match self {
             Operation::ClaimEpoch(role) => *next.epochs.get_mut(*role) += 1,
+            Operation::AddAttributes(attributes) => {
+                let mut added = 0;
+                for attr in attributes {
+                    match base.added_attributes.iter().find(|a| a.name == attr.name) {
+                        // A retried or raced add of the same attribute.
+                        Some(a) if a == attr => {}
+                        Some(a) => {
+                            return Err(Refusal::Conflict(format!(
+                                "attribute {} was added as {:?} meanwhile",
+                                a.name, a.ty
+                            )));
+                        }
+                        None => {
+                            next.added_attributes.push(attr.clone());
+                            added += 1;
+                        }
+                    }
+                }
+                if added == 0 {
+                    return Ok(Applied::AlreadyDone);
+                }
+            }
             Operation::Flush {
                 from_lsn,
                 to_lsn,
                 segment,
                 delete_file,
                 imported,
+                schema,
             } => {
                 if base.checkpoint_lsn >= *to_lsn {
                     return Ok(Applied::AlreadyDone);
+                }
+                if base.added_attributes.len() != *schema {
+                    return Err(Refusal::SchemaChanged);
                 }
                 if base.checkpoint_lsn != *from_lsn {
                     return Err(format!(
                         "flush starts at lsn {from_lsn} but the checkpoint is {}",
                         base.checkpoint_lsn
-                    ));
+                    )
+                    .into());
                 }
                 for segment in segment.iter() {
                     add_segment(&mut next, segment)?;
@@ -398,15 +463,19 @@ impl Operation {
                 add,
                 drop_deletes,
                 add_deletes,
+                schema,
             } => {
+                if !add.is_empty() && base.added_attributes.len() != *schema {
+                    return Err(Refusal::SchemaChanged);
+                }
                 for id in remove {
                     if base.segment(id).is_none() {
-                        return Err(format!("segment {id} is no longer live"));
+                        return Err(format!("segment {id} is no longer live").into());
                     }
                 }
                 for path in drop_deletes {
                     if !base.deletes.iter().any(|d| &d.path == path) {
-                        return Err(format!("delete file {path} is no longer live"));
+                        return Err(format!("delete file {path} is no longer live").into());
                     }
                 }
                 next.deletes.retain(|d| !drop_deletes.contains(&d.path));
@@ -417,13 +486,16 @@ impl Operation {
                 }
             }
         }
-        Ok(Applied::Changed(next))
+        Ok(Applied::Changed(Box::new(next)))
     }
 }
 
-fn add_segment(manifest: &mut Manifest, segment: &SegmentEntry) -> std::result::Result<(), String> {
+fn add_segment(
+    manifest: &mut Manifest,
+    segment: &SegmentEntry,
+) -> std::result::Result<(), Refusal> {
     if manifest.segment(&segment.id).is_some() {
-        return Err(format!("segment {} is already live", segment.id));
+        return Err(format!("segment {} is already live", segment.id).into());
     }
     manifest.segments.push(segment.clone());
     Ok(())
@@ -685,7 +757,7 @@ impl ManifestStore {
                 }
             }
             let mut next = match op.apply(&base) {
-                Ok(Applied::Changed(next)) => next,
+                Ok(Applied::Changed(next)) => *next,
                 // Judged on a possibly stale base: confirm on the newest one.
                 Ok(Applied::AlreadyDone) | Err(_) if !fresh => {
                     base = self.latest().await?;
@@ -693,12 +765,13 @@ impl ManifestStore {
                     continue;
                 }
                 Ok(Applied::AlreadyDone) => return Ok(Committed::AlreadyApplied(base)),
-                Err(reason) => {
+                Err(Refusal::Conflict(reason)) => {
                     return Err(Error::CommitConflict {
                         version: base.version + 1,
                         reason,
                     });
                 }
+                Err(Refusal::SchemaChanged) => return Err(Error::SchemaChanged),
             };
             next.format_version = MANIFEST_FORMAT_VERSION;
             next.version = base.version + 1;
@@ -827,6 +900,7 @@ mod tests {
             segment: Some(segment(id, from + 1, to)),
             delete_file: None,
             imported: vec![],
+            schema: 0,
         }
     }
 
@@ -872,6 +946,7 @@ mod tests {
             add: vec![segment("b", 1, 5)],
             drop_deletes: vec![],
             add_deletes: vec![],
+            schema: 0,
         };
         let m = ms.commit(Some(compactor), &replace).await.unwrap();
         assert_eq!(m.manifest().segments[0].id, "b");
@@ -886,6 +961,7 @@ mod tests {
             add: vec![segment(id, 1, 5)],
             drop_deletes: vec![],
             add_deletes: vec![],
+            schema: 0,
         };
         ms.commit(None, &replace("b")).await.unwrap();
         // A second compactor that also merged "a" must not add its copy.

@@ -1494,6 +1494,203 @@ async fn incarnation(s: &TestServer, name: &str) -> String {
     s.floe.describe(name).await.unwrap().incarnation
 }
 
+/// Attributes added to a collection: old rows have none (null), new rows
+/// and patches set them, filters and answers see them through the tail,
+/// segments, compaction and index builds; bad additions are 400s.
+async fn attributes_can_be_added(s: TestServer) {
+    let c = &s.client;
+    let (status, body) = c
+        .put(
+            &format!("{C}/ev"),
+            &json!({"dimension": 2, "metric": "l2",
+                    "attributes": [{"name": "year", "type": "i64"}],
+                    "index": {"seal_rows": 1000, "index_min_rows": 20, "row_group_rows": 16}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let row = |id: u64, extra: Value| {
+        let mut attrs = json!({"year": 2000 + id});
+        if let (Some(a), Some(e)) = (attrs.as_object_mut(), extra.as_object()) {
+            a.extend(e.clone());
+        }
+        json!({"id": id, "vector": [id as f32, 1.0], "attributes": attrs})
+    };
+    let old: Vec<Value> = (0..40).map(|i| row(i, json!({}))).collect();
+    upsert(c, "ev", &old).await;
+    flush(c, "ev").await;
+    s.floe.compact("ev").await.unwrap();
+    assert!(stats(c, "ev").await["indexed_segments"].as_u64() >= Some(1));
+
+    let added = c
+        .ok(
+            &format!("{C}/ev/attributes"),
+            &json!({"attributes": [{"name": "color", "type": "string"}, {"name": "rank", "type": "f64"}]}),
+        )
+        .await;
+    let names: Vec<&str> = added["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["year", "color", "rank"], "{added}");
+    // Again: nothing changes.
+    let again = c
+        .ok(
+            &format!("{C}/ev/attributes"),
+            &json!({"attributes": [{"name": "color", "type": "string"}]}),
+        )
+        .await;
+    assert_eq!(again, added);
+    let new: Vec<Value> = (40..50)
+        .map(|i| {
+            row(
+                i,
+                json!({"color": if i % 2 == 0 { "red" } else { "blue" }, "rank": i as f64}),
+            )
+        })
+        .collect();
+    upsert(c, "ev", &new).await;
+    c.ok(
+        &format!("{C}/ev/patch"),
+        &json!({"rows": [{"id": 3, "attributes": {"color": "red"}}]}),
+    )
+    .await;
+    let reds = |c: Client| async move {
+        let body = json!({"filter": "color == 'red'", "top_k": 100});
+        let mut got = ids(&c.ok(&format!("{C}/ev/query"), &body).await);
+        got.sort_unstable();
+        got
+    };
+    let want = vec![3, 40, 42, 44, 46, 48];
+    assert_eq!(reds(c.clone()).await, want, "tail and segments");
+    let (_, r0) = c.get(&format!("{C}/ev/rows/0")).await;
+    assert!(
+        r0["attributes"].get("color").is_none_or(Value::is_null),
+        "{r0}"
+    );
+    assert_eq!(r0["attributes"]["year"], 2000, "{r0}");
+    let (_, r3) = c.get(&format!("{C}/ev/rows/3")).await;
+    assert_eq!(
+        (
+            r3["attributes"]["color"].as_str(),
+            r3["attributes"]["year"].as_i64()
+        ),
+        (Some("red"), Some(2003)),
+        "{r3}"
+    );
+    // Through a flush and a compaction (which rewrites the old rows with
+    // the new columns) and an index build.
+    flush(c, "ev").await;
+    assert_eq!(reds(c.clone()).await, want, "after the flush");
+    s.floe.compact("ev").await.unwrap();
+    assert_eq!(reds(c.clone()).await, want, "after compaction");
+    let q = json!({"vector": [45.0, 1.0], "top_k": 1, "include_attributes": ["color", "rank"]});
+    let hit = c.ok(&format!("{C}/ev/query"), &q).await;
+    assert_eq!(
+        hit["results"][0]["attributes"],
+        json!({"color": "blue", "rank": 45.0}),
+        "{hit}"
+    );
+    assert_eq!(stats(c, "ev").await["rows"].as_u64(), Some(50));
+
+    for (body, field) in [
+        (
+            json!({"attributes": [{"name": "year", "type": "string"}]}),
+            "attributes[0].type",
+        ),
+        (
+            json!({"attributes": [{"name": "no way", "type": "string"}]}),
+            "attributes[0].name",
+        ),
+        (
+            json!({"attributes": [{"name": "_lsn", "type": "i64"}]}),
+            "attributes[0].name",
+        ),
+        (
+            json!({"attributes": [{"name": "x", "type": "i64"}, {"name": "x", "type": "i64"}]}),
+            "attributes[1].name",
+        ),
+        (json!({"attributes": []}), "attributes"),
+        (
+            json!({"attributes": [{"name": "z", "type": "date"}]}),
+            "attributes[0].type",
+        ),
+    ] {
+        let (status, err) = c.post(&format!("{C}/ev/attributes"), &body).await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {err}"
+        );
+    }
+    assert_eq!(
+        c.post(
+            &format!("{C}/nope/attributes"),
+            &json!({"attributes": [{"name": "a", "type": "i64"}]})
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+/// A process that opened the collection before an attribute was added
+/// (another server on the same storage and log) learns it: from a request
+/// naming it, and from rows holding it — so its flushes keep the values.
+#[tokio::test]
+async fn a_stale_process_learns_added_attributes() {
+    let a = TestServer::cloud().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = floe_core::Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..a.floe.settings().clone()
+    };
+    let b = TestServer::start("cloud", settings.clone(), dir).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = floe_core::Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..settings
+    };
+    let flusher = TestServer::start("cloud", settings, dir).await;
+    let name = floe_tests::unique("stale");
+    let (status, body) = a
+        .client
+        .put(
+            &format!("{C}/{name}"),
+            &json!({"dimension": 2, "metric": "l2"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    upsert(&a.client, &name, &[json!({"id": 1, "vector": [1, 1]})]).await;
+    // Both others open it, with no attributes.
+    for s in [&b, &flusher] {
+        assert_eq!(stats(&s.client, &name).await["rows"].as_u64(), Some(1));
+    }
+    a.client
+        .ok(
+            &format!("{C}/{name}/attributes"),
+            &json!({"attributes": [{"name": "tag", "type": "string"}]}),
+        )
+        .await;
+    // b takes a row with the new attribute at once.
+    let lsn = upsert(
+        &b.client,
+        &name,
+        &[json!({"id": 2, "vector": [2, 2], "attributes": {"tag": "new"}})],
+    )
+    .await;
+    // The flusher meets a record with a column it does not know: it
+    // learns the attribute rather than drop the value.
+    let report = flusher.floe.flush(&name).await.unwrap();
+    assert!(report.checkpoint_lsn >= lsn, "{report:?}");
+    let body = json!({"filter": "tag == 'new'", "top_k": 10, "consistency": "eventual"});
+    for s in [&a, &b, &flusher] {
+        let got = s.client.ok(&format!("{C}/{name}/query"), &body).await;
+        assert_eq!(ids(&got), vec![2], "{}: {got}", s.url);
+    }
+}
+
 floe_tests::both_modes!(
     strong_sees_writes_at_once_and_eventual_after_flush,
     write_tokens_give_read_your_writes,
@@ -1508,5 +1705,6 @@ floe_tests::both_modes!(
     conditional_upserts_and_patches,
     exports_write_one_snapshot_as_parquet,
     bulk_imports_land_as_one_write,
+    attributes_can_be_added,
     collections_are_listed_described_and_dropped,
 );

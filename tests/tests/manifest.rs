@@ -31,6 +31,7 @@ fn add(id: &str) -> Operation {
         add: vec![segment(id)],
         drop_deletes: vec![],
         add_deletes: vec![],
+        schema: 0,
     }
 }
 
@@ -41,6 +42,7 @@ fn flush(from: u64, to: u64, id: &str) -> Operation {
         segment: Some(segment(id)),
         delete_file: None,
         imported: vec![],
+        schema: 0,
     }
 }
 

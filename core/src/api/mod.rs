@@ -119,6 +119,10 @@ pub fn router(floe: Arc<Floe>) -> Router {
             guard(Collection(Write), post(export_route)),
         )
         .route(
+            "/v1/collections/{name}/attributes",
+            guard(Collection(Admin), post(add_attributes)),
+        )
+        .route(
             "/v1/collections/{name}/imports",
             guard(Collection(Write), post(start_import)),
         )
@@ -574,6 +578,23 @@ async fn export_route(
     let mut body = serde_json::to_value(&report).map_err(|e| Error::internal("export", e))?;
     body["location"] = json!(location);
     Ok(Json(body).into_response())
+}
+
+/// Body of `POST …/attributes`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddAttributes {
+    attributes: Vec<crate::catalog::AttributeDef>,
+}
+
+async fn add_attributes(
+    State(floe): State<Arc<Floe>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let request: AddAttributes = parse_body(&floe, body).await?;
+    let config = floe.add_attributes(&name, &request.attributes).await?;
+    Ok(Json(config).into_response())
 }
 
 async fn start_import(

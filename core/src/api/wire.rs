@@ -72,7 +72,7 @@ pub struct UpsertRequest {
 
 impl UpsertRequest {
     /// Checks every field against the collection and builds its rows.
-    pub fn check(self, config: &CollectionConfig) -> Result<Upsert> {
+    pub fn check(&self, config: &CollectionConfig) -> Result<Upsert> {
         check_request_id(self.request_id.as_deref())?;
         let rows = match (&self.rows, &self.columns) {
             (Some(rows), None) => rows::rows_to_batch(config, rows)?,
@@ -87,7 +87,7 @@ impl UpsertRequest {
         let conditions = self.conditions()?;
         Ok(Upsert {
             rows,
-            request_id: self.request_id,
+            request_id: self.request_id.clone(),
             conditions,
         })
     }
@@ -145,7 +145,7 @@ pub struct PatchRequest {
 
 impl PatchRequest {
     /// Checks every field against the collection.
-    pub fn check(self, config: &CollectionConfig) -> Result<Patch> {
+    pub fn check(&self, config: &CollectionConfig) -> Result<Patch> {
         check_request_id(self.request_id.as_deref())?;
         let values = rows::patch_values(config, &self.rows)?;
         let conditions = self
@@ -165,10 +165,10 @@ impl PatchRequest {
             &serde_json::to_vec(&self.rows).unwrap_or_default(),
         ]);
         Ok(Patch {
-            ids: self.rows.into_iter().map(|r| r.id).collect(),
+            ids: self.rows.iter().map(|r| r.id.clone()).collect(),
             values,
             conditions,
-            request_id: self.request_id,
+            request_id: self.request_id.clone(),
             digest,
         })
     }
@@ -237,7 +237,7 @@ pub struct DeleteRequest {
 
 impl DeleteRequest {
     /// Checks every field against the collection.
-    pub fn check(self, config: &CollectionConfig) -> Result<Delete> {
+    pub fn check(&self, config: &CollectionConfig) -> Result<Delete> {
         check_request_id(self.request_id.as_deref())?;
         let target = match (&self.ids, &self.filter) {
             (Some(ids), None) => DeleteTarget::Ids(id::ids_to_array(config, ids, "ids")?),
@@ -254,7 +254,7 @@ impl DeleteRequest {
         };
         Ok(Delete {
             target,
-            request_id: self.request_id,
+            request_id: self.request_id.clone(),
         })
     }
 }
@@ -301,7 +301,7 @@ fn default_top_k() -> usize {
 
 impl QueryRequest {
     /// Checks every field against the collection and the server's limits.
-    pub fn check(self, config: &CollectionConfig, limits: &Limits) -> Result<Query> {
+    pub fn check(&self, config: &CollectionConfig, limits: &Limits) -> Result<Query> {
         let consistency = consistency_in_body(self.consistency.as_ref())?;
         if self.vector.is_none() && self.filter.is_none() {
             return Err(Error::invalid(
@@ -345,7 +345,7 @@ impl QueryRequest {
             attributes,
             include_vector: self.include_vector,
             consistency,
-            cursor: self.cursor,
+            cursor: self.cursor.clone(),
             knobs,
             explain: self.explain,
         })

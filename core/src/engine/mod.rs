@@ -37,11 +37,11 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::cache::{BlockCache, CacheFootprint, ReadStats};
-use crate::catalog::{Catalog, CatalogEntry, CollectionConfig};
+use crate::catalog::{AttributeDef, Catalog, CatalogEntry, CollectionConfig};
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::log::{FileLogOptions, FileLogs, JetStreamLogs, LogId, LogProvider};
-use crate::manifest::ManifestStore;
+use crate::manifest::{ManifestStore, Operation};
 use crate::storage::{
     CollectionPaths, drop_marker, drop_markers, open_object_store, parse_drop_marker,
 };
@@ -160,6 +160,7 @@ impl Floe {
         let manifests = ManifestStore::new(Arc::clone(&self.store), name, &entry.incarnation);
         let collection = Arc::new(Collection::new(
             entry,
+            &[],
             Arc::clone(&self.logs),
             manifests,
             self.settings.search.exact_filter_rows,
@@ -168,6 +169,74 @@ impl Floe {
         Ok(Arc::clone(
             map.entry(name.to_string()).or_insert(collection),
         ))
+    }
+
+    /// `c` with the attributes the newest manifest added since `c` was
+    /// opened, now the one this process serves; `None` when `c` knows
+    /// them all.
+    async fn upgrade(&self, c: &Collection) -> Result<Option<Arc<Collection>>> {
+        let manifest = c.manifests.latest().await?;
+        if manifest.added_attributes.len() <= c.added {
+            return Ok(None);
+        }
+        let name = &c.config.name;
+        let fresh = Arc::new(Collection::new(
+            c.entry.clone(),
+            &manifest.added_attributes,
+            Arc::clone(&self.logs),
+            ManifestStore::new(Arc::clone(&self.store), name, &c.incarnation),
+            self.settings.search.exact_filter_rows,
+        ));
+        let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(name.as_str()) {
+            // Another request upgraded it as far already.
+            Some(known) if known.incarnation == c.incarnation && known.added >= fresh.added => {
+                Ok(Some(Arc::clone(known)))
+            }
+            Some(known) if known.incarnation != c.incarnation => Ok(Some(fresh)),
+            _ => {
+                map.insert(name.clone(), Arc::clone(&fresh));
+                Ok(Some(fresh))
+            }
+        }
+    }
+
+    /// Runs `op` on `c`, and once more on its upgrade when `op` finds
+    /// that attributes were added (`Error::SchemaChanged`).
+    pub(crate) async fn on_newest_schema<T, F, Fut>(&self, c: Arc<Collection>, op: F) -> Result<T>
+    where
+        F: Fn(Arc<Collection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match op(Arc::clone(&c)).await {
+            Err(Error::SchemaChanged) => match self.upgrade(&c).await? {
+                Some(fresh) => op(fresh).await,
+                None => Err(Error::SchemaChanged),
+            },
+            other => other,
+        }
+    }
+
+    /// `check` of a request against `c`'s configuration; when it fails,
+    /// once more against the newest attributes if some were added since
+    /// `c` was opened (a request may name an attribute another process
+    /// added). Returns the collection it passed against.
+    pub(crate) async fn check_on_newest<T>(
+        &self,
+        c: Arc<Collection>,
+        check: impl Fn(&CollectionConfig) -> Result<T>,
+    ) -> Result<(Arc<Collection>, T)> {
+        match check(&c.config) {
+            Ok(request) => Ok((c, request)),
+            Err(e @ Error::Invalid { .. }) => match self.upgrade(&c).await? {
+                Some(fresh) => {
+                    let request = check(&fresh.config)?;
+                    Ok((fresh, request))
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Forgets incarnation `incarnation` of `name` if it is still the one
@@ -226,8 +295,11 @@ impl Floe {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let c = self.collection(name).await?;
-        match op(Arc::clone(&c)).await {
-            Err(Error::CollectionNotFound(_)) => op(self.current_after_drop(&c).await?).await,
+        match self.on_newest_schema(Arc::clone(&c), &op).await {
+            Err(Error::CollectionNotFound(_)) => {
+                let fresh = self.current_after_drop(&c).await?;
+                self.on_newest_schema(fresh, &op).await
+            }
             other => other,
         }
     }
@@ -273,6 +345,61 @@ impl Floe {
         Ok((existing.config, false))
     }
 
+    /// Adds nullable attributes to collection `name`, after those it has,
+    /// and returns its configuration: rows written before have none
+    /// (null), and filters on them match nothing there. One manifest
+    /// commit; other processes learn it from the manifest (a request
+    /// naming an attribute they do not know yet makes them look). Adding
+    /// an attribute that exists with the same type does nothing.
+    pub async fn add_attributes(
+        &self,
+        name: &str,
+        attributes: &[AttributeDef],
+    ) -> Result<CollectionConfig> {
+        if attributes.is_empty() {
+            return Err(Error::invalid("attributes", "name at least one attribute"));
+        }
+        let c = self.collection(name).await?;
+        // The newest attributes first: the checks below are against them.
+        let c = self.upgrade(&c).await?.unwrap_or(c);
+        let mut config = c.config.clone();
+        let mut new = Vec::new();
+        for (i, attr) in attributes.iter().enumerate() {
+            match config.attribute(&attr.name) {
+                Some(existing) if existing == attr => {}
+                Some(existing) => {
+                    return Err(Error::invalid(
+                        format!("attributes[{i}].type"),
+                        format!(
+                            "{:?} exists with type {:?}; attributes cannot change type",
+                            attr.name, existing.ty
+                        ),
+                    ));
+                }
+                None => {
+                    config.attributes.push(attr.clone());
+                    new.push(attr.clone());
+                }
+            }
+        }
+        // Names and duplicates, naming the request's fields; then the
+        // attribute limit, as at create.
+        CollectionConfig {
+            attributes: attributes.to_vec(),
+            ..c.config.clone()
+        }
+        .validate()?;
+        config.validate()?;
+        if new.is_empty() {
+            return Ok(c.config.clone());
+        }
+        c.manifests
+            .commit(None, &Operation::AddAttributes(new))
+            .await?;
+        let c = self.upgrade(&c).await?.unwrap_or(c);
+        Ok(c.config.clone())
+    }
+
     /// Names of every collection: exactly those `describe` finds.
     pub async fn list_collections(&self) -> Result<Vec<String>> {
         self.catalog.list().await
@@ -289,6 +416,12 @@ impl Floe {
             Ok(()) => {}
             Err(Error::CollectionNotFound(_)) => {
                 c = self.reopen(&c, since).await?;
+                self.refresh_manifest(&c, true).await?;
+            }
+            Err(Error::SchemaChanged) => {
+                if let Some(fresh) = self.upgrade(&c).await? {
+                    c = fresh;
+                }
                 self.refresh_manifest(&c, true).await?;
             }
             Err(e) => return Err(e),

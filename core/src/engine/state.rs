@@ -14,7 +14,7 @@ use arrow::array::{BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 
 use super::read::{FilterMasks, IndexedSegment};
-use crate::catalog::{CatalogEntry, CollectionConfig};
+use crate::catalog::{AttributeDef, CatalogEntry, CollectionConfig};
 use crate::error::Result;
 use crate::log::{Log, LogId, LogProvider, Lsn};
 use crate::manifest::{Fence, Manifest, ManifestStore};
@@ -23,7 +23,13 @@ use crate::storage::CollectionPaths;
 
 /// One incarnation of a collection: its handles and read state.
 pub(crate) struct Collection {
+    /// The catalog's configuration with the manifest's added attributes.
     pub config: CollectionConfig,
+    /// How many of its attributes were added after the create (the
+    /// manifest's `added_attributes` this process knows).
+    pub added: usize,
+    /// The catalog entry it was opened from.
+    pub entry: CatalogEntry,
     pub incarnation: String,
     /// When the incarnation was created (catalog entry).
     pub created_at_ms: u64,
@@ -58,15 +64,19 @@ pub(crate) struct Collection {
 impl Collection {
     pub(crate) fn new(
         entry: CatalogEntry,
+        added: &[AttributeDef],
         logs: Arc<dyn LogProvider>,
         manifests: ManifestStore,
         exact_filter_rows: usize,
     ) -> Collection {
-        let config = entry.config;
+        let mut config = entry.config.clone();
+        config.attributes.extend(added.iter().cloned());
         Collection {
+            added: added.len(),
+            entry: entry.clone(),
             schema: crate::segment::segment_schema(&config),
             paths: CollectionPaths::new(&config.name, &entry.incarnation),
-            incarnation: entry.incarnation,
+            incarnation: entry.incarnation.clone(),
             created_at_ms: entry.created_at_ms,
             logs,
             log: tokio::sync::OnceCell::new(),

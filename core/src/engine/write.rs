@@ -40,11 +40,11 @@ impl Floe {
     pub async fn upsert(
         &self,
         name: &str,
-        check: impl FnOnce(&CollectionConfig) -> Result<Upsert>,
+        check: impl Fn(&CollectionConfig) -> Result<Upsert>,
     ) -> Result<WriteAck> {
         let since = now_ms();
         let c = self.collection(name).await?;
-        let request = check(&c.config)?;
+        let (c, request) = self.check_on_newest(c, check).await?;
         let record = LogRecord::Upsert(request.rows);
         if request.conditions.is_empty() {
             let write = &Write::record(&record, request.request_id.as_deref())?;
@@ -76,11 +76,11 @@ impl Floe {
     pub async fn delete(
         &self,
         name: &str,
-        check: impl FnOnce(&CollectionConfig) -> Result<Delete>,
+        check: impl Fn(&CollectionConfig) -> Result<Delete>,
     ) -> Result<WriteAck> {
         let since = now_ms();
         let c = self.collection(name).await?;
-        let request = check(&c.config)?;
+        let (c, request) = self.check_on_newest(c, check).await?;
         let request_id = request.request_id.as_deref();
         match request.target {
             DeleteTarget::Ids(ids) => {
@@ -102,9 +102,10 @@ impl Floe {
         }
     }
 
-    /// Runs a write on `c`, or, if `c` turns out to be dropped, once more
-    /// on the name's new incarnation when `reopen` lets the write (started
-    /// at `since_ms`) go on there.
+    /// Runs a write on `c` (on its upgrade if it finds attributes added),
+    /// or, if `c` turns out to be dropped, once more on the name's new
+    /// incarnation when `reopen` lets the write (started at `since_ms`) go
+    /// on there.
     async fn on_current_since<T, F, Fut>(
         &self,
         c: Arc<Collection>,
@@ -115,7 +116,7 @@ impl Floe {
         F: Fn(Arc<Collection>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        match write(Arc::clone(&c)).await {
+        match self.on_newest_schema(Arc::clone(&c), &write).await {
             Err(Error::CollectionNotFound(_)) => write(self.reopen(&c, since_ms).await?).await,
             other => other,
         }
@@ -150,11 +151,12 @@ impl Floe {
     pub async fn patch(
         &self,
         name: &str,
-        check: impl FnOnce(&CollectionConfig) -> Result<Patch>,
+        check: impl Fn(&CollectionConfig) -> Result<Patch>,
     ) -> Result<WriteAck> {
         let since = now_ms();
         let c = self.collection(name).await?;
-        let patch = &check(&c.config)?;
+        let (c, patch) = self.check_on_newest(c, check).await?;
+        let patch = &patch;
         let key = patch.request_id.as_deref().map(|id| RequestKey {
             id,
             digest: patch.digest,
@@ -379,7 +381,10 @@ pub(crate) fn rows_batch(config: &CollectionConfig, rows: &[Row]) -> Result<Reco
     let vectors =
         FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(flat)), None)?;
     let mut columns: Vec<ArrayRef> = vec![ids, Arc::new(vectors)];
+    let schema = upsert_schema(config);
     for def in &config.attributes {
+        let ty = schema.field(columns.len()).data_type();
+        // A row written before the attribute was added has none: null.
         let values: Vec<ArrayRef> = rows
             .iter()
             .map(|row| {
@@ -387,14 +392,14 @@ pub(crate) fn rows_batch(config: &CollectionConfig, rows: &[Row]) -> Result<Reco
                     .iter()
                     .flatten()
                     .find(|x| x.name == def.name)
-                    .map(|x| Arc::clone(&x.value))
-                    .ok_or_else(|| {
-                        Error::internal("rows batch", format!("row {} lacks {}", row.id, def.name))
-                    })
+                    .map_or_else(
+                        || arrow::array::new_null_array(ty, 1),
+                        |x| Arc::clone(&x.value),
+                    )
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let column = if values.is_empty() {
-            arrow::array::new_empty_array(upsert_schema(config).field(columns.len()).data_type())
+            arrow::array::new_empty_array(ty)
         } else {
             let refs: Vec<&dyn Array> = values.iter().map(|v| v.as_ref()).collect();
             arrow::compute::concat(&refs)?

@@ -102,11 +102,13 @@ pub fn with_lsn(batch: &RecordBatch, lsn: u64) -> Result<RecordBatch> {
     )?)
 }
 
-/// Rows read from a segment file, in `schema` (the segment schema or a
-/// projection of it): a bulk import's file has no `_lsn` column (every row
-/// is at `rows_lsn`, from the manifest), and a file written before an
-/// attribute was added lacks its column (all null). Columns the file has
-/// beyond `schema` are left out.
+/// Rows read from a segment file or a log record, in `schema` (the
+/// segment schema or a projection of it): a bulk import's file has no
+/// `_lsn` column (every row is at `rows_lsn`, from the manifest), and rows
+/// written before an attribute was added lack its column (all null). A
+/// column `schema` does not have means the rows were written after an
+/// attribute was added that this process does not know yet:
+/// `Error::SchemaChanged`, so that it learns it rather than drop values.
 pub fn conform(
     batch: RecordBatch,
     schema: &SchemaRef,
@@ -114,6 +116,14 @@ pub fn conform(
 ) -> Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
+    }
+    if batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| schema.field_with_name(f.name()).is_err())
+    {
+        return Err(Error::SchemaChanged);
     }
     let n = batch.num_rows();
     let columns = schema

@@ -298,6 +298,7 @@ impl Floe {
             add: outputs,
             drop_deletes: vec![],
             add_deletes: vec![],
+            schema: c.added,
         };
         match self.commit_replace(c, fence, &op).await {
             Ok(()) => {}
@@ -381,6 +382,7 @@ impl Floe {
             add: vec![],
             drop_deletes,
             add_deletes,
+            schema: c.added,
         };
         self.commit_replace(c, fence, &op).await
     }

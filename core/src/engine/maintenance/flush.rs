@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{Committed, DeleteFile, ImportedSegments, Operation, SegmentEntry};
 use crate::mvcc::Newest;
-use crate::segment::new_segment_id;
+use crate::segment::{conform, new_segment_id};
 
 /// What a flush wrote for one log range, and the imported segments it adds.
 struct FlushFiles {
@@ -65,6 +65,7 @@ impl Floe {
                     segment: files.segment.as_ref().map(|(entry, _)| entry.clone()),
                     delete_file: files.delete_file,
                     imported: files.imported.clone(),
+                    schema: c.added,
                 };
                 match c.manifests.commit(None, &op).await {
                     Ok(Committed::New(m)) => {
@@ -216,6 +217,11 @@ impl Floe {
                 continue;
             }
             let (batch, deleted) = record.rows_at(&c.config, *lsn)?;
+            let batch = if deleted {
+                batch
+            } else {
+                conform(batch, &c.schema, None)?
+            };
             newest.observe_rows(&batch, deleted)?;
             if !deleted {
                 upserts.push(batch);

@@ -160,6 +160,8 @@ impl Floe {
     pub async fn run_import(&self, name: &str, job_id: &str) -> Result<ImportStatus> {
         check_job_id(job_id)?;
         let c = self.collection(name).await?;
+        // Files may hold attributes added since this process opened it.
+        let c = self.upgrade(&c).await?.unwrap_or(c);
         let key = format!("{name}/{}/{job_id}", c.incarnation);
         if !self.imports_running().insert(key.clone()) {
             return self.import_status_in(&c, job_id).await;

@@ -71,6 +71,7 @@ impl Floe {
             add: vec![entry],
             drop_deletes: vec![],
             add_deletes: vec![],
+            schema: c.added,
         };
         match self.commit_as_compactor(c, fence, &op).await {
             Ok(_) => {}

@@ -100,12 +100,29 @@ impl Floe {
                 if f.name() == COL_VECTOR {
                     Ok(Arc::new(vectors.clone()) as ArrayRef)
                 } else {
-                    batch.column_by_name(f.name()).cloned().ok_or_else(|| {
-                        Error::corrupt(s.data_path.clone(), format!("no column {}", f.name()))
-                    })
+                    match batch.column_by_name(f.name()) {
+                        Some(column) => Ok(Arc::clone(column)),
+                        // An attribute added after the segment was written.
+                        None if f.is_nullable() => Ok(arrow::array::new_null_array(
+                            f.data_type(),
+                            batch.num_rows(),
+                        )),
+                        None => Err(Error::corrupt(
+                            s.data_path.clone(),
+                            format!("no column {}", f.name()),
+                        )),
+                    }
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        if batch
+            .schema()
+            .fields()
+            .iter()
+            .any(|f| c.schema.field_with_name(f.name()).is_err())
+        {
+            return Err(Error::SchemaChanged);
+        }
         Ok(RecordBatch::try_new(Arc::clone(&c.schema), columns)?)
     }
 

@@ -78,7 +78,15 @@ pub(super) async fn fetch_rows(
                 if columns.is_some() || attributes.is_empty() || rows.is_empty() {
                     return Ok(None);
                 }
-                let names: Vec<&str> = attributes.iter().map(String::as_str).collect();
+                // Attributes added after the segment was written are null.
+                let names: Vec<&str> = attributes
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| segment.data.schema().field_with_name(n).is_ok())
+                    .collect();
+                if names.is_empty() {
+                    return Ok(None);
+                }
                 Ok::<_, Error>(Some(
                     segment.data.read_rows(&snap.source, &names, &rows).await?,
                 ))

@@ -122,13 +122,14 @@ impl Floe {
     pub async fn query(
         &self,
         name: &str,
-        check: impl FnOnce(&CollectionConfig) -> Result<Query>,
+        check: impl Fn(&CollectionConfig) -> Result<Query>,
     ) -> Result<QueryResult> {
         let started = Instant::now();
         let since = crate::clock::now_ms();
-        let mut c = self.collection(name).await?;
+        let c = self.collection(name).await?;
         let opened = started.elapsed();
-        let query = &check(&c.config)?;
+        let (mut c, query) = self.check_on_newest(c, check).await?;
+        let query = &query;
         let stats = Arc::new(ReadStats::default());
         if opened > Duration::from_millis(1) {
             stats.record("collection config", opened, 0);

@@ -23,7 +23,9 @@ use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{DeleteFile, SegmentEntry};
 use crate::mvcc::{Newest, RowSetVisibility, Visibility};
-use crate::segment::{COL_ID, COL_LSN, COL_VECTOR, RangeSource, conform, read_whole};
+use crate::segment::{
+    COL_ID, COL_LSN, COL_VECTOR, RangeSource, conform, indexed_data_schema, read_whole,
+};
 
 /// How long a remembered manifest serves reads before it is listed again
 /// (a `strong` read adds the log's newer records to it).
@@ -124,13 +126,19 @@ impl Floe {
         needs: Needs<'_>,
         stats: &Arc<ReadStats>,
     ) -> Result<Snapshot> {
-        match self.snapshot(c, consistency, needs, stats).await {
-            Err(Error::CollectionNotFound(_)) => {
-                *c = self.reopen(c, since_ms).await?;
-                self.snapshot(c, consistency, needs, stats).await
+        for _ in 0..2 {
+            match self.snapshot(c, consistency, needs, stats).await {
+                Err(Error::CollectionNotFound(_)) => {
+                    *c = self.reopen(c, since_ms).await?;
+                }
+                Err(Error::SchemaChanged) => match self.upgrade(c).await? {
+                    Some(fresh) => *c = fresh,
+                    None => return Err(Error::SchemaChanged),
+                },
+                other => return other,
             }
-            other => other,
         }
+        self.snapshot(c, consistency, needs, stats).await
     }
 
     /// Makes the newest manifest current (`force`), or the remembered one
@@ -173,6 +181,9 @@ impl Floe {
         let mut state = c.state.lock().await;
         state.checked = Some(Instant::now());
         state.install(manifest);
+        if state.manifest.added_attributes.len() > c.added {
+            return Err(Error::SchemaChanged);
+        }
         Ok(())
     }
 
@@ -232,6 +243,12 @@ impl Floe {
             for entry in page {
                 let record = LogRecord::decode(&entry.payload)?;
                 let (batch, deleted) = record.rows_at(&c.config, entry.lsn)?;
+                // Records written before an attribute was added lack it.
+                let batch = if deleted {
+                    batch
+                } else {
+                    conform(batch, &c.schema, None)?
+                };
                 records.push(TailRecord {
                     lsn: entry.lsn,
                     bytes: entry.payload.len(),
@@ -409,7 +426,10 @@ async fn load_keys_and_codes(
         ])?;
         state.keys.insert(id.clone(), Arc::new(keys));
         if all_columns {
-            state.columns.insert(id, Arc::new(batch));
+            let (schema, _) = indexed_data_schema(&c.schema);
+            state
+                .columns
+                .insert(id, Arc::new(conform(batch, &schema, None)?));
         }
     }
     Ok(probes.into_iter().collect())
