@@ -440,6 +440,11 @@ impl Operation {
                     add_segment(&mut next, segment)?;
                 }
                 for import in imported {
+                    // A second marker of one import (two runners raced)
+                    // adds nothing: its rows are the first one's.
+                    if next.imports.contains_key(&import.job) {
+                        continue;
+                    }
                     for segment in &import.segments {
                         add_segment(&mut next, segment)?;
                     }
@@ -919,6 +924,58 @@ mod tests {
         let m = ms.commit(None, &flush(10, 20, "s2")).await.unwrap();
         assert_eq!(m.manifest().segments.len(), 2);
         assert_eq!(ms.versions().await.unwrap(), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn an_import_is_committed_once_and_schema_changes_fence_flushes() {
+        let ms = ManifestStore::new(Arc::new(InMemory::new()), "c", "i");
+        let import = |to: u64| Operation::Flush {
+            from_lsn: to - 1,
+            to_lsn: to,
+            segment: None,
+            delete_file: None,
+            imported: vec![ImportedSegments {
+                job: "j.n".into(),
+                lsn: to,
+                segments: vec![segment("j-n-00000", to, to)],
+            }],
+            schema: 0,
+        };
+        ms.commit(None, &flush(0, 1, "s1")).await.unwrap();
+        let m = ms.commit(None, &import(2)).await.unwrap();
+        assert_eq!(m.manifest().imports.get("j.n"), Some(&2));
+        // A second marker of the same import (two runners) adds nothing.
+        let m = ms.commit(None, &import(3)).await.unwrap();
+        assert_eq!(m.manifest().segments.len(), 2);
+        assert_eq!(m.manifest().checkpoint_lsn, 3);
+        // Attributes added: a flush made with the old list is refused.
+        let add = Operation::AddAttributes(vec![AttributeDef {
+            name: "tag".into(),
+            ty: crate::catalog::AttributeType::String,
+        }]);
+        ms.commit(None, &add).await.unwrap();
+        assert!(matches!(
+            ms.commit(None, &add).await.unwrap(),
+            Committed::AlreadyApplied(_)
+        ));
+        let err = ms.commit(None, &flush(3, 4, "s2")).await.unwrap_err();
+        assert!(matches!(err, Error::SchemaChanged), "{err}");
+        let ok = Operation::Flush {
+            from_lsn: 3,
+            to_lsn: 4,
+            segment: Some(segment("s2", 4, 4)),
+            delete_file: None,
+            imported: vec![],
+            schema: 1,
+        };
+        assert_eq!(
+            ms.commit(None, &ok)
+                .await
+                .unwrap()
+                .manifest()
+                .checkpoint_lsn,
+            4
+        );
     }
 
     #[tokio::test]

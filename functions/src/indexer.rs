@@ -217,6 +217,11 @@ pub async fn handle_with(
                 );
             }
             swept = floe.sweep_orphans(floe_core::engine::ORPHAN_GRACE).await?;
+            // Last: an import resumed here may run until the invocation ends.
+            let names = floe.list_collections().await?;
+            for status in floe.resume_all_imports(&names).await {
+                imported.push(json!(status));
+            }
         }
     }
     Ok(

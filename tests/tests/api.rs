@@ -1378,6 +1378,7 @@ async fn bulk_imports_land_as_one_write(s: TestServer) {
     let paths = floe_core::storage::CollectionPaths::new("imp", &incarnation(&s, "imp").await);
     let mut stale = done.clone();
     stale.state = floe_core::import::job::ImportState::Committing;
+    stale.lsn = None;
     stale.updated_at_ms = 0;
     let store = s.floe.object_store();
     store
@@ -1468,6 +1469,8 @@ async fn bulk_imports_land_as_one_write(s: TestServer) {
     for (body, field) in [
         (json!({"source": "s3://elsewhere/x.parquet"}), "source"),
         (json!({"source": "../x.parquet"}), "source"),
+        (json!({"source": "collections/imsrc/*.parquet"}), "source"),
+        (json!({"source": "a.npy", "ids": "catalog/imp.json"}), "ids"),
         (json!({"source": "uploads/none-*.parquet"}), "source"),
         (
             json!({"source": "uploads/bad.jsonl", "format": "csv"}),

@@ -600,10 +600,12 @@ async fn add_attributes(
 async fn start_import(
     State(floe): State<Arc<Floe>>,
     Path(name): Path<String>,
+    Extension(grant): Extension<Grant>,
     body: Body,
 ) -> ApiResult<Response> {
     let request: crate::import::job::ImportRequest = parse_body(&floe, body).await?;
-    let status = floe.start_import(&name, request).await?;
+    let may_read_exports = grant.allow(Need::Everything(Role::Admin)).is_ok();
+    let status = floe.start_import(&name, request, may_read_exports).await?;
     Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }
 

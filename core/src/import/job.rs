@@ -252,10 +252,38 @@ impl ImportStatus {
 pub struct ImportJob {
     /// The job's id.
     pub job_id: String,
+    /// Unique to this job: a job id used again once the first job's
+    /// records are gone names other files and another import.
+    pub nonce: String,
     /// What was asked.
     pub request: ImportRequest,
     /// When it was accepted.
     pub created_at_ms: u64,
+}
+
+impl ImportJob {
+    /// Identifies this import in the log and the manifest.
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.job_id, self.nonce)
+    }
+
+    /// The name of its part `k`'s data file.
+    pub fn part_file(&self, k: usize) -> String {
+        format!("part-{}-{k:05}.parquet", self.nonce)
+    }
+
+    /// The segment id of its part `k`.
+    pub fn part_segment(&self, k: usize) -> String {
+        format!("{}-{}-{k:05}", self.job_id, self.nonce)
+    }
+}
+
+/// The files a job reads, fixed when it first lists them (`files.json`):
+/// a resumed job reads exactly these, or fails if one changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportFiles {
+    /// Keys in the store and sizes, in reading order.
+    pub files: Vec<(String, u64)>,
 }
 
 #[cfg(test)]

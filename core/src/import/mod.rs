@@ -222,6 +222,11 @@ fn glob(pattern: &str, name: &str) -> bool {
 }
 
 impl ImportFile {
+    /// Its key in its object store.
+    pub fn key(&self) -> &str {
+        self.path.as_ref()
+    }
+
     /// The whole file.
     pub async fn bytes(&self) -> Result<bytes::Bytes> {
         crate::storage::get_bytes(self.store.as_ref(), &self.path).await

@@ -38,8 +38,17 @@ impl Floe {
     }
 
     async fn gc_collection(&self, c: &Collection, grace: Duration) -> Result<GcReport> {
-        let manifest = c.manifests.latest().await?;
         let paths = &c.paths;
+        let root = paths.root();
+        // List first, then read the manifest: a file listed here that a
+        // commit made live meanwhile is in that manifest.
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&root))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store("list", &root, e))?;
+        let manifest = c.manifests.latest().await?;
         let mut keep: HashSet<String> = HashSet::new();
         keep.insert(paths.latest_manifest_hint().to_string());
         keep.insert(paths.manifest(manifest.version).to_string());
@@ -52,26 +61,21 @@ impl Floe {
         for d in &manifest.deletes {
             keep.insert(d.path.clone());
         }
-        let cutoff =
-            chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-        let root = paths.root();
-        let listed: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&root))
-            .try_collect()
-            .await
-            .map_err(|e| Error::store("list", &root, e))?;
+        let now = chrono::Utc::now();
+        let cutoff = now - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let records_cutoff =
+            now - chrono::Duration::from_std(IMPORT_RECORDS_KEPT).unwrap_or(chrono::Duration::MAX);
         // Import jobs that ended, and when: a running job's files are all
-        // kept, an ended one's records for a while (its status is read).
-        let records_cutoff = chrono::Utc::now()
-            - chrono::Duration::from_std(IMPORT_RECORDS_KEPT).unwrap_or(chrono::Duration::MAX);
-        let mut ended: HashMap<String, bool> = HashMap::new();
+        // kept; an ended one's parts once it ended `grace` ago (a run that
+        // raced its end may still be committing them), its records for
+        // a week (its status is read).
+        let mut ended: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
         for m in &listed {
             if let Some(CollectionFile::Import { job, file }) =
                 parse_key(m.location.as_ref()).map(|k| k.file)
                 && file == "ended"
             {
-                ended.insert(job, m.last_modified < records_cutoff);
+                ended.insert(job, m.last_modified);
             }
         }
         let doomed: Vec<object_store::path::Path> = listed
@@ -90,7 +94,8 @@ impl Floe {
                 };
                 match ended.get(&job) {
                     None => false,
-                    Some(expired) => !record || *expired,
+                    Some(at) if record => *at < records_cutoff,
+                    Some(at) => *at < cutoff,
                 }
             })
             .map(|m| m.location)

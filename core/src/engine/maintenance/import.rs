@@ -35,7 +35,7 @@ use crate::engine::state::Collection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
 use crate::import::job::{
-    ImportJob, ImportRequest, ImportState, ImportStatus, check_job_id, new_job_id,
+    ImportFiles, ImportJob, ImportRequest, ImportState, ImportStatus, check_job_id, new_job_id,
 };
 use crate::import::{Format, ImportFile, ReadOptions, drop_repeated_ids, resolve_in};
 use crate::log::{AppendOptions, ImportMarker, LogCursor, LogRecord, Lsn, RequestKey, digest};
@@ -48,6 +48,8 @@ use crate::storage::{get_bytes, put_create};
 pub const IMPORT_LEASE: Duration = Duration::from_secs(60);
 /// The runner writes its status at least this often while it reads.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Top-level prefixes of Floe's own files: never an import's source.
+const INTERNAL_PREFIXES: [&str; 4] = ["collections", "catalog", "dropping", "keys"];
 /// Bytes of vectors per batch read from a file.
 const READ_BATCH_VECTOR_BYTES: usize = 8 << 20;
 
@@ -60,6 +62,12 @@ struct PartRecord {
     next_file: usize,
     next_row: u64,
     status: ImportStatus,
+}
+
+/// One run of a job: the job, and which run this is.
+struct Run<'a> {
+    job: &'a ImportJob,
+    run: u32,
 }
 
 /// Rows checked and waiting to be written as the next part.
@@ -75,8 +83,33 @@ impl Floe {
     /// indexer, or the indexer function on the creation of its
     /// `job.json`). The same `job_id` with the same request is answered
     /// with the job as it is; with another request, `ImportExists`.
-    pub async fn start_import(&self, name: &str, request: ImportRequest) -> Result<ImportStatus> {
+    /// Sources under `exports/` (other collections' rows) need
+    /// `may_read_exports` (an admin key for every collection); Floe's own
+    /// files are never a source.
+    pub async fn start_import(
+        &self,
+        name: &str,
+        request: ImportRequest,
+        may_read_exports: bool,
+    ) -> Result<ImportStatus> {
         request.check()?;
+        for (field, key) in std::iter::once(("source", &request.source))
+            .chain(request.ids.iter().map(|ids| ("ids", ids)))
+        {
+            let key = self.store_key(field, key)?;
+            let top = key.split('/').next().unwrap_or_default();
+            if INTERNAL_PREFIXES.contains(&top) {
+                return Err(Error::invalid(
+                    field,
+                    format!("{key}: Floe's own files cannot be imported"),
+                ));
+            }
+            if top == "exports" && !may_read_exports {
+                return Err(Error::Forbidden(format!(
+                    "{field}: importing from exports/ (other collections' rows) needs an admin key for every collection"
+                )));
+            }
+        }
         let c = self.collection(name).await?;
         let job_id = request.job_id.clone().unwrap_or_else(new_job_id);
         let request = ImportRequest {
@@ -89,6 +122,7 @@ impl Floe {
         let now = now_ms();
         let job = ImportJob {
             job_id: job_id.clone(),
+            nonce: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             request,
             created_at_ms: now,
         };
@@ -181,8 +215,13 @@ impl Floe {
         if status.state.ended() {
             return Ok(status);
         }
+        let Some(run) = self.claim_import_run(c, job_id).await? else {
+            // Another runner claimed it at the same moment.
+            return Ok(status);
+        };
+        let run = &Run { job: &job, run };
         if status.state < ImportState::Committing {
-            let staged = match self.stage_import(c, &job, &mut status).await {
+            let staged = match self.stage_import(c, run, &mut status).await {
                 Ok(staged) => staged,
                 Err(e) if gives_up(&e) => {
                     status.error = Some(e.to_string());
@@ -192,18 +231,32 @@ impl Floe {
             };
             match staged {
                 Some(segments) if !segments.is_empty() => {
-                    self.commit_import(c, &job, &mut status, segments).await?;
+                    self.commit_import(c, run, &mut status, segments).await?;
                 }
                 Some(_) => status.state = ImportState::Done,
-                None => status.state = ImportState::Failed,
+                None => {
+                    // Never once a marker may be in the log: a runner that
+                    // took over may be committing.
+                    let stored = self.import_status_in(c, job_id).await?;
+                    if stored.state >= ImportState::Committing || stored.lsn.is_some() {
+                        return Err(Error::log(
+                            "import",
+                            "the job is being committed by another runner",
+                        ));
+                    }
+                    self.check_still_ours(c, run).await?;
+                    status.state = ImportState::Failed;
+                }
             }
         } else {
             let parts = self.import_parts(c, job_id).await?;
             let segments = parts.into_iter().map(|p| p.entry).collect();
-            self.commit_import(c, &job, &mut status, segments).await?;
+            self.commit_import(c, run, &mut status, segments).await?;
         }
         status.finished_at_ms = Some(now_ms());
         self.write_import_status(c, &mut status).await?;
+        // After the status: the garbage collector removes a failed job's
+        // parts (and a done job's unreferenced ones) once this is old.
         self.store
             .put(
                 &c.paths.import_file(job_id, "ended"),
@@ -212,12 +265,54 @@ impl Floe {
             .await
             .map_err(|e| Error::store("put", job_id, e))?;
         if status.state == ImportState::Done {
-            self.index_imported(c, job_id).await;
-        } else {
-            self.delete_import_parts(c, job_id).await;
+            self.index_imported(c, &job).await;
         }
         tracing::info!(collection = %c.config.name, job = job_id, state = ?status.state, rows = status.rows_imported, rejected = status.rows_rejected, "import ended");
         Ok(status)
+    }
+
+    /// Claims the next run of the job (`run-<n>`, create-only): `None`
+    /// when another runner claimed it first. A runner whose run is no
+    /// longer the newest stops at its next step.
+    async fn claim_import_run(&self, c: &Collection, job_id: &str) -> Result<Option<u32>> {
+        let dir = c.paths.import_file(job_id, "");
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| Error::store("list", &dir, e))?;
+        let newest = listed
+            .objects
+            .iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()?
+                    .strip_prefix("run-")?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0);
+        let run = newest + 1;
+        let path = c.paths.import_file(job_id, &format!("run-{run:05}"));
+        let claimed = put_create(self.store.as_ref(), &path, Bytes::new()).await?;
+        Ok(claimed.then_some(run))
+    }
+
+    /// Fails when a later run has claimed the job (this runner stalled
+    /// past the lease and was replaced).
+    async fn check_still_ours(&self, c: &Collection, run: &Run<'_>) -> Result<()> {
+        let next = c
+            .paths
+            .import_file(&run.job.job_id, &format!("run-{:05}", run.run + 1));
+        match self.store.head(&next).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(_) => Err(Error::log(
+                "import",
+                "another runner took the job over; this one stops",
+            )),
+            Err(e) => Err(Error::store("head", next, e)),
+        }
     }
 
     /// Reads every file, writing parts; `Some(segments)` to commit, or
@@ -225,11 +320,12 @@ impl Floe {
     async fn stage_import(
         &self,
         c: &Collection,
-        job: &ImportJob,
+        run: &Run<'_>,
         status: &mut ImportStatus,
     ) -> Result<Option<Vec<SegmentEntry>>> {
+        let job = run.job;
         let request = &job.request;
-        let files = self.import_files(request).await?;
+        let files = self.frozen_import_files(c, job).await?;
         let dim = c.config.dimension as usize;
         let options = ReadOptions {
             columns: request.columns(),
@@ -290,6 +386,10 @@ impl Floe {
                 if failing(status) {
                     // Nothing will be written: only count what is bad.
                     pending = Pending::default();
+                    if beat.elapsed() >= HEARTBEAT {
+                        self.write_import_status(c, status).await?;
+                        beat = std::time::Instant::now();
+                    }
                     continue;
                 }
                 status.rows_imported += checked.batch.num_rows() as u64;
@@ -298,7 +398,7 @@ impl Floe {
                 if pending.rows >= part_rows {
                     let part = std::mem::take(&mut pending);
                     let entry = self
-                        .write_import_part(c, job, status, segments.len(), part, (i, end))
+                        .write_import_part(c, run, status, segments.len(), part, (i, end), true)
                         .await?;
                     segments.push(entry);
                     beat = std::time::Instant::now();
@@ -317,8 +417,17 @@ impl Floe {
             return Ok(None);
         }
         if pending.rows > 0 {
+            let sealed = pending.rows >= part_rows;
             let entry = self
-                .write_import_part(c, job, status, segments.len(), pending, (files.len(), 0))
+                .write_import_part(
+                    c,
+                    run,
+                    status,
+                    segments.len(),
+                    pending,
+                    (files.len(), 0),
+                    sealed,
+                )
                 .await?;
             segments.push(entry);
         }
@@ -327,18 +436,20 @@ impl Floe {
 
     /// Writes part `k` (its Parquet file, streamed as a multipart upload,
     /// then its record) and returns its segment.
+    #[allow(clippy::too_many_arguments)]
     async fn write_import_part(
         &self,
         c: &Collection,
-        job: &ImportJob,
+        run: &Run<'_>,
         status: &mut ImportStatus,
         k: usize,
         part: Pending,
         (next_file, next_row): (usize, u64),
+        sealed: bool,
     ) -> Result<SegmentEntry> {
-        let path = c
-            .paths
-            .import_file(&job.job_id, &format!("part-{k:05}.parquet"));
+        let job = run.job;
+        self.check_still_ours(c, run).await?;
+        let path = c.paths.import_file(&job.job_id, &job.part_file(k));
         let schema = upsert_schema(&c.config);
         let options = SegmentWriteOptions {
             row_group_rows: (c.config.index.row_group_rows as usize).max(SEALED_ROW_GROUP_ROWS),
@@ -363,16 +474,15 @@ impl Floe {
             .min();
         let rows = part.rows as u64;
         let entry = SegmentEntry {
-            id: format!("{}-{k:05}", job.job_id),
+            id: job.part_segment(k),
             data_path: path.to_string(),
             rows,
             size_bytes: size,
             min_lsn: 0,
             max_lsn: 0,
-            sealed: rows
-                >= c.config
-                    .index
-                    .seal_at_rows(size as f64 / rows.max(1) as f64),
+            // A full part is a sealed segment's worth: indexed by its own
+            // build, never merged (which would hold parts in memory).
+            sealed,
             index: None,
             footer_bytes: index_start.map_or(0, |start| size.saturating_sub(start)),
             rows_lsn: None,
@@ -398,30 +508,34 @@ impl Floe {
     }
 
     /// Appends the job's marker (unless an earlier run did) and flushes
-    /// until the manifest holds its segments.
+    /// until the manifest holds its segments. Should two runners append
+    /// it, the flush adds the segments of the first only (see
+    /// `Operation::Flush`).
     async fn commit_import(
         &self,
         c: &Collection,
-        job: &ImportJob,
+        run: &Run<'_>,
         status: &mut ImportStatus,
         segments: Vec<SegmentEntry>,
     ) -> Result<()> {
+        let job = run.job;
         let log = c.log().await?;
         let lsn = match self.committed_import(c, job, status).await? {
             Some(lsn) => lsn,
             None => {
+                self.check_still_ours(c, run).await?;
                 status.state = ImportState::Committing;
                 status.log_before = Some(log.last_lsn().await?);
                 self.write_import_status(c, status).await?;
                 let record = LogRecord::Import(ImportMarker {
-                    job: job.job_id.clone(),
+                    job: job.key(),
                     segments,
                 });
                 let payload = record.encode()?;
-                let id = format!("floe-import:{}", job.job_id);
+                let id = format!("floe-import:{}", job.key());
                 let key = RequestKey {
                     id: &id,
-                    digest: digest(&[b"import", job.job_id.as_bytes()]),
+                    digest: digest(&[b"import", job.key().as_bytes()]),
                 };
                 log.append(payload, AppendOptions::request(Some(key)))
                     .await?
@@ -438,27 +552,33 @@ impl Floe {
         Ok(())
     }
 
-    /// The LSN of the job's marker if an earlier run appended it: the
-    /// manifest remembers committed imports, and the log holds the rest
-    /// after the position noted before the append (records trimmed since
-    /// were flushed, so the manifest knows them).
+    /// The LSN of the job's marker if a run appended it: the status
+    /// another run wrote says so once it knows, the manifest remembers
+    /// committed imports, and the log holds the rest after the position
+    /// a run noted before appending (records trimmed since were flushed,
+    /// so the manifest knows them).
     async fn committed_import(
         &self,
         c: &Collection,
         job: &ImportJob,
         status: &ImportStatus,
     ) -> Result<Option<Lsn>> {
-        let Some(before) = status.log_before else {
-            return Ok(None);
-        };
+        let stored = self.import_status_in(c, &job.job_id).await?;
+        if let Some(lsn) = stored.lsn.or(status.lsn) {
+            return Ok(Some(lsn));
+        }
+        let key = job.key();
         let log = c.log().await?;
         let (first, last) = (log.first_lsn().await?, log.last_lsn().await?);
         // Read the manifest after the log's bounds: a trim after them only
         // removes records that this manifest's checkpoint covers.
         let manifest = c.manifests.latest().await?;
-        if let Some(lsn) = manifest.imports.get(&job.job_id) {
+        if let Some(lsn) = manifest.imports.get(&key) {
             return Ok(Some(*lsn));
         }
+        let Some(before) = stored.log_before.or(status.log_before) else {
+            return Ok(None);
+        };
         let from = (before + 1).max(first).max(manifest.checkpoint_lsn + 1);
         let mut cursor = LogCursor::new(log.as_ref(), from, last);
         loop {
@@ -468,13 +588,13 @@ impl Floe {
                 // Trimmed meanwhile: the flush that allowed it is in the manifest.
                 Err(Error::LsnTrimmed { .. }) => {
                     let manifest = c.manifests.latest().await?;
-                    return Ok(manifest.imports.get(&job.job_id).copied());
+                    return Ok(manifest.imports.get(&key).copied());
                 }
                 Err(e) => return Err(e),
             };
             for entry in page {
                 if let Ok(LogRecord::Import(marker)) = LogRecord::decode(&entry.payload)
-                    && marker.job == job.job_id
+                    && marker.job == key
                 {
                     return Ok(Some(entry.lsn));
                 }
@@ -484,11 +604,11 @@ impl Floe {
 
     /// Builds the indexes of the job's sealed segments: in `floe serve`
     /// by their events (its indexer, in parallel); elsewhere here.
-    async fn index_imported(&self, c: &Collection, job_id: &str) {
+    async fn index_imported(&self, c: &Collection, job: &ImportJob) {
         let Ok(manifest) = c.manifests.latest().await else {
             return;
         };
-        let prefix = format!("{job_id}-");
+        let prefix = format!("{}-{}-", job.job_id, job.nonce);
         let sealed: Vec<String> = manifest
             .segments
             .iter()
@@ -500,22 +620,6 @@ impl Floe {
                 self.emit_object_created(c.paths.segment_sealed(&id).as_ref());
             } else if let Err(e) = self.build_index(&c.config.name, &id).await {
                 tracing::warn!(segment = %id, error = %e, "index build of an imported segment failed");
-            }
-        }
-    }
-
-    /// Removes the parts of a job that failed (best effort: the garbage
-    /// collector removes what is left).
-    async fn delete_import_parts(&self, c: &Collection, job_id: &str) {
-        let Ok(parts) = self.import_parts(c, job_id).await else {
-            return;
-        };
-        for p in parts {
-            let at = c
-                .paths
-                .import_file(job_id, &format!("part-{:05}.json", p.part));
-            for path in [Path::from(p.entry.data_path.as_str()), at] {
-                let _ = self.store.delete(&path).await;
             }
         }
     }
@@ -547,6 +651,61 @@ impl Floe {
             parts.push(part);
         }
         Ok(parts)
+    }
+
+    /// The files the job reads: listed once and kept in `files.json`, so
+    /// a resumed job reads the same files in the same order (a file added
+    /// to the source meanwhile is not read; one that changed size fails
+    /// the job).
+    async fn frozen_import_files(
+        &self,
+        c: &Collection,
+        job: &ImportJob,
+    ) -> Result<Vec<ImportFile>> {
+        let path = c.paths.import_file(&job.job_id, "files.json");
+        let format = job.request.format()?;
+        for _ in 0..2 {
+            match self.read_json::<ImportFiles>(&path).await {
+                Ok(frozen) => {
+                    let mut files = Vec::with_capacity(frozen.files.len());
+                    for (key, size) in &frozen.files {
+                        let found = resolve_in(Arc::clone(&self.store), key, format)
+                            .await
+                            .map_err(as_source_error)?;
+                        match &found[..] {
+                            [file] if file.size == *size => files.push(file.clone()),
+                            _ => {
+                                return Err(Error::invalid(
+                                    "source",
+                                    format!("{key} changed while the import ran"),
+                                ));
+                            }
+                        }
+                    }
+                    return Ok(files);
+                }
+                Err(e) if e.is_not_found() => {
+                    let files = self.import_files(&job.request).await?;
+                    let frozen = ImportFiles {
+                        files: files
+                            .iter()
+                            .map(|f| (f.key().to_string(), f.size))
+                            .collect(),
+                    };
+                    let body =
+                        serde_json::to_vec(&frozen).map_err(|e| Error::internal("import", e))?;
+                    if put_create(self.store.as_ref(), &path, Bytes::from(body)).await? {
+                        return Ok(files);
+                    }
+                    // Another run listed them first: read its list.
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::internal(
+            "import",
+            "files.json is neither readable nor writable",
+        ))
     }
 
     /// The files a request names, in the store.
@@ -616,7 +775,8 @@ impl Floe {
 
     /// Resumes the imports of `name` that lost their runner (or whose
     /// start event was lost): in `floe serve` each in a task of its own,
-    /// elsewhere one after the other, here.
+    /// elsewhere one after the other, here. A job that fails again stays
+    /// for the next round.
     pub async fn resume_imports(self: &Arc<Self>, name: &str) -> Result<Vec<ImportStatus>> {
         let c = self.collection(name).await?;
         let dir = c.paths.imports_dir();
@@ -656,7 +816,12 @@ impl Floe {
                     }
                 });
             } else {
-                done.push(self.run_import(name, &job_id).await?);
+                match self.run_import(name, &job_id).await {
+                    Ok(status) => done.push(status),
+                    Err(e) => {
+                        tracing::warn!(collection = %name, job = %job_id, error = %e, "import failed; it will be resumed");
+                    }
+                }
             }
         }
         Ok(done)
@@ -666,8 +831,12 @@ impl Floe {
 /// Whether an error ends the job (bad input, missing files, a bug) rather
 /// than pausing it for a later run (the store or log unavailable).
 fn gives_up(e: &Error) -> bool {
-    !matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Conflict)
-        && !matches!(e, Error::CollectionNotFound(_))
+    match e {
+        Error::CollectionNotFound(_) | Error::ImportNotFound(_) => false,
+        // Bad files and files gone; not a failed upload or a bug (those
+        // pause the job for a later run).
+        other => matches!(other.kind(), ErrorKind::BadRequest | ErrorKind::NotFound),
+    }
 }
 
 /// Errors about the files, as errors of the request's `source`.

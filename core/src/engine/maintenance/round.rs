@@ -10,6 +10,7 @@ use super::{CompactReport, GC_GRACE, IndexReport};
 use crate::engine::Floe;
 use crate::engine::request::FlushReport;
 use crate::error::{Error, Result};
+use crate::import::job::ImportStatus;
 
 /// What one round did to one collection.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -22,9 +23,6 @@ pub struct RoundReport {
     pub compacted: Option<CompactReport>,
     /// Objects garbage-collected (thorough rounds).
     pub garbage_deleted: usize,
-    /// Import jobs that had lost their runner, run here to their end
-    /// (thorough rounds; `floe serve` runs them in tasks of their own).
-    pub imports_resumed: usize,
 }
 
 /// Background rounds between thorough ones (index safety net and gc).
@@ -41,7 +39,7 @@ impl Floe {
     /// it (the safety net for lost object-created events); compact what is
     /// due (the segments it seals are indexed by their own events, in
     /// parallel with the round); in a `thorough` round, collect garbage.
-    pub async fn maintain(self: &Arc<Self>, name: &str, thorough: bool) -> Result<RoundReport> {
+    pub async fn maintain(&self, name: &str, thorough: bool) -> Result<RoundReport> {
         let mut report = RoundReport::default();
         if let Some(r) = self.flush_if_due(name).await? {
             tracing::info!(collection = %name, checkpoint = r.checkpoint_lsn, rows = r.rows_flushed, "flushed");
@@ -56,7 +54,6 @@ impl Floe {
         }
         if thorough {
             report.garbage_deleted = self.gc(name, GC_GRACE).await?.deleted;
-            report.imports_resumed = self.resume_imports(name).await?.len();
         }
         Ok(report)
     }
@@ -71,12 +68,15 @@ impl Floe {
                 return;
             }
         };
-        for name in names {
-            if let Err(e) = self.maintain(&name, thorough).await
+        for name in &names {
+            if let Err(e) = self.maintain(name, thorough).await
                 && !matches!(e, Error::CollectionNotFound(_))
             {
                 tracing::warn!(collection = %name, error = %e, "indexer round failed");
             }
+        }
+        if thorough {
+            self.resume_all_imports(&names).await;
         }
         if thorough {
             match self.sweep_orphans(ORPHAN_GRACE).await {
@@ -85,6 +85,21 @@ impl Floe {
                 Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
             }
         }
+    }
+
+    /// Resumes the import jobs of `names` that lost their runner (in
+    /// `floe serve` each in a task of its own; elsewhere here, one after
+    /// the other). Failures are logged: a job is tried again next time.
+    pub async fn resume_all_imports(self: &Arc<Self>, names: &[String]) -> Vec<ImportStatus> {
+        let mut done = Vec::new();
+        for name in names {
+            match self.resume_imports(name).await {
+                Ok(statuses) => done.extend(statuses),
+                Err(Error::CollectionNotFound(_)) => {}
+                Err(e) => tracing::warn!(collection = %name, error = %e, "resuming imports failed"),
+            }
+        }
+        done
     }
 
     /// Runs the indexer in this process until `stop` resolves: a round on

@@ -97,6 +97,13 @@ impl Floe {
             open_sources(c, &source, stats).await?;
             probes.extend(load_keys_and_codes(c, &source, stats, needs, &probes).await?);
             let mut state = c.state.lock().await;
+            // Another read may have added an import's marker to the tail
+            // meanwhile: its rows come with the flush that commits it.
+            if consistency != Consistency::Eventual && state.tail.holds_import() {
+                drop(state);
+                self.await_imports(c).await?;
+                continue;
+            }
             if let Some(snap) = assemble(
                 c,
                 &mut state,
