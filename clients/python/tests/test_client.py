@@ -197,3 +197,33 @@ def test_export_reports_its_files(client, name):
     assert report["location"].endswith(f"/exports/{name}/snap")
     with pytest.raises(floe.ConflictError):
         c.export(f"{name}/snap")
+
+
+def test_bulk_import_of_an_export_and_added_attributes(client, name):
+    src = client.create_collection(name, dimension=2, metric="l2", attributes={"year": "i64"})
+    src.upsert(range(50), np.arange(100, dtype=np.float32).reshape(50, 2),
+               {"year": list(range(1990, 2040))})
+    src.export(f"{name}/all", rows_per_file=20)
+    dst = client.create_collection(name + "-b", dimension=2, metric="l2",
+                                   attributes={"year": "i64"})
+    done = dst.import_files(f"exports/{name}/all/*.parquet", poll=0.1, timeout=60)
+    assert (done.state, done.rows_imported, done.files) == ("done", 50, 3), done
+    row = dst.get(49, consistency=done.lsn)
+    assert row.version == done.lsn and row.attributes == {"year": 2039}
+    np.testing.assert_array_equal(row.vector, np.array([98, 99], dtype=np.float32))
+    # Bad sources are refused at once, naming the field.
+    with pytest.raises(floe.BadRequestError) as e:
+        dst.start_import("uploads/none-*.parquet")
+    assert e.value.field == "source"
+    with pytest.raises(floe.NotFoundError):
+        dst.import_status("no-such-job")
+    # A nullable attribute added later: old rows have none.
+    info = dst.add_attributes({"color": "string"})
+    assert [a.name for a in info.attributes] == ["year", "color"]
+    dst.upsert([100], np.array([[0.5, 0.5]]), {"color": ["red"]})
+    hits = dst.query(filter="color == 'red'", top_k=10)
+    assert [r.id for r in hits] == [100]
+    assert dst.get(1).attributes.get("color") is None
+    with pytest.raises(floe.BadRequestError) as e:
+        dst.add_attributes({"year": "string"})
+    assert e.value.field == "attributes[0].type"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator, Callable, Mapping, Optional, Sequence, Union
 
 import httpx
@@ -17,6 +18,7 @@ from ._types import (
     CollectionInfo,
     FlushResult,
     Id,
+    ImportStatus,
     QueryResult,
     Row,
     WriteResult,
@@ -225,6 +227,34 @@ class AsyncCollection:
         report (``lsn``, ``rows``, ``files``, ``location``)."""
         return await self.client.run(calls.export(self.name, prefix, consistency=consistency,
                                             rows_per_file=rows_per_file))
+
+    async def add_attributes(self, attributes: Union[Mapping[str, str], Sequence[Any]]) -> CollectionInfo:
+        """Adds nullable attributes (``{"color": "string"}``); rows written
+        before have none. Returns the configuration. Needs an admin key."""
+        return await self.client.run(calls.add_attributes(self.name, attributes))
+
+    async def start_import(self, source: str, **options: Any) -> ImportStatus:
+        """Starts a bulk import of files already in the server's object store
+        (``uploads/*.parquet``; options as the API names them: ``job_id``,
+        ``format``, ``skip_bad_rows`` …) and returns its status at once."""
+        return await self.client.run(calls.start_import(self.name, source, **options))
+
+    async def import_status(self, job_id: str) -> ImportStatus:
+        """The status of a bulk import."""
+        return await self.client.run(calls.import_status(self.name, job_id))
+
+    async def import_files(self, source: str, *, poll: float = 0.5,
+                     timeout: Optional[float] = None, **options: Any) -> ImportStatus:
+        """Starts a bulk import and waits for its end: the final status
+        (``failed`` ones too: see ``errors`` and ``error``)."""
+        status = await self.start_import(source, **options)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not status.ended:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"import {status.job_id} is still {status.state}")
+            await asyncio.sleep(poll)
+            status = await self.import_status(status.job_id)
+        return status
 
     async def flush(self) -> FlushResult:
         """Writes the log tail into segments and waits."""

@@ -20,6 +20,7 @@ from ._types import (
     CollectionInfo,
     FlushResult,
     Id,
+    ImportStatus,
     QueryResult,
     Row,
     WriteResult,
@@ -166,19 +167,48 @@ def create_collection(
     attributes: Union[Mapping[str, str], Sequence[Any], None] = None,
     index: Optional[Mapping[str, Any]] = None,
 ) -> Call:
-    if isinstance(attributes, Mapping):
-        attrs = [{"name": k, "type": v} for k, v in attributes.items()]
-    else:
-        attrs = [
-            a if isinstance(a, Mapping) else {"name": a.name, "type": a.type}
-            for a in (attributes or [])
-        ]
     body: Dict[str, Any] = {"dimension": dimension, "metric": metric, "id_type": id_type,
-                            "attributes": attrs}
+                            "attributes": _attribute_list(attributes)}
     if index:
         body["index"] = dict(index)
     # An identical collection answers 200, so a retry is safe.
     return Call("PUT", _collection(name), CollectionInfo.from_json, body=body)
+
+
+def _attribute_list(attributes: Union[Mapping[str, str], Sequence[Any], None]) -> List[Any]:
+    if isinstance(attributes, Mapping):
+        return [{"name": k, "type": v} for k, v in attributes.items()]
+    return [
+        a if isinstance(a, Mapping) else {"name": a.name, "type": a.type}
+        for a in (attributes or [])
+    ]
+
+
+def add_attributes(name: str, attributes: Union[Mapping[str, str], Sequence[Any]]) -> Call:
+    # Adding what exists with the same type does nothing: safe to repeat.
+    return Call("POST", f"{_collection(name)}/attributes", CollectionInfo.from_json,
+                body={"attributes": _attribute_list(attributes)})
+
+
+def start_import(name: str, source: str, *, job_id: Optional[str] = None,
+                 format: Optional[str] = None, id_column: Optional[str] = None,
+                 vector_column: Optional[str] = None, ids: Optional[str] = None,
+                 id_offset: Optional[int] = None, skip_bad_rows: bool = False,
+                 ignore_unknown_columns: bool = False) -> Call:
+    body: Dict[str, Any] = {"source": source, "skip_bad_rows": skip_bad_rows,
+                            "ignore_unknown_columns": ignore_unknown_columns,
+                            # Minted here: a retried request is the same job.
+                            "job_id": job_id or uuid.uuid4().hex}
+    for key, value in (("format", format), ("id_column", id_column),
+                       ("vector_column", vector_column), ("ids", ids), ("id_offset", id_offset)):
+        if value is not None:
+            body[key] = value
+    return Call("POST", f"{_collection(name)}/imports", ImportStatus.from_json, body=body)
+
+
+def import_status(name: str, job_id: str) -> Call:
+    return Call("GET", f"{_collection(name)}/imports/{quote(job_id, safe='')}",
+                ImportStatus.from_json)
 
 
 def list_collections() -> Call:

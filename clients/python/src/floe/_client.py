@@ -17,6 +17,7 @@ from ._types import (
     CollectionInfo,
     FlushResult,
     Id,
+    ImportStatus,
     QueryResult,
     Row,
     WriteResult,
@@ -235,6 +236,34 @@ class Collection:
         report (``lsn``, ``rows``, ``files``, ``location``)."""
         return self.client.run(calls.export(self.name, prefix, consistency=consistency,
                                             rows_per_file=rows_per_file))
+
+    def add_attributes(self, attributes: Union[Mapping[str, str], Sequence[Any]]) -> CollectionInfo:
+        """Adds nullable attributes (``{"color": "string"}``); rows written
+        before have none. Returns the configuration. Needs an admin key."""
+        return self.client.run(calls.add_attributes(self.name, attributes))
+
+    def start_import(self, source: str, **options: Any) -> ImportStatus:
+        """Starts a bulk import of files already in the server's object store
+        (``uploads/*.parquet``; options as the API names them: ``job_id``,
+        ``format``, ``skip_bad_rows`` …) and returns its status at once."""
+        return self.client.run(calls.start_import(self.name, source, **options))
+
+    def import_status(self, job_id: str) -> ImportStatus:
+        """The status of a bulk import."""
+        return self.client.run(calls.import_status(self.name, job_id))
+
+    def import_files(self, source: str, *, poll: float = 0.5,
+                     timeout: Optional[float] = None, **options: Any) -> ImportStatus:
+        """Starts a bulk import and waits for its end: the final status
+        (``failed`` ones too: see ``errors`` and ``error``)."""
+        status = self.start_import(source, **options)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not status.ended:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"import {status.job_id} is still {status.state}")
+            time.sleep(poll)
+            status = self.import_status(status.job_id)
+        return status
 
     def flush(self) -> FlushResult:
         """Writes the log tail into segments and waits."""

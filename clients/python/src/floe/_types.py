@@ -160,3 +160,44 @@ class ApiKey:
             revoked_at_ms=body.get("revoked_at_ms"),
             key=body.get("key"),
         )
+
+
+@dataclass(frozen=True)
+class ImportStatus:
+    """A bulk import job: ``state`` is ``queued``, ``running``,
+    ``committing``, ``done`` or ``failed``; once done, ``lsn`` is every
+    imported row's version (pass it as ``consistency`` to read them)."""
+
+    job_id: str
+    state: str
+    source: str
+    files: int
+    files_done: int
+    rows_read: int
+    rows_imported: int
+    rows_rejected: int
+    errors: List[Dict[str, Any]]
+    segments: int
+    lsn: Optional[int] = None
+    error: Optional[str] = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("done", "failed")
+
+    @classmethod
+    def from_json(cls, body: Dict[str, Any]) -> "ImportStatus":
+        return cls(
+            job_id=body["job_id"],
+            state=body["state"],
+            source=body["source"],
+            files=body.get("files", 0),
+            files_done=body.get("files_done", 0),
+            rows_read=body.get("rows_read", 0),
+            rows_imported=body.get("rows_imported", 0),
+            rows_rejected=body.get("rows_rejected", 0),
+            errors=list(body.get("errors", [])),
+            segments=body.get("segments", 0),
+            lsn=body.get("lsn"),
+            error=body.get("error"),
+        )
