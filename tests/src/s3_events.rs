@@ -106,13 +106,13 @@ async fn call(
 }
 
 /// Creates `bucket` and has it notify `queue` of every object created under
-/// `prefix` whose key ends in `suffix`: the filter the SAM template gives
-/// the indexer's S3 event.
+/// `prefix` whose key ends in one of `suffixes`: the filters the SAM
+/// template gives the indexer's S3 events.
 pub async fn notify_bucket(
     endpoint: &str,
     bucket: &str,
     prefix: &str,
-    suffix: &str,
+    suffixes: &[&str],
     queue: &SqsQueue,
 ) -> Result<(), String> {
     let http = reqwest::Client::new();
@@ -125,16 +125,23 @@ pub async fn notify_bucket(
     if !created.status().is_success() {
         return Err(format!("CreateBucket {bucket}: {}", created.status()));
     }
-    let config = format!(
-        "<NotificationConfiguration><QueueConfiguration>\
-           <Id>floe-indexer</Id><Queue>{}</Queue><Event>s3:ObjectCreated:*</Event>\
-           <Filter><S3Key>\
-             <FilterRule><Name>prefix</Name><Value>{prefix}</Value></FilterRule>\
-             <FilterRule><Name>suffix</Name><Value>{suffix}</Value></FilterRule>\
-           </S3Key></Filter>\
-         </QueueConfiguration></NotificationConfiguration>",
-        queue.arn
-    );
+    let rules: String = suffixes
+        .iter()
+        .enumerate()
+        .map(|(i, suffix)| {
+            format!(
+                "<QueueConfiguration>\
+                   <Id>floe-indexer-{i}</Id><Queue>{}</Queue><Event>s3:ObjectCreated:*</Event>\
+                   <Filter><S3Key>\
+                     <FilterRule><Name>prefix</Name><Value>{prefix}</Value></FilterRule>\
+                     <FilterRule><Name>suffix</Name><Value>{suffix}</Value></FilterRule>\
+                   </S3Key></Filter>\
+                 </QueueConfiguration>",
+                queue.arn
+            )
+        })
+        .collect();
+    let config = format!("<NotificationConfiguration>{rules}</NotificationConfiguration>");
     let put = http
         .put(format!("{endpoint}/{bucket}?notification"))
         .header("authorization", scope("s3"))

@@ -92,7 +92,7 @@ async fn stack(artifacts: &Artifacts) -> Stack {
         &backends.s3_endpoint,
         &backends.bucket,
         &format!("{}/collections/", backends.prefix),
-        "sealed.parquet",
+        &["sealed.parquet", "/job.json"],
         &queue,
     )
     .await
@@ -352,6 +352,61 @@ async fn serve_the_api_and_index_on_s3_events(arch: &str) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // A bulk import (of an export of `lam`) into another collection: the
+    // ingest function accepts the job, the S3 event of its job.json runs
+    // it on the indexer, the query function reports it and reads the rows.
+    let (status, body) = api
+        .post(&format!("{base}/export"), &json!({"prefix": "lam/all"}))
+        .await;
+    assert_eq!((status, body["rows"].as_u64()), (200, Some(1000)), "{body}");
+    let copy = "/v1/collections/lam-copy";
+    let (status, body) = api
+        .put(
+            copy,
+            &json!({"dimension": 8, "metric": "l2",
+                           "attributes": [{"name": "n", "type": "i64"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, job) = api
+        .post(
+            &format!("{copy}/imports"),
+            &json!({"source": "exports/lam/all/*.parquet", "job_id": "copy-1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (202, Some("queued")),
+        "{job}"
+    );
+    let mut imported = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while imported.is_empty() && Instant::now() < deadline {
+        let messages = stack.queue.receive(Duration::from_secs(1)).await.unwrap();
+        for event in object_created_events(messages) {
+            let out = stack.invoke("IndexerFunction", event).await;
+            imported.extend(out["imported"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    assert_eq!(
+        imported
+            .first()
+            .map(|s| (s["state"].clone(), s["rows_imported"].clone())),
+        Some((json!("done"), json!(1000))),
+        "{imported:?}"
+    );
+    let (status, body) = api.get(&format!("{copy}/imports/copy-1")).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("done")),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(&format!("{copy}/query"), &json!({"vector": q, "top_k": 5}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body), expected);
 
     // Deleting is routed to the indexer.
     let (status, body) = api.delete(base).await;
