@@ -228,7 +228,10 @@ impl<'a> Parts<'a> {
 
 /// A failed part write as what it is: the object store's error (retryable
 /// or not) when the upload failed, a Parquet error otherwise.
-fn write_error(path: &object_store::path::Path, e: parquet::errors::ParquetError) -> Error {
+pub(crate) fn write_error(
+    path: &object_store::path::Path,
+    e: parquet::errors::ParquetError,
+) -> Error {
     use parquet::errors::ParquetError;
     match e {
         ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {

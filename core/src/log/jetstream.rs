@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 
 /// Room kept for headers (`Nats-Msg-Id`, `Nats-Expected-Stream`) inside the
 /// server's `max_payload`, which bounds headers and payload together.
+/// Bytes of records one fetch returns at most (unless twice the largest
+/// record is more).
+const FETCH_MAX_BYTES: usize = 64 << 20;
 const HEADER_ALLOWANCE: usize = 1024;
 
 /// The header holding a request's digest next to its `Nats-Msg-Id`.
@@ -481,6 +484,7 @@ impl JetStreamLog {
 
     /// The consumer's next messages, at most `max`; none at the end.
     async fn next_messages(
+        &self,
         consumer: &consumer::Consumer<consumer::pull::Config>,
         max: usize,
         op: &'static str,
@@ -488,6 +492,10 @@ impl JetStreamLog {
         consumer
             .fetch()
             .max_messages(max)
+            // Big records (a 2 MB upsert) make a page of hundreds of them
+            // too slow for one request's deadline: pages stop at a size
+            // too, above the largest record.
+            .max_bytes(FETCH_MAX_BYTES.max(2 * self.max_record_bytes()))
             .messages()
             .await
             .map_err(|e| Error::log(op, e))?
@@ -513,8 +521,9 @@ impl JetStreamLog {
         let consumer = self.ephemeral_consumer(start, false).await?;
         let mut entries = Vec::new();
         while entries.len() < max_records {
-            let batch =
-                Self::next_messages(&consumer, max_records - entries.len(), "fetch").await?;
+            let batch = self
+                .next_messages(&consumer, max_records - entries.len(), "fetch")
+                .await?;
             if batch.is_empty() {
                 break;
             }
@@ -642,7 +651,7 @@ impl Log for JetStreamLog {
                 .nats
                 .call(
                     "find request",
-                    Self::next_messages(&consumer, 1000, "find request"),
+                    self.next_messages(&consumer, 1000, "find request"),
                 )
                 .await?;
             if batch.is_empty() {

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::SEALED_ROW_GROUP_ROWS;
 use crate::clock::now_ms;
 use crate::engine::Floe;
+use crate::engine::export::write_error;
 use crate::engine::state::Collection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
@@ -70,11 +71,22 @@ struct Run<'a> {
     run: u32,
 }
 
-/// Rows checked and waiting to be written as the next part.
-#[derive(Default)]
-struct Pending {
-    batches: Vec<RecordBatch>,
+/// A part being written.
+struct PartWriter {
+    writer: AsyncArrowWriter<BufWriter>,
+    path: Path,
     rows: usize,
+}
+
+impl PartWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .await
+            .map_err(|e| write_error(&self.path, e))?;
+        self.rows += batch.num_rows();
+        Ok(())
+    }
 }
 
 impl Floe {
@@ -362,7 +374,10 @@ impl Floe {
         status.files = files.len() as u64;
         self.write_import_status(c, status).await?;
         let failing = |s: &ImportStatus| s.rows_rejected > 0 && !request.skip_bad_rows;
-        let mut pending = Pending::default();
+        // The part being written: rows stream out as they are checked, so
+        // reading the files and uploading overlap and memory stays at a
+        // row group.
+        let mut part: Option<PartWriter> = None;
         let mut beat = std::time::Instant::now();
         for (i, file) in files.iter().enumerate().skip(next_file) {
             let lines = file.format == Format::JsonLines;
@@ -384,8 +399,9 @@ impl Floe {
                 status.rows_read += (checked.rows.len() + checked.errors.len()) as u64;
                 status.reject(&file.name, checked.errors);
                 if failing(status) {
-                    // Nothing will be written: only count what is bad.
-                    pending = Pending::default();
+                    // Nothing will be written: only count what is bad (an
+                    // unfinished upload is abandoned).
+                    part = None;
                     if beat.elapsed() >= HEARTBEAT {
                         self.write_import_status(c, status).await?;
                         beat = std::time::Instant::now();
@@ -393,12 +409,17 @@ impl Floe {
                     continue;
                 }
                 status.rows_imported += checked.batch.num_rows() as u64;
-                pending.rows += checked.batch.num_rows();
-                pending.batches.push(checked.batch);
-                if pending.rows >= part_rows {
-                    let part = std::mem::take(&mut pending);
+                if checked.batch.num_rows() == 0 {
+                    continue;
+                }
+                let writer = match part.as_mut() {
+                    Some(writer) => writer,
+                    None => part.insert(self.open_import_part(c, job, segments.len())?),
+                };
+                writer.write(&checked.batch).await?;
+                if let Some(full) = part.take_if(|w| w.rows >= part_rows) {
                     let entry = self
-                        .write_import_part(c, run, status, segments.len(), part, (i, end), true)
+                        .finish_import_part(c, run, status, segments.len(), full, (i, end), true)
                         .await?;
                     segments.push(entry);
                     beat = std::time::Instant::now();
@@ -416,39 +437,19 @@ impl Floe {
             ));
             return Ok(None);
         }
-        if pending.rows > 0 {
-            let sealed = pending.rows >= part_rows;
+        if let Some(last) = part.take() {
+            let sealed = last.rows >= part_rows;
+            let at = (files.len(), 0);
             let entry = self
-                .write_import_part(
-                    c,
-                    run,
-                    status,
-                    segments.len(),
-                    pending,
-                    (files.len(), 0),
-                    sealed,
-                )
+                .finish_import_part(c, run, status, segments.len(), last, at, sealed)
                 .await?;
             segments.push(entry);
         }
         Ok(Some(segments))
     }
 
-    /// Writes part `k` (its Parquet file, streamed as a multipart upload,
-    /// then its record) and returns its segment.
-    #[allow(clippy::too_many_arguments)]
-    async fn write_import_part(
-        &self,
-        c: &Collection,
-        run: &Run<'_>,
-        status: &mut ImportStatus,
-        k: usize,
-        part: Pending,
-        (next_file, next_row): (usize, u64),
-        sealed: bool,
-    ) -> Result<SegmentEntry> {
-        let job = run.job;
-        self.check_still_ours(c, run).await?;
+    /// Starts part `k`'s Parquet file: a multipart upload.
+    fn open_import_part(&self, c: &Collection, job: &ImportJob, k: usize) -> Result<PartWriter> {
         let path = c.paths.import_file(&job.job_id, &job.part_file(k));
         let schema = upsert_schema(&c.config);
         let options = SegmentWriteOptions {
@@ -456,12 +457,35 @@ impl Floe {
         };
         let props = writer_properties(&schema, &options)?;
         let sink = BufWriter::new(Arc::clone(&self.store), path.clone());
-        let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
-        for batch in &part.batches {
-            writer.write(batch).await?;
-        }
-        let metadata = writer.finish().await?;
-        let size = writer.bytes_written() as u64;
+        Ok(PartWriter {
+            writer: AsyncArrowWriter::try_new(sink, schema, Some(props))?,
+            path,
+            rows: 0,
+        })
+    }
+
+    /// Completes part `k` (its upload, then its record) and returns its
+    /// segment.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_import_part(
+        &self,
+        c: &Collection,
+        run: &Run<'_>,
+        status: &mut ImportStatus,
+        k: usize,
+        mut part: PartWriter,
+        (next_file, next_row): (usize, u64),
+        sealed: bool,
+    ) -> Result<SegmentEntry> {
+        let job = run.job;
+        self.check_still_ours(c, run).await?;
+        let path = part.path.clone();
+        let metadata = part
+            .writer
+            .finish()
+            .await
+            .map_err(|e| write_error(&path, e))?;
+        let size = part.writer.bytes_written() as u64;
         // The page indexes sit right before the footer: a reader fetches
         // both with one ranged read.
         let index_start = metadata
