@@ -190,3 +190,80 @@ async fn a_flaky_store_and_two_racing_indexers_lose_nothing() {
     }
     writer.drop_collection(NAME).await.unwrap();
 }
+
+/// An import job cancelled mid-way (its part 1 uploaded, its record not
+/// yet written) is resumed by a later run after part 0: every row once,
+/// one import marker, all parts' rows at its LSN.
+#[tokio::test]
+async fn an_interrupted_import_resumes_after_its_last_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path());
+    let local: Arc<dyn ObjectStore> = open_object_store(&floe_core::storage::ObjectStoreConfig {
+        url: dir.path().join("objects").display().to_string(),
+        ..Default::default()
+    })
+    .unwrap();
+    let faulty = Arc::new(FaultyStore::new(Arc::clone(&local), FaultConfig::default()));
+    let floe = Floe::new(
+        Arc::clone(&faulty) as Arc<dyn ObjectStore>,
+        Arc::new(floe_core::log::FileLogs::new(
+            dir.path().join("log"),
+            Default::default(),
+        )),
+        settings,
+    );
+    let config: CollectionConfig = serde_json::from_value(json!({
+        "name": "resumed", "dimension": 2, "metric": "l2", "id_type": "u64",
+        "index": {"seal_rows": 100}
+    }))
+    .unwrap();
+    floe.create_collection(config).await.unwrap();
+    // Three files of 100 rows: one part each.
+    for f in 0..3u64 {
+        let text: String = (f * 100..f * 100 + 100)
+            .map(|id| format!("{}\n", json!({"id": id, "vector": [id as f32, 1.0]})))
+            .collect();
+        let path = object_store::path::Path::from(format!("uploads/f{f}.jsonl"));
+        object_store::ObjectStoreExt::put(local.as_ref(), &path, text.into_bytes().into())
+            .await
+            .unwrap();
+    }
+    let request: floe_core::import::job::ImportRequest =
+        serde_json::from_value(json!({"source": "uploads/*.jsonl", "job_id": "cut"})).unwrap();
+    floe.start_import("resumed", request, true).await.unwrap();
+    let hold = faulty.hold_next(OpFilter::PUTS, "part-00001.json");
+    let first = tokio::spawn({
+        let floe = Arc::clone(&floe);
+        async move { floe.run_import("resumed", "cut").await }
+    });
+    hold.held().await;
+    first.abort();
+    let _ = first.await;
+    hold.release();
+    let status = floe.import_status("resumed", "cut").await.unwrap();
+    assert_eq!(status.segments, 1, "cut after part 0: {status:?}");
+
+    let done = floe.run_import("resumed", "cut").await.unwrap();
+    assert_eq!(
+        done.state,
+        floe_core::import::job::ImportState::Done,
+        "{done:?}"
+    );
+    assert_eq!((done.rows_imported, done.segments), (300, 3), "{done:?}");
+    let lsn = done.lsn.unwrap();
+    assert_eq!(lsn, 1, "one marker in the log");
+    let info = floe.describe("resumed").await.unwrap();
+    assert_eq!(info.stats.rows, 300);
+    assert_eq!(info.stats.segment_rows, 300, "no row twice");
+    for id in [0u64, 150, 299] {
+        let row = floe
+            .get_row(
+                "resumed",
+                &id.to_string(),
+                floe_core::engine::Consistency::Strong,
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.map(|r| r.version), Some(lsn), "{id}");
+    }
+}

@@ -65,6 +65,18 @@ struct PartRecord {
     status: ImportStatus,
 }
 
+/// A job marked running in this process until dropped.
+struct Running<'a> {
+    floe: &'a Floe,
+    key: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.floe.imports_running().remove(&self.key);
+    }
+}
+
 /// One run of a job: the job, and which run this is.
 struct Run<'a> {
     job: &'a ImportJob,
@@ -212,9 +224,10 @@ impl Floe {
         if !self.imports_running().insert(key.clone()) {
             return self.import_status_in(&c, job_id).await;
         }
-        let result = self.run_import_in(&c, job_id).await;
-        self.imports_running().remove(&key);
-        result
+        // Removed however the run ends: a run cancelled mid-way (its task
+        // aborted) must not keep the job from being resumed here.
+        let _running = Running { floe: self, key };
+        self.run_import_in(&c, job_id).await
     }
 
     fn imports_running(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
