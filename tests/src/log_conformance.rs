@@ -95,6 +95,28 @@ pub async fn reads_page_and_stop_at_the_end(fixture: &dyn LogFixture) {
     assert!(long.windows(2).all(|w| w[1].lsn == w[0].lsn + 1));
 }
 
+/// Pages of big records stop at a size as well as a count: 80 MB of
+/// records come back whole, in several pages, none of them refused.
+pub async fn big_records_read_back_in_pages(fixture: &dyn LogFixture) {
+    let (_p, log) = open(fixture, "c-big").await;
+    let size = (log.max_record_bytes() - 4096).min(6 << 20);
+    let count = (80usize << 20).div_ceil(size) as u64;
+    for i in 0..count {
+        let mut body = vec![(i % 251) as u8; size];
+        body[..8].copy_from_slice(&i.to_le_bytes());
+        log.append(Bytes::from(body), plain()).await.unwrap();
+    }
+    let first = log.read(1, 512).await.unwrap();
+    assert!(!first.is_empty() && first.len() as u64 <= count);
+    let all = log.read_range(1, count).await.unwrap();
+    assert_eq!(all.len() as u64, count);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.lsn, i as u64 + 1);
+        assert_eq!(e.payload.len(), size);
+        assert_eq!(e.payload[..8], (i as u64).to_le_bytes());
+    }
+}
+
 pub async fn request_ids_make_retries_idempotent(fixture: &dyn LogFixture) {
     let (_p, log) = open(fixture, "c3").await;
     let first = log

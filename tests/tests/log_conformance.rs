@@ -52,6 +52,7 @@ macro_rules! conformance {
 conformance!(
     appends_get_increasing_lsns_and_read_back,
     reads_page_and_stop_at_the_end,
+    big_records_read_back_in_pages,
     request_ids_make_retries_idempotent,
     oversized_records_are_rejected_and_nothing_is_written,
     trim_drops_old_records_only,

@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{HeaderMap, ServerAddr};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -489,7 +489,7 @@ impl JetStreamLog {
         max: usize,
         op: &'static str,
     ) -> Result<Vec<jetstream::Message>> {
-        consumer
+        let mut messages = consumer
             .fetch()
             .max_messages(max)
             // Big records (a 2 MB upsert) make a page of hundreds of them
@@ -498,10 +498,18 @@ impl JetStreamLog {
             .max_bytes(FETCH_MAX_BYTES.max(2 * self.max_record_bytes()))
             .messages()
             .await
-            .map_err(|e| Error::log(op, e))?
-            .try_collect()
-            .await
-            .map_err(|e| Error::log(op, e))
+            .map_err(|e| Error::log(op, e))?;
+        let mut out = Vec::new();
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(message) => out.push(message),
+                // The server ends a page that reached its byte limit with
+                // this status; the page is what came before it.
+                Err(e) if !out.is_empty() && e.to_string().contains("Exceeds MaxBytes") => break,
+                Err(e) => return Err(Error::log(op, e)),
+            }
+        }
+        Ok(out)
     }
 
     /// Removes an ephemeral consumer now rather than when it idles out.
