@@ -33,8 +33,11 @@ use crate::catalog::AttributeDef;
 use crate::error::{Error, Result};
 use crate::storage::{CollectionPaths, get_bytes, put_create};
 
-/// The manifest format this build writes and reads.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// The newest manifest format this build reads. It writes format 1 unless
+/// the manifest holds what format 1 readers would drop on their next
+/// commit (added attributes, committed imports): then format 2, which
+/// older builds refuse to read rather than rewrite without it.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 
 /// The hint is rewritten when the version is a multiple of this: a fresh
 /// reader lists at most this many extra keys, and most commits save a PUT.
@@ -778,7 +781,11 @@ impl ManifestStore {
                 }
                 Err(Refusal::SchemaChanged) => return Err(Error::SchemaChanged),
             };
-            next.format_version = MANIFEST_FORMAT_VERSION;
+            next.format_version = if next.added_attributes.is_empty() && next.imports.is_empty() {
+                1
+            } else {
+                MANIFEST_FORMAT_VERSION
+            };
             next.version = base.version + 1;
             next.commit_id = uuid::Uuid::new_v4().to_string();
             next.committed_at_ms = crate::clock::now_ms();

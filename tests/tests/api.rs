@@ -1661,7 +1661,7 @@ async fn a_stale_process_learns_added_attributes() {
         .client
         .put(
             &format!("{C}/{name}"),
-            &json!({"dimension": 2, "metric": "l2"}),
+            &json!({"dimension": 2, "metric": "l2", "attributes": [{"name": "n", "type": "i64"}]}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -1692,6 +1692,34 @@ async fn a_stale_process_learns_added_attributes() {
         let got = s.client.ok(&format!("{C}/{name}/query"), &body).await;
         assert_eq!(ids(&got), vec![2], "{}: {got}", s.url);
     }
+    // A process that starts now knows only the catalog's attributes until
+    // it reads the manifest: its patch of an original attribute keeps the
+    // added one, and a retried upsert (same request id) is the same request.
+    let fresh = |s: &TestServer| {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = floe_core::Settings {
+            data_dir: dir.path().to_path_buf(),
+            ..s.floe.settings().clone()
+        };
+        (settings, dir)
+    };
+    let (settings, dir) = fresh(&a);
+    let d = TestServer::start("cloud", settings, dir).await;
+    d.client
+        .ok(
+            &format!("{C}/{name}/patch"),
+            &json!({"rows": [{"id": 2, "attributes": {"n": 5}}]}),
+        )
+        .await;
+    let (_, row) = a.client.get(&format!("{C}/{name}/rows/2")).await;
+    assert_eq!(row["attributes"], json!({"n": 5, "tag": "new"}), "{row}");
+    let retried =
+        json!({"rows": [{"id": 3, "vector": [3, 3], "attributes": {"n": 3}}], "request_id": "r-1"});
+    a.client.ok(&format!("{C}/{name}/upsert"), &retried).await;
+    let (settings, dir) = fresh(&a);
+    let e = TestServer::start("cloud", settings, dir).await;
+    let again = e.client.ok(&format!("{C}/{name}/upsert"), &retried).await;
+    assert_eq!(again["duplicate"], true, "{again}");
 }
 
 floe_tests::both_modes!(

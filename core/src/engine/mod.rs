@@ -193,11 +193,13 @@ impl Floe {
             Some(known) if known.incarnation == c.incarnation && known.added >= fresh.added => {
                 Ok(Some(Arc::clone(known)))
             }
-            Some(known) if known.incarnation != c.incarnation => Ok(Some(fresh)),
-            _ => {
+            Some(known) if known.incarnation == c.incarnation => {
                 map.insert(name.clone(), Arc::clone(&fresh));
                 Ok(Some(fresh))
             }
+            // Forgotten (dropped) or replaced meanwhile: serve this request,
+            // keep the map as it is.
+            _ => Ok(Some(fresh)),
         }
     }
 
@@ -412,19 +414,21 @@ impl Floe {
         // Segment figures from the newest manifest, not the one reads
         // remember; a dropped incarnation moves to the name's current one
         // as a snapshot would.
-        match self.refresh_manifest(&c, true).await {
-            Ok(()) => {}
-            Err(Error::CollectionNotFound(_)) => {
-                c = self.reopen(&c, since).await?;
-                self.refresh_manifest(&c, true).await?;
-            }
-            Err(Error::SchemaChanged) => {
-                if let Some(fresh) = self.upgrade(&c).await? {
-                    c = fresh;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.refresh_manifest(&c, true).await {
+                Ok(()) => break,
+                Err(Error::CollectionNotFound(_)) if tries < 3 => {
+                    c = self.reopen(&c, since).await?;
                 }
-                self.refresh_manifest(&c, true).await?;
+                Err(Error::SchemaChanged) if tries < 3 => {
+                    if let Some(fresh) = self.upgrade(&c).await? {
+                        c = fresh;
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
         let stats = Arc::new(ReadStats::default());
         let snap = self

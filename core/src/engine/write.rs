@@ -54,11 +54,12 @@ impl Floe {
         }
         let payload = record.encode()?;
         let conditions = &request.conditions;
+        let content = request_content(&record)?;
         let key = request.request_id.as_deref().map(|id| RequestKey {
             id,
             digest: digest(&[
                 b"conditional record",
-                &payload,
+                &content,
                 &serde_json::to_vec(conditions).unwrap_or_default(),
             ]),
         });
@@ -117,7 +118,10 @@ impl Floe {
         Fut: std::future::Future<Output = Result<T>>,
     {
         match self.on_newest_schema(Arc::clone(&c), &write).await {
-            Err(Error::CollectionNotFound(_)) => write(self.reopen(&c, since_ms).await?).await,
+            Err(Error::CollectionNotFound(_)) => {
+                let fresh = self.reopen(&c, since_ms).await?;
+                self.on_newest_schema(fresh, &write).await
+            }
             other => other,
         }
     }
@@ -409,12 +413,34 @@ pub(crate) fn rows_batch(config: &CollectionConfig, rows: &[Row]) -> Result<Reco
     Ok(RecordBatch::try_new(upsert_schema(config), columns)?)
 }
 
+/// What identifies a request's record for its digest: its bytes without
+/// the attribute columns no row sets. A process that knows an attribute
+/// another does not (it was just added) encodes the same request with one
+/// more, all-null, column: a retry sent to either is the same request.
+fn request_content(record: &LogRecord) -> Result<Bytes> {
+    match record {
+        LogRecord::Upsert(batch) => {
+            let keep: Vec<usize> = (0..batch.num_columns())
+                .filter(|&i| i < 2 || batch.column(i).null_count() < batch.num_rows())
+                .collect();
+            LogRecord::Upsert(batch.project(&keep)?).encode()
+        }
+        other => other.encode(),
+    }
+}
+
 /// The patched rows as an upsert batch: each row's vector and attributes,
 /// with the patch's values where it sets one.
 fn patched_batch(config: &CollectionConfig, rows: &[Row], patch: &Patch) -> Result<RecordBatch> {
     let current = rows_batch(config, rows)?;
     let mut columns: Vec<ArrayRef> = current.columns()[..2].to_vec();
-    for (a, (values, set)) in patch.values.iter().enumerate() {
+    // A patch checked against fewer attributes (added ones come last)
+    // keeps the current values of the rest.
+    for a in 0..config.attributes.len() {
+        let Some((values, set)) = patch.values.get(a) else {
+            columns.push(Arc::clone(current.column(2 + a)));
+            continue;
+        };
         let now = current.column(2 + a);
         // Source 0 is the patch's column, source 1 the current values.
         let picks: Vec<(usize, usize)> = set
@@ -442,9 +468,13 @@ impl<'a> Write<'a> {
     /// (which carry its kind: an upsert and a delete never match).
     fn record(record: &LogRecord, request_id: Option<&'a str>) -> Result<Self> {
         let payload = record.encode()?;
+        let content = match request_id {
+            Some(_) => request_content(record)?,
+            None => Bytes::new(),
+        };
         let request = request_id.map(|id| RequestKey {
             id,
-            digest: digest(&[b"record", &payload]),
+            digest: digest(&[b"record", &content]),
         });
         Ok(Write {
             payload,

@@ -267,9 +267,9 @@ impl ImportJob {
         format!("{}.{}", self.job_id, self.nonce)
     }
 
-    /// The name of its part `k`'s data file.
-    pub fn part_file(&self, k: usize) -> String {
-        format!("part-{}-{k:05}.parquet", self.nonce)
+    /// The name of its part `k`'s data file, as run `run` writes it.
+    pub fn part_file(&self, k: usize, run: u32) -> String {
+        format!("part-{}-{k:05}-{run}.parquet", self.nonce)
     }
 
     /// The segment id of its part `k`.

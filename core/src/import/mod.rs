@@ -154,7 +154,7 @@ async fn matching(
         let listed: Vec<_> = store
             .list_with_delimiter(Some(&dir))
             .await
-            .map_err(|e| Error::invalid("file", format!("{spec}: cannot list: {e}")))?
+            .map_err(|e| Error::store("list", &dir, e))?
             .objects;
         let mut found: Vec<(Path, u64)> = listed
             .into_iter()
@@ -165,10 +165,13 @@ async fn matching(
         found
     } else {
         let path = dir.clone().join(pattern.as_str());
-        let meta = store
-            .head(&path)
-            .await
-            .map_err(|e| Error::invalid("file", format!("{spec}: {e}")))?;
+        let meta = store.head(&path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                Error::invalid("file", format!("{spec}: no such file"))
+            }
+            // The store failing is not the file's fault: retryable.
+            other => Error::store("head", &path, other),
+        })?;
         vec![(path, meta.size)]
     };
     if matches.is_empty() {
@@ -385,6 +388,21 @@ impl ImportFile {
         Error::invalid(self.name.as_str(), format!("cannot read: {e}"))
     }
 
+    /// A read that failed: the store's failure as it is (retryable), a
+    /// missing or malformed file as bad input naming it.
+    fn read_failed(&self, e: Error) -> Error {
+        if e.kind() == crate::error::ErrorKind::Unavailable {
+            e
+        } else {
+            self.unreadable(e)
+        }
+    }
+
+    /// [`ImportFile::read_failed`] of an object-store error.
+    fn store_failed(&self, e: object_store::Error) -> Error {
+        self.read_failed(Error::store("get", &self.path, e))
+    }
+
     /// The file's rows in batches, each checked against `config`.
     pub async fn batches(
         &self,
@@ -406,15 +424,15 @@ impl ImportFile {
         let source: Arc<dyn RangeSource> = Arc::new(StoreSource(Arc::clone(&self.store)));
         let parquet = ParquetFile::open(&source, self.path.clone(), self.size, 0)
             .await
-            .map_err(|e| self.unreadable(e))?;
+            .map_err(|e| self.read_failed(e))?;
         let stream = parquet
             .batches(&source, options.batch_rows)
-            .map_err(|e| self.unreadable(e))?;
+            .map_err(|e| self.read_failed(e))?;
         let (config, columns, file) = (config.clone(), options.columns.clone(), self.clone());
         let mut next_row = 0u64;
         Ok(stream
             .map(move |batch| {
-                let batch = batch.map_err(|e| file.unreadable(e))?;
+                let batch = batch.map_err(|e| file.read_failed(e))?;
                 let first = next_row;
                 next_row += batch.num_rows() as u64;
                 check_batch(&config, &columns, first, &batch)
@@ -427,7 +445,7 @@ impl ImportFile {
             .store
             .get_range(&self.path, 0..self.size.min(65_536))
             .await
-            .map_err(|e| self.unreadable(e))?;
+            .map_err(|e| self.store_failed(e))?;
         npy::parse_header(&prefix, self.size, &self.name)
     }
 
@@ -493,7 +511,7 @@ impl ImportFile {
                         .store
                         .get_range(&file.path, vectors.byte_range(start, end))
                         .await
-                        .map_err(|e| file.unreadable(e))?;
+                        .map_err(|e| file.store_failed(e))?;
                     let values = npy::to_f32(vectors.dtype, &bytes);
                     let id_values: Vec<i64> = match &ids {
                         Some((ids_file, h)) => {
@@ -501,7 +519,7 @@ impl ImportFile {
                                 .store
                                 .get_range(&ids_file.path, h.byte_range(start, end))
                                 .await
-                                .map_err(|e| ids_file.unreadable(e))?;
+                                .map_err(|e| ids_file.store_failed(e))?;
                             // Out-of-range ids become -1, which the check rejects.
                             npy::to_i128(h.dtype, &bytes)
                                 .into_iter()
@@ -561,9 +579,9 @@ fn lines(file: ImportFile) -> BoxStream<'static, Result<(u64, Vec<u8>)>> {
             .store
             .get(&file.path)
             .await
-            .map_err(|e| file.unreadable(e))?;
+            .map_err(|e| file.store_failed(e))?;
         let file2 = file.clone();
-        Ok::<_, Error>(got.into_stream().map_err(move |e| file2.unreadable(e)))
+        Ok::<_, Error>(got.into_stream().map_err(move |e| file2.store_failed(e)))
     })
     .try_flatten();
     let mut pending: Vec<u8> = Vec::new();

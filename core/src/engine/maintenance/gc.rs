@@ -87,7 +87,10 @@ impl Floe {
                 let (job, record) = match parse_key(m.location.as_ref()).map(|k| k.file) {
                     Some(CollectionFile::ImportJob(job)) => (job, true),
                     Some(CollectionFile::Import { job, file }) => {
-                        let record = file == "status.json" || file == "ended";
+                        // Run claims stay as long as the records: a runner
+                        // that wakes up late must still see it was replaced.
+                        let record =
+                            file == "status.json" || file == "ended" || file.starts_with("run-");
                         (job, record)
                     }
                     _ => return true,
@@ -100,6 +103,10 @@ impl Floe {
             })
             .map(|m| m.location)
             .collect();
+        // A job's `ended` last: a collection stopped half-way keeps it, and
+        // with it the knowledge that the rest may go.
+        let mut doomed = doomed;
+        doomed.sort_by_key(|p| p.filename() == Some("ended"));
         for path in &doomed {
             match self.store.delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

@@ -279,7 +279,7 @@ impl Floe {
             self.commit_import(c, run, &mut status, segments).await?;
         }
         status.finished_at_ms = Some(now_ms());
-        self.write_import_status(c, &mut status).await?;
+        self.write_import_status(c, run, &mut status).await?;
         // After the status: the garbage collector removes a failed job's
         // parts (and a done job's unreferenced ones) once this is old.
         self.store
@@ -325,19 +325,25 @@ impl Floe {
     }
 
     /// Fails when a later run has claimed the job (this runner stalled
-    /// past the lease and was replaced).
+    /// past the lease and was replaced), or the job ended meanwhile.
     async fn check_still_ours(&self, c: &Collection, run: &Run<'_>) -> Result<()> {
-        let next = c
-            .paths
-            .import_file(&run.job.job_id, &format!("run-{:05}", run.run + 1));
-        match self.store.head(&next).await {
-            Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Ok(_) => Err(Error::log(
-                "import",
-                "another runner took the job over; this one stops",
-            )),
-            Err(e) => Err(Error::store("head", next, e)),
+        let job = &run.job.job_id;
+        let next = c.paths.import_file(job, &format!("run-{:05}", run.run + 1));
+        let ended = c.paths.import_file(job, "ended");
+        let (next_run, ended_at) = tokio::join!(self.store.head(&next), self.store.head(&ended));
+        for (path, found) in [(next, next_run), (ended, ended_at)] {
+            match found {
+                Err(object_store::Error::NotFound { .. }) => {}
+                Ok(_) => {
+                    return Err(Error::log(
+                        "import",
+                        "another runner took the job over; this one stops",
+                    ));
+                }
+                Err(e) => return Err(Error::store("head", path, e)),
+            }
         }
+        Ok(())
     }
 
     /// Reads every file, writing parts; `Some(segments)` to commit, or
@@ -385,7 +391,7 @@ impl Floe {
         }
         status.state = ImportState::Running;
         status.files = files.len() as u64;
-        self.write_import_status(c, status).await?;
+        self.write_import_status(c, run, status).await?;
         let failing = |s: &ImportStatus| s.rows_rejected > 0 && !request.skip_bad_rows;
         // The part being written: rows stream out as they are checked, so
         // reading the files and uploading overlap and memory stays at a
@@ -416,7 +422,7 @@ impl Floe {
                     // unfinished upload is abandoned).
                     part = None;
                     if beat.elapsed() >= HEARTBEAT {
-                        self.write_import_status(c, status).await?;
+                        self.write_import_status(c, run, status).await?;
                         beat = std::time::Instant::now();
                     }
                     continue;
@@ -427,7 +433,7 @@ impl Floe {
                 }
                 let writer = match part.as_mut() {
                     Some(writer) => writer,
-                    None => part.insert(self.open_import_part(c, job, segments.len())?),
+                    None => part.insert(self.open_import_part(c, run, segments.len())?),
                 };
                 writer.write(&checked.batch).await?;
                 if let Some(full) = part.take_if(|w| w.rows >= part_rows) {
@@ -437,7 +443,7 @@ impl Floe {
                     segments.push(entry);
                     beat = std::time::Instant::now();
                 } else if beat.elapsed() >= HEARTBEAT {
-                    self.write_import_status(c, status).await?;
+                    self.write_import_status(c, run, status).await?;
                     beat = std::time::Instant::now();
                 }
             }
@@ -462,8 +468,11 @@ impl Floe {
     }
 
     /// Starts part `k`'s Parquet file: a multipart upload.
-    fn open_import_part(&self, c: &Collection, job: &ImportJob, k: usize) -> Result<PartWriter> {
-        let path = c.paths.import_file(&job.job_id, &job.part_file(k));
+    fn open_import_part(&self, c: &Collection, run: &Run<'_>, k: usize) -> Result<PartWriter> {
+        // Named by the run too: a superseded run finishing its upload late
+        // never overwrites the file another run recorded.
+        let job = run.job;
+        let path = c.paths.import_file(&job.job_id, &job.part_file(k, run.run));
         let schema = upsert_schema(&c.config);
         let options = SegmentWriteOptions {
             row_group_rows: (c.config.index.row_group_rows as usize).max(SEALED_ROW_GROUP_ROWS),
@@ -540,7 +549,7 @@ impl Floe {
             .put(&at, PutPayload::from(body))
             .await
             .map_err(|e| Error::store("put", &at, e))?;
-        self.write_import_status(c, status).await?;
+        self.write_import_status(c, run, status).await?;
         Ok(entry)
     }
 
@@ -563,7 +572,7 @@ impl Floe {
                 self.check_still_ours(c, run).await?;
                 status.state = ImportState::Committing;
                 status.log_before = Some(log.last_lsn().await?);
-                self.write_import_status(c, status).await?;
+                self.write_import_status(c, run, status).await?;
                 let record = LogRecord::Import(ImportMarker {
                     job: job.key(),
                     segments,
@@ -581,9 +590,11 @@ impl Floe {
         };
         status.state = ImportState::Committing;
         status.lsn = Some(lsn);
-        self.write_import_status(c, status).await?;
+        self.write_import_status(c, run, status).await?;
         while c.manifests.latest().await?.checkpoint_lsn < lsn {
-            self.flush_collection(c).await?;
+            // By name: a flush that finds attributes added since this run
+            // began is redone with them.
+            self.flush(&c.config.name).await?;
         }
         status.state = ImportState::Done;
         Ok(())
@@ -794,7 +805,16 @@ impl Floe {
         })
     }
 
-    async fn write_import_status(&self, c: &Collection, status: &mut ImportStatus) -> Result<()> {
+    /// Writes the job's status, unless a later run took the job over (a
+    /// stalled runner must not overwrite the status of the one that
+    /// replaced it).
+    async fn write_import_status(
+        &self,
+        c: &Collection,
+        run: &Run<'_>,
+        status: &mut ImportStatus,
+    ) -> Result<()> {
+        self.check_still_ours(c, run).await?;
         status.updated_at_ms = now_ms();
         let path = c.paths.import_file(&status.job_id, "status.json");
         let body = serde_json::to_vec(status).map_err(|e| Error::internal("import", e))?;

@@ -151,14 +151,16 @@ impl Floe {
     /// Makes the newest manifest current (`force`), or the remembered one
     /// if it was checked within [`MANIFEST_TTL`].
     pub(crate) async fn refresh_manifest(&self, c: &Collection, force: bool) -> Result<()> {
-        if !force
-            && c.state
-                .lock()
-                .await
-                .checked
-                .is_some_and(|t| t.elapsed() < MANIFEST_TTL)
-        {
-            return Ok(());
+        if !force {
+            let state = c.state.lock().await;
+            if state.checked.is_some_and(|t| t.elapsed() < MANIFEST_TTL) {
+                // Another request may have installed a manifest with
+                // attributes this (older) handle does not know.
+                if state.manifest.added_attributes.len() > c.added {
+                    return Err(Error::SchemaChanged);
+                }
+                return Ok(());
+            }
         }
         let recheck_catalog = c
             .catalog_checked
@@ -454,6 +456,11 @@ fn assemble(
     source: &Arc<dyn RangeSource>,
     stats: &Arc<ReadStats>,
 ) -> Result<Option<Snapshot>> {
+    // A manifest installed since this read checked it may list attributes
+    // this handle does not know: its rows would lose them.
+    if state.manifest.added_attributes.len() > c.added {
+        return Err(Error::SchemaChanged);
+    }
     let loaded = state.manifest.segments.iter().all(|s| {
         state.segments.contains_key(&s.id)
             || (state.indexed.contains_key(&s.id)
