@@ -154,34 +154,27 @@ fn start(env: Vec<(String, String)>) -> (Floe, Cli, tempfile::TempDir) {
     (floe, cli, dir)
 }
 
+/// Creates `name` as the tests' films: 4-d, l2, `year` and `tags`.
+fn create_films_like(cli: &Cli, name: &str) {
+    cli.ok(&[
+        "collections",
+        "create",
+        name,
+        "--dimension",
+        "4",
+        "--metric",
+        "l2",
+        "--attribute",
+        "year:i64",
+        "--attribute",
+        "tags:string_list",
+    ]);
+}
+
 fn collections_and_queries(cli: &Cli) {
-    cli.ok(&[
-        "collections",
-        "create",
-        "films",
-        "--dimension",
-        "4",
-        "--metric",
-        "l2",
-        "--attribute",
-        "year:i64",
-        "--attribute",
-        "tags:string_list",
-    ]);
+    create_films_like(cli, "films");
     // Creating the identical collection again is fine; a different one is not.
-    cli.ok(&[
-        "collections",
-        "create",
-        "films",
-        "--dimension",
-        "4",
-        "--metric",
-        "l2",
-        "--attribute",
-        "year:i64",
-        "--attribute",
-        "tags:string_list",
-    ]);
+    create_films_like(cli, "films");
     let err = cli.fails(&["collections", "create", "films", "--dimension", "8"]);
     assert!(err.contains("409 conflict"), "{err}");
     let err = cli.fails(&[
@@ -451,19 +444,7 @@ fn export_round_trip(cli: &Cli, dir: &Path) {
     assert_eq!(files as u64, rows.div_ceil(900), "{report}");
     let err = cli.fails(&["export", "films", "--prefix", "films/one"]);
     assert!(err.contains("409"), "{err}");
-    cli.ok(&[
-        "collections",
-        "create",
-        "films2",
-        "--dimension",
-        "4",
-        "--metric",
-        "l2",
-        "--attribute",
-        "year:i64",
-        "--attribute",
-        "tags:string_list",
-    ]);
+    create_films_like(cli, "films2");
     let spec = format!("{}/*.parquet", out.display());
     let summary = cli.json(&["import", "films2", &spec]);
     assert_eq!(summary["rows"].as_u64(), Some(rows), "{summary}");
@@ -485,19 +466,7 @@ fn export_round_trip(cli: &Cli, dir: &Path) {
 /// (put there by `put(key, bytes)`, named by `source_prefix` + key) as a
 /// bulk import job, which `floe serve`'s indexer runs; the CLI follows it.
 fn server_side_imports(cli: &Cli, dir: &Path, source_prefix: &str, put: &dyn Fn(&str, Vec<u8>)) {
-    cli.ok(&[
-        "collections",
-        "create",
-        "bulk",
-        "--dimension",
-        "4",
-        "--metric",
-        "l2",
-        "--attribute",
-        "year:i64",
-        "--attribute",
-        "tags:string_list",
-    ]);
+    create_films_like(cli, "bulk");
     for (name, ids) in [("a", 0..1500), ("b", 1500..3000)] {
         let local = dir.join(format!("bulk-{name}.parquet"));
         write_parquet(&local, &ids.collect::<Vec<i64>>(), &|_, _| {});
@@ -569,19 +538,7 @@ fn cli_against_embedded_floe() {
 fn cli_splits_requests_the_server_finds_too_large() {
     let (floe, cli, _data) = start(common::vars(&[("FLOE_MAX_REQUEST_BYTES", "20000")]));
     let files = tempfile::tempdir().unwrap();
-    cli.ok(&[
-        "collections",
-        "create",
-        "films",
-        "--dimension",
-        "4",
-        "--metric",
-        "l2",
-        "--attribute",
-        "year:i64",
-        "--attribute",
-        "tags:string_list",
-    ]);
+    create_films_like(&cli, "films");
     let parquet = files.path().join("films.parquet");
     write_parquet(&parquet, &(0..3000).collect::<Vec<i64>>(), &|_, _| {});
     let summary = cli.json(&[

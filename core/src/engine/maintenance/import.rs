@@ -300,14 +300,9 @@ impl Floe {
     /// when another runner claimed it first. A runner whose run is no
     /// longer the newest stops at its next step.
     async fn claim_import_run(&self, c: &Collection, job_id: &str) -> Result<Option<u32>> {
-        let dir = c.paths.import_file(job_id, "");
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&dir))
-            .await
-            .map_err(|e| Error::store("list", &dir, e))?;
-        let newest = listed
-            .objects
+        let newest = self
+            .job_files(c, job_id)
+            .await?
             .iter()
             .filter_map(|m| {
                 m.location
@@ -672,16 +667,26 @@ impl Floe {
         }
     }
 
-    /// The job's part records, in order.
-    async fn import_parts(&self, c: &Collection, job_id: &str) -> Result<Vec<PartRecord>> {
+    /// The files in the job's directory.
+    async fn job_files(
+        &self,
+        c: &Collection,
+        job_id: &str,
+    ) -> Result<Vec<object_store::ObjectMeta>> {
         let dir = c.paths.import_file(job_id, "");
         let listed = self
             .store
             .list_with_delimiter(Some(&dir))
             .await
             .map_err(|e| Error::store("list", &dir, e))?;
-        let mut names: Vec<Path> = listed
-            .objects
+        Ok(listed.objects)
+    }
+
+    /// The job's part records, in order.
+    async fn import_parts(&self, c: &Collection, job_id: &str) -> Result<Vec<PartRecord>> {
+        let mut names: Vec<Path> = self
+            .job_files(c, job_id)
+            .await?
             .into_iter()
             .map(|m| m.location)
             .filter(|p| {
