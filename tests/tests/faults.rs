@@ -196,38 +196,7 @@ async fn a_flaky_store_and_two_racing_indexers_lose_nothing() {
 /// one import marker, all parts' rows at its LSN.
 #[tokio::test]
 async fn an_interrupted_import_resumes_after_its_last_part() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = test_settings(dir.path());
-    let local: Arc<dyn ObjectStore> = open_object_store(&floe_core::storage::ObjectStoreConfig {
-        url: dir.path().join("objects").display().to_string(),
-        ..Default::default()
-    })
-    .unwrap();
-    let faulty = Arc::new(FaultyStore::new(Arc::clone(&local), FaultConfig::default()));
-    let floe = Floe::new(
-        Arc::clone(&faulty) as Arc<dyn ObjectStore>,
-        Arc::new(floe_core::log::FileLogs::new(
-            dir.path().join("log"),
-            Default::default(),
-        )),
-        settings,
-    );
-    let config: CollectionConfig = serde_json::from_value(json!({
-        "name": "resumed", "dimension": 2, "metric": "l2", "id_type": "u64",
-        "index": {"seal_rows": 100}
-    }))
-    .unwrap();
-    floe.create_collection(config).await.unwrap();
-    // Three files of 100 rows: one part each.
-    for f in 0..3u64 {
-        let text: String = (f * 100..f * 100 + 100)
-            .map(|id| format!("{}\n", json!({"id": id, "vector": [id as f32, 1.0]})))
-            .collect();
-        let path = object_store::path::Path::from(format!("uploads/f{f}.jsonl"));
-        object_store::ObjectStoreExt::put(local.as_ref(), &path, text.into_bytes().into())
-            .await
-            .unwrap();
-    }
+    let (floe, faulty, _dir) = embedded_with_uploads("resumed").await;
     let request: floe_core::import::job::ImportRequest =
         serde_json::from_value(json!({"source": "uploads/*.jsonl", "job_id": "cut"})).unwrap();
     floe.start_import("resumed", request, true).await.unwrap();
@@ -266,4 +235,77 @@ async fn an_interrupted_import_resumes_after_its_last_part() {
             .unwrap();
         assert_eq!(row.map(|r| r.version), Some(lsn), "{id}");
     }
+}
+
+/// An embedded engine over a store that can hold requests, with
+/// collection `name` (2-d, sealed at 100 rows) and three JSON Lines files
+/// of 100 rows each under `uploads/`.
+async fn embedded_with_uploads(name: &str) -> (Arc<Floe>, Arc<FaultyStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path());
+    let local: Arc<dyn ObjectStore> = open_object_store(&floe_core::storage::ObjectStoreConfig {
+        url: dir.path().join("objects").display().to_string(),
+        ..Default::default()
+    })
+    .unwrap();
+    let faulty = Arc::new(FaultyStore::new(Arc::clone(&local), FaultConfig::default()));
+    let floe = Floe::new(
+        Arc::clone(&faulty) as Arc<dyn ObjectStore>,
+        Arc::new(floe_core::log::FileLogs::new(
+            dir.path().join("log"),
+            Default::default(),
+        )),
+        settings,
+    );
+    let config: CollectionConfig = serde_json::from_value(json!({
+        "name": name, "dimension": 2, "metric": "l2", "id_type": "u64",
+        "index": {"seal_rows": 100}
+    }))
+    .unwrap();
+    floe.create_collection(config).await.unwrap();
+    for f in 0..3u64 {
+        let text: String = (f * 100..f * 100 + 100)
+            .map(|id| format!("{}\n", json!({"id": id, "vector": [id as f32, 1.0]})))
+            .collect();
+        let path = object_store::path::Path::from(format!("uploads/f{f}.jsonl"));
+        object_store::ObjectStoreExt::put(local.as_ref(), &path, text.into_bytes().into())
+            .await
+            .unwrap();
+    }
+    (floe, faulty, dir)
+}
+
+/// A strong read that meets an import's marker before the flush that
+/// commits it waits for that flush, then sees every imported row.
+#[tokio::test]
+async fn a_strong_read_waits_for_the_flush_of_an_import_marker() {
+    let (floe, faulty, _dir) = embedded_with_uploads("waited").await;
+    let request: floe_core::import::job::ImportRequest =
+        serde_json::from_value(json!({"source": "uploads/*.jsonl", "job_id": "w"})).unwrap();
+    floe.start_import("waited", request, true).await.unwrap();
+    // The flush that commits the import: its manifest is held.
+    let hold = faulty.hold_next(OpFilter::PUTS, "/manifests/");
+    let run = tokio::spawn({
+        let floe = Arc::clone(&floe);
+        async move { floe.run_import("waited", "w").await }
+    });
+    hold.held().await;
+    let query = tokio::spawn({
+        let floe = Arc::clone(&floe);
+        async move {
+            let request: QueryRequest =
+                serde_json::from_value(json!({"vector": [150.0, 1.0], "top_k": 300})).unwrap();
+            floe_core::api::query(&floe, "waited", request).await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !query.is_finished(),
+        "the read waits for the import's flush"
+    );
+    hold.release();
+    let done = run.await.unwrap().unwrap();
+    let answer = serde_json::to_value(query.await.unwrap().unwrap()).unwrap();
+    assert_eq!(answer["results"].as_array().unwrap().len(), 300, "{answer}");
+    assert_eq!(answer["lsn"].as_u64(), done.lsn);
 }
