@@ -395,7 +395,7 @@ pub(crate) fn rows_batch(config: &CollectionConfig, rows: &[Row]) -> Result<Reco
                 row.attributes
                     .iter()
                     .flatten()
-                    .find(|x| x.name == def.name)
+                    .find(|x| x.name == def.name && x.value.data_type() == ty)
                     .map_or_else(
                         || arrow::array::new_null_array(ty, 1),
                         |x| Arc::clone(&x.value),

@@ -124,17 +124,18 @@ pub(super) fn materialize(
         (None, Some(batch)) => position.map(|p| (batch, p)),
         (None, None) => None,
     };
+    // An attribute added after the row's segment was written is null
+    // (its file has no column for it: nothing was fetched for it).
     let attrs = (!attributes.is_empty()).then(|| {
-        let Some((batch, at)) = attribute_rows else {
-            return Vec::new();
-        };
         attributes
             .iter()
-            .filter_map(|name| {
-                batch.column_by_name(name).map(|col| Attribute {
-                    name: name.clone(),
-                    value: col.slice(at, 1),
-                })
+            .map(|name| Attribute {
+                name: name.clone(),
+                value: attribute_rows
+                    .and_then(|(batch, at)| batch.column_by_name(name).map(|c| c.slice(at, 1)))
+                    .unwrap_or_else(|| {
+                        arrow::array::new_null_array(&arrow::datatypes::DataType::Null, 1)
+                    }),
             })
             .collect()
     });
