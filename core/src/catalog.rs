@@ -10,7 +10,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{catalog_entry, catalog_entry_name, catalog_root, get_bytes, put_create};
+use crate::storage::{catalog_entry, catalog_entry_name, catalog_root, get_json, put_create};
 
 /// Longest collection or attribute name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -309,11 +309,10 @@ impl Catalog {
     pub async fn get(&self, name: &str) -> Result<CatalogEntry> {
         validate_collection_name(name)?;
         let path = catalog_entry(name);
-        let bytes = match get_bytes(self.store.as_ref(), &path).await {
-            Err(e) if e.is_not_found() => return Err(Error::CollectionNotFound(name.to_string())),
-            other => other?,
-        };
-        serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path.to_string(), e))
+        match get_json(self.store.as_ref(), &path).await {
+            Err(e) if e.is_not_found() => Err(Error::CollectionNotFound(name.to_string())),
+            other => other,
+        }
     }
 
     /// Removes the entry: from then on the name is free and the

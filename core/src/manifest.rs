@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::AttributeDef;
 use crate::error::{Error, Result};
-use crate::storage::{CollectionPaths, get_bytes, put_create};
+use crate::storage::{CollectionPaths, get_bytes, get_json, put_create};
 
 /// The newest manifest format this build reads. It writes format 1 unless
 /// the manifest holds what format 1 readers would drop on their next
@@ -583,9 +583,7 @@ impl ManifestStore {
     /// Reads one version.
     pub async fn read(&self, version: u64) -> Result<Manifest> {
         let path = self.paths.manifest(version);
-        let bytes = get_bytes(self.store.as_ref(), &path).await?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path.to_string(), e))?;
+        let manifest: Manifest = get_json(self.store.as_ref(), &path).await?;
         if manifest.version != version {
             return Err(Error::corrupt(
                 path.to_string(),

@@ -196,10 +196,7 @@ async fn a_flaky_store_and_two_racing_indexers_lose_nothing() {
 /// one import marker, all parts' rows at its LSN.
 #[tokio::test]
 async fn an_interrupted_import_resumes_after_its_last_part() {
-    let (floe, faulty, _dir) = embedded_with_uploads("resumed").await;
-    let request: floe_core::import::job::ImportRequest =
-        serde_json::from_value(json!({"source": "uploads/*.jsonl", "job_id": "cut"})).unwrap();
-    floe.start_import("resumed", request, true).await.unwrap();
+    let (floe, faulty, _dir) = import_started("resumed", "cut").await;
     let hold = faulty.hold_next(OpFilter::PUTS, "part-00001.json");
     let first = tokio::spawn({
         let floe = Arc::clone(&floe);
@@ -238,9 +235,9 @@ async fn an_interrupted_import_resumes_after_its_last_part() {
 }
 
 /// An embedded engine over a store that can hold requests, with
-/// collection `name` (2-d, sealed at 100 rows) and three JSON Lines files
-/// of 100 rows each under `uploads/`.
-async fn embedded_with_uploads(name: &str) -> (Arc<Floe>, Arc<FaultyStore>, tempfile::TempDir) {
+/// collection `name` (2-d, sealed at 100 rows) and import `job` of three
+/// JSON Lines files of 100 rows each (`uploads/*.jsonl`) accepted, not run.
+async fn import_started(name: &str, job: &str) -> (Arc<Floe>, Arc<FaultyStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path());
     let local: Arc<dyn ObjectStore> = open_object_store(&floe_core::storage::ObjectStoreConfig {
@@ -272,6 +269,9 @@ async fn embedded_with_uploads(name: &str) -> (Arc<Floe>, Arc<FaultyStore>, temp
             .await
             .unwrap();
     }
+    let request: floe_core::import::job::ImportRequest =
+        serde_json::from_value(json!({"source": "uploads/*.jsonl", "job_id": job})).unwrap();
+    floe.start_import(name, request, true).await.unwrap();
     (floe, faulty, dir)
 }
 
@@ -279,10 +279,7 @@ async fn embedded_with_uploads(name: &str) -> (Arc<Floe>, Arc<FaultyStore>, temp
 /// commits it waits for that flush, then sees every imported row.
 #[tokio::test]
 async fn a_strong_read_waits_for_the_flush_of_an_import_marker() {
-    let (floe, faulty, _dir) = embedded_with_uploads("waited").await;
-    let request: floe_core::import::job::ImportRequest =
-        serde_json::from_value(json!({"source": "uploads/*.jsonl", "job_id": "w"})).unwrap();
-    floe.start_import("waited", request, true).await.unwrap();
+    let (floe, faulty, _dir) = import_started("waited", "w").await;
     // The flush that commits the import: its manifest is held.
     let hold = faulty.hold_next(OpFilter::PUTS, "/manifests/");
     let run = tokio::spawn({

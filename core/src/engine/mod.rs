@@ -176,7 +176,7 @@ impl Floe {
     /// them all.
     async fn upgrade(&self, c: &Collection) -> Result<Option<Arc<Collection>>> {
         let manifest = c.manifests.latest().await?;
-        if manifest.added_attributes.len() <= c.added {
+        if !c.lags(&manifest) {
             return Ok(None);
         }
         let name = &c.config.name;

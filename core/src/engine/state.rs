@@ -94,6 +94,13 @@ impl Collection {
         }
     }
 
+    /// Whether `manifest` lists attributes added since this handle was
+    /// opened (its rows would lose them: the operation is redone on the
+    /// upgraded collection).
+    pub(crate) fn lags(&self, manifest: &Manifest) -> bool {
+        manifest.added_attributes.len() > self.added
+    }
+
     /// The incarnation's log, opened on first use; `CollectionNotFound`
     /// once it was dropped.
     pub(crate) async fn log(&self) -> Result<&Arc<dyn Log>> {
@@ -222,6 +229,7 @@ impl Tail {
         for r in &self.records {
             p.rows += r.rows;
             p.bytes += r.bytes;
+            p.import |= r.import;
             if !r.deleted {
                 p.upserted_rows += r.rows;
             }
@@ -241,6 +249,9 @@ pub(crate) struct Pending {
     pub bytes: usize,
     /// When the oldest of them was first seen.
     pub since: Option<Instant>,
+    /// An import's marker is among them: its rows are only readable once
+    /// a flush commits it.
+    pub import: bool,
 }
 
 impl ReadState {

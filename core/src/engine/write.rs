@@ -54,15 +54,17 @@ impl Floe {
         }
         let payload = record.encode()?;
         let conditions = &request.conditions;
-        let content = request_content(&record)?;
-        let key = request.request_id.as_deref().map(|id| RequestKey {
-            id,
-            digest: digest(&[
-                b"conditional record",
-                &content,
-                &serde_json::to_vec(conditions).unwrap_or_default(),
-            ]),
-        });
+        let key = match request.request_id.as_deref() {
+            Some(id) => Some(RequestKey {
+                id,
+                digest: digest(&[
+                    b"conditional record",
+                    &request_content(&record)?,
+                    &serde_json::to_vec(conditions).unwrap_or_default(),
+                ]),
+            }),
+            None => None,
+        };
         let (payload, rows) = (&payload, record.num_rows());
         self.on_current_since(c, since, |c| async move {
             self.append_if(&c, payload, rows, key, conditions).await
@@ -468,14 +470,13 @@ impl<'a> Write<'a> {
     /// (which carry its kind: an upsert and a delete never match).
     fn record(record: &LogRecord, request_id: Option<&'a str>) -> Result<Self> {
         let payload = record.encode()?;
-        let content = match request_id {
-            Some(_) => request_content(record)?,
-            None => Bytes::new(),
+        let request = match request_id {
+            Some(id) => Some(RequestKey {
+                id,
+                digest: digest(&[b"record", &request_content(record)?]),
+            }),
+            None => None,
         };
-        let request = request_id.map(|id| RequestKey {
-            id,
-            digest: digest(&[b"record", &content]),
-        });
         Ok(Write {
             payload,
             rows: record.num_rows(),

@@ -16,7 +16,7 @@ use super::Lsn;
 use crate::catalog::CollectionConfig;
 use crate::error::{Error, Result};
 use crate::manifest::{ImportedSegments, SegmentEntry};
-use crate::segment::{delete_schema, segment_schema, with_lsn};
+use crate::segment::{conform, delete_schema, segment_schema, with_lsn};
 
 const FORMAT: u8 = 1;
 const KIND_UPSERT: u8 = 1;
@@ -70,16 +70,20 @@ impl ImportMarker {
 
 impl LogRecord {
     /// The record's rows as written at `lsn`, with their `_lsn` column:
-    /// upserted rows in the segment schema, or deleted ids in the delete
-    /// file's schema; and whether they are deletes. An import marker has
-    /// none: its rows are in its segments.
+    /// upserted rows in the collection's segment schema (null columns for
+    /// attributes added after the record was written), or deleted ids in
+    /// the delete file's schema; and whether they are deletes. An import
+    /// marker has none: its rows are in its segments.
     pub(crate) fn rows_at(
         &self,
         config: &CollectionConfig,
         lsn: Lsn,
     ) -> Result<(RecordBatch, bool)> {
         match self {
-            LogRecord::Upsert(batch) => Ok((with_lsn(batch, lsn)?, false)),
+            LogRecord::Upsert(batch) => Ok((
+                conform(with_lsn(batch, lsn)?, &segment_schema(config), None)?,
+                false,
+            )),
             LogRecord::Delete(ids) => {
                 let lsns = Arc::new(UInt64Array::from_value(lsn, ids.len()));
                 let batch =

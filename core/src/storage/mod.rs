@@ -225,6 +225,16 @@ pub async fn put_file_in_parts(
     Ok(true)
 }
 
+/// Reads a JSON object (a catalog entry, a manifest, a job record); one
+/// that does not parse is corrupt.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    path: &Path,
+) -> Result<T> {
+    let bytes = get_bytes(store, path).await?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path.to_string(), e))
+}
+
 /// Reads a whole object.
 pub async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
     let result = store

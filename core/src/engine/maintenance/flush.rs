@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{Committed, DeleteFile, ImportedSegments, Operation, SegmentEntry};
 use crate::mvcc::Newest;
-use crate::segment::{conform, new_segment_id};
+use crate::segment::new_segment_id;
 
 /// What a flush wrote for one log range, and the imported segments it adds.
 struct FlushFiles {
@@ -163,7 +163,7 @@ impl Floe {
             pending.since.map(|s| s.elapsed()),
         );
         let f = &self.settings.flush;
-        let due = c.state.lock().await.tail.holds_import()
+        let due = pending.import
             || pending.rows >= f.max_rows
             || pending.bytes >= f.max_bytes
             || pending.since.is_some_and(|s| s.elapsed() >= f.max_age());
@@ -217,11 +217,6 @@ impl Floe {
                 continue;
             }
             let (batch, deleted) = record.rows_at(&c.config, *lsn)?;
-            let batch = if deleted {
-                batch
-            } else {
-                conform(batch, &c.schema, None)?
-            };
             newest.observe_rows(&batch, deleted)?;
             if !deleted {
                 upserts.push(batch);

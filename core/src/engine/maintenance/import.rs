@@ -42,7 +42,7 @@ use crate::import::{Format, ImportFile, ReadOptions, drop_repeated_ids, resolve_
 use crate::log::{AppendOptions, ImportMarker, LogCursor, LogRecord, Lsn, RequestKey, digest};
 use crate::manifest::SegmentEntry;
 use crate::segment::{COL_ID, SegmentWriteOptions, upsert_schema, writer_properties};
-use crate::storage::{get_bytes, put_create};
+use crate::storage::{get_json, put_create};
 
 /// A job whose status has not moved for this long has lost its runner: a
 /// maintenance round resumes it.
@@ -153,7 +153,7 @@ impl Floe {
         let path = c.paths.import_file(&job_id, "job.json");
         let body = serde_json::to_vec(&job).map_err(|e| Error::internal("import", e))?;
         if !put_create(self.store.as_ref(), &path, Bytes::from(body)).await? {
-            let existing: ImportJob = self.read_json(&path).await?;
+            let existing: ImportJob = get_json(self.store.as_ref(), &path).await?;
             if existing.request != job.request {
                 return Err(Error::ImportExists {
                     job: job_id,
@@ -183,10 +183,8 @@ impl Floe {
     }
 
     async fn import_status_in(&self, c: &Collection, job_id: &str) -> Result<ImportStatus> {
-        match self
-            .read_json(&c.paths.import_file(job_id, "status.json"))
-            .await
-        {
+        let path = c.paths.import_file(job_id, "status.json");
+        match get_json(self.store.as_ref(), &path).await {
             Ok(status) => Ok(status),
             Err(e) if e.is_not_found() => {
                 // Accepted, status not written yet.
@@ -202,10 +200,8 @@ impl Floe {
     }
 
     async fn import_job(&self, c: &Collection, job_id: &str) -> Result<ImportJob> {
-        match self
-            .read_json(&c.paths.import_file(job_id, "job.json"))
-            .await
-        {
+        let path = c.paths.import_file(job_id, "job.json");
+        match get_json(self.store.as_ref(), &path).await {
             Err(e) if e.is_not_found() => Err(Error::ImportNotFound(job_id.to_string())),
             other => other,
         }
@@ -697,7 +693,7 @@ impl Floe {
         names.sort();
         let mut parts = Vec::with_capacity(names.len());
         for (k, path) in names.iter().enumerate() {
-            let part: PartRecord = self.read_json(path).await?;
+            let part: PartRecord = get_json(self.store.as_ref(), path).await?;
             if part.part as usize != k {
                 return Err(Error::corrupt(path.to_string(), "parts are not contiguous"));
             }
@@ -718,7 +714,7 @@ impl Floe {
         let path = c.paths.import_file(&job.job_id, "files.json");
         let format = job.request.format()?;
         for _ in 0..2 {
-            match self.read_json::<ImportFiles>(&path).await {
+            match get_json::<ImportFiles>(self.store.as_ref(), &path).await {
                 Ok(frozen) => {
                     let mut files = Vec::with_capacity(frozen.files.len());
                     for (key, size) in &frozen.files {
@@ -828,11 +824,6 @@ impl Floe {
             .await
             .map_err(|e| Error::store("put", &path, e))?;
         Ok(())
-    }
-
-    async fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<T> {
-        let bytes = get_bytes(self.store.as_ref(), path).await?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path.to_string(), e))
     }
 
     /// Resumes the imports of `name` that lost their runner (or whose

@@ -22,7 +22,7 @@ pub use round::{ORPHAN_GRACE, RoundReport};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -82,48 +82,23 @@ impl Floe {
                 "its vectors do not match the data file's rows",
             ));
         }
-        let field = match c.schema.field_with_name(COL_VECTOR)?.data_type() {
-            DataType::FixedSizeList(field, _) => Arc::clone(field),
-            other => {
-                return Err(Error::internal(
-                    "segment schema",
-                    format!("vector is {other}"),
-                ));
-            }
+        let field = c.schema.field_with_name(COL_VECTOR)?;
+        let DataType::FixedSizeList(item, _) = field.data_type() else {
+            return Err(Error::internal(
+                "segment schema",
+                format!("vector is {}", field.data_type()),
+            ));
         };
-        let vectors = FixedSizeListArray::try_new(field, dim as i32, Arc::new(values), None)?;
-        let columns = c
-            .schema
-            .fields()
-            .iter()
-            .map(|f| {
-                if f.name() == COL_VECTOR {
-                    Ok(Arc::new(vectors.clone()) as ArrayRef)
-                } else {
-                    match batch.column_by_name(f.name()) {
-                        Some(column) => Ok(Arc::clone(column)),
-                        // An attribute added after the segment was written.
-                        None if f.is_nullable() => Ok(arrow::array::new_null_array(
-                            f.data_type(),
-                            batch.num_rows(),
-                        )),
-                        None => Err(Error::corrupt(
-                            s.data_path.clone(),
-                            format!("no column {}", f.name()),
-                        )),
-                    }
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if batch
-            .schema()
-            .fields()
-            .iter()
-            .any(|f| c.schema.field_with_name(f.name()).is_err())
-        {
-            return Err(Error::SchemaChanged);
-        }
-        Ok(RecordBatch::try_new(Arc::clone(&c.schema), columns)?)
+        let vectors =
+            FixedSizeListArray::try_new(Arc::clone(item), dim as i32, Arc::new(values), None)?;
+        // The data file's columns and the vectors, then in the collection's
+        // schema as any segment's rows are (added attributes null).
+        let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(field.clone()));
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(vectors) as ArrayRef);
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        conform(batch, &c.schema, s.rows_lsn)
     }
 
     /// Writes `batch` create-only at `path` as segment `id` and describes it.

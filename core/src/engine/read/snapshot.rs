@@ -156,7 +156,7 @@ impl Floe {
             if state.checked.is_some_and(|t| t.elapsed() < MANIFEST_TTL) {
                 // Another request may have installed a manifest with
                 // attributes this (older) handle does not know.
-                if state.manifest.added_attributes.len() > c.added {
+                if c.lags(&state.manifest) {
                     return Err(Error::SchemaChanged);
                 }
                 return Ok(());
@@ -190,7 +190,7 @@ impl Floe {
         let mut state = c.state.lock().await;
         state.checked = Some(Instant::now());
         state.install(manifest);
-        if state.manifest.added_attributes.len() > c.added {
+        if c.lags(&state.manifest) {
             return Err(Error::SchemaChanged);
         }
         Ok(())
@@ -252,12 +252,6 @@ impl Floe {
             for entry in page {
                 let record = LogRecord::decode(&entry.payload)?;
                 let (batch, deleted) = record.rows_at(&c.config, entry.lsn)?;
-                // Records written before an attribute was added lack it.
-                let batch = if deleted {
-                    batch
-                } else {
-                    conform(batch, &c.schema, None)?
-                };
                 records.push(TailRecord {
                     lsn: entry.lsn,
                     bytes: entry.payload.len(),
@@ -458,7 +452,7 @@ fn assemble(
 ) -> Result<Option<Snapshot>> {
     // A manifest installed since this read checked it may list attributes
     // this handle does not know: its rows would lose them.
-    if state.manifest.added_attributes.len() > c.added {
+    if c.lags(&state.manifest) {
         return Err(Error::SchemaChanged);
     }
     let loaded = state.manifest.segments.iter().all(|s| {
