@@ -140,6 +140,8 @@ pub struct ReadStats {
     disk_hits: AtomicU64,
     fetched_blocks: AtomicU64,
     round_trips: AtomicU64,
+    /// Steps in flight, and the request count when the first of them began.
+    wave: Mutex<(u64, u64)>,
     phases: Mutex<Vec<Phase>>,
 }
 
@@ -204,17 +206,31 @@ impl ReadStats {
             });
     }
 
-    /// Runs one step of a plan. Every read inside it is issued together, so
-    /// if any of them went to the object store the step is one round trip.
+    /// Runs one step of a plan. Every read inside it is issued together,
+    /// and steps that run side by side make one wave: if any of their reads
+    /// went to the object store, the wave is one round trip. (A step's
+    /// `requests` counts every request made while it ran, its neighbours'
+    /// too.)
     pub async fn phase<T>(&self, name: &str, work: impl Future<Output = T>) -> T {
         let started = Instant::now();
         let before = self.requests.load(Ordering::Relaxed);
-        let out = work.await;
-        let requests = self.requests.load(Ordering::Relaxed) - before;
-        if requests > 0 {
-            self.round_trips.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut wave = self.wave.lock().unwrap_or_else(|p| p.into_inner());
+            if wave.0 == 0 {
+                wave.1 = before;
+            }
+            wave.0 += 1;
         }
-        self.record(name, started.elapsed(), requests);
+        let out = work.await;
+        let now = self.requests.load(Ordering::Relaxed);
+        {
+            let mut wave = self.wave.lock().unwrap_or_else(|p| p.into_inner());
+            wave.0 -= 1;
+            if wave.0 == 0 && now > wave.1 {
+                self.round_trips.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.record(name, started.elapsed(), now - before);
         out
     }
 }

@@ -148,27 +148,62 @@ impl Floe {
     /// The collection's current incarnation, opened on first use (one
     /// catalog read; the log is opened when first needed).
     async fn collection(&self, name: &str) -> Result<Arc<Collection>> {
-        if let Some(c) = self
-            .collections
+        if let Some(c) = self.known_collection(name) {
+            return Ok(c);
+        }
+        let entry = self.catalog.get(name).await?;
+        Ok(self.remember_collection(entry, None))
+    }
+
+    /// [`Floe::collection`] for a read: a process that has not opened the
+    /// collection reads its head beside the catalog entry, in one round
+    /// trip, and starts from the manifest and segment openings in it.
+    async fn collection_to_read(&self, name: &str) -> Result<Arc<Collection>> {
+        if let Some(c) = self.known_collection(name) {
+            return Ok(c);
+        }
+        let (entry, head) = tokio::join!(
+            self.catalog.get(name),
+            crate::manifest::Head::read(self.store.as_ref(), name)
+        );
+        let entry = entry?;
+        let head = head.filter(|h| h.incarnation == entry.incarnation);
+        Ok(self.remember_collection(entry, head))
+    }
+
+    fn known_collection(&self, name: &str) -> Option<Arc<Collection>> {
+        self.collections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
-        {
-            return Ok(Arc::clone(c));
-        }
-        let entry = self.catalog.get(name).await?;
-        let manifests = ManifestStore::new(Arc::clone(&self.store), name, &entry.incarnation);
-        let collection = Arc::new(Collection::new(
+            .cloned()
+    }
+
+    /// The handle of `entry`'s incarnation, unless another request made one
+    /// meanwhile.
+    fn remember_collection(
+        &self,
+        entry: CatalogEntry,
+        head: Option<crate::manifest::Head>,
+    ) -> Arc<Collection> {
+        let name = entry.config.name.clone();
+        let manifests = ManifestStore::new(Arc::clone(&self.store), &name, &entry.incarnation);
+        let added = head
+            .as_ref()
+            .map(|h| h.manifest.added_attributes.clone())
+            .unwrap_or_default();
+        let mut collection = Collection::new(
             entry,
-            &[],
+            &added,
             Arc::clone(&self.logs),
             manifests,
             self.settings.search.exact_filter_rows,
-        ));
+        );
+        if let Some(head) = head {
+            collection.adopt_head(head);
+        }
         let mut map = self.collections.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(Arc::clone(
-            map.entry(name.to_string()).or_insert(collection),
-        ))
+        Arc::clone(map.entry(name).or_insert(Arc::new(collection)))
     }
 
     /// `c` with the attributes the newest manifest added since `c` was
@@ -524,6 +559,7 @@ impl Floe {
             .await?;
         self.delete_prefix(&CollectionPaths::new(name, incarnation).root())
             .await?;
+        crate::manifest::remove_head(self.store.as_ref(), name, incarnation).await?;
         let marker = drop_marker(name, incarnation);
         match self.store.delete(&marker).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

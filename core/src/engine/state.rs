@@ -94,6 +94,16 @@ impl Collection {
         }
     }
 
+    /// Starts from a head's manifest (as if just checked) and keeps its
+    /// openings for the segments it opens.
+    pub(crate) fn adopt_head(&mut self, head: crate::manifest::Head) {
+        self.manifests.adopt(&head.manifest);
+        let state = self.state.get_mut();
+        state.install(head.manifest);
+        state.checked = Some(Instant::now());
+        state.openings = head.openings;
+    }
+
     /// Whether `manifest` lists attributes added since this handle was
     /// opened (its rows would lose them: the operation is redone on the
     /// upgraded collection).
@@ -130,6 +140,9 @@ pub(crate) struct ReadState {
     /// and scans only.
     pub columns: HashMap<String, Arc<RecordBatch>>,
     pub deletes: HashMap<String, Arc<RecordBatch>>,
+    /// What opening indexed segments reads, from the collection's head:
+    /// used (and dropped) when they are opened.
+    pub openings: HashMap<String, crate::manifest::Opening>,
     pub base: Option<BaseView>,
     pub tail: Tail,
 }
@@ -144,6 +157,7 @@ impl Default for ReadState {
             keys: HashMap::new(),
             columns: HashMap::new(),
             deletes: HashMap::new(),
+            openings: HashMap::new(),
             base: None,
             tail: Tail::default(),
         }
@@ -155,6 +169,8 @@ impl Default for ReadState {
 #[derive(Clone)]
 pub(crate) struct BaseView {
     pub version: u64,
+    /// How many indexed segments' keys it was built from.
+    pub keyed: usize,
     pub newest: Arc<Newest>,
     pub masks: Arc<HashMap<String, Option<Arc<BooleanArray>>>>,
 }
@@ -263,6 +279,7 @@ impl ReadState {
         }
         let live: HashSet<&str> = manifest.segments.iter().map(|s| s.id.as_str()).collect();
         self.segments.retain(|id, _| live.contains(id.as_str()));
+        self.openings.retain(|id, _| live.contains(id.as_str()));
         self.indexed.retain(|id, _| live.contains(id.as_str()));
         self.keys.retain(|id, _| live.contains(id.as_str()));
         self.columns.retain(|id, _| live.contains(id.as_str()));

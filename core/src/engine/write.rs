@@ -285,6 +285,7 @@ impl<'k> ReadThenWrite<'k> {
         let needs = Needs {
             columns: self.columns,
             probe: None,
+            lazy_keys: false,
         };
         floe.snapshot(c, Consistency::Strong, needs, &stats).await
     }

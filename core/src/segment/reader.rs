@@ -77,6 +77,29 @@ impl ParquetFile {
         })
     }
 
+    /// [`ParquetFile::open`] from the file's last bytes, already read
+    /// (they must hold the footer and the page index).
+    pub fn from_footer(path: Path, size: u64, footer: &Bytes) -> Result<ParquetFile> {
+        let mut reader =
+            ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional);
+        reader
+            .try_parse_sized(footer, size)
+            .map_err(|e| Error::corrupt(path.to_string(), e))?;
+        let metadata = ArrowReaderMetadata::try_new(
+            Arc::new(
+                reader
+                    .finish()
+                    .map_err(|e| Error::corrupt(path.to_string(), e))?,
+            ),
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )?;
+        Ok(ParquetFile {
+            path,
+            size,
+            metadata,
+        })
+    }
+
     /// Where the file is.
     pub fn path(&self) -> &Path {
         &self.path

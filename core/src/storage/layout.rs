@@ -8,6 +8,7 @@
 //! collections/<name>/<inc>/latest-manifest             hint only: never trusted for correctness
 //! collections/<name>/<inc>/segments/<id>/...           immutable data files
 //! collections/<name>/<inc>/deletes/<id>.parquet        tombstones (id, _lsn)
+//! heads/<name>                                         copy of the newest manifest with its segments' headers
 //! exports/<prefix>/part-<n:05>.parquet                 a collection's rows as exported (never read back by Floe)
 //! ```
 //!
@@ -28,6 +29,13 @@ const CATALOG: &str = "catalog";
 const DROPPING: &str = "dropping";
 const KEYS: &str = "keys";
 const EXPORTS: &str = "exports";
+const HEADS: &str = "heads";
+
+/// The head of collection `name` (see `manifest::head`): keyed by the name
+/// alone, so that a fresh process can read it beside the catalog entry.
+pub fn collection_head(name: &str) -> Path {
+    Path::from(format!("{HEADS}/{name}"))
+}
 
 /// Where an export under `prefix` (checked: see `api::wire`) writes.
 pub fn export_root(prefix: &str) -> Path {

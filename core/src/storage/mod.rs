@@ -20,8 +20,8 @@ pub use counting::{CountingStore, Request, RequestStats, sequential_round_trips}
 pub use faulty::{FaultConfig, FaultyStore, Hold, OpFilter};
 pub use layout::{
     CollectionFile, CollectionKey, CollectionPaths, api_key, api_keys_root, catalog_entry,
-    catalog_entry_name, catalog_root, drop_marker, drop_markers, export_part, export_root,
-    parse_drop_marker, parse_key,
+    catalog_entry_name, catalog_root, collection_head, drop_marker, drop_markers, export_part,
+    export_root, parse_drop_marker, parse_key,
 };
 
 use std::sync::Arc;

@@ -50,7 +50,7 @@ pub const IMPORT_LEASE: Duration = Duration::from_secs(60);
 /// The runner writes its status at least this often while it reads.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Top-level prefixes of Floe's own files: never an import's source.
-const INTERNAL_PREFIXES: [&str; 4] = ["collections", "catalog", "dropping", "keys"];
+const INTERNAL_PREFIXES: [&str; 5] = ["collections", "catalog", "dropping", "keys", "heads"];
 /// Bytes of vectors per batch read from a file.
 const READ_BATCH_VECTOR_BYTES: usize = 8 << 20;
 

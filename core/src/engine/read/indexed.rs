@@ -13,7 +13,7 @@ use object_store::path::Path;
 use crate::cache::{Decoded, DecodedKey, Part};
 use crate::error::{Error, Result};
 use crate::index::{IvfHeader, le_f32s};
-use crate::manifest::SegmentEntry;
+use crate::manifest::{Opening, SegmentEntry};
 use crate::segment::{ParquetFile, RangeSource};
 
 #[derive(Debug)]
@@ -51,7 +51,29 @@ impl IndexedSegment {
                 entry.footer_bytes
             ),
         )?;
-        let header = IvfHeader::parse(header.first().map(|b| b.as_ref()).unwrap_or(&[]))?;
+        Self::assemble(
+            entry,
+            header.first().map(|b| b.as_ref()).unwrap_or(&[]),
+            data,
+        )
+    }
+
+    /// Opens it from bytes already read (a collection head's opening).
+    pub(crate) fn from_opening(entry: &SegmentEntry, opening: &Opening) -> Result<IndexedSegment> {
+        let data = ParquetFile::from_footer(
+            Path::from(entry.data_path.as_str()),
+            entry.size_bytes,
+            &opening.footer,
+        )?;
+        Self::assemble(entry, &opening.header, data)
+    }
+
+    fn assemble(entry: &SegmentEntry, header: &[u8], data: ParquetFile) -> Result<IndexedSegment> {
+        let index = entry.index.as_ref().ok_or_else(|| {
+            Error::internal("segment", format!("{} is opened as indexed", entry.id))
+        })?;
+        let index_path = Path::from(index.path.as_str());
+        let header = IvfHeader::parse(header)?;
         if header.file_len() != index.size_bytes || header.rows() as u64 != entry.rows {
             return Err(Error::corrupt(
                 index.path.clone(),

@@ -7,7 +7,8 @@ use super::{Snapshot, Source};
 use crate::engine::request::{Attribute, Row};
 use crate::error::{Error, Result};
 use crate::id::id_at;
-use crate::segment::COL_VECTOR;
+use crate::mvcc::{Visibility, id_and_lsn};
+use crate::segment::{COL_ID, COL_LSN, COL_VECTOR};
 
 /// Rows of an indexed source fetched for re-ranking and output.
 #[derive(Default)]
@@ -17,11 +18,44 @@ pub(super) struct Fetched {
     pub vectors: Vec<Vec<f32>>,
     /// Requested attributes of `rows`, when not already in memory.
     pub attributes: Option<RecordBatch>,
+    /// `id` and `_lsn` of `rows`, for a source whose keys are not in memory.
+    pub keys: Option<RecordBatch>,
 }
 
 impl Fetched {
     pub(super) fn position(&self, row: usize) -> Option<usize> {
         self.rows.binary_search(&(row as u32)).ok()
+    }
+
+    /// The rows that are visible, for a source whose keys were read with
+    /// its rows (`None`: the source's keys were in memory, the rows were
+    /// checked when they were chosen). Such a segment hides no other row
+    /// set's rows, so a row of it is visible unless its id has a newer
+    /// event (see `hides_nothing`).
+    pub(super) fn visible_rows(&self, visibility: &Visibility<'_>) -> Result<Option<Vec<u32>>> {
+        let Some(keys) = &self.keys else {
+            return Ok(None);
+        };
+        let (ids, lsns) = id_and_lsn(keys)?;
+        Ok(Some(
+            self.rows
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| {
+                    visibility
+                        .newest(ids, *p)
+                        .is_none_or(|(lsn, _)| lsn < lsns.value(*p))
+                })
+                .map(|(_, row)| *row)
+                .collect(),
+        ))
+    }
+
+    /// The `id` and `_lsn` of the row at `position`, when read here.
+    fn key(&self, position: usize) -> Option<(crate::id::Id, u64)> {
+        let keys = self.keys.as_ref()?;
+        let (ids, lsns) = id_and_lsn(keys).ok()?;
+        Some((id_at(ids, position), lsns.value(position)))
     }
 }
 
@@ -58,7 +92,9 @@ pub(super) async fn fetch_rows(
         .map(|(source, rows)| async move {
             let (
                 Source::Indexed {
-                    segment, columns, ..
+                    segment,
+                    columns,
+                    keys,
                 },
                 Some(rows),
             ) = (source, rows)
@@ -75,15 +111,22 @@ pub(super) async fn fetch_rows(
                 segment.read_vectors(&snap.source, &rows).await
             };
             let read_attributes = async {
-                if columns.is_some() || attributes.is_empty() || rows.is_empty() {
+                if rows.is_empty() {
                     return Ok(None);
                 }
+                let mut names: Vec<&str> = Vec::new();
+                if keys.is_none() {
+                    names.extend([COL_ID, COL_LSN]);
+                }
                 // Attributes added after the segment was written are null.
-                let names: Vec<&str> = attributes
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|n| segment.data.schema().field_with_name(n).is_ok())
-                    .collect();
+                if columns.is_none() {
+                    names.extend(
+                        attributes
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|n| segment.data.schema().field_with_name(n).is_ok()),
+                    );
+                }
                 if names.is_empty() {
                     return Ok(None);
                 }
@@ -91,11 +134,19 @@ pub(super) async fn fetch_rows(
                     segment.data.read_rows(&snap.source, &names, &rows).await?,
                 ))
             };
-            let (vectors, attributes) = futures::try_join!(read_vectors, read_attributes)?;
+            let (vectors, read) = futures::try_join!(read_vectors, read_attributes)?;
+            let keys = match (&read, keys) {
+                (Some(batch), None) => Some(batch.project(&[
+                    batch.schema().index_of(COL_ID)?,
+                    batch.schema().index_of(COL_LSN)?,
+                ])?),
+                _ => None,
+            };
             Ok(Some(Fetched {
                 rows,
                 vectors,
-                attributes,
+                attributes: if columns.is_none() { read } else { None },
+                keys,
             }))
         });
     snap.stats
@@ -116,8 +167,14 @@ pub(super) fn materialize(
     let s = &snap.sources[source];
     let fetched = fetched.get(source).and_then(Option::as_ref);
     let position = fetched.and_then(|f| f.position(row));
-    let id = id_at(s.keys().column(0).as_ref(), row);
-    let version = crate::mvcc::id_and_lsn(s.keys()).map_or(0, |(_, lsns)| lsns.value(row));
+    let (id, version) = match (s.keys(), fetched.zip(position).and_then(|(f, p)| f.key(p))) {
+        (Some(keys), _) => (
+            id_at(keys.column(0).as_ref(), row),
+            id_and_lsn(keys).map_or(0, |(_, lsns)| lsns.value(row)),
+        ),
+        (None, Some(key)) => key,
+        (None, None) => (crate::id::Id::U64(0), 0),
+    };
     // Where the attributes are: in memory, or among the fetched rows.
     let attribute_rows = match (s.attributes(), fetched.and_then(|f| f.attributes.as_ref())) {
         (Some(batch), _) => Some((batch, row)),

@@ -41,21 +41,29 @@ use crate::vector::QueryVector;
 pub(crate) enum Source {
     /// Rows in memory: an unindexed segment or the log tail.
     Rows(Arc<RecordBatch>),
-    /// An indexed segment: keys in memory, the rest through the cache.
+    /// An indexed segment: keys in memory (`None`: a vector query reads
+    /// its candidates' keys with their rows, see [`Needs::lazy_keys`]), the
+    /// rest through the cache.
     Indexed {
         segment: Arc<IndexedSegment>,
-        keys: Arc<RecordBatch>,
+        keys: Option<Arc<RecordBatch>>,
         columns: Option<Arc<RecordBatch>>,
     },
 }
 
 impl Source {
-    /// The batch with `id` and `_lsn` of every row.
-    fn keys(&self) -> &RecordBatch {
+    /// The batch with `id` and `_lsn` of every row, if in memory.
+    fn keys(&self) -> Option<&RecordBatch> {
         match self {
-            Source::Rows(batch) => batch,
-            Source::Indexed { keys, .. } => keys,
+            Source::Rows(batch) => Some(batch),
+            Source::Indexed { keys, .. } => keys.as_deref(),
         }
+    }
+
+    /// [`Source::keys`] for reads that asked for every key.
+    fn all_keys(&self) -> Result<&RecordBatch> {
+        self.keys()
+            .ok_or_else(|| crate::error::Error::internal("read", "keys were not loaded"))
     }
 
     /// The batch with every attribute of every row, if in memory.
@@ -74,6 +82,12 @@ pub(crate) struct Needs<'a> {
     pub columns: bool,
     /// Prefetch the code blocks of the clusters this query probes first.
     pub probe: Option<(&'a QueryVector, SearchKnobs)>,
+    /// Leave the keys of an indexed segment unloaded when no other row
+    /// set's visibility depends on them (every other segment is newer): a
+    /// vector query without a filter then reads its candidates' keys with
+    /// their rows and checks them there. A cold query skips a whole-segment
+    /// read and the per-id map of its rows.
+    pub lazy_keys: bool,
 }
 
 /// A consistent view for one read.
@@ -126,7 +140,10 @@ impl Floe {
     ) -> Result<QueryResult> {
         let started = Instant::now();
         let since = crate::clock::now_ms();
-        let c = self.collection(name).await?;
+        // A fresh process opens its cache while it reads the collection's
+        // head and catalog entry.
+        let (c, _) = tokio::join!(self.collection_to_read(name), self.cache());
+        let c = c?;
         let opened = started.elapsed();
         let (mut c, query) = self.check_on_newest(c, check).await?;
         let query = &query;
@@ -137,12 +154,30 @@ impl Floe {
         let needs = Needs {
             columns: query.filter.is_some() || query.vector.is_none(),
             probe: query.vector.as_ref().map(|q| (q, query.knobs)),
+            lazy_keys: query.vector.is_some() && query.filter.is_none(),
         };
-        let snap = self
+        let mut snap = self
             .snapshot_current(&mut c, since, query.consistency, needs, &stats)
             .await?;
         let (rows, next_cursor) = match &query.vector {
-            Some(q) => (search::search(&snap, query, q).await?, None),
+            Some(q) => match search::search(&snap, query, q).await? {
+                Some(rows) => (rows, None),
+                // Too many candidates of a segment read without its keys
+                // were hidden by newer rows: search again with every key.
+                None => {
+                    let needs = Needs {
+                        lazy_keys: false,
+                        ..needs
+                    };
+                    snap = self
+                        .snapshot_current(&mut c, since, query.consistency, needs, &stats)
+                        .await?;
+                    let rows = search::search(&snap, query, q).await?.ok_or_else(|| {
+                        crate::error::Error::internal("query", "keys missing after loading them")
+                    })?;
+                    (rows, None)
+                }
+            },
             None => scan::scan_page(&snap, query).await?,
         };
         let explain = query.explain.then(|| {

@@ -22,7 +22,7 @@ pub(crate) fn scan_matches(
     let mut out = Vec::new();
     let visibility = snap.visibility();
     for (source, s) in snap.sources.iter().enumerate() {
-        let (ids, lsns) = id_and_lsn(s.keys())?;
+        let (ids, lsns) = id_and_lsn(s.all_keys()?)?;
         let mask = match filter {
             Some(f) => Some(
                 f.evaluate(
@@ -88,7 +88,7 @@ pub(crate) async fn visible_rows(
     let mut found: Vec<Option<(usize, usize)>> = vec![None; wanted.len()];
     let visibility = snap.visibility();
     for (source, s) in snap.sources.iter().enumerate() {
-        let (ids, lsns) = id_and_lsn(s.keys())?;
+        let (ids, lsns) = id_and_lsn(s.all_keys()?)?;
         for row in 0..ids.len() {
             if let Some(&i) = index.get(&id_at(ids, row))
                 && visibility.is_visible(ids, row, lsns.value(row))

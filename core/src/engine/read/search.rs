@@ -16,8 +16,14 @@ use crate::index::{default_rerank, rerank};
 use crate::mvcc::id_and_lsn;
 use crate::vector::QueryVector;
 
-/// The top `query.top_k` visible rows matching the filter, closest first.
-pub(super) async fn search(snap: &Snapshot, query: &Query, q: &QueryVector) -> Result<Vec<Row>> {
+/// The top `query.top_k` visible rows matching the filter, closest first;
+/// `None` when too many candidates of a segment read without its keys
+/// turned out hidden (search again with [`super::Needs::lazy_keys`] off).
+pub(super) async fn search(
+    snap: &Snapshot,
+    query: &Query,
+    q: &QueryVector,
+) -> Result<Option<Vec<Row>>> {
     let k = query.top_k;
     let params = SearchParams {
         query: q,
@@ -41,7 +47,15 @@ pub(super) async fn search(snap: &Snapshot, query: &Query, q: &QueryVector) -> R
             (Source::Rows(batch), _) => ExactSearch(batch).search(i, &params)?,
             (Source::Indexed { .. }, Some(f)) => rerank(
                 q,
-                &f.rows,
+                &match f.visible_rows(&params.visibility)? {
+                    Some(rows)
+                        if rows.len() < k.min(f.rows.len()) || rows.len() * 2 < f.rows.len() =>
+                    {
+                        return Ok(None);
+                    }
+                    Some(rows) => rows,
+                    None => f.rows.clone(),
+                },
                 &|row| f.position(row as usize).map(|p| f.vectors[p].as_slice()),
                 k,
             )?
@@ -70,7 +84,7 @@ pub(super) async fn search(snap: &Snapshot, query: &Query, q: &QueryVector) -> R
         })
         .collect();
     snap.stats.record("search", started.elapsed(), 0);
-    Ok(rows)
+    Ok(Some(rows))
 }
 
 /// The rows of an indexed segment to re-rank: the best candidates by
@@ -94,8 +108,13 @@ async fn indexed_candidates(
     let columns = columns.as_deref();
     let planned = snap.probes[source].as_ref();
     let header = &segment.header;
-    let (ids, lsns) = id_and_lsn(keys)?;
-    if ids.len() != header.rows() {
+    let keys = match keys {
+        Some(keys) => Some(id_and_lsn(keys)?),
+        None => None,
+    };
+    if let Some((ids, _)) = keys
+        && ids.len() != header.rows()
+    {
         return Err(Error::corrupt(
             "ivf index",
             format!(
@@ -105,7 +124,9 @@ async fn indexed_candidates(
             ),
         ));
     }
-    let visible = params.visible_fn(source, ids, lsns);
+    // Without keys, candidates are checked once their keys are read.
+    let test = keys.map(|(ids, lsns)| params.visible_fn(source, ids, lsns));
+    let visible = |row: usize| test.as_ref().is_none_or(|t| t(row));
     let mask = match (params.filter, columns) {
         (Some(filter), Some(columns)) => {
             let started = Instant::now();

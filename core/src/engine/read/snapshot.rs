@@ -21,7 +21,7 @@ use crate::engine::request::Consistency;
 use crate::engine::state::{BaseView, Collection, ReadState, TailRecord, TailView};
 use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
-use crate::manifest::{DeleteFile, SegmentEntry};
+use crate::manifest::{DeleteFile, Manifest, SegmentEntry};
 use crate::mvcc::{Newest, RowSetVisibility, Visibility};
 use crate::segment::{
     COL_ID, COL_LSN, COL_VECTOR, RangeSource, conform, indexed_data_schema, read_whole,
@@ -94,8 +94,17 @@ impl Floe {
         stats.record("manifest+log", started.elapsed(), 0);
         let mut probes = HashMap::new();
         for _ in 0..MAX_ASSEMBLY_ROUNDS {
-            open_sources(c, &source, stats).await?;
-            probes.extend(load_keys_and_codes(c, &source, stats, needs, &probes).await?);
+            // One wave: what the manifest lists and this process has not
+            // opened (indexed segments with an opening from the head need
+            // no request), beside the keys and codes of the indexed
+            // segments opened before. Segments opened by a read in this
+            // wave get theirs in the next round.
+            open_from_head(&mut *c.state.lock().await);
+            let (_, loaded) = futures::try_join!(
+                open_sources(c, &source, stats),
+                load_keys_and_codes(c, &source, stats, needs, &probes)
+            )?;
+            probes.extend(loaded);
             let mut state = c.state.lock().await;
             // Another read may have added an import's marker to the tail
             // meanwhile: its rows come with the flush that commits it.
@@ -351,6 +360,30 @@ async fn open_sources(
     Ok(())
 }
 
+/// Opens the indexed segments the collection's head holds openings for
+/// (parsing only: no request).
+fn open_from_head(state: &mut ReadState) {
+    if state.openings.is_empty() {
+        return;
+    }
+    let openings = std::mem::take(&mut state.openings);
+    for (id, opening) in openings {
+        let Some(entry) = state.manifest.segment(&id) else {
+            continue;
+        };
+        if state.indexed.contains_key(&id) || entry.index.is_none() {
+            continue;
+        }
+        match IndexedSegment::from_opening(entry, &opening) {
+            Ok(segment) => {
+                state.indexed.insert(id, Arc::new(segment));
+            }
+            // Read it from its files instead.
+            Err(e) => tracing::warn!(segment = %id, error = %e, "opening from the head failed"),
+        }
+    }
+}
+
 /// Loads the keys (and, if needed, all non-vector columns) of indexed
 /// segments that lack them, and prefetches the first probed code blocks
 /// of each indexed segment not in `planned` yet: one wave.
@@ -373,7 +406,7 @@ async fn load_keys_and_codes(
                 let id = &seg.entry.id;
                 (
                     Arc::clone(seg),
-                    !state.keys.contains_key(id),
+                    !state.keys.contains_key(id) && keys_needed(&state.manifest, needs, &seg.entry),
                     needs.columns && !state.columns.contains_key(id),
                     needs.probe.is_some() && !planned.contains_key(id),
                 )
@@ -458,7 +491,7 @@ fn assemble(
     let loaded = state.manifest.segments.iter().all(|s| {
         state.segments.contains_key(&s.id)
             || (state.indexed.contains_key(&s.id)
-                && state.keys.contains_key(&s.id)
+                && (state.keys.contains_key(&s.id) || !keys_needed(&state.manifest, needs, s))
                 && (!needs.columns || state.columns.contains_key(&s.id)))
     }) && state
         .manifest
@@ -479,12 +512,10 @@ fn assemble(
     for s in &state.manifest.segments {
         let one = if let Some(batch) = state.segments.get(&s.id) {
             Source::Rows(Arc::clone(batch))
-        } else if let (Some(segment), Some(keys)) =
-            (state.indexed.get(&s.id), state.keys.get(&s.id))
-        {
+        } else if let Some(segment) = state.indexed.get(&s.id) {
             Source::Indexed {
                 segment: Arc::clone(segment),
-                keys: Arc::clone(keys),
+                keys: state.keys.get(&s.id).cloned(),
                 columns: state.columns.get(&s.id).cloned(),
             }
         } else {
@@ -533,11 +564,32 @@ fn assemble(
     }))
 }
 
+/// Whether a read with `needs` needs the keys of indexed segment `s` in memory.
+fn keys_needed(manifest: &Manifest, needs: Needs<'_>, s: &SegmentEntry) -> bool {
+    !(needs.lazy_keys && hides_nothing(manifest, s))
+}
+
+/// Whether no row of another segment of `manifest` can be hidden by a row
+/// of `s`: every other segment's rows are newer than all of `s`'s. (Delete
+/// files hold no rows; the log tail is newer than every segment.) The rows
+/// of such a segment are visible unless a newer event for their id exists,
+/// so its keys are needed only to check its own rows.
+fn hides_nothing(manifest: &Manifest, s: &SegmentEntry) -> bool {
+    manifest
+        .segments
+        .iter()
+        .all(|other| other.id == s.id || other.min_lsn > s.max_lsn)
+}
+
 /// The segments' newest-event map and clean flags for the current
-/// manifest, built once per manifest version.
+/// manifest, from the keys loaded (a segment read without its keys hides
+/// nothing, see [`hides_nothing`]); built once per manifest version and
+/// set of loaded keys.
 fn base_view(state: &mut ReadState, stats: &ReadStats) -> Result<BaseView> {
+    let keyed = state.keys.len();
     if let Some(view) = &state.base
         && view.version == state.manifest.version
+        && view.keyed == keyed
     {
         return Ok(view.clone());
     }
@@ -563,6 +615,7 @@ fn base_view(state: &mut ReadState, stats: &ReadStats) -> Result<BaseView> {
     stats.record("visibility", started.elapsed(), 0);
     let view = BaseView {
         version: state.manifest.version,
+        keyed,
         newest: Arc::new(newest),
         masks: Arc::new(masks),
     };

@@ -29,6 +29,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+mod head;
+
+pub use head::{Head, MAX_OPENING_BYTES, Opening, remove_head};
+
 use crate::catalog::AttributeDef;
 use crate::error::{Error, Result};
 use crate::storage::{CollectionPaths, get_bytes, get_json, put_create};
@@ -550,7 +554,10 @@ impl Default for CommitOptions {
 pub struct ManifestStore {
     store: Arc<dyn ObjectStore>,
     paths: CollectionPaths,
+    name: String,
+    incarnation: String,
     options: CommitOptions,
+    heads: head::HeadWriter,
     /// Newest version this process has seen; a listing lower bound like the hint.
     seen: AtomicU64,
     /// The newest manifest this store has read or written: the base of the
@@ -574,7 +581,10 @@ impl ManifestStore {
         Self {
             store,
             paths: CollectionPaths::new(collection, incarnation),
+            name: collection.to_string(),
+            incarnation: incarnation.to_string(),
             options,
+            heads: head::HeadWriter::default(),
             seen: AtomicU64::new(0),
             newest: Mutex::new(None),
         }
@@ -620,6 +630,39 @@ impl ManifestStore {
         };
         self.remember(&manifest);
         Ok(manifest)
+    }
+
+    /// Takes `manifest` (from the collection's head) as the newest known,
+    /// as if it had been read.
+    pub fn adopt(&self, manifest: &Manifest) {
+        self.seen.fetch_max(manifest.version, Ordering::Relaxed);
+        self.remember(manifest);
+    }
+
+    /// Writes the collection's head for `manifest`, committed by this
+    /// process. If a newer version exists once it is written, its
+    /// committer may have written its head before this one landed: the
+    /// newest is written again. Best effort: errors are logged.
+    async fn publish_head(&self, mut manifest: Manifest) {
+        for _ in 0..4 {
+            if let Err(e) = self
+                .heads
+                .write(&self.store, &self.name, &self.incarnation, &manifest)
+                .await
+            {
+                tracing::debug!(collection = %self.name, error = %e, "collection head not written");
+                return;
+            }
+            let next = self.paths.manifest(manifest.version + 1);
+            match self.store.head(&next).await {
+                Err(object_store::Error::NotFound { .. }) => return,
+                Ok(_) => match self.latest().await {
+                    Ok(newer) => manifest = newer,
+                    Err(_) => return,
+                },
+                Err(_) => return,
+            }
+        }
     }
 
     fn remember(&self, manifest: &Manifest) {
@@ -812,6 +855,7 @@ impl ManifestStore {
                     if m.version % HINT_EVERY == 0 {
                         self.write_hint(m.version).await;
                     }
+                    self.publish_head(m.clone()).await;
                     return Ok(Committed::New(m));
                 }
                 Some(winner) => {
