@@ -128,6 +128,8 @@ pub async fn run(args: ColdArgs) -> Result<()> {
             }
         }
         files.extend(manifest.deletes.iter().map(|d| d.path.clone()));
+        // The collection's head: what a fresh process reads first.
+        files.push(floe_core::storage::collection_head(NAME).to_string());
         for f in &files {
             let bytes = source.get(&Path::from(f.as_str())).await?.bytes().await?;
             target.put(&Path::from(f.as_str()), bytes.into()).await?;

@@ -19,6 +19,7 @@ use floe_core::storage::{
 use floe_tests::server::test_settings;
 use floe_tests::{jetstream_config, jetstream_logs, s3_config};
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -246,4 +247,99 @@ async fn cold_warm_and_incremental_queries_stay_within_their_request_budget() {
     assert_eq!(results, expected);
     assert!(stats.round_trips <= 1, "{stats:?}");
     assert!(sequential_round_trips(data(&counting.requests())) <= 1);
+}
+
+/// The ids and versions a query answered.
+fn versions(results: &[Value]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = results
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r["version"].as_u64().unwrap()))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_missing_or_foreign_head_never_serves_wrong_rows() {
+    let (s3, nats) = (s3_config(), jetstream_config());
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer_settings = test_settings(&dir.path().join("writer"));
+    writer_settings.object_store = Some(s3.clone());
+    writer_settings.nats = Some(nats.clone());
+    let writer = Floe::open(writer_settings).await.unwrap();
+    let store = open_object_store(&s3).unwrap();
+    let head = floe_core::storage::collection_head("c");
+    let create = || {
+        serde_json::from_value(json!({
+            "name": "c", "dimension": DIM, "metric": "l2", "id_type": "u64",
+            "attributes": [{"name": "cat", "type": "i64"}, {"name": "title", "type": "string"}],
+            "index": {"seal_rows": 2000, "row_group_rows": 512}
+        }))
+        .unwrap()
+    };
+    writer.create_collection(create()).await.unwrap();
+    upsert(&writer, "c", rows(0..2000, 1)).await;
+    writer.flush("c").await.unwrap();
+    let compacted = writer.compact("c").await.unwrap();
+    for id in &compacted.sealed {
+        writer.build_index("c", id).await.unwrap().expect("built");
+    }
+    let old_head = store.get(&head).await.unwrap().bytes().await.unwrap();
+    // Newer versions of some rows, in a newer segment.
+    upsert(&writer, "c", rows(0..500, 2)).await;
+    writer.flush("c").await.unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let (expected, _) = query(&writer, &q, "strong").await;
+    assert!(
+        versions(&expected).iter().any(|(id, _)| *id < 500),
+        "the query should meet rewritten rows: {expected:?}"
+    );
+
+    // A head that lags (its committer died before writing the newest):
+    // a strong read still answers from the newest state, through the log.
+    store.put(&head, old_head.clone().into()).await.unwrap();
+    let (fresh, _) = reader(&s3, &nats, &dir.path().join("r1")).await;
+    assert_eq!(query(&fresh, &q, "strong").await.0, expected);
+    // An eventual read may serve the head's manifest, for a second at most.
+    let (fresh, _) = reader(&s3, &nats, &dir.path().join("r2")).await;
+    query(&fresh, &q, "eventual").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(query(&fresh, &q, "eventual").await.0, expected);
+
+    // No head at all: the manifests are listed, as before heads existed.
+    store.delete(&head).await.unwrap();
+    let (fresh, counting) = reader(&s3, &nats, &dir.path().join("r3")).await;
+    assert_eq!(query(&fresh, &q, "strong").await.0, expected);
+    assert!(
+        counting
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("/manifests/")),
+        "without a head the manifests are read"
+    );
+
+    // A dropped collection's head goes with it; a head of an earlier
+    // incarnation of the name is never taken for the new one.
+    writer.flush("c").await.unwrap();
+    upsert(&writer, "c", rows(9000..9001, 4)).await;
+    writer.flush("c").await.unwrap();
+    assert!(store.head(&head).await.is_ok(), "a commit writes the head");
+    writer.drop_collection("c").await.unwrap();
+    assert!(
+        store.head(&head).await.is_err(),
+        "the drop removes the head"
+    );
+    writer.create_collection(create()).await.unwrap();
+    upsert(&writer, "c", rows(5000..5100, 5)).await;
+    let (expected, _) = query(&writer, &q, "strong").await;
+    store.put(&head, old_head.into()).await.unwrap();
+    let (fresh, _) = reader(&s3, &nats, &dir.path().join("r4")).await;
+    let (results, _) = query(&fresh, &q, "strong").await;
+    assert_eq!(results, expected);
+    assert!(
+        versions(&results)
+            .iter()
+            .all(|(id, _)| (5000..5100).contains(id))
+    );
 }
