@@ -214,24 +214,38 @@ impl ReadStats {
     pub async fn phase<T>(&self, name: &str, work: impl Future<Output = T>) -> T {
         let started = Instant::now();
         let before = self.requests.load(Ordering::Relaxed);
-        {
-            let mut wave = self.wave.lock().unwrap_or_else(|p| p.into_inner());
-            if wave.0 == 0 {
-                wave.1 = before;
-            }
-            wave.0 += 1;
-        }
+        let step = Step::begin(self, before);
         let out = work.await;
+        drop(step);
         let now = self.requests.load(Ordering::Relaxed);
-        {
-            let mut wave = self.wave.lock().unwrap_or_else(|p| p.into_inner());
-            wave.0 -= 1;
-            if wave.0 == 0 && now > wave.1 {
-                self.round_trips.fetch_add(1, Ordering::Relaxed);
-            }
-        }
         self.record(name, started.elapsed(), now - before);
         out
+    }
+}
+
+/// A step in flight; ends its wave when the last step of it ends (also
+/// when its future is dropped half-way).
+struct Step<'a>(&'a ReadStats);
+
+impl<'a> Step<'a> {
+    fn begin(stats: &'a ReadStats, requests: u64) -> Self {
+        let mut wave = stats.wave.lock().unwrap_or_else(|p| p.into_inner());
+        if wave.0 == 0 {
+            wave.1 = requests;
+        }
+        wave.0 += 1;
+        Step(stats)
+    }
+}
+
+impl Drop for Step<'_> {
+    fn drop(&mut self) {
+        let now = self.0.requests.load(Ordering::Relaxed);
+        let mut wave = self.0.wave.lock().unwrap_or_else(|p| p.into_inner());
+        wave.0 = wave.0.saturating_sub(1);
+        if wave.0 == 0 && now > wave.1 {
+            self.0.round_trips.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

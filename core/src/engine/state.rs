@@ -59,6 +59,8 @@ pub(crate) struct Collection {
     pub purge_checked: Mutex<Option<(u64, Instant)>>,
     /// Filters evaluated on indexed segments, for the next query.
     pub filter_masks: Arc<FilterMasks>,
+    /// Whether keys skipped by a query are being loaded behind it.
+    pub loading_keys: std::sync::atomic::AtomicBool,
 }
 
 impl Collection {
@@ -90,6 +92,7 @@ impl Collection {
             compactor_keys: Mutex::new(HashMap::new()),
             purge_checked: Mutex::new(None),
             filter_masks: Arc::new(FilterMasks::new(exact_filter_rows)),
+            loading_keys: std::sync::atomic::AtomicBool::new(false),
             config,
         }
     }
@@ -97,7 +100,9 @@ impl Collection {
     /// Starts from a head's manifest (as if just checked) and keeps its
     /// openings for the segments it opens.
     pub(crate) fn adopt_head(&mut self, head: crate::manifest::Head) {
-        self.manifests.adopt(&head.manifest);
+        // Only this process's reads start from it: commits and checks
+        // list the manifests (a head may lag behind versions that GC has
+        // since deleted, so its version proves nothing about the next).
         let state = self.state.get_mut();
         state.install(head.manifest);
         state.checked = Some(Instant::now());

@@ -210,7 +210,7 @@ impl HeadWriter {
                 };
                 let len = (header.end - header.start) + (footer.end - footer.start);
                 if total + len > MAX_OPENING_BYTES {
-                    break;
+                    continue;
                 }
                 total += len;
                 match known.get(&s.id) {

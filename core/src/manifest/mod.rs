@@ -47,6 +47,11 @@ pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 /// reader lists at most this many extra keys, and most commits save a PUT.
 pub const HINT_EVERY: u64 = 8;
 
+/// How long a version this process saw as the newest is taken as a base
+/// without listing: far below GC's grace period, so that no version after
+/// it can have been committed and deleted meanwhile.
+const TRUST_SEEN: Duration = Duration::from_secs(60);
+
 /// Who commits: each role has its own epoch so a flusher and a compactor do
 /// not fence each other, while a zombie of either role is fenced by its successor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -563,6 +568,10 @@ pub struct ManifestStore {
     /// The newest manifest this store has read or written: the base of the
     /// next commit (a stale base only costs a failed create and a reload).
     newest: Mutex<Option<Manifest>>,
+    /// When `seen` was last known to be the newest version. Past
+    /// [`TRUST_SEEN`], GC may have deleted versions after it, so neither
+    /// a HEAD of the next version nor a commit on top of it proves anything.
+    confirmed: Mutex<Option<std::time::Instant>>,
 }
 
 impl ManifestStore {
@@ -587,6 +596,7 @@ impl ManifestStore {
             heads: head::HeadWriter::default(),
             seen: AtomicU64::new(0),
             newest: Mutex::new(None),
+            confirmed: Mutex::new(None),
         }
     }
 
@@ -632,37 +642,37 @@ impl ManifestStore {
         Ok(manifest)
     }
 
-    /// Takes `manifest` (from the collection's head) as the newest known,
-    /// as if it had been read.
-    pub fn adopt(&self, manifest: &Manifest) {
-        self.seen.fetch_max(manifest.version, Ordering::Relaxed);
-        self.remember(manifest);
-    }
-
-    /// Writes the collection's head for `manifest`, committed by this
-    /// process. If a newer version exists once it is written, its
-    /// committer may have written its head before this one landed: the
-    /// newest is written again. Best effort: errors are logged.
-    async fn publish_head(&self, mut manifest: Manifest) {
+    /// Writes the collection's head for `manifest` (committed, and the
+    /// newest this process knows). If a newer version exists once it is
+    /// written, its committer may have written its head before this one
+    /// landed: the newest is written again. Best effort: a head that is not
+    /// written only makes fresh readers list the manifests, or serve an
+    /// older manifest until their first check.
+    pub(crate) async fn publish_head(&self, mut manifest: Manifest) {
         for _ in 0..4 {
             if let Err(e) = self
                 .heads
                 .write(&self.store, &self.name, &self.incarnation, &manifest)
                 .await
             {
-                tracing::debug!(collection = %self.name, error = %e, "collection head not written");
+                tracing::warn!(collection = %self.name, error = %e, "collection head not written");
                 return;
             }
             let next = self.paths.manifest(manifest.version + 1);
-            match self.store.head(&next).await {
+            let newer = match self.store.head(&next).await {
                 Err(object_store::Error::NotFound { .. }) => return,
-                Ok(_) => match self.latest().await {
-                    Ok(newer) => manifest = newer,
-                    Err(_) => return,
-                },
-                Err(_) => return,
+                Ok(_) => self.latest().await,
+                Err(e) => Err(Error::store("head", &next, e)),
+            };
+            match newer {
+                Ok(newer) => manifest = newer,
+                Err(e) => {
+                    tracing::warn!(collection = %self.name, error = %e, "collection head may lag");
+                    return;
+                }
             }
         }
+        tracing::warn!(collection = %self.name, "collection head may lag: the manifest kept moving");
     }
 
     fn remember(&self, manifest: &Manifest) {
@@ -672,7 +682,21 @@ impl ManifestStore {
         }
     }
 
-    /// The base for a commit: the newest manifest known here, else a listing.
+    /// Notes that `seen` was just found to be the newest version.
+    fn confirm(&self) {
+        *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// Whether `seen` was the newest version recently enough to build on.
+    fn seen_is_recent(&self) -> bool {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < TRUST_SEEN)
+    }
+
+    /// The base for a commit: the newest manifest known here if it was
+    /// known recently, else a listing.
     async fn commit_base(&self) -> Result<Manifest> {
         let known = self
             .newest
@@ -680,8 +704,8 @@ impl ManifestStore {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match known {
-            Some(manifest) => Ok(manifest),
-            None => self.latest().await,
+            Some(manifest) if self.seen_is_recent() => Ok(manifest),
+            _ => self.latest().await,
         }
     }
 
@@ -692,10 +716,13 @@ impl ManifestStore {
         // Versions are contiguous: if `seen + 1` does not exist, `seen` is
         // the newest, and one HEAD (cheaper than a LIST) proves it.
         let seen = self.seen.load(Ordering::Relaxed);
-        if seen > 0 {
+        if seen > 0 && self.seen_is_recent() {
             let next = self.paths.manifest(seen + 1);
             match self.store.head(&next).await {
-                Err(object_store::Error::NotFound { .. }) => return Ok(seen),
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.confirm();
+                    return Ok(seen);
+                }
                 Ok(_) => {}
                 Err(e) => return Err(Error::store("head", next, e)),
             }
@@ -725,6 +752,7 @@ impl ManifestStore {
             },
         };
         self.seen.fetch_max(version, Ordering::Relaxed);
+        self.confirm();
         Ok(version)
     }
 
@@ -851,6 +879,7 @@ impl ManifestStore {
             match landed {
                 Some(m) if m.commit_id == next.commit_id => {
                     self.seen.fetch_max(m.version, Ordering::Relaxed);
+                    self.confirm();
                     self.remember(&m);
                     if m.version % HINT_EVERY == 0 {
                         self.write_hint(m.version).await;

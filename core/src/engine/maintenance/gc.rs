@@ -107,6 +107,11 @@ impl Floe {
         // with it the knowledge that the rest may go.
         let mut doomed = doomed;
         doomed.sort_by_key(|p| p.filename() == Some("ended"));
+        if !doomed.is_empty() {
+            // A head that lagged (its committer died before writing it) may
+            // name files about to go: the kept manifest's head first.
+            c.manifests.publish_head(manifest.clone()).await;
+        }
         for path in &doomed {
             match self.store.delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

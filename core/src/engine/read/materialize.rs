@@ -180,7 +180,7 @@ pub(super) fn materialize(
     distance: Option<f32>,
     attributes: &[String],
     include_vector: bool,
-) -> Row {
+) -> Result<Row> {
     let s = &snap.sources[source];
     let fetched = fetched.get(source).and_then(Option::as_ref);
     let position = fetched.and_then(|f| f.position(row));
@@ -190,7 +190,12 @@ pub(super) fn materialize(
             id_and_lsn(keys).map_or(0, |(_, lsns)| lsns.value(row)),
         ),
         (None, Some(key)) => key,
-        (None, None) => (crate::id::Id::U64(0), 0),
+        (None, None) => {
+            return Err(Error::internal(
+                "query",
+                format!("the key of row {row} of source {source} was not read"),
+            ));
+        }
     };
     // Where the attributes are: in memory, or among the fetched rows.
     let attribute_rows = match (s.attributes(), fetched.and_then(|f| f.attributes.as_ref())) {
@@ -230,11 +235,11 @@ pub(super) fn materialize(
             .and_then(|(f, p)| f.vectors.get(p).cloned())
             .unwrap_or_default(),
     });
-    Row {
+    Ok(Row {
         id,
         version,
         distance,
         attributes: attrs,
         vector,
-    }
+    })
 }

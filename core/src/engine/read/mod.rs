@@ -161,9 +161,12 @@ impl Floe {
             .await?;
         let (rows, next_cursor) = match &query.vector {
             Some(q) => match search::search(&snap, query, q).await? {
-                Some(rows) => (rows, None),
-                // Too many candidates of a segment read without its keys
-                // were hidden by newer rows: search again with every key.
+                Some(rows) => {
+                    snapshot::load_keys_behind(&c, &snap);
+                    (rows, None)
+                }
+                // A candidate of a segment read without its keys was
+                // hidden by a newer row: search again with every key.
                 None => {
                     let needs = Needs {
                         lazy_keys: false,

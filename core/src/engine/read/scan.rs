@@ -73,7 +73,7 @@ pub(super) async fn scan_page(snap: &Snapshot, query: &Query) -> Result<(Vec<Row
                 query.include_vector,
             )
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok((rows, next))
 }
 
@@ -111,10 +111,10 @@ pub(crate) async fn rows_at(
 ) -> Result<Vec<Row>> {
     let wanted = rows_by_source(snap, places.iter().copied());
     let fetched = fetch_rows(snap, &wanted, attributes, true).await?;
-    Ok(places
+    places
         .iter()
         .map(|&(source, row)| materialize(snap, &fetched, source, row, None, attributes, true))
-        .collect())
+        .collect()
 }
 
 impl Floe {

@@ -17,8 +17,8 @@ use crate::mvcc::id_and_lsn;
 use crate::vector::QueryVector;
 
 /// The top `query.top_k` visible rows matching the filter, closest first;
-/// `None` when too many candidates of a segment read without its keys
-/// turned out hidden (search again with [`super::Needs::lazy_keys`] off).
+/// `None` when a candidate of a segment read without its keys turned out
+/// hidden (search again with [`super::Needs::lazy_keys`] off).
 pub(super) async fn search(
     snap: &Snapshot,
     query: &Query,
@@ -48,13 +48,11 @@ pub(super) async fn search(
             (Source::Indexed { .. }, Some(f)) => rerank(
                 q,
                 &match f.visible_rows(&params.visibility)? {
-                    Some(rows)
-                        if rows.len() < k.min(f.rows.len()) || rows.len() * 2 < f.rows.len() =>
-                    {
-                        return Ok(None);
-                    }
-                    Some(rows) => rows,
-                    None => f.rows.clone(),
+                    // A newer event hid a candidate: this search would
+                    // re-rank fewer than a keyed one. Search again with the
+                    // keys (then kept for later queries).
+                    Some(rows) if rows.len() < f.rows.len() => return Ok(None),
+                    _ => f.rows.clone(),
                 },
                 &|row| f.position(row as usize).map(|p| f.vectors[p].as_slice()),
                 k,
@@ -82,7 +80,7 @@ pub(super) async fn search(
                 query.include_vector,
             )
         })
-        .collect();
+        .collect::<Result<_>>()?;
     snap.stats.record("search", started.elapsed(), 0);
     Ok(Some(rows))
 }

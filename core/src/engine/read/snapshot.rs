@@ -99,7 +99,7 @@ impl Floe {
             // no request), beside the keys and codes of the indexed
             // segments opened before. Segments opened by a read in this
             // wave get theirs in the next round.
-            open_from_head(&mut *c.state.lock().await);
+            open_from_head(c).await;
             let (_, loaded) = futures::try_join!(
                 open_sources(c, &source, stats),
                 load_keys_and_codes(c, &source, stats, needs, &probes)
@@ -361,25 +361,39 @@ async fn open_sources(
 }
 
 /// Opens the indexed segments the collection's head holds openings for
-/// (parsing only: no request).
-fn open_from_head(state: &mut ReadState) {
-    if state.openings.is_empty() {
-        return;
-    }
-    let openings = std::mem::take(&mut state.openings);
-    for (id, opening) in openings {
-        let Some(entry) = state.manifest.segment(&id) else {
-            continue;
-        };
-        if state.indexed.contains_key(&id) || entry.index.is_none() {
-            continue;
+/// (parsing only, with the state unlocked: no request).
+async fn open_from_head(c: &Collection) {
+    let work: Vec<(SegmentEntry, crate::manifest::Opening)> = {
+        let mut state = c.state.lock().await;
+        if state.openings.is_empty() {
+            return;
         }
-        match IndexedSegment::from_opening(entry, &opening) {
-            Ok(segment) => {
-                state.indexed.insert(id, Arc::new(segment));
-            }
+        let openings = std::mem::take(&mut state.openings);
+        openings
+            .into_iter()
+            .filter_map(|(id, opening)| {
+                let entry = state.manifest.segment(&id)?;
+                (entry.index.is_some() && !state.indexed.contains_key(&id))
+                    .then(|| (entry.clone(), opening))
+            })
+            .collect()
+    };
+    let mut opened = Vec::new();
+    for (entry, opening) in work {
+        match IndexedSegment::from_opening(&entry, &opening) {
+            Ok(segment) => opened.push(segment),
             // Read it from its files instead.
-            Err(e) => tracing::warn!(segment = %id, error = %e, "opening from the head failed"),
+            Err(e) => {
+                tracing::warn!(segment = %entry.id, error = %e, "opening from the head failed")
+            }
+        }
+    }
+    let mut state = c.state.lock().await;
+    for segment in opened {
+        if state.lists_segment(&segment.entry.id) {
+            state
+                .indexed
+                .insert(segment.entry.id.clone(), Arc::new(segment));
         }
     }
 }
@@ -594,33 +608,127 @@ fn base_view(state: &mut ReadState, stats: &ReadStats) -> Result<BaseView> {
         return Ok(view.clone());
     }
     let started = Instant::now();
-    let keys_of = |s: &SegmentEntry| state.segments.get(&s.id).or_else(|| state.keys.get(&s.id));
-    let mut newest = Newest::default();
-    for s in &state.manifest.segments {
-        if let Some(batch) = keys_of(s) {
-            newest.observe_rows(batch, false)?;
-        }
-    }
-    for d in &state.manifest.deletes {
-        if let Some(batch) = state.deletes.get(&d.path) {
-            newest.observe_rows(batch, true)?;
-        }
-    }
-    let mut masks = HashMap::new();
-    for s in &state.manifest.segments {
-        if let Some(batch) = keys_of(s) {
-            masks.insert(s.id.clone(), newest.visible_mask_unless_all(batch)?);
-        }
-    }
+    let view = BaseInputs::of(state).build()?;
     stats.record("visibility", started.elapsed(), 0);
-    let view = BaseView {
-        version: state.manifest.version,
-        keyed,
-        newest: Arc::new(newest),
-        masks: Arc::new(masks),
-    };
     state.base = Some(view.clone());
     Ok(view)
+}
+
+/// What a base view is built from, taken from the state so that it can be
+/// built with the state unlocked.
+struct BaseInputs {
+    manifest: Arc<Manifest>,
+    /// Per segment of the manifest, its keys (when loaded).
+    keys: Vec<(String, Arc<RecordBatch>)>,
+    deletes: Vec<Arc<RecordBatch>>,
+    keyed: usize,
+}
+
+impl BaseInputs {
+    fn of(state: &ReadState) -> BaseInputs {
+        BaseInputs {
+            manifest: Arc::clone(&state.manifest),
+            keys: state
+                .manifest
+                .segments
+                .iter()
+                .filter_map(|s| {
+                    let batch = state
+                        .segments
+                        .get(&s.id)
+                        .or_else(|| state.keys.get(&s.id))?;
+                    Some((s.id.clone(), Arc::clone(batch)))
+                })
+                .collect(),
+            deletes: state
+                .manifest
+                .deletes
+                .iter()
+                .filter_map(|d| state.deletes.get(&d.path).cloned())
+                .collect(),
+            keyed: state.keys.len(),
+        }
+    }
+
+    fn build(&self) -> Result<BaseView> {
+        let mut newest = Newest::default();
+        for (_, batch) in &self.keys {
+            newest.observe_rows(batch, false)?;
+        }
+        for batch in &self.deletes {
+            newest.observe_rows(batch, true)?;
+        }
+        let mut masks = HashMap::new();
+        for (id, batch) in &self.keys {
+            masks.insert(id.clone(), newest.visible_mask_unless_all(batch)?);
+        }
+        Ok(BaseView {
+            version: self.manifest.version,
+            keyed: self.keyed,
+            newest: Arc::new(newest),
+            masks: Arc::new(masks),
+        })
+    }
+}
+
+/// Loads, off the query's path, the keys of the indexed segments a query
+/// searched without them (see `Needs::lazy_keys`), and the base view with
+/// them: later queries then check visibility in memory rather than read
+/// their candidates' keys with their rows. One load per collection at a
+/// time.
+pub(super) fn load_keys_behind(c: &Arc<Collection>, snap: &Snapshot) {
+    let lazy: Vec<Arc<IndexedSegment>> = snap
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Indexed {
+                segment,
+                keys: None,
+                ..
+            } => Some(Arc::clone(segment)),
+            _ => None,
+        })
+        .collect();
+    if lazy.is_empty()
+        || c.loading_keys
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
+        return;
+    }
+    let (c, source) = (Arc::clone(c), Arc::clone(&snap.source));
+    tokio::spawn(async move {
+        let loaded = async {
+            let mut batches = Vec::new();
+            for seg in &lazy {
+                let batch = seg.read_columns(&source, &[COL_ID, COL_LSN], None).await?;
+                let keys = batch.project(&[
+                    batch.schema().index_of(COL_ID)?,
+                    batch.schema().index_of(COL_LSN)?,
+                ])?;
+                batches.push((seg.entry.id.clone(), Arc::new(keys)));
+            }
+            let inputs = {
+                let mut state = c.state.lock().await;
+                for (id, keys) in batches {
+                    if state.lists_segment(&id) {
+                        state.keys.insert(id, keys);
+                    }
+                }
+                BaseInputs::of(&state)
+            };
+            let view = inputs.build()?;
+            let mut state = c.state.lock().await;
+            if state.manifest.version == view.version && state.keys.len() == view.keyed {
+                state.base = Some(view);
+            }
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = loaded.await {
+            tracing::debug!(collection = %c.config.name, error = %e, "keys not loaded behind a query");
+        }
+        c.loading_keys
+            .store(false, std::sync::atomic::Ordering::Release);
+    });
 }
 
 /// The tail's upserted rows, newest-event map and visible rows, built once
