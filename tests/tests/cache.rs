@@ -47,6 +47,28 @@ fn data(log: &[Request]) -> Vec<&Request> {
         .collect()
 }
 
+/// The writing process: S3 and NATS without injected latency.
+async fn writer(
+    s3: &floe_core::storage::ObjectStoreConfig,
+    nats: &floe_core::log::JetStreamConfig,
+    dir: &std::path::Path,
+) -> Arc<Floe> {
+    let mut settings = test_settings(&dir.join("writer"));
+    settings.object_store = Some(s3.clone());
+    settings.nats = Some(nats.clone());
+    Floe::open(settings).await.unwrap()
+}
+
+/// Collection `c`: two attributes, sealed (and indexed) at 2,000 rows.
+fn collection_config() -> floe_core::catalog::CollectionConfig {
+    serde_json::from_value(json!({
+        "name": "c", "dimension": DIM, "metric": "l2", "id_type": "u64",
+        "attributes": [{"name": "cat", "type": "i64"}, {"name": "title", "type": "string"}],
+        "index": {"seal_rows": 2000, "row_group_rows": 512}
+    }))
+    .unwrap()
+}
+
 /// A query process: its own cache directory, S3 behind 20–40 ms of latency
 /// per GET and HEAD, every request counted.
 async fn reader(
@@ -92,17 +114,8 @@ async fn query(floe: &Floe, q: &[f32], consistency: &str) -> (Vec<Value>, QueryS
 async fn cold_warm_and_incremental_queries_stay_within_their_request_budget() {
     let (s3, nats) = (s3_config(), jetstream_config());
     let dir = tempfile::tempdir().unwrap();
-    let mut writer_settings = test_settings(&dir.path().join("writer"));
-    writer_settings.object_store = Some(s3.clone());
-    writer_settings.nats = Some(nats.clone());
-    let writer = Floe::open(writer_settings).await.unwrap();
-    let config = serde_json::from_value(json!({
-        "name": "c", "dimension": DIM, "metric": "l2", "id_type": "u64",
-        "attributes": [{"name": "cat", "type": "i64"}, {"name": "title", "type": "string"}],
-        "index": {"seal_rows": 2000, "row_group_rows": 512}
-    }))
-    .unwrap();
-    writer.create_collection(config).await.unwrap();
+    let writer = writer(&s3, &nats, dir.path()).await;
+    writer.create_collection(collection_config()).await.unwrap();
     // Three indexed segments, one small unindexed one, one delete file.
     for start in (0..6000).step_by(1000) {
         upsert(&writer, "c", rows(start..start + 1000, start)).await;
@@ -280,21 +293,10 @@ fn versions(results: &[Value]) -> Vec<(u64, u64)> {
 async fn a_lagging_missing_or_foreign_head_never_serves_wrong_rows() {
     let (s3, nats) = (s3_config(), jetstream_config());
     let dir = tempfile::tempdir().unwrap();
-    let mut writer_settings = test_settings(&dir.path().join("writer"));
-    writer_settings.object_store = Some(s3.clone());
-    writer_settings.nats = Some(nats.clone());
-    let writer = Floe::open(writer_settings).await.unwrap();
+    let writer = writer(&s3, &nats, dir.path()).await;
     let store = open_object_store(&s3).unwrap();
     let head = floe_core::storage::collection_head("c");
-    let create = || {
-        serde_json::from_value(json!({
-            "name": "c", "dimension": DIM, "metric": "l2", "id_type": "u64",
-            "attributes": [{"name": "cat", "type": "i64"}, {"name": "title", "type": "string"}],
-            "index": {"seal_rows": 2000, "row_group_rows": 512}
-        }))
-        .unwrap()
-    };
-    writer.create_collection(create()).await.unwrap();
+    writer.create_collection(collection_config()).await.unwrap();
     upsert(&writer, "c", rows(0..2000, 1)).await;
     writer.flush("c").await.unwrap();
     let compacted = writer.compact("c").await.unwrap();
@@ -347,7 +349,7 @@ async fn a_lagging_missing_or_foreign_head_never_serves_wrong_rows() {
         store.head(&head).await.is_err(),
         "the drop removes the head"
     );
-    writer.create_collection(create()).await.unwrap();
+    writer.create_collection(collection_config()).await.unwrap();
     upsert(&writer, "c", rows(5000..5100, 5)).await;
     let (expected, _) = query(&writer, &q, "strong").await;
     store.put(&head, old_head.into()).await.unwrap();

@@ -66,15 +66,7 @@ impl ParquetFile {
             .load_and_finish(fetch, size)
             .await
             .map_err(unwrap_external)?;
-        let metadata = ArrowReaderMetadata::try_new(
-            Arc::new(metadata),
-            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
-        )?;
-        Ok(ParquetFile {
-            path,
-            size,
-            metadata,
-        })
+        Self::with_metadata(path, size, metadata)
     }
 
     /// [`ParquetFile::open`] from the file's last bytes, already read
@@ -82,15 +74,16 @@ impl ParquetFile {
     pub fn from_footer(path: Path, size: u64, footer: &Bytes) -> Result<ParquetFile> {
         let mut reader =
             ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional);
-        reader
+        let parsed = reader
             .try_parse_sized(footer, size)
+            .and_then(|()| reader.finish())
             .map_err(|e| Error::corrupt(path.to_string(), e))?;
+        Self::with_metadata(path, size, parsed)
+    }
+
+    fn with_metadata(path: Path, size: u64, metadata: ParquetMetaData) -> Result<ParquetFile> {
         let metadata = ArrowReaderMetadata::try_new(
-            Arc::new(
-                reader
-                    .finish()
-                    .map_err(|e| Error::corrupt(path.to_string(), e))?,
-            ),
+            Arc::new(metadata),
             ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
         )?;
         Ok(ParquetFile {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use bytes::Bytes;
 use object_store::path::Path;
 
@@ -14,7 +14,7 @@ use crate::cache::{Decoded, DecodedKey, Part};
 use crate::error::{Error, Result};
 use crate::index::{IvfHeader, le_f32s};
 use crate::manifest::{Opening, SegmentEntry};
-use crate::segment::{ParquetFile, RangeSource};
+use crate::segment::{COL_ID, COL_LSN, ParquetFile, RangeSource};
 
 #[derive(Debug)]
 pub(crate) struct IndexedSegment {
@@ -145,6 +145,24 @@ impl IndexedSegment {
             .read_ranges(&self.index_path, self.index_size, &ranges)
             .await?;
         Ok(bytes.iter().map(|b| le_f32s(b)).collect())
+    }
+
+    /// The `id` and `_lsn` columns of rows read from its data file (a bulk
+    /// import's file may have no `_lsn`: every row is at `rows_lsn`).
+    pub(crate) fn keys_of(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let schema = batch.schema();
+        let id = schema.index_of(COL_ID)?;
+        match (schema.index_of(COL_LSN), self.entry.rows_lsn) {
+            (Ok(lsn), _) => Ok(batch.project(&[id, lsn])?),
+            (Err(_), Some(lsn)) => Ok(RecordBatch::try_from_iter([
+                (COL_ID, Arc::clone(batch.column(id))),
+                (
+                    COL_LSN,
+                    Arc::new(UInt64Array::from(vec![lsn; batch.num_rows()])) as ArrayRef,
+                ),
+            ])?),
+            (Err(e), None) => Err(e.into()),
+        }
     }
 
     /// `columns` of `rows` of the data file (all rows when `None`).

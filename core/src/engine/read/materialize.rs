@@ -141,7 +141,7 @@ pub(super) async fn fetch_rows(
             };
             let (vectors, read) = futures::try_join!(read_vectors, read_attributes)?;
             let keys = match (&read, keys) {
-                (Some(batch), None) => Some(read_keys(batch, segment.entry.rows_lsn)?),
+                (Some(batch), None) => Some(segment.keys_of(batch)?),
                 _ => None,
             };
             Ok(Some(Fetched {
@@ -154,21 +154,6 @@ pub(super) async fn fetch_rows(
     snap.stats
         .phase("rows", futures::future::try_join_all(work))
         .await
-}
-
-/// The `id` and `_lsn` columns of rows read from a data file; a file
-/// without `_lsn` has every row at `rows_lsn`.
-fn read_keys(batch: &RecordBatch, rows_lsn: Option<u64>) -> Result<RecordBatch> {
-    let schema = batch.schema();
-    let id = batch.column(schema.index_of(COL_ID)?).clone();
-    let lsn: arrow::array::ArrayRef = match (schema.index_of(COL_LSN), rows_lsn) {
-        (Ok(at), _) => batch.column(at).clone(),
-        (Err(_), Some(lsn)) => {
-            std::sync::Arc::new(arrow::array::UInt64Array::from(vec![lsn; batch.num_rows()]))
-        }
-        (Err(e), None) => return Err(e.into()),
-    };
-    Ok(RecordBatch::try_from_iter([(COL_ID, id), (COL_LSN, lsn)])?)
 }
 
 /// Row `row` of source `source`, with what was fetched for it.

@@ -444,7 +444,7 @@ async fn load_keys_and_codes(
             loads.push(async move {
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 let batch = seg.read_columns(source, &names, None).await?;
-                Ok::<_, Error>((seg.entry.id.clone(), all_columns, batch))
+                Ok::<_, Error>((seg, all_columns, batch))
             });
         }
         if let (true, Some((q, knobs))) = (*want_probe, needs.probe) {
@@ -466,15 +466,14 @@ async fn load_keys_and_codes(
         })
         .await?;
     let mut state = c.state.lock().await;
-    for (id, all_columns, batch) in loaded {
+    for (seg, all_columns, batch) in loaded {
+        let id = seg.entry.id.clone();
         if !state.lists_segment(&id) {
             continue;
         }
-        let keys = batch.project(&[
-            batch.schema().index_of(COL_ID)?,
-            batch.schema().index_of(COL_LSN)?,
-        ])?;
-        state.keys.insert(id.clone(), Arc::new(keys));
+        state
+            .keys
+            .insert(id.clone(), Arc::new(seg.keys_of(&batch)?));
         if all_columns {
             let (schema, _) = indexed_data_schema(&c.schema);
             state
@@ -701,11 +700,7 @@ pub(super) fn load_keys_behind(c: &Arc<Collection>, snap: &Snapshot) {
             let mut batches = Vec::new();
             for seg in &lazy {
                 let batch = seg.read_columns(&source, &[COL_ID, COL_LSN], None).await?;
-                let keys = batch.project(&[
-                    batch.schema().index_of(COL_ID)?,
-                    batch.schema().index_of(COL_LSN)?,
-                ])?;
-                batches.push((seg.entry.id.clone(), Arc::new(keys)));
+                batches.push((seg.entry.id.clone(), Arc::new(seg.keys_of(&batch)?)));
             }
             let inputs = {
                 let mut state = c.state.lock().await;
