@@ -162,7 +162,9 @@ impl Floe {
         let (rows, next_cursor) = match &query.vector {
             Some(q) => match search::search(&snap, query, q).await? {
                 Some(rows) => {
-                    snapshot::load_keys_behind(&c, &snap);
+                    // Its reads count in stats of their own, not this query's.
+                    let source = self.cache().await?.source(&Arc::new(ReadStats::default()));
+                    snapshot::load_keys_behind(&c, &snap, source);
                     (rows, None)
                 }
                 // A candidate of a segment read without its keys was

@@ -675,7 +675,7 @@ impl BaseInputs {
 /// them: later queries then check visibility in memory rather than read
 /// their candidates' keys with their rows. One load per collection at a
 /// time.
-pub(super) fn load_keys_behind(c: &Arc<Collection>, snap: &Snapshot) {
+pub(super) fn load_keys_behind(c: &Arc<Collection>, snap: &Snapshot, source: Arc<dyn RangeSource>) {
     let lazy: Vec<Arc<IndexedSegment>> = snap
         .sources
         .iter()
@@ -694,7 +694,7 @@ pub(super) fn load_keys_behind(c: &Arc<Collection>, snap: &Snapshot) {
     {
         return;
     }
-    let (c, source) = (Arc::clone(c), Arc::clone(&snap.source));
+    let c = Arc::clone(c);
     tokio::spawn(async move {
         let loaded = async {
             let mut batches = Vec::new();
