@@ -12,6 +12,7 @@
 //! a null `x`, while `x != 1` does not). Errors give the byte position.
 
 use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 
 use crate::catalog::{AttributeType, CollectionConfig, IdType};
@@ -461,36 +462,32 @@ impl Filter {
     }
 
     /// Which rows of `batch` match (nulls never match a comparison).
-    pub(crate) fn evaluate(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
+    pub(crate) fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanBuffer> {
         let n = batch.num_rows();
         Ok(match self {
             Filter::And(parts) => {
-                let mut acc = vec![true; n];
+                let mut acc = BooleanBuffer::new_set(n);
                 for p in parts {
-                    for (a, b) in acc.iter_mut().zip(p.evaluate(batch)?) {
-                        *a &= b;
-                    }
+                    acc = &acc & &p.evaluate(batch)?;
                 }
                 acc
             }
             Filter::Or(parts) => {
-                let mut acc = vec![false; n];
+                let mut acc = BooleanBuffer::new_unset(n);
                 for p in parts {
-                    for (a, b) in acc.iter_mut().zip(p.evaluate(batch)?) {
-                        *a |= b;
-                    }
+                    acc = &acc | &p.evaluate(batch)?;
                 }
                 acc
             }
-            Filter::Not(inner) => inner.evaluate(batch)?.into_iter().map(|b| !b).collect(),
+            Filter::Not(inner) => !&inner.evaluate(batch)?,
             Filter::Cmp { column, op, value } => {
                 let col = column_of(batch, column)?;
                 if let Some(mask) = compare_column(col, *op, value)? {
                     return Ok(mask);
                 }
-                (0..n)
-                    .map(|i| !col.is_null(i) && compare(col, i, value).is_some_and(|o| op.holds(o)))
-                    .collect()
+                BooleanBuffer::collect_bool(n, |i| {
+                    !col.is_null(i) && compare(col, i, value).is_some_and(|o| op.holds(o))
+                })
             }
             Filter::In {
                 column,
@@ -498,45 +495,38 @@ impl Filter {
                 negated,
             } => {
                 let col = column_of(batch, column)?;
-                (0..n)
-                    .map(|i| {
-                        !col.is_null(i)
-                            && values
-                                .iter()
-                                .any(|v| compare(col, i, v) == Some(std::cmp::Ordering::Equal))
-                                != *negated
-                    })
-                    .collect()
+                BooleanBuffer::collect_bool(n, |i| {
+                    !col.is_null(i)
+                        && values
+                            .iter()
+                            .any(|v| compare(col, i, v) == Some(std::cmp::Ordering::Equal))
+                            != *negated
+                })
             }
             Filter::Like { column, pattern } => {
                 let col = column_of(batch, column)?;
                 let strings = col.as_string::<i32>();
                 let pattern: Vec<char> = pattern.chars().collect();
-                (0..n)
-                    .map(|i| {
-                        !col.is_null(i)
-                            && like(&strings.value(i).chars().collect::<Vec<_>>(), &pattern)
-                    })
-                    .collect()
+                BooleanBuffer::collect_bool(n, |i| {
+                    !col.is_null(i) && like(&strings.value(i).chars().collect::<Vec<_>>(), &pattern)
+                })
             }
             Filter::ArrayContains { column, value } => {
                 let col = column_of(batch, column)?;
                 let lists = col.as_list::<i32>();
-                (0..n)
-                    .map(|i| {
-                        if col.is_null(i) {
-                            return false;
-                        }
-                        let items = lists.value(i);
-                        let items = items.as_string::<i32>();
-                        (0..items.len()).any(|j| !items.is_null(j) && items.value(j) == value)
-                    })
-                    .collect()
+                BooleanBuffer::collect_bool(n, |i| {
+                    if col.is_null(i) {
+                        return false;
+                    }
+                    let items = lists.value(i);
+                    let items = items.as_string::<i32>();
+                    (0..items.len()).any(|j| !items.is_null(j) && items.value(j) == value)
+                })
             }
             Filter::IsTrue { column } => {
                 let col = column_of(batch, column)?;
                 let bools = col.as_boolean();
-                (0..n).map(|i| !col.is_null(i) && bools.value(i)).collect()
+                BooleanBuffer::collect_bool(n, |i| !col.is_null(i) && bools.value(i))
             }
         })
     }
@@ -567,7 +557,7 @@ fn column_of<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b dyn Array> {
 /// integer and string columns (nulls are false); `None` for the other
 /// cases, which [`compare`] handles row by row (floats among them: the
 /// kernels order NaN, a comparison with NaN must be false).
-fn compare_column(col: &dyn Array, op: CmpOp, lit: &Literal) -> Result<Option<Vec<bool>>> {
+fn compare_column(col: &dyn Array, op: CmpOp, lit: &Literal) -> Result<Option<BooleanBuffer>> {
     use arrow::array::{Datum, Int64Array, Scalar, StringArray, UInt64Array};
     use arrow::compute::kernels::cmp;
     let scalar: Box<dyn Datum> = match (col.data_type(), lit) {
@@ -590,11 +580,10 @@ fn compare_column(col: &dyn Array, op: CmpOp, lit: &Literal) -> Result<Option<Ve
         CmpOp::Ge => cmp::gt_eq(&col, rhs),
     }?;
     // A null compares false.
-    let matched = match out.nulls() {
+    Ok(Some(match out.nulls() {
         Some(nulls) => out.values() & nulls.inner(),
         None => out.values().clone(),
-    };
-    Ok(Some(matched.iter().collect()))
+    }))
 }
 
 /// Orders `col[i]` against `lit`; `None` when they cannot be compared.

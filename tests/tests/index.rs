@@ -203,6 +203,57 @@ async fn filters_keep_their_recall_on_the_widening_path() {
     filter_recall(&floe, "widen", "l2", &live, &mut StdRng::seed_from_u64(9)).await;
 }
 
+/// A selective filter keeps its matching rows' codes after the first
+/// search; rows deleted or overwritten later must still be hidden (or
+/// found at their new place) when a search scores those kept codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_selective_filter_sees_later_deletes_and_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let floe = embedded(dir.path()).await;
+    create(&floe, "kept", "l2", 2000).await;
+    let n = 6000u64;
+    let vs = vectors(n as usize, 4);
+    assert_eq!(load_and_index(&floe, "kept", &vs, n).await, 3);
+    let mut live: BTreeMap<u64, Vec<f32>> =
+        (0..n).map(|id| (id, vs[id as usize].clone())).collect();
+    let filtered = |q: &[f32]| json!({"vector": q, "top_k": 10, "filter": "cat == 7"});
+    let q = vs[707].clone();
+    let first = query(&floe, "kept", filtered(&q)).await;
+    assert_eq!(first.first(), Some(&707));
+
+    // 707 deleted; 1007 moved to where 707 was; 2007 moved far away.
+    let request: DeleteRequest = serde_json::from_value(json!({ "ids": [707] })).unwrap();
+    floe_core::api::delete(&floe, "kept", request)
+        .await
+        .unwrap();
+    let far: Vec<f32> = vec![50.0; DIM];
+    upsert(
+        &floe,
+        "kept",
+        vec![
+            json!({"id": 1007, "vector": q, "attributes": {"cat": 7, "year": 2000}}),
+            json!({"id": 2007, "vector": far, "attributes": {"cat": 7, "year": 2000}}),
+        ],
+    )
+    .await;
+    live.remove(&707);
+    live.insert(1007, q.clone());
+    live.insert(2007, far);
+    for flushed in [false, true] {
+        if flushed {
+            floe.flush("kept").await.unwrap();
+        }
+        let got = query(&floe, "kept", filtered(&q)).await;
+        let want = oracle("l2", &live, &q, 10, &|id| id % 100 == 7);
+        assert_eq!(got.first(), Some(&1007), "flushed {flushed}: {got:?}");
+        assert!(!got.contains(&707) && !got.contains(&2007), "{got:?}");
+        assert!(
+            recall(&got, &want) >= 0.9,
+            "flushed {flushed}: {got:?} vs {want:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexed_search_reaches_its_recall_for_every_metric() {
     for metric in ["l2", "cosine", "ip"] {

@@ -21,6 +21,10 @@ use foyer::{Cache, CacheBuilder, CacheProperties};
 pub enum Part {
     /// The codes of one cluster of an index file.
     Codes(u32),
+    /// One row's full-precision vector in an index file (re-ranked rows
+    /// are scattered: a block of the block cache would keep 64 KiB alive
+    /// for each).
+    Vector(u32),
     /// One data page of one column of a Parquet file.
     Page {
         /// The schema's field index.

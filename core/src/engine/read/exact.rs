@@ -109,7 +109,7 @@ impl ExactSearch<'_> {
                 {
                     continue;
                 }
-                if mask.as_ref().is_some_and(|m| !m[row]) || !visible(row) {
+                if mask.as_ref().is_some_and(|m| !m.value(row)) || !visible(row) {
                     continue;
                 }
                 heap.push(Hit {

@@ -131,20 +131,72 @@ impl IndexedSegment {
         Ok(out)
     }
 
-    /// The full-precision vectors of `rows` (from the index file).
+    /// The codes of `rows` (ascending), one after another in a buffer of
+    /// their own (not a slice pinning cache blocks); runs of consecutive
+    /// rows are read as one range.
+    pub(crate) async fn read_row_codes(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        rows: &[u32],
+    ) -> Result<Bytes> {
+        let mut ranges: Vec<Range<u64>> = Vec::new();
+        for &row in rows {
+            let code = self.header.row_codes_range(row as usize);
+            match ranges.last_mut() {
+                Some(last) if last.end == code.start => last.end = code.end,
+                _ => ranges.push(code),
+            }
+        }
+        let parts = source
+            .read_ranges(&self.index_path, self.index_size, &ranges)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len() * self.header.dim);
+        for part in parts {
+            out.extend_from_slice(&part);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// The full-precision vectors of `rows`: from the decoded cache where
+    /// the source keeps one, the rest from the index file (and then kept).
     pub(crate) async fn read_vectors(
         &self,
         source: &Arc<dyn RangeSource>,
         rows: &[u32],
     ) -> Result<Vec<Vec<f32>>> {
-        let ranges: Vec<Range<u64>> = rows
+        let key = |row: u32| DecodedKey {
+            object: Arc::clone(&self.index_key),
+            part: Part::Vector(row),
+        };
+        let mut out: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        for (i, &row) in rows.iter().enumerate() {
+            match source.decoded().and_then(|d| d.get(&key(row))) {
+                Some(Decoded::Bytes(bytes)) => out.push(le_f32s(&bytes)),
+                _ => {
+                    out.push(Vec::new());
+                    missing.push(i);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let ranges: Vec<Range<u64>> = missing
             .iter()
-            .map(|r| self.header.vector_range(*r as usize))
+            .map(|i| self.header.vector_range(rows[*i] as usize))
             .collect();
         let bytes = source
             .read_ranges(&self.index_path, self.index_size, &ranges)
             .await?;
-        Ok(bytes.iter().map(|b| le_f32s(b)).collect())
+        for (i, bytes) in missing.into_iter().zip(bytes) {
+            out[i] = le_f32s(&bytes);
+            if let Some(decoded) = source.decoded() {
+                // A copy, as for codes: a slice would keep its block alive.
+                decoded.insert(key(rows[i]), Decoded::Bytes(Bytes::copy_from_slice(&bytes)));
+            }
+        }
+        Ok(out)
     }
 
     /// The `id` and `_lsn` columns of rows read from its data file (a bulk

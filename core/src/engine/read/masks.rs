@@ -3,28 +3,82 @@
 //! (a tenant, a category) then cost a lookup instead of a pass over every
 //! row of the segment.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use arrow::buffer::BooleanBuffer;
+use bytes::Bytes;
 
 use crate::error::Result;
 use crate::filter::Filter;
 
-/// Bytes of masks kept per collection (one byte a row).
+/// Bytes of masks kept per collection (a bit a row, plus what a selective
+/// mask lists).
 const KEPT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Which rows of a segment a filter matches.
 #[derive(Debug)]
 pub(crate) struct Mask {
-    pub rows: Vec<bool>,
-    /// The matching rows, ascending, when at most `exact_rows` of the
-    /// [`FilterMasks`] (setting `search.exact_filter_rows`).
-    pub selected: Option<Vec<u32>>,
+    pub rows: BooleanBuffer,
+    /// The matching rows, when at most `exact_rows` of the [`FilterMasks`]
+    /// match (setting `search.exact_filter_rows`).
+    pub selected: Option<Selected>,
 }
 
 impl Mask {
-    /// What it holds in memory: a byte a row, four per listed row.
+    /// What it holds in memory: a bit a row, four bytes per listed row,
+    /// and the listed rows' codes read so far.
     fn bytes(&self) -> usize {
-        self.rows.len() + self.selected.as_ref().map_or(0, |s| s.len() * 4)
+        self.rows.len().div_ceil(8)
+            + self.selected.as_ref().map_or(0, |s| {
+                s.rows.len() * 4 + s.code_bytes.load(Ordering::Relaxed)
+            })
+    }
+}
+
+/// The few rows a selective filter matches, and their 8-bit codes copied
+/// together cluster by cluster as searches read them: a later search with
+/// the same filter scores a cluster's matching rows from one contiguous
+/// block instead of a random read per row in the whole cluster's codes.
+#[derive(Debug)]
+pub(crate) struct Selected {
+    /// Ascending (so each cluster's are one run: rows are stored by cluster).
+    pub rows: Vec<u32>,
+    /// Cluster → the codes of its listed rows, in row order.
+    codes: Mutex<HashMap<usize, Bytes>>,
+    code_bytes: AtomicUsize,
+}
+
+impl Selected {
+    fn new(rows: Vec<u32>) -> Self {
+        Self {
+            rows,
+            codes: Mutex::default(),
+            code_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// The listed rows in `from..to` (one cluster's rows).
+    pub(crate) fn within(&self, from: u32, to: u32) -> &[u32] {
+        let start = self.rows.partition_point(|r| *r < from);
+        let end = self.rows.partition_point(|r| *r < to);
+        &self.rows[start..end]
+    }
+
+    /// The codes kept for each of `clusters` (`None`: not read yet).
+    pub(crate) fn codes_of(&self, clusters: &[usize]) -> Vec<Option<Bytes>> {
+        let codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        clusters.iter().map(|c| codes.get(c).cloned()).collect()
+    }
+
+    /// Keeps the codes of cluster `c`'s listed rows.
+    pub(crate) fn keep_codes(&self, c: usize, codes: Bytes) {
+        let len = codes.len();
+        let mut kept = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.insert(c, codes).is_none() {
+            self.code_bytes.fetch_add(len, Ordering::Relaxed);
+        }
     }
 }
 
@@ -51,7 +105,7 @@ impl FilterMasks {
         &self,
         segment: &str,
         filter: &Filter,
-        evaluate: impl FnOnce() -> Result<Vec<bool>>,
+        evaluate: impl FnOnce() -> Result<BooleanBuffer>,
     ) -> Result<Arc<Mask>> {
         let key = format!("{filter:?}");
         {
@@ -65,14 +119,8 @@ impl FilterMasks {
             }
         }
         let rows = evaluate()?;
-        let matching = rows.iter().filter(|m| **m).count();
-        let selected = (matching <= self.exact_rows).then(|| {
-            rows.iter()
-                .enumerate()
-                .filter(|(_, m)| **m)
-                .map(|(r, _)| r as u32)
-                .collect()
-        });
+        let selected = (rows.count_set_bits() <= self.exact_rows)
+            .then(|| Selected::new(rows.set_indices().map(|r| r as u32).collect()));
         let mask = Arc::new(Mask { rows, selected });
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.push_back((segment.to_string(), key, Arc::clone(&mask)));

@@ -33,7 +33,7 @@ pub(crate) fn scan_matches(
             None => None,
         };
         for row in 0..ids.len() {
-            if mask.as_ref().is_none_or(|m| m[row])
+            if mask.as_ref().is_none_or(|m| m.value(row))
                 && visibility.is_visible(ids, row, lsns.value(row))
             {
                 out.push((id_at(ids, row), source, row));

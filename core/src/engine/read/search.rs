@@ -152,23 +152,17 @@ async fn indexed_candidates(
         // closest clusters, as many clusters as hold (on average) the rows
         // an unfiltered search at `nprobe` scores; then farther ones while
         // too few candidates passed. The best are re-ranked at full
-        // precision as in any search. (Reading every matching row's vector
-        // instead touches most vector blocks once a filter keeps a row per
-        // block; scanning whole clusters scores mostly rows that fail.)
+        // precision as in any search. The matching rows' codes are read
+        // once per cluster and kept with the filter's mask, together, so a
+        // repeated filter scores them as one contiguous run. (Reading every
+        // matching row's vector instead touches most vector blocks once a
+        // filter keeps a row per block; scanning whole clusters scores
+        // mostly rows that fail.)
         let rows = header.rows().max(1);
         let clusters = (nprobe * rows)
-            .div_ceil(selected.len().max(1))
+            .div_ceil(selected.rows.len().max(1))
             .clamp(nprobe, header.nlist());
-        let matching_in = |c: usize| -> Vec<usize> {
-            let (from, to) = (header.offsets[c], header.offsets[c + 1]);
-            let start = selected.partition_point(|r| *r < from);
-            let end = selected.partition_point(|r| *r < to);
-            selected[start..end]
-                .iter()
-                .map(|r| *r as usize)
-                .filter(|r| visible(*r))
-                .collect()
-        };
+        let in_cluster = |c: usize| selected.within(header.offsets[c], header.offsets[c + 1]);
         let mut probe = header.probe_loop(params.query, 1, rerank_n.max(params.k), Vec::new());
         let mut scanning = Duration::ZERO;
         let waves = [&order[..clusters], &order[clusters..]];
@@ -176,29 +170,53 @@ async fn indexed_candidates(
             if wave > 0 && probe.is_full() {
                 break;
             }
-            let work: Vec<(usize, Vec<usize>)> = clusters
+            let clusters: Vec<usize> = clusters
                 .iter()
-                .map(|c| (*c, matching_in(*c)))
-                .filter(|(_, rows)| !rows.is_empty())
+                .copied()
+                .filter(|c| !in_cluster(*c).is_empty())
                 .collect();
-            let wanted: Vec<usize> = work.iter().map(|(c, _)| *c).collect();
-            let codes = snap
-                .stats
-                .phase("filtered codes", segment.read_codes(&snap.source, &wanted))
-                .await?;
+            let mut codes = selected.codes_of(&clusters);
+            let mut missing: Vec<usize> = (0..clusters.len())
+                .filter(|i| codes[*i].is_none())
+                .collect();
+            if !missing.is_empty() {
+                // Ascending clusters hold ascending rows.
+                missing.sort_unstable_by_key(|i| clusters[*i]);
+                let rows: Vec<u32> = missing
+                    .iter()
+                    .flat_map(|i| in_cluster(clusters[*i]).iter().copied())
+                    .collect();
+                let read = snap
+                    .stats
+                    .phase(
+                        "filtered codes",
+                        segment.read_row_codes(&snap.source, &rows),
+                    )
+                    .await?;
+                let mut at = 0;
+                for i in missing {
+                    let len = in_cluster(clusters[i]).len() * header.dim;
+                    if at + len > read.len() {
+                        return Err(Error::internal("query", "short read of matching codes"));
+                    }
+                    let part = read.slice(at..at + len);
+                    at += len;
+                    selected.keep_codes(clusters[i], part.clone());
+                    codes[i] = Some(part);
+                }
+            }
             let started = Instant::now();
-            for (c, rows) in &work {
-                let block = codes
-                    .get(c)
-                    .ok_or_else(|| Error::internal("query", format!("codes of cluster {c}")))?;
-                probe.scan_rows(*c, block, rows);
+            for (c, codes) in clusters.iter().zip(&codes) {
+                if let Some(codes) = codes {
+                    probe.scan_listed(in_cluster(*c), codes, &visible);
+                }
             }
             scanning += started.elapsed();
         }
         snap.stats.record("code scan", scanning, 0);
         return Ok(probe.candidates());
     }
-    let accept = |row: usize| mask.as_ref().is_none_or(|m| m.rows[row]) && visible(row);
+    let accept = |row: usize| mask.as_ref().is_none_or(|m| m.rows.value(row)) && visible(row);
     let mut probe = header.probe_loop(params.query, nprobe, rerank_n.max(params.k), order);
     let mut fetched: HashMap<usize, Bytes> = HashMap::new();
     let mut scanning = Duration::ZERO;

@@ -21,8 +21,15 @@ impl IvfHeader {
 
     /// Where cluster `c`'s codes are in the index file.
     pub(crate) fn codes_range(&self, c: usize) -> std::ops::Range<u64> {
+        let row_start = |r: u32| self.row_codes_range(r as usize).start;
+        row_start(self.offsets[c])..row_start(self.offsets[c + 1])
+    }
+
+    /// Where row `row`'s code is in the index file (rows are stored by
+    /// cluster, so a cluster's codes are its rows' codes in order).
+    pub(crate) fn row_codes_range(&self, row: usize) -> std::ops::Range<u64> {
         let (dim, h) = (self.dim as u64, self.header_len());
-        h + self.offsets[c] as u64 * dim..h + self.offsets[c + 1] as u64 * dim
+        h + row as u64 * dim..h + (row as u64 + 1) * dim
     }
 
     /// Where row `row`'s full-precision vector is in the index file.

@@ -202,16 +202,27 @@ impl ProbeLoop<'_> {
         );
     }
 
-    /// Offers rows `rows` (ascending, all in cluster `c`, whose codes are
-    /// `codes`) by their approximate distance, scanning nothing else.
-    pub(crate) fn scan_rows(&mut self, c: usize, codes: &[u8], rows: &[usize]) {
-        let (dim, start) = (self.header.dim, self.header.offsets[c] as usize);
-        let mut d = [0f32];
-        for &row in rows {
-            let at = (row - start) * dim;
-            if let Some(code) = codes.get(at..at + dim) {
-                self.header.approx_rows(&self.prepared, code, &mut d);
-                self.pool.offer(d[0], row as u32);
+    /// Offers those of `rows` that `accept` admits by their approximate
+    /// distance; `codes` are the rows' codes one after another (rows of
+    /// any clusters, scanning nothing else).
+    pub(crate) fn scan_listed(
+        &mut self,
+        rows: &[u32],
+        codes: &[u8],
+        accept: &dyn Fn(usize) -> bool,
+    ) {
+        let dim = self.header.dim.max(1);
+        let rows = &rows[..rows.len().min(codes.len() / dim)];
+        self.scratch.clear();
+        self.scratch.resize(rows.len(), 0.0);
+        self.header.approx_rows(
+            &self.prepared,
+            &codes[..rows.len() * dim],
+            &mut self.scratch,
+        );
+        for (d, &row) in self.scratch.iter().zip(rows) {
+            if accept(row as usize) {
+                self.pool.offer(*d, row);
             }
         }
     }
