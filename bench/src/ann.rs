@@ -28,6 +28,8 @@ pub struct AnnArgs {
     pub faiss: bool,
     /// Concurrent clients of the concurrency table (empty: none).
     pub clients: Vec<usize>,
+    /// The collection's `index.codes` (unset: the default).
+    pub codes: Option<String>,
     pub out: PathBuf,
 }
 
@@ -243,9 +245,13 @@ pub async fn run(args: AnnArgs) -> Result<()> {
     };
     settings.flush.max_rows = 200_000;
     let floe: Arc<Floe> = Floe::open(settings).await?;
+    let mut index = serde_json::json!({"seal_rows": n, "row_group_rows": 8192});
+    if let Some(codes) = &args.codes {
+        index["codes"] = codes.clone().into();
+    }
     let config = serde_json::from_value(serde_json::json!({
         "name": "ann", "dimension": dim, "metric": args.metric, "id_type": "u64",
-        "index": {"seal_rows": n, "row_group_rows": 8192}
+        "index": index
     }))?;
     floe.create_collection(config).await?;
     let t = Instant::now();
@@ -265,11 +271,15 @@ pub async fn run(args: AnnArgs) -> Result<()> {
     let build = t.elapsed().as_secs_f64();
     let built = built.context("no index was built")?;
     println!(
-        "floe: ingest {ingest:.1} s ({:.0} vectors/s), flush {flush:.1} s, compaction {compact:.1} s, index build {build:.1} s (nlist {}, {:.1} bytes/vector of index: {dim} B codes + {} B vectors + header)",
+        "floe: ingest {ingest:.1} s ({:.0} vectors/s), flush {flush:.1} s, compaction {compact:.1} s, index build {build:.1} s (nlist {}, {:.1} bytes/vector of index: {} B vectors, the rest codes and header)",
         n as f64 / ingest,
         built.nlist,
         built.index_bytes as f64 / n as f64,
         dim * 4
+    );
+    let engine = format!(
+        "floe ivf-{}+rerank",
+        args.codes.as_deref().unwrap_or("default")
     );
 
     // Warm: one query loads the segment and its index into memory.
@@ -292,7 +302,7 @@ pub async fn run(args: AnnArgs) -> Result<()> {
             .unwrap_or_else(|| "auto".into());
         println!(
             "{:<22} {:>8} {:>10.4} {:>9.2} {:>9.2} {:>9.0}",
-            "floe ivf-sq8+rerank",
+            engine,
             label,
             recall,
             super::percentile(&lat, 0.5),

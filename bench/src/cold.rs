@@ -37,6 +37,8 @@ pub struct ColdArgs {
     /// Read from the build directory instead of the S3 server (isolates the
     /// injected latency from the S3 server's own per-request cost).
     pub local: bool,
+    /// The collection's `index.codes` (unset: the default).
+    pub codes: Option<String>,
     pub out: PathBuf,
 }
 
@@ -64,10 +66,14 @@ pub async fn run(args: ColdArgs) -> Result<()> {
     settings.flush.max_rows = usize::MAX / 2;
     let t = Instant::now();
     let builder = Floe::open(settings.clone()).await?;
+    let mut index = serde_json::json!({"seal_rows": args.n, "row_group_rows": 8192});
+    if let Some(codes) = &args.codes {
+        index["codes"] = codes.clone().into();
+    }
     let config = serde_json::from_value(serde_json::json!({
         "name": NAME, "dimension": dim, "metric": "l2", "id_type": "u64",
         "attributes": [{"name": "tag", "type": "string"}],
-        "index": {"seal_rows": args.n, "row_group_rows": 8192}
+        "index": index
     }))?;
     builder.create_collection(config).await?;
     upsert_vectors(&builder, NAME, &data, dim, |ids| {

@@ -171,6 +171,9 @@ enum Command {
         /// Concurrent clients for a throughput table, e.g. 1,4,16.
         #[arg(long, value_delimiter = ',')]
         clients: Vec<usize>,
+        /// The collection's `index.codes` (sq8 or rabitq; unset: the default).
+        #[arg(long)]
+        codes: Option<String>,
         #[arg(long, default_value = "target/ann-bench")]
         out: std::path::PathBuf,
     },
@@ -226,6 +229,9 @@ enum Command {
         /// latency) instead of the S3 server.
         #[arg(long)]
         local: bool,
+        /// The collection's `index.codes` (sq8 or rabitq; unset: the default).
+        #[arg(long)]
+        codes: Option<String>,
         #[arg(long, default_value = "target/cold-bench")]
         out: std::path::PathBuf,
     },
@@ -333,9 +339,11 @@ async fn main() -> Result<()> {
             nprobes,
             faiss,
             clients,
+            codes,
             out,
         } => {
             ann::run(ann::AnnArgs {
+                codes,
                 data,
                 n,
                 dim,
@@ -390,9 +398,11 @@ async fn main() -> Result<()> {
             latency_min_ms,
             latency_max_ms,
             local,
+            codes,
             out,
         } => {
             cold::run(cold::ColdArgs {
+                codes,
                 s3_endpoint,
                 bucket,
                 n,

@@ -88,6 +88,34 @@ pub struct IndexParams {
     pub index_min_rows: u64,
     /// Rows per Parquet row group in segment files.
     pub row_group_rows: u32,
+    /// The codes index builds write (unset: chosen by the dimension,
+    /// [`CodeKind::default_for`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codes: Option<CodeKind>,
+}
+
+/// How an index codes each row for its first, approximate pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeKind {
+    /// 8 bits per dimension (SQ8).
+    Sq8,
+    /// One bit per dimension of the rotated residual, plus 8 bytes (RaBitQ).
+    Rabitq,
+}
+
+impl CodeKind {
+    /// The codes of a collection that did not choose: RaBitQ from 256
+    /// dimensions on (at 384-d it matched SQ8's recall and latency with
+    /// codes 5× smaller), SQ8 below (at 128-d the two tied on recall, and
+    /// SQ8 codes are small there already). docs/benchmarks.md, issue 14.
+    pub fn default_for(dimension: u32) -> CodeKind {
+        if dimension >= 256 {
+            CodeKind::Rabitq
+        } else {
+            CodeKind::Sq8
+        }
+    }
 }
 
 /// Default [`IndexParams::seal_bytes`]: about a million 128-d vectors, and
@@ -104,6 +132,7 @@ impl Default for IndexParams {
             seal_rows: None,
             index_min_rows: DEFAULT_INDEX_MIN_ROWS,
             row_group_rows: 8_192,
+            codes: None,
         }
     }
 }

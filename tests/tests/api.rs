@@ -706,6 +706,10 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing(s: TestServer) {
             json!({"dimension": 4, "metric": "l2", "attributes": [{"name": "x", "type": "date"}]}),
             "attributes[0].type",
         ),
+        (
+            json!({"dimension": 4, "metric": "l2", "index": {"codes": "pq"}}),
+            "index.codes",
+        ),
     ] {
         let (status, resp) = c.put(&format!("{C}/newc"), &body).await;
         assert_eq!(status, 400, "{body}: {resp}");

@@ -65,10 +65,20 @@ fn cloud_settings(dir: &std::path::Path) -> floe_core::Settings {
 }
 
 async fn create(floe: &Floe, name: &str, metric: &str, seal_rows: u64) {
+    create_with(
+        floe,
+        name,
+        metric,
+        json!({"seal_rows": seal_rows, "row_group_rows": 512}),
+    )
+    .await
+}
+
+async fn create_with(floe: &Floe, name: &str, metric: &str, index: Value) {
     let config = serde_json::from_value(json!({
         "name": name, "dimension": DIM, "metric": metric, "id_type": "u64",
         "attributes": [{"name": "cat", "type": "i64"}, {"name": "year", "type": "i64"}],
-        "index": {"seal_rows": seal_rows, "row_group_rows": 512}
+        "index": index
     }))
     .unwrap();
     floe.create_collection(config).await.unwrap();
@@ -256,11 +266,23 @@ async fn a_repeated_selective_filter_sees_later_deletes_and_overwrites() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexed_search_reaches_its_recall_for_every_metric() {
+    recall_for_every_metric("sq8").await;
+}
+
+/// The same with RaBitQ codes (a bit per dimension): the index files say
+/// which codes they hold, and searches, filters and calibration use them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabitq_indexes_reach_their_recall_for_every_metric() {
+    recall_for_every_metric("rabitq").await;
+}
+
+async fn recall_for_every_metric(codes: &str) {
     for metric in ["l2", "cosine", "ip"] {
         let dir = tempfile::tempdir().unwrap();
         let floe = embedded(dir.path()).await;
         let name = format!("r-{metric}");
-        create(&floe, &name, metric, 2000).await;
+        let index = json!({"seal_rows": 2000, "row_group_rows": 512, "codes": codes});
+        create_with(&floe, &name, metric, index).await;
         let n = 6000u64;
         let vs = vectors(n as usize, 1);
         assert_eq!(load_and_index(&floe, &name, &vs, n).await, 3);
@@ -294,11 +316,11 @@ async fn indexed_search_reaches_its_recall_for_every_metric() {
         let (auto, full) = (auto / queries as f64, full / queries as f64);
         assert!(
             auto >= 0.9,
-            "{metric}: recall@10 with the default knobs is {auto}"
+            "{codes} {metric}: recall@10 with the default knobs is {auto}"
         );
         assert!(
             full >= 0.999,
-            "{metric}: probing everything must be exact, got {full}"
+            "{codes} {metric}: probing everything must be exact, got {full}"
         );
 
         filter_recall(&floe, &name, metric, &live, &mut rng).await;

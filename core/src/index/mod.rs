@@ -6,8 +6,7 @@ mod ivf;
 mod kmeans;
 
 pub(crate) use ivf::{
-    EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, SearchKnobs, default_rerank, le_f32s,
-    rerank, vectors_range,
+    EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, SearchKnobs, le_f32s, rerank, vectors_range,
 };
 
 /// `work` over contiguous shares of `items` (with the index of each

@@ -8,6 +8,7 @@ use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::Float32Type;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::CodeKind;
 use crate::engine::Floe;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
@@ -106,6 +107,10 @@ impl Floe {
     ) -> Result<(SegmentEntry, u32)> {
         let dim = c.config.dimension as usize;
         let metric = c.config.metric;
+        let params = IvfParams {
+            codes: (c.config.index.codes).unwrap_or(CodeKind::default_for(dim as u32)),
+            ..IvfParams::default()
+        };
         let rows = batch.num_rows();
         let list = batch
             .column_by_name(COL_VECTOR)
@@ -118,7 +123,7 @@ impl Floe {
             let vectors = all.get(start..start + rows * dim).ok_or_else(|| {
                 Error::corrupt("segment rows", "the vector column is shorter than its rows")
             })?;
-            let built = IvfIndex::build(vectors, dim, metric, &IvfParams::default())?;
+            let built = IvfIndex::build(vectors, dim, metric, &params)?;
             // The index file carries the vectors too, in cluster order, so a
             // query re-ranks with ranged reads of it alone.
             let bytes = bytes::Bytes::from(built.index.to_bytes(vectors, &built.order));

@@ -68,7 +68,7 @@ impl Floe {
             Error::corrupt(s.data_path.clone(), "no vector column and no index file")
         })?;
         let dim = c.config.dimension as usize;
-        let range = vectors_range(index.header_bytes, s.rows, dim as u64, 0..s.rows);
+        let range = vectors_range(index.size_bytes, s.rows, dim as u64, 0..s.rows);
         let path = Path::from(index.path.as_str());
         let bytes = self
             .store

@@ -150,7 +150,7 @@ impl IndexedSegment {
         let parts = source
             .read_ranges(&self.index_path, self.index_size, &ranges)
             .await?;
-        let mut out = Vec::with_capacity(rows.len() * self.header.dim);
+        let mut out = Vec::with_capacity(rows.len() * self.header.code_len());
         for part in parts {
             out.extend_from_slice(&part);
         }

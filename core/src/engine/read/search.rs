@@ -12,7 +12,7 @@ use super::materialize::{fetch_rows, materialize};
 use super::{Snapshot, Source};
 use crate::engine::request::{Query, Row};
 use crate::error::{Error, Result};
-use crate::index::{default_rerank, rerank};
+use crate::index::rerank;
 use crate::mvcc::id_and_lsn;
 use crate::vector::QueryVector;
 
@@ -141,7 +141,9 @@ async fn indexed_candidates(
     };
     let knobs = query.knobs;
     let nprobe = header.nprobe(&knobs);
-    let rerank_n = knobs.rerank.unwrap_or_else(|| default_rerank(params.k));
+    let rerank_n = knobs
+        .rerank
+        .unwrap_or_else(|| header.default_rerank(params.k));
     // A segment opened after the first wave was planned has no probe yet.
     let (order, codes) = match planned {
         Some(p) => (p.order.clone(), Some(&p.codes)),
@@ -195,7 +197,7 @@ async fn indexed_candidates(
                     .await?;
                 let mut at = 0;
                 for i in missing {
-                    let len = in_cluster(clusters[i]).len() * header.dim;
+                    let len = in_cluster(clusters[i]).len() * header.code_len();
                     if at + len > read.len() {
                         return Err(Error::internal("query", "short read of matching codes"));
                     }
@@ -208,7 +210,7 @@ async fn indexed_candidates(
             let started = Instant::now();
             for (c, codes) in clusters.iter().zip(&codes) {
                 if let Some(codes) = codes {
-                    probe.scan_listed(in_cluster(*c), codes, &visible);
+                    probe.scan_listed(*c, in_cluster(*c), codes, &visible);
                 }
             }
             scanning += started.elapsed();

@@ -5,9 +5,10 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::probe::{default_rerank, rerank};
-use super::{IvfHeader, IvfIndex, IvfParams};
-use crate::catalog::Metric;
+use super::probe::rerank;
+use super::rabitq::RaBitQ;
+use super::{IvfHeader, IvfIndex, IvfParams, Quantizer};
+use crate::catalog::{CodeKind, Metric};
 use crate::error::{Error, Result};
 use crate::index::kmeans::{assign, kmeans};
 use crate::index::on_all_cores;
@@ -69,33 +70,29 @@ impl IvfIndex {
         for c in 0..nlist {
             offsets[c + 1] += offsets[c];
         }
-        let (mut lo, mut hi) = (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]);
-        for v in space.chunks_exact(dim) {
-            for d in 0..dim {
-                lo[d] = lo[d].min(v[d]);
-                hi[d] = hi[d].max(v[d]);
+        let (quantizer, codes) = match params.codes {
+            CodeKind::Sq8 => sq8_codes(&space, dim, &order),
+            CodeKind::Rabitq => {
+                let q = RaBitQ::new(params.seed, dim, &centroids);
+                let mut codes = Vec::with_capacity(n * q.code_len());
+                let mut c = 0;
+                for (i, &row) in order.iter().enumerate() {
+                    while offsets[c + 1] as usize <= i {
+                        c += 1;
+                    }
+                    let v = &space[row as usize * dim..(row as usize + 1) * dim];
+                    q.encode(v, c, &centroids, &mut codes);
+                }
+                (Quantizer::RaBitQ(q), codes)
             }
-        }
-        let scale: Vec<f32> = lo
-            .iter()
-            .zip(&hi)
-            .map(|(l, h)| if h > l { (h - l) / 255.0 } else { 1.0 })
-            .collect();
-        let mut codes = Vec::with_capacity(n * dim);
-        for &row in &order {
-            let v = &space[row as usize * dim..(row as usize + 1) * dim];
-            for d in 0..dim {
-                codes.push(((v[d] - lo[d]) / scale[d]).round().clamp(0.0, 255.0) as u8);
-            }
-        }
+        };
         let mut index = IvfIndex {
             header: IvfHeader {
                 metric,
                 dim,
                 centroids,
                 offsets,
-                sq_min: lo,
-                sq_scale: scale,
+                quantizer,
                 calibration: Vec::new(),
             },
             codes,
@@ -161,7 +158,7 @@ impl IvfIndex {
                     .zip(&held_out[at..])
                     .map(|((q, want), own)| {
                         let others = |r: usize| r != *own as usize;
-                        self.search_rows(q, k, nprobe_now, default_rerank(k), &row, &others)
+                        self.search_rows(q, k, nprobe_now, self.default_rerank(k), &row, &others)
                             .iter()
                             .filter(|(_, r)| want.contains(r))
                             .count()
@@ -208,13 +205,39 @@ impl IvfIndex {
                 break;
             }
             for c in next {
-                let codes = &self.codes
-                    [self.offsets[c] as usize * self.dim..self.offsets[c + 1] as usize * self.dim];
+                let len = self.code_len();
+                let codes =
+                    &self.codes[self.offsets[c] as usize * len..self.offsets[c + 1] as usize * len];
                 probe.scan(c, codes, accept);
             }
         }
         rerank(q, &probe.candidates(), vector, k).unwrap_or_default()
     }
+}
+
+/// SQ8 codes of `space`'s rows in `order`: each dimension's range over
+/// the segment in 255 steps.
+fn sq8_codes(space: &[f32], dim: usize, order: &[u32]) -> (Quantizer, Vec<u8>) {
+    let (mut lo, mut hi) = (vec![f32::INFINITY; dim], vec![f32::NEG_INFINITY; dim]);
+    for v in space.chunks_exact(dim) {
+        for d in 0..dim {
+            lo[d] = lo[d].min(v[d]);
+            hi[d] = hi[d].max(v[d]);
+        }
+    }
+    let scale: Vec<f32> = lo
+        .iter()
+        .zip(&hi)
+        .map(|(l, h)| if h > l { (h - l) / 255.0 } else { 1.0 })
+        .collect();
+    let mut codes = Vec::with_capacity(order.len() * dim);
+    for &row in order {
+        let v = &space[row as usize * dim..(row as usize + 1) * dim];
+        for d in 0..dim {
+            codes.push(((v[d] - lo[d]) / scale[d]).round().clamp(0.0, 255.0) as u8);
+        }
+    }
+    (Quantizer::Sq8 { min: lo, scale }, codes)
 }
 
 /// The exact top-`k` index rows for each query but its own index row

@@ -4,19 +4,30 @@
 
 use arrow::datatypes::ToByteSlice;
 
-use super::{IvfHeader, IvfIndex};
+use super::rabitq::RaBitQ;
+use super::{IvfHeader, IvfIndex, Quantizer};
 use crate::catalog::Metric;
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"FLOEIVF2";
-const FORMAT: u32 = 2;
+/// Format 2: SQ8 codes; format 3: RaBitQ codes.
+const FORMAT_SQ8: u32 = 2;
+const FORMAT_RABITQ: u32 = 3;
 /// Bytes before the calibration table.
 const FIXED_HEADER: usize = 36;
 
 impl IvfHeader {
     /// Bytes of the header: everything before the codes.
     pub(crate) fn header_len(&self) -> u64 {
-        header_len(self.dim, self.nlist(), self.calibration.len())
+        let quantizer = match &self.quantizer {
+            Quantizer::Sq8 { .. } => self.dim * 8,
+            Quantizer::RaBitQ(_) => 8,
+        };
+        (FIXED_HEADER
+            + self.calibration.len() * 8
+            + self.nlist() * self.dim * 4
+            + (self.nlist() + 1) * 4
+            + quantizer) as u64
     }
 
     /// Where cluster `c`'s codes are in the index file.
@@ -28,15 +39,15 @@ impl IvfHeader {
     /// Where row `row`'s code is in the index file (rows are stored by
     /// cluster, so a cluster's codes are its rows' codes in order).
     pub(crate) fn row_codes_range(&self, row: usize) -> std::ops::Range<u64> {
-        let (dim, h) = (self.dim as u64, self.header_len());
-        h + row as u64 * dim..h + (row as u64 + 1) * dim
+        let (len, h) = (self.code_len() as u64, self.header_len());
+        h + row as u64 * len..h + (row as u64 + 1) * len
     }
 
     /// Where row `row`'s full-precision vector is in the index file.
     pub(crate) fn vector_range(&self, row: usize) -> std::ops::Range<u64> {
         let row = row as u64;
         vectors_range(
-            self.header_len(),
+            self.file_len(),
             self.rows() as u64,
             self.dim as u64,
             row..row + 1,
@@ -45,7 +56,7 @@ impl IvfHeader {
 
     /// Size of the whole index file.
     pub(crate) fn file_len(&self) -> u64 {
-        self.header_len() + self.rows() as u64 * self.dim as u64 * 5
+        self.header_len() + self.rows() as u64 * (self.code_len() + self.dim * 4) as u64
     }
 
     /// Parses a header (the first [`IvfHeader::header_len`] bytes; more is
@@ -57,7 +68,7 @@ impl IvfHeader {
             return Err(bad("bad magic (an index of an older format: rebuild it)"));
         }
         let format = r.u32().ok_or_else(|| bad("too short"))?;
-        if format != FORMAT {
+        if format != FORMAT_SQ8 && format != FORMAT_RABITQ {
             return Err(bad("unknown format"));
         }
         let metric = match r.take(4).ok_or_else(|| bad("too short"))?[0] {
@@ -87,8 +98,15 @@ impl IvfHeader {
             .map(|_| r.u32())
             .collect::<Option<_>>()
             .ok_or_else(|| bad("too short"))?;
-        let sq_min = r.f32s(dim).ok_or_else(|| bad("too short"))?;
-        let sq_scale = r.f32s(dim).ok_or_else(|| bad("too short"))?;
+        let quantizer = if format == FORMAT_SQ8 {
+            Quantizer::Sq8 {
+                min: r.f32s(dim).ok_or_else(|| bad("too short"))?,
+                scale: r.f32s(dim).ok_or_else(|| bad("too short"))?,
+            }
+        } else {
+            let seed = r.u64().ok_or_else(|| bad("too short"))?;
+            Quantizer::RaBitQ(RaBitQ::new(seed, dim, &centroids))
+        };
         if offsets.windows(2).any(|w| w[0] > w[1]) || offsets.last().copied() != Some(rows as u32) {
             return Err(bad("bad cluster offsets"));
         }
@@ -97,15 +115,18 @@ impl IvfHeader {
             dim,
             centroids,
             offsets,
-            sq_min,
-            sq_scale,
+            quantizer,
             calibration,
         })
     }
 
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT.to_le_bytes());
+        let format = match self.quantizer {
+            Quantizer::Sq8 { .. } => FORMAT_SQ8,
+            Quantizer::RaBitQ(_) => FORMAT_RABITQ,
+        };
+        out.extend_from_slice(&format.to_le_bytes());
         out.push(match self.metric {
             Metric::L2 => 0,
             Metric::Cosine => 1,
@@ -126,14 +147,15 @@ impl IvfHeader {
         for o in &self.offsets {
             out.extend_from_slice(&o.to_le_bytes());
         }
-        for v in self.sq_min.iter().chain(&self.sq_scale) {
-            out.extend_from_slice(&v.to_le_bytes());
+        match &self.quantizer {
+            Quantizer::Sq8 { min, scale } => {
+                for v in min.iter().chain(scale) {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            Quantizer::RaBitQ(q) => out.extend_from_slice(&q.seed.to_le_bytes()),
         }
     }
-}
-
-fn header_len(dim: usize, nlist: usize, ncal: usize) -> u64 {
-    (FIXED_HEADER + ncal * 8 + nlist * dim * 4 + (nlist + 1) * 4 + dim * 8) as u64
 }
 
 impl IvfIndex {
@@ -163,23 +185,23 @@ impl IvfIndex {
             ));
         }
         let h = header.header_len() as usize;
-        let n = header.rows() * header.dim;
+        let n = header.rows() * header.code_len();
         let codes = bytes[h..h + n].to_vec();
         let vectors = le_f32s(&bytes[h + n..]);
         Ok((IvfIndex { header, codes }, vectors))
     }
 }
 
-/// Where the vectors of rows `rows` are in an index file of `total_rows`
-/// rows of `dim` dimensions whose header is `header_len` bytes: after the
-/// header and the 1-byte codes, 4·dim bytes a row.
+/// Where the vectors of rows `rows` are in an index file of `file_len`
+/// bytes, `total_rows` rows of `dim` dimensions: its last bytes, 4·dim a
+/// row (whatever the codes before them).
 pub(crate) fn vectors_range(
-    header_len: u64,
+    file_len: u64,
     total_rows: u64,
     dim: u64,
     rows: std::ops::Range<u64>,
 ) -> std::ops::Range<u64> {
-    let start = header_len + total_rows * dim;
+    let start = file_len.saturating_sub(total_rows * dim * 4);
     start + rows.start * dim * 4..start + rows.end * dim * 4
 }
 

@@ -1,4 +1,5 @@
-//! IVF-SQ8: centroids, rows grouped by cluster, 8-bit codes, re-ranking.
+//! IVF with SQ8 or RaBitQ codes: centroids, rows grouped by cluster,
+//! compact codes per row, re-ranking at full precision.
 //!
 //! The data file of an indexed segment stores its rows cluster by cluster,
 //! so cluster `c` is rows `offsets[c]..offsets[c+1]` there and one contiguous
@@ -9,10 +10,14 @@
 //! ncal × (u32 nprobe, f32 recall@10)      calibration: recall by nprobe
 //! nlist × dim f32                         centroids
 //! (nlist + 1) × u32                       row offsets of the clusters
-//! dim × f32 min, dim × f32 scale          SQ8 parameters
-//! rows × dim u8                           codes, cluster-major
+//! dim × f32 min, dim × f32 scale          SQ8 parameters (format 2)
+//!   or u64 rotation seed                  RaBitQ parameters (format 3)
+//! rows × code_len u8                      codes, cluster-major
 //! rows × dim f32                          vectors, cluster-major (re-rank)
 //! ```
+//! An SQ8 code is `dim` bytes (one per dimension, scaled to the segment's
+//! range); a RaBitQ code one bit per dimension plus 8 bytes
+//! ([`rabitq`]).
 //! Everything before the codes is the header ([`IvfHeader`]): a cold query
 //! reads it once, then only the code blocks of the clusters it probes, then
 //! only the vectors of the candidates it re-ranks.
@@ -21,17 +26,19 @@
 //! | file | what |
 //! |---|---|
 //! | `format.rs` | the file layout: header parse/write, where codes and vectors are |
-//! | `probe.rs` | the search: probe order, SQ8 distances, the one `ProbeLoop`, re-ranking |
-//! | `build.rs` | k-means, SQ8 parameters, the cluster-ordered rewrite, recall calibration |
+//! | `probe.rs` | the search: probe order, approximate distances, the one `ProbeLoop`, re-ranking |
+//! | `build.rs` | k-means, the codes, the cluster-ordered rewrite, recall calibration |
+//! | `rabitq.rs` | RaBitQ: rotation, codes, the bit-count distance estimate |
 
 mod build;
 mod format;
 mod probe;
+mod rabitq;
 
 pub(crate) use format::{le_f32s, vectors_range};
-pub(crate) use probe::{default_rerank, rerank};
+pub(crate) use probe::rerank;
 
-use crate::catalog::Metric;
+use crate::catalog::{CodeKind, Metric};
 
 /// Recall target of the default (automatic) search.
 pub(super) const DEFAULT_RECALL_TARGET: f32 = 0.95;
@@ -50,6 +57,7 @@ pub(crate) struct IvfParams {
     /// Queries used to calibrate recall by nprobe.
     pub calibration_queries: usize,
     pub seed: u64,
+    pub codes: CodeKind,
 }
 
 impl Default for IvfParams {
@@ -60,6 +68,7 @@ impl Default for IvfParams {
             train_sample: 100_000,
             calibration_queries: 100,
             seed: 42,
+            codes: CodeKind::Sq8,
         }
     }
 }
@@ -91,10 +100,18 @@ pub(crate) struct IvfHeader {
     pub dim: usize,
     pub centroids: Vec<f32>,
     pub offsets: Vec<u32>,
-    pub sq_min: Vec<f32>,
-    pub sq_scale: Vec<f32>,
+    pub quantizer: Quantizer,
     /// `(nprobe, recall@10)` measured at build time, nprobe ascending.
     pub calibration: Vec<(u32, f32)>,
+}
+
+/// How rows are coded for the approximate first pass.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Quantizer {
+    /// 8 bits per dimension over the segment's range of each dimension.
+    Sq8 { min: Vec<f32>, scale: Vec<f32> },
+    /// One bit per dimension of the rotated residual from the centroid.
+    RaBitQ(rabitq::RaBitQ),
 }
 
 /// A built index: the header and all codes, in memory.
@@ -118,6 +135,14 @@ impl IvfHeader {
 
     pub(crate) fn rows(&self) -> usize {
         self.offsets.last().copied().unwrap_or(0) as usize
+    }
+
+    /// Bytes of one row's code.
+    pub(crate) fn code_len(&self) -> usize {
+        match &self.quantizer {
+            Quantizer::Sq8 { .. } => self.dim,
+            Quantizer::RaBitQ(q) => q.code_len(),
+        }
     }
 }
 
@@ -145,11 +170,24 @@ mod tests {
             .collect()
     }
 
+    fn params(codes: CodeKind) -> IvfParams {
+        IvfParams {
+            codes,
+            ..IvfParams::default()
+        }
+    }
+
     #[test]
     fn round_trips_through_bytes_and_rejects_damage() {
+        for codes in [CodeKind::Sq8, CodeKind::Rabitq] {
+            round_trip(codes);
+        }
+    }
+
+    fn round_trip(codes: CodeKind) {
         let v = data(500, 8, 1);
         let BuiltIndex { index, order } =
-            IvfIndex::build(&v, 8, Metric::L2, &IvfParams::default()).unwrap();
+            IvfIndex::build(&v, 8, Metric::L2, &params(codes)).unwrap();
         let mut sorted = order.clone();
         sorted.sort_unstable();
         assert_eq!(
@@ -164,16 +202,27 @@ mod tests {
         let bytes = index.to_bytes(&v, &order);
         assert_eq!(bytes.len() as u64, index.file_len());
         let (back, vectors) = IvfIndex::from_bytes(&bytes).unwrap();
-        assert_eq!((back, vectors), (index.clone(), clustered));
+        assert_eq!((back, vectors), (index.clone(), clustered.clone()));
         let header = IvfHeader::parse(&bytes[..index.header_len() as usize]).unwrap();
         assert_eq!(header, index.header);
         let c = 3;
         let codes =
             &bytes[header.codes_range(c).start as usize..header.codes_range(c).end as usize];
-        let first = header.offsets[c] as usize;
+        let (first, len) = (header.offsets[c] as usize, header.code_len());
         assert_eq!(
             codes,
-            &index.codes[first * 8..header.offsets[c + 1] as usize * 8]
+            &index.codes[first * len..header.offsets[c + 1] as usize * len]
+        );
+        let row = first + 1;
+        let code = header.row_codes_range(row);
+        assert_eq!(
+            &bytes[code.start as usize..code.end as usize],
+            &index.codes[row * len..(row + 1) * len]
+        );
+        let at = header.vector_range(row);
+        assert_eq!(
+            le_f32s(&bytes[at.start as usize..at.end as usize]),
+            clustered[row * 8..(row + 1) * 8]
         );
         assert!(IvfIndex::from_bytes(&bytes[..bytes.len() - 1]).is_err());
         assert!(IvfHeader::parse(&bytes[..index.header_len() as usize - 1]).is_err());
@@ -183,12 +232,15 @@ mod tests {
     }
 
     #[test]
-    fn recall_is_calibrated_and_reached_for_every_metric() {
-        for metric in [Metric::L2, Metric::Cosine, Metric::Ip] {
+    fn recall_is_calibrated_and_reached_for_every_metric_and_code() {
+        for (metric, codes) in [Metric::L2, Metric::Cosine, Metric::Ip]
+            .into_iter()
+            .flat_map(|m| [(m, CodeKind::Sq8), (m, CodeKind::Rabitq)])
+        {
             let (n, dim) = (4000, 16);
             let v = data(n, dim, 2);
             let BuiltIndex { index, order, .. } =
-                IvfIndex::build(&v, dim, metric, &IvfParams::default()).unwrap();
+                IvfIndex::build(&v, dim, metric, &params(codes)).unwrap();
             let clustered: Vec<f32> = order
                 .iter()
                 .flat_map(|r| v[*r as usize * dim..(*r as usize + 1) * dim].to_vec())
@@ -221,7 +273,7 @@ mod tests {
             let recall = found as f32 / total as f32;
             assert!(
                 recall >= 0.9,
-                "{metric:?}: recall {recall} at nprobe {nprobe} ({:?})",
+                "{metric:?} {codes:?}: recall {recall} at nprobe {nprobe} ({:?})",
                 index.calibration
             );
         }

@@ -5,7 +5,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::{IvfHeader, SearchKnobs};
+use super::rabitq::QueryBits;
+use super::{IvfHeader, Quantizer, SearchKnobs};
 use crate::catalog::Metric;
 use crate::error::{Error, Result};
 use crate::vector::{QueryVector, dot, dot_u8_rows, l2_squared, weighted_l2_u8_rows};
@@ -14,10 +15,22 @@ use crate::vector::{QueryVector, dot, dot_u8_rows, l2_squared, weighted_l2_u8_ro
 /// `IvfParams::calibration_queries` × 10.
 const CALIBRATED_NEIGHBOURS: f32 = 1000.0;
 
-/// The query side of the SQ8 distance, prepared once per query.
+/// The query side of the approximate distance, prepared once per query.
 pub(crate) enum Prepared {
-    L2 { u: Vec<f32>, w: Vec<f32> },
-    Dot { v: Vec<f32>, bias: f32 },
+    L2 {
+        u: Vec<f32>,
+        w: Vec<f32>,
+    },
+    Dot {
+        v: Vec<f32>,
+        bias: f32,
+    },
+    /// The rotated query and, for the inner products, its quantised side
+    /// shared by every cluster (RaBitQ).
+    Rotated {
+        rotated: Vec<f32>,
+        shared: Option<QueryBits>,
+    },
 }
 
 impl IvfHeader {
@@ -49,25 +62,40 @@ impl IvfHeader {
     }
 
     pub(crate) fn prepare(&self, q: &[f32]) -> Prepared {
+        let (min, scale) = match &self.quantizer {
+            Quantizer::Sq8 { min, scale } => (min, scale),
+            Quantizer::RaBitQ(r) => {
+                let rotated = r.rotate(q);
+                let shared = r.shared(self.metric, &rotated);
+                return Prepared::Rotated { rotated, shared };
+            }
+        };
         match self.metric {
             Metric::L2 => Prepared::L2 {
                 u: q.iter()
-                    .zip(&self.sq_min)
-                    .zip(&self.sq_scale)
+                    .zip(min)
+                    .zip(scale)
                     .map(|((x, m), s)| (x - m) / s)
                     .collect(),
-                w: self.sq_scale.iter().map(|s| s * s).collect(),
+                w: scale.iter().map(|s| s * s).collect(),
             },
             Metric::Ip | Metric::Cosine => Prepared::Dot {
-                v: q.iter().zip(&self.sq_scale).map(|(x, s)| x * s).collect(),
-                bias: dot(q, &self.sq_min),
+                v: q.iter().zip(scale).map(|(x, s)| x * s).collect(),
+                bias: dot(q, min),
             },
         }
     }
 
-    /// Approximate distances of `q` (prepared) to every code of a block.
-    fn approx_rows(&self, prepared: &Prepared, codes: &[u8], out: &mut [f32]) {
+    /// Approximate distances of `q` (prepared) to every code of a block of
+    /// rows of cluster `c`.
+    fn approx_rows(&self, prepared: &Prepared, c: usize, codes: &[u8], out: &mut [f32]) {
         match prepared {
+            Prepared::Rotated { rotated, shared } => {
+                if let Quantizer::RaBitQ(r) = &self.quantizer {
+                    let (bits, offset) = r.for_cluster(self.metric, rotated, shared.as_ref(), c);
+                    r.distances(self.metric, &bits, offset, codes, out);
+                }
+            }
             Prepared::L2 { u, w } => weighted_l2_u8_rows(u, w, codes, out),
             Prepared::Dot { v, bias } => {
                 dot_u8_rows(v, codes, out);
@@ -145,8 +173,8 @@ impl IvfHeader {
     ) {
         let start = self.offsets[c] as usize;
         scratch.clear();
-        scratch.resize(codes.len() / self.dim.max(1), 0.0);
-        self.approx_rows(prepared, codes, scratch);
+        scratch.resize(codes.len() / self.code_len().max(1), 0.0);
+        self.approx_rows(prepared, c, codes, scratch);
         for (i, d) in scratch.iter().enumerate() {
             let row = start + i;
             if accept(row) {
@@ -202,22 +230,24 @@ impl ProbeLoop<'_> {
         );
     }
 
-    /// Offers those of `rows` that `accept` admits by their approximate
-    /// distance; `codes` are the rows' codes one after another (rows of
-    /// any clusters, scanning nothing else).
+    /// Offers those of `rows` (of cluster `c`) that `accept` admits by
+    /// their approximate distance; `codes` are the rows' codes one after
+    /// another (scanning nothing else).
     pub(crate) fn scan_listed(
         &mut self,
+        c: usize,
         rows: &[u32],
         codes: &[u8],
         accept: &dyn Fn(usize) -> bool,
     ) {
-        let dim = self.header.dim.max(1);
-        let rows = &rows[..rows.len().min(codes.len() / dim)];
+        let len = self.header.code_len().max(1);
+        let rows = &rows[..rows.len().min(codes.len() / len)];
         self.scratch.clear();
         self.scratch.resize(rows.len(), 0.0);
         self.header.approx_rows(
             &self.prepared,
-            &codes[..rows.len() * dim],
+            c,
+            &codes[..rows.len() * len],
             &mut self.scratch,
         );
         for (d, &row) in self.scratch.iter().zip(rows) {
@@ -293,9 +323,17 @@ pub(crate) fn rerank<'v>(
     Ok(hits)
 }
 
-/// How many candidates are re-ranked for a top-`k` search by default.
-pub(crate) fn default_rerank(k: usize) -> usize {
-    (k * 10).max(100)
+impl IvfHeader {
+    /// How many candidates a top-`k` search re-ranks by default: a 1-bit
+    /// code's estimate is coarser than an 8-bit one's, so RaBitQ re-ranks
+    /// twice as many.
+    pub(crate) fn default_rerank(&self, k: usize) -> usize {
+        let sq8 = (k * 10).max(100);
+        match self.quantizer {
+            Quantizer::Sq8 { .. } => sq8,
+            Quantizer::RaBitQ(_) => 2 * sq8,
+        }
+    }
 }
 
 #[derive(PartialEq)]
