@@ -84,7 +84,9 @@ impl DecodedCache {
         DecodedCache {
             cache: CacheBuilder::new(bytes.max(1))
                 .with_shards(SHARDS)
-                .with_weighter(|k: &DecodedKey, v: &Decoded| k.object.len() + 32 + v.weight())
+                // The key, the value and the cache's own entry (about 64 bytes):
+                // small parts (a re-ranked vector) are mostly overhead.
+                .with_weighter(|k: &DecodedKey, v: &Decoded| k.object.len() + 96 + v.weight())
                 .build(),
         }
     }

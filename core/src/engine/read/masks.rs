@@ -37,7 +37,7 @@ impl Mask {
     }
 }
 
-/// The few rows a selective filter matches, and their 8-bit codes copied
+/// The few rows a selective filter matches, and their codes copied
 /// together cluster by cluster as searches read them: a later search with
 /// the same filter scores a cluster's matching rows from one contiguous
 /// block instead of a random read per row in the whole cluster's codes.
@@ -72,13 +72,16 @@ impl Selected {
         clusters.iter().map(|c| codes.get(c).cloned()).collect()
     }
 
-    /// Keeps the codes of cluster `c`'s listed rows.
-    pub(crate) fn keep_codes(&self, c: usize, codes: Bytes) {
-        let len = codes.len();
+    /// Keeps the codes of cluster `c`'s listed rows, unless a search
+    /// racing this one kept them first; returns the kept ones.
+    pub(crate) fn keep_codes(&self, c: usize, codes: Bytes) -> Bytes {
         let mut kept = self.codes.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.insert(c, codes).is_none() {
-            self.code_bytes.fetch_add(len, Ordering::Relaxed);
-        }
+        kept.entry(c)
+            .or_insert_with(|| {
+                self.code_bytes.fetch_add(codes.len(), Ordering::Relaxed);
+                codes
+            })
+            .clone()
     }
 }
 
@@ -115,6 +118,8 @@ impl FilterMasks {
             {
                 let mask = Arc::clone(&hit.2);
                 kept.push_back(hit);
+                // Kept masks grow as searches keep their rows' codes.
+                evict(&mut kept);
                 return Ok(mask);
             }
         }
@@ -124,12 +129,18 @@ impl FilterMasks {
         let mask = Arc::new(Mask { rows, selected });
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.push_back((segment.to_string(), key, Arc::clone(&mask)));
-        let mut bytes: usize = kept.iter().map(|(_, _, m)| m.bytes()).sum();
-        while bytes > KEPT_BYTES && kept.len() > 1 {
-            if let Some((_, _, old)) = kept.pop_front() {
-                bytes -= old.bytes();
-            }
-        }
+        evict(&mut kept);
         Ok(mask)
+    }
+}
+
+/// Drops the least recently used masks while they hold more than
+/// `KEPT_BYTES` (the newest stays, whatever its size).
+fn evict(kept: &mut VecDeque<(String, String, Arc<Mask>)>) {
+    let mut bytes: usize = kept.iter().map(|(_, _, m)| m.bytes()).sum();
+    while bytes > KEPT_BYTES && kept.len() > 1 {
+        if let Some((_, _, old)) = kept.pop_front() {
+            bytes -= old.bytes();
+        }
     }
 }

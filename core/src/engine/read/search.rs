@@ -1,5 +1,5 @@
 //! A vector query over a snapshot: indexed segments by the IVF probe loop
-//! (candidates by their 8-bit codes, re-ranked at full precision), row sets
+//! (candidates by their compact codes, re-ranked at full precision), row sets
 //! in memory exactly, and the per-source lists merged into the top k.
 
 use std::collections::HashMap;
@@ -150,7 +150,7 @@ async fn indexed_candidates(
         None => (header.probe_order(&params.query.values, nprobe), None),
     };
     if let Some(selected) = mask.as_ref().and_then(|m| m.selected.as_ref()) {
-        // Selective: SQ8 distances of just the matching rows of the
+        // Selective: approximate distances of just the matching rows of the
         // closest clusters, as many clusters as hold (on average) the rows
         // an unfiltered search at `nprobe` scores; then farther ones while
         // too few candidates passed. The best are re-ranked at full
@@ -203,8 +203,7 @@ async fn indexed_candidates(
                     }
                     let part = read.slice(at..at + len);
                     at += len;
-                    selected.keep_codes(clusters[i], part.clone());
-                    codes[i] = Some(part);
+                    codes[i] = Some(selected.keep_codes(clusters[i], part));
                 }
             }
             let started = Instant::now();

@@ -73,7 +73,7 @@ impl IvfIndex {
         let (quantizer, codes) = match params.codes {
             CodeKind::Sq8 => sq8_codes(&space, dim, &order),
             CodeKind::Rabitq => {
-                let q = RaBitQ::new(params.seed, dim, &centroids);
+                let q = RaBitQ::new(params.seed, dim, nlist);
                 let mut codes = Vec::with_capacity(n * q.code_len());
                 let mut c = 0;
                 for (i, &row) in order.iter().enumerate() {

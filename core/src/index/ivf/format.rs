@@ -105,7 +105,7 @@ impl IvfHeader {
             }
         } else {
             let seed = r.u64().ok_or_else(|| bad("too short"))?;
-            Quantizer::RaBitQ(RaBitQ::new(seed, dim, &centroids))
+            Quantizer::RaBitQ(RaBitQ::new(seed, dim, nlist))
         };
         if offsets.windows(2).any(|w| w[0] > w[1]) || offsets.last().copied() != Some(rows as u32) {
             return Err(bad("bad cluster offsets"));

@@ -28,6 +28,7 @@ pub(crate) enum Prepared {
     /// The rotated query and, for the inner products, its quantised side
     /// shared by every cluster (RaBitQ).
     Rotated {
+        query: Vec<f32>,
         rotated: Vec<f32>,
         shared: Option<QueryBits>,
     },
@@ -67,7 +68,11 @@ impl IvfHeader {
             Quantizer::RaBitQ(r) => {
                 let rotated = r.rotate(q);
                 let shared = r.shared(self.metric, &rotated);
-                return Prepared::Rotated { rotated, shared };
+                return Prepared::Rotated {
+                    query: q.to_vec(),
+                    rotated,
+                    shared,
+                };
             }
         };
         match self.metric {
@@ -90,9 +95,16 @@ impl IvfHeader {
     /// rows of cluster `c`.
     fn approx_rows(&self, prepared: &Prepared, c: usize, codes: &[u8], out: &mut [f32]) {
         match prepared {
-            Prepared::Rotated { rotated, shared } => {
+            Prepared::Rotated {
+                query,
+                rotated,
+                shared,
+            } => {
                 if let Quantizer::RaBitQ(r) = &self.quantizer {
-                    let (bits, offset) = r.for_cluster(self.metric, rotated, shared.as_ref(), c);
+                    let centroid = &self.centroids[c * self.dim..(c + 1) * self.dim];
+                    let sides = (query.as_slice(), rotated.as_slice());
+                    let (bits, offset) =
+                        r.for_cluster(self.metric, sides, shared.as_ref(), c, centroid);
                     r.distances(self.metric, &bits, offset, codes, out);
                 }
             }

@@ -2,7 +2,9 @@
 //! centroid, randomly rotated, kept as one bit per dimension plus two
 //! factors. A query's distance to a row is estimated without bias from bit
 //! counts against the query quantised to 4 bits (four bit planes), so a row
-//! costs a few `popcnt`s instead of a multiply-add per dimension.
+//! costs a few `popcnt`s instead of a multiply-add per dimension. The
+//! estimate is unbiased but for the query's rounding to 4 bits, which adds
+//! a small bias.
 //!
 //! The rotation is a randomised Hadamard transform (three rounds of random
 //! signs and a fast Walsh–Hadamard transform) over the dimensions padded to
@@ -15,9 +17,7 @@
 //! the unit rotated residual with its own ±1/√P quantisation.
 
 use std::borrow::Cow;
-
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use std::sync::OnceLock;
 
 use crate::catalog::Metric;
 
@@ -25,16 +25,25 @@ const ROUNDS: usize = 3;
 /// Bits the query side is quantised to (four bit planes).
 const QUERY_BITS: usize = 4;
 
-/// The rotation and per-cluster state of RaBitQ codes of one index.
-#[derive(Debug, Clone, PartialEq)]
+/// The rotation of RaBitQ codes of one index, and the centroids rotated
+/// as searches first need them (a cold open rotates none).
+#[derive(Debug, Clone)]
 pub(crate) struct RaBitQ {
     pub seed: u64,
+    dim: usize,
     /// Dimensions padded to a power of two (at least 64: whole words).
     padded: usize,
     /// `ROUNDS × padded` random signs.
     signs: Vec<f32>,
-    /// The centroids, rotated: `nlist × padded`.
-    rotated_centroids: Vec<f32>,
+    /// Centroid `c` rotated, once an L2 search probed it.
+    rotated_centroids: Vec<OnceLock<Vec<f32>>>,
+}
+
+impl PartialEq for RaBitQ {
+    fn eq(&self, other: &Self) -> bool {
+        // The rest derives from these.
+        (self.seed, self.dim) == (other.seed, other.dim)
+    }
 }
 
 /// The query side of the estimate: the vector the residuals are
@@ -51,24 +60,29 @@ pub(crate) struct QueryBits {
 }
 
 impl RaBitQ {
-    /// The codes' parameters for `centroids` (`nlist × dim`) from `seed`.
-    pub(crate) fn new(seed: u64, dim: usize, centroids: &[f32]) -> RaBitQ {
+    /// The codes' parameters for `nlist` clusters of `dim` dimensions,
+    /// from `seed`: sign `i` (of `ROUNDS × P`, round by round) is −1 when
+    /// the top bit of the `i`-th SplitMix64 output from `seed` is set (a
+    /// generator fixed here, not a library's, so files stay readable).
+    pub(crate) fn new(seed: u64, dim: usize, nlist: usize) -> RaBitQ {
         let padded = dim.next_power_of_two().max(64);
-        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut state = seed;
         let signs = (0..ROUNDS * padded)
-            .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+            .map(|_| {
+                if splitmix64(&mut state) >> 63 == 1 {
+                    -1.0
+                } else {
+                    1.0
+                }
+            })
             .collect();
-        let mut q = RaBitQ {
+        RaBitQ {
             seed,
+            dim,
             padded,
             signs,
-            rotated_centroids: Vec::new(),
-        };
-        q.rotated_centroids = centroids
-            .chunks_exact(dim.max(1))
-            .flat_map(|c| q.rotate(c))
-            .collect();
-        q
+            rotated_centroids: (0..nlist).map(|_| OnceLock::new()).collect(),
+        }
     }
 
     /// Bytes of one row's code.
@@ -129,27 +143,33 @@ impl RaBitQ {
         (metric != Metric::L2).then(|| self.quantise(rotated))
     }
 
-    /// The query side for cluster `c` and the metric's offset there:
-    /// ‖q − c‖² for L2 (estimating ⟨o − c, q − c⟩), ⟨c, q⟩ for the inner
-    /// products (estimating ⟨o − c, q⟩, with `shared` as the side).
+    /// The query side for cluster `c` (whose centroid is `centroid`) and
+    /// the metric's offset there: ‖q − c‖² for L2 (estimating
+    /// ⟨o − c, q − c⟩), ⟨c, q⟩ for the inner products (estimating
+    /// ⟨o − c, q⟩, with `shared` as the side). `q` is the query, `rotated`
+    /// the query rotated.
     pub(crate) fn for_cluster<'s>(
         &self,
         metric: Metric,
-        rotated: &[f32],
+        (q, rotated): (&[f32], &[f32]),
         shared: Option<&'s QueryBits>,
         c: usize,
+        centroid: &[f32],
     ) -> (Cow<'s, QueryBits>, f32) {
-        let p = self.padded;
-        let centroid = &self.rotated_centroids[c * p..(c + 1) * p];
         match metric {
             Metric::Ip | Metric::Cosine => {
-                let offset = rotated.iter().zip(centroid).map(|(q, m)| q * m).sum();
+                let offset = q.iter().zip(centroid).map(|(x, m)| x * m).sum();
                 match shared {
                     Some(bits) => (Cow::Borrowed(bits), offset),
                     None => (Cow::Owned(self.quantise(rotated)), offset),
                 }
             }
             Metric::L2 => {
+                let centroid = self
+                    .rotated_centroids
+                    .get(c)
+                    .map(|r| r.get_or_init(|| self.rotate(centroid)).as_slice())
+                    .unwrap_or(&[]);
                 let v: Vec<f32> = rotated.iter().zip(centroid).map(|(q, m)| q - m).collect();
                 let norm2 = v.iter().map(|x| x * x).sum();
                 (Cow::Owned(self.quantise(&v)), norm2)
@@ -258,6 +278,15 @@ fn distances_portable(
     }
 }
 
+/// SplitMix64 (Steele, Lea and Flood 2014): the next output from `state`.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The fast Walsh–Hadamard transform, unnormalised, in place
 /// (`x.len()` a power of two).
 fn fwht(x: &mut [f32]) {
@@ -277,11 +306,14 @@ fn fwht(x: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     #[test]
     fn the_rotation_keeps_lengths_and_inner_products() {
-        let q = RaBitQ::new(7, 5, &[0.0; 5]);
+        let q = RaBitQ::new(7, 5, 1);
         let (a, b) = ([1.0, -2.0, 0.5, 3.0, 0.0], [0.3, 0.1, -1.0, 2.0, 4.0]);
         let (ra, rb) = (q.rotate(&a), q.rotate(&b));
         let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(u, v)| u * v).sum::<f32>();
@@ -307,7 +339,7 @@ mod tests {
             .map(|m| m + rng.random_range(-0.5..0.5))
             .collect();
         for metric in [Metric::L2, Metric::Ip] {
-            let q = RaBitQ::new(11, dim, &centroid);
+            let q = RaBitQ::new(11, dim, 1);
             let mut codes = Vec::new();
             for r in &rows {
                 q.encode(r, 0, &centroid, &mut codes);
@@ -315,7 +347,8 @@ mod tests {
             assert_eq!(codes.len(), n * q.code_len());
             let rotated = q.rotate(&query);
             let shared = q.shared(metric, &rotated);
-            let (bits, offset) = q.for_cluster(metric, &rotated, shared.as_ref(), 0);
+            let (bits, offset) =
+                q.for_cluster(metric, (&query, &rotated), shared.as_ref(), 0, &centroid);
             let mut est = vec![0f32; n];
             q.distances(metric, &bits, offset, &codes, &mut est);
             let truth: Vec<f32> = rows
