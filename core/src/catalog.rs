@@ -88,34 +88,23 @@ pub struct IndexParams {
     pub index_min_rows: u64,
     /// Rows per Parquet row group in segment files.
     pub row_group_rows: u32,
-    /// The codes index builds write (unset: chosen by the dimension,
-    /// [`CodeKind::default_for`]).
+    /// The codes index builds write (unset: SQ8).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codes: Option<CodeKind>,
 }
 
-/// How an index codes each row for its first, approximate pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How an index codes each row for its first, approximate pass. SQ8 is
+/// the default: measured head to head (docs/benchmarks.md, issue 14) the
+/// two reached the same recall; SQ8 was as fast or faster warm and read
+/// fewer bytes cold, RaBitQ's index and cache footprint were smaller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CodeKind {
     /// 8 bits per dimension (SQ8).
+    #[default]
     Sq8,
     /// One bit per dimension of the rotated residual, plus 8 bytes (RaBitQ).
     Rabitq,
-}
-
-impl CodeKind {
-    /// The codes of a collection that did not choose: RaBitQ from 256
-    /// dimensions on (at 384-d it matched SQ8's recall and latency with
-    /// codes 5× smaller), SQ8 below (at 128-d the two tied on recall, and
-    /// SQ8 codes are small there already). docs/benchmarks.md, issue 14.
-    pub fn default_for(dimension: u32) -> CodeKind {
-        if dimension >= 256 {
-            CodeKind::Rabitq
-        } else {
-            CodeKind::Sq8
-        }
-    }
 }
 
 /// Default [`IndexParams::seal_bytes`]: about a million 128-d vectors, and

@@ -8,7 +8,6 @@ use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::Float32Type;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::CodeKind;
 use crate::engine::Floe;
 use crate::engine::state::Collection;
 use crate::error::{Error, Result};
@@ -108,7 +107,7 @@ impl Floe {
         let dim = c.config.dimension as usize;
         let metric = c.config.metric;
         let params = IvfParams {
-            codes: (c.config.index.codes).unwrap_or(CodeKind::default_for(dim as u32)),
+            codes: c.config.index.codes.unwrap_or_default(),
             ..IvfParams::default()
         };
         let rows = batch.num_rows();
