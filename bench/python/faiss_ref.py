@@ -4,6 +4,8 @@ import argparse, json, time
 import numpy as np
 import faiss
 
+from timing import time_queries
+
 p = argparse.ArgumentParser()
 p.add_argument("--data", required=True)
 p.add_argument("--queries")
@@ -35,16 +37,7 @@ def recall(I):
     return float(np.mean([len(set(I[i][: a.k]) & set(gt[i][: a.k])) / a.k for i in range(len(xq))]))
 
 def measure(index, label, knob, value):
-    lat = []
-    found = []
-    faiss.omp_set_num_threads(1)  # one query at a time, like Floe's sequential loop
-    for q in xq:
-        t = time.perf_counter()
-        _, I = index.search(q[None, :], a.k)
-        lat.append((time.perf_counter() - t) * 1000)
-        found.append(I[0])
-    faiss.omp_set_num_threads(2)
-    lat.sort()
+    lat, found = time_queries(index, xq, a.k)
     print(json.dumps({"engine": label, knob: value, "recall": recall(np.array(found)),
                       "p50_ms": lat[len(lat) // 2], "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
                       "qps": 1000.0 / (sum(lat) / len(lat))}), flush=True)

@@ -9,6 +9,8 @@ import argparse, json, time
 import numpy as np
 import faiss
 
+from timing import time_queries
+
 p = argparse.ArgumentParser()
 p.add_argument("--data", required=True, help=".npy of vectors; the last --queries rows are held out")
 p.add_argument("--queries", type=int, default=200)
@@ -50,15 +52,7 @@ def measure(label, index, nprobe, rerank, code_bytes, extra):
     refine = faiss.IndexRefineFlat(index, faiss.swig_ptr(xb))
     refine.k_factor = rerank / a.k
     index.nprobe = nprobe
-    lat, found = [], []
-    faiss.omp_set_num_threads(1)
-    for q in xq:
-        t = time.perf_counter()
-        _, I = refine.search(q[None, :], a.k)
-        lat.append((time.perf_counter() - t) * 1000)
-        found.append(I[0])
-    faiss.omp_set_num_threads(2)
-    lat.sort()
+    lat, found = time_queries(refine, xq, a.k)
     recall = float(np.mean([len(set(f) & set(g)) / a.k for f, g in zip(found, gt)]))
     cold = nprobe * (n / nlist) * code_bytes + rerank * d * 4
     print(json.dumps({"codes": label, "nprobe": nprobe, "rerank": rerank, "recall": round(recall, 4),
