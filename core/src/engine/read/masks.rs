@@ -144,3 +144,65 @@ fn evict(kept: &mut VecDeque<(String, String, Arc<Mask>)>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{AttributeDef, AttributeType, CollectionConfig, IdType, Metric};
+
+    fn filter(text: &str) -> Filter {
+        let config = CollectionConfig {
+            name: "t".into(),
+            dimension: 2,
+            metric: Metric::L2,
+            id_type: IdType::U64,
+            attributes: vec![AttributeDef {
+                name: "year".into(),
+                ty: AttributeType::I64,
+            }],
+            index: Default::default(),
+        };
+        Filter::parse(text, &config).unwrap()
+    }
+
+    /// A mask matching rows 0..10 of 1,000.
+    fn few() -> Result<BooleanBuffer> {
+        Ok(BooleanBuffer::collect_bool(1000, |r| r < 10))
+    }
+
+    #[test]
+    fn kept_masks_stay_within_their_bytes_as_they_keep_codes() {
+        let masks = FilterMasks::new(100);
+        let a = masks
+            .get_or_evaluate("s1", &filter("year == 1"), few)
+            .unwrap();
+        let selected = a.selected.as_ref().expect("10 rows are listed");
+        assert_eq!(selected.rows, (0..10).collect::<Vec<u32>>());
+        assert_eq!(selected.within(3, 7), &[3, 4, 5, 6]);
+        // Two searches fill the same cluster: the first copy is kept.
+        let first = selected.keep_codes(0, Bytes::from(vec![1u8; 20 * 1024 * 1024]));
+        let second = selected.keep_codes(0, Bytes::from(vec![2u8; 20 * 1024 * 1024]));
+        assert_eq!((first[0], second[0]), (1, 1));
+        let b = masks
+            .get_or_evaluate("s2", &filter("year == 1"), few)
+            .unwrap();
+        // A hit on `a` makes it the newest, then `b` grows past the bound:
+        // the next use evicts `a` (the least recently used), not `b`.
+        masks
+            .get_or_evaluate("s1", &filter("year == 1"), || panic!("kept"))
+            .unwrap();
+        let grown = b.selected.as_ref().expect("listed");
+        grown.keep_codes(1, Bytes::from(vec![3u8; 20 * 1024 * 1024]));
+        masks
+            .get_or_evaluate("s2", &filter("year == 1"), || panic!("kept"))
+            .unwrap();
+        let mut evaluated = false;
+        masks
+            .get_or_evaluate("s1", &filter("year == 1"), || {
+                evaluated = true;
+                few()
+            })
+            .unwrap();
+        assert!(evaluated, "the grown masks overran 32 MiB: the older went");
+    }
+}
