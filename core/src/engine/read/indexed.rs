@@ -90,6 +90,21 @@ impl IndexedSegment {
         })
     }
 
+    fn codes_key(&self, c: usize) -> DecodedKey {
+        DecodedKey {
+            object: Arc::clone(&self.index_key),
+            part: Part::Codes(c as u32),
+        }
+    }
+
+    /// Cluster `c`'s code block if the decoded cache holds it (no read).
+    pub(crate) fn decoded_codes(&self, source: &Arc<dyn RangeSource>, c: usize) -> Option<Bytes> {
+        match source.decoded()?.get(&self.codes_key(c))? {
+            Decoded::Bytes(codes) => Some(codes),
+            Decoded::Array(_) => None,
+        }
+    }
+
     /// The code blocks of `clusters`: from the decoded cache where the
     /// source keeps one, the rest read (and then kept there) in one wave.
     pub(crate) async fn read_codes(
@@ -97,18 +112,15 @@ impl IndexedSegment {
         source: &Arc<dyn RangeSource>,
         clusters: &[usize],
     ) -> Result<HashMap<usize, Bytes>> {
-        let key = |c: usize| DecodedKey {
-            object: Arc::clone(&self.index_key),
-            part: Part::Codes(c as u32),
-        };
+        let key = |c: usize| self.codes_key(c);
         let mut out = HashMap::with_capacity(clusters.len());
         let mut missing = Vec::new();
         for &c in clusters {
-            match source.decoded().and_then(|d| d.get(&key(c))) {
-                Some(Decoded::Bytes(codes)) => {
+            match self.decoded_codes(source, c) {
+                Some(codes) => {
                     out.insert(c, codes);
                 }
-                _ => missing.push(c),
+                None => missing.push(c),
             }
         }
         if missing.is_empty() {

@@ -181,6 +181,31 @@ async fn indexed_candidates(
             let mut missing: Vec<usize> = (0..clusters.len())
                 .filter(|i| codes[*i].is_none())
                 .collect();
+            // A cluster whose whole code block is in the decoded cache (an
+            // unfiltered search probed it) gives its rows' codes by copy.
+            let len = header.code_len();
+            let copying = Instant::now();
+            let before = missing.len();
+            missing.retain(|&i| {
+                let c = clusters[i];
+                let Some(block) = segment.decoded_codes(&snap.source, c) else {
+                    return true;
+                };
+                let first = header.offsets[c] as usize;
+                let mut gathered = Vec::with_capacity(in_cluster(c).len() * len);
+                for &row in in_cluster(c) {
+                    let at = (row as usize - first) * len;
+                    match block.get(at..at + len) {
+                        Some(code) => gathered.extend_from_slice(code),
+                        None => return true,
+                    }
+                }
+                codes[i] = Some(selected.keep_codes(c, Bytes::from(gathered)));
+                false
+            });
+            if missing.len() < before {
+                snap.stats.record("filtered codes", copying.elapsed(), 0);
+            }
             if !missing.is_empty() {
                 // Ascending clusters hold ascending rows.
                 missing.sort_unstable_by_key(|i| clusters[*i]);
@@ -197,12 +222,12 @@ async fn indexed_candidates(
                     .await?;
                 let mut at = 0;
                 for i in missing {
-                    let len = in_cluster(clusters[i]).len() * header.code_len();
-                    if at + len > read.len() {
+                    let bytes = in_cluster(clusters[i]).len() * len;
+                    if at + bytes > read.len() {
                         return Err(Error::internal("query", "short read of matching codes"));
                     }
-                    let part = read.slice(at..at + len);
-                    at += len;
+                    let part = read.slice(at..at + bytes);
+                    at += bytes;
                     codes[i] = Some(selected.keep_codes(clusters[i], part));
                 }
             }
