@@ -90,57 +90,78 @@ impl IndexedSegment {
         })
     }
 
-    fn codes_key(&self, c: usize) -> DecodedKey {
+    fn key(&self, part: Part) -> DecodedKey {
         DecodedKey {
             object: Arc::clone(&self.index_key),
-            part: Part::Codes(c as u32),
+            part,
+        }
+    }
+
+    /// `part` of the index file if the decoded cache holds it (no read).
+    fn decoded(&self, source: &Arc<dyn RangeSource>, part: Part) -> Option<Bytes> {
+        match source.decoded()?.get(&self.key(part))? {
+            Decoded::Bytes(bytes) => Some(bytes),
+            Decoded::Array(_) => None,
         }
     }
 
     /// Cluster `c`'s code block if the decoded cache holds it (no read).
     pub(crate) fn decoded_codes(&self, source: &Arc<dyn RangeSource>, c: usize) -> Option<Bytes> {
-        match source.decoded()?.get(&self.codes_key(c))? {
-            Decoded::Bytes(codes) => Some(codes),
-            Decoded::Array(_) => None,
-        }
+        self.decoded(source, Part::Codes(c as u32))
     }
 
-    /// The code blocks of `clusters`: from the decoded cache where the
-    /// source keeps one, the rest read (and then kept there) in one wave.
-    pub(crate) async fn read_codes(
+    /// The bytes of `parts` of the index file (each with where it is),
+    /// in order: from the decoded cache where the source keeps one, the
+    /// rest read in one wave and then kept there.
+    async fn read_parts(
         &self,
         source: &Arc<dyn RangeSource>,
-        clusters: &[usize],
-    ) -> Result<HashMap<usize, Bytes>> {
-        let key = |c: usize| self.codes_key(c);
-        let mut out = HashMap::with_capacity(clusters.len());
+        parts: &[(Part, Range<u64>)],
+    ) -> Result<Vec<Bytes>> {
+        let mut out: Vec<Bytes> = Vec::with_capacity(parts.len());
         let mut missing = Vec::new();
-        for &c in clusters {
-            match self.decoded_codes(source, c) {
-                Some(codes) => {
-                    out.insert(c, codes);
+        for (i, (part, _)) in parts.iter().enumerate() {
+            match self.decoded(source, *part) {
+                Some(bytes) => out.push(bytes),
+                None => {
+                    out.push(Bytes::new());
+                    missing.push(i);
                 }
-                None => missing.push(c),
             }
         }
         if missing.is_empty() {
             return Ok(out);
         }
-        let ranges: Vec<_> = missing
-            .iter()
-            .map(|c| self.header.codes_range(*c))
-            .collect();
-        let blocks = source
+        let ranges: Vec<Range<u64>> = missing.iter().map(|i| parts[*i].1.clone()).collect();
+        let read = source
             .read_ranges(&self.index_path, self.index_size, &ranges)
             .await?;
-        for (c, codes) in missing.into_iter().zip(blocks) {
+        for (i, bytes) in missing.into_iter().zip(read) {
             if let Some(decoded) = source.decoded() {
                 // A copy: a slice of a cache block would keep the block alive.
-                decoded.insert(key(c), Decoded::Bytes(Bytes::copy_from_slice(&codes)));
+                decoded.insert(
+                    self.key(parts[i].0),
+                    Decoded::Bytes(Bytes::copy_from_slice(&bytes)),
+                );
             }
-            out.insert(c, codes);
+            out[i] = bytes;
         }
         Ok(out)
+    }
+
+    /// The code blocks of `clusters` (from the decoded cache or read, see
+    /// [`IndexedSegment::read_parts`]).
+    pub(crate) async fn read_codes(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        clusters: &[usize],
+    ) -> Result<HashMap<usize, Bytes>> {
+        let parts: Vec<(Part, Range<u64>)> = clusters
+            .iter()
+            .map(|c| (Part::Codes(*c as u32), self.header.codes_range(*c)))
+            .collect();
+        let blocks = self.read_parts(source, &parts).await?;
+        Ok(clusters.iter().copied().zip(blocks).collect())
     }
 
     /// The codes of `rows` (ascending), one after another in a buffer of
@@ -169,46 +190,21 @@ impl IndexedSegment {
         Ok(Bytes::from(out))
     }
 
-    /// The full-precision vectors of `rows`: from the decoded cache where
-    /// the source keeps one, the rest from the index file (and then kept).
+    /// The full-precision vectors of `rows` (from the decoded cache or
+    /// read, see [`IndexedSegment::read_parts`]: re-ranked rows are
+    /// scattered, and a block of the block cache would keep 64 KiB alive
+    /// for each).
     pub(crate) async fn read_vectors(
         &self,
         source: &Arc<dyn RangeSource>,
         rows: &[u32],
     ) -> Result<Vec<Vec<f32>>> {
-        let key = |row: u32| DecodedKey {
-            object: Arc::clone(&self.index_key),
-            part: Part::Vector(row),
-        };
-        let mut out: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
-        let mut missing = Vec::new();
-        for (i, &row) in rows.iter().enumerate() {
-            match source.decoded().and_then(|d| d.get(&key(row))) {
-                Some(Decoded::Bytes(bytes)) => out.push(le_f32s(&bytes)),
-                _ => {
-                    out.push(Vec::new());
-                    missing.push(i);
-                }
-            }
-        }
-        if missing.is_empty() {
-            return Ok(out);
-        }
-        let ranges: Vec<Range<u64>> = missing
+        let parts: Vec<(Part, Range<u64>)> = rows
             .iter()
-            .map(|i| self.header.vector_range(rows[*i] as usize))
+            .map(|r| (Part::Vector(*r), self.header.vector_range(*r as usize)))
             .collect();
-        let bytes = source
-            .read_ranges(&self.index_path, self.index_size, &ranges)
-            .await?;
-        for (i, bytes) in missing.into_iter().zip(bytes) {
-            out[i] = le_f32s(&bytes);
-            if let Some(decoded) = source.decoded() {
-                // A copy, as for codes: a slice would keep its block alive.
-                decoded.insert(key(rows[i]), Decoded::Bytes(Bytes::copy_from_slice(&bytes)));
-            }
-        }
-        Ok(out)
+        let vectors = self.read_parts(source, &parts).await?;
+        Ok(vectors.iter().map(|b| le_f32s(b)).collect())
     }
 
     /// The `id` and `_lsn` columns of rows read from its data file (a bulk

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::exact::{ExactSearch, Hit, SearchParams, merge_top_k};
+use super::indexed::IndexedSegment;
+use super::masks::Selected;
 use super::materialize::{fetch_rows, materialize};
 use super::{Snapshot, Source};
 use crate::engine::request::{Query, Row};
@@ -177,65 +179,10 @@ async fn indexed_candidates(
                 .copied()
                 .filter(|c| !in_cluster(*c).is_empty())
                 .collect();
-            let mut codes = selected.codes_of(&clusters);
-            let mut missing: Vec<usize> = (0..clusters.len())
-                .filter(|i| codes[*i].is_none())
-                .collect();
-            // A cluster whose whole code block is in the decoded cache (an
-            // unfiltered search probed it) gives its rows' codes by copy.
-            let len = header.code_len();
-            let copying = Instant::now();
-            let before = missing.len();
-            missing.retain(|&i| {
-                let c = clusters[i];
-                let Some(block) = segment.decoded_codes(&snap.source, c) else {
-                    return true;
-                };
-                let first = header.offsets[c] as usize;
-                let mut gathered = Vec::with_capacity(in_cluster(c).len() * len);
-                for &row in in_cluster(c) {
-                    let at = (row as usize - first) * len;
-                    match block.get(at..at + len) {
-                        Some(code) => gathered.extend_from_slice(code),
-                        None => return true,
-                    }
-                }
-                codes[i] = Some(selected.keep_codes(c, Bytes::from(gathered)));
-                false
-            });
-            if missing.len() < before {
-                snap.stats.record("filtered codes", copying.elapsed(), 0);
-            }
-            if !missing.is_empty() {
-                // Ascending clusters hold ascending rows.
-                missing.sort_unstable_by_key(|i| clusters[*i]);
-                let rows: Vec<u32> = missing
-                    .iter()
-                    .flat_map(|i| in_cluster(clusters[*i]).iter().copied())
-                    .collect();
-                let read = snap
-                    .stats
-                    .phase(
-                        "filtered codes",
-                        segment.read_row_codes(&snap.source, &rows),
-                    )
-                    .await?;
-                let mut at = 0;
-                for i in missing {
-                    let bytes = in_cluster(clusters[i]).len() * len;
-                    if at + bytes > read.len() {
-                        return Err(Error::internal("query", "short read of matching codes"));
-                    }
-                    let part = read.slice(at..at + bytes);
-                    at += bytes;
-                    codes[i] = Some(selected.keep_codes(clusters[i], part));
-                }
-            }
+            let codes = listed_codes(snap, segment, selected, &clusters).await?;
             let started = Instant::now();
             for (c, codes) in clusters.iter().zip(&codes) {
-                if let Some(codes) = codes {
-                    probe.scan_listed(*c, in_cluster(*c), codes, &visible);
-                }
+                probe.scan_listed(*c, in_cluster(*c), codes, &visible);
             }
             scanning += started.elapsed();
         }
@@ -276,4 +223,73 @@ async fn indexed_candidates(
     }
     snap.stats.record("code scan", scanning, 0);
     Ok(probe.candidates())
+}
+
+/// The codes of `selected`'s rows in each of `clusters`, in order: kept
+/// with the filter's mask; else copied out of the cluster's code block in
+/// the decoded cache (an unfiltered search probed it); else read, a range
+/// per run of rows, in one wave. What was not kept is kept then.
+async fn listed_codes(
+    snap: &Snapshot,
+    segment: &IndexedSegment,
+    selected: &Selected,
+    clusters: &[usize],
+) -> Result<Vec<Bytes>> {
+    let header = &segment.header;
+    let in_cluster = |c: usize| selected.within(header.offsets[c], header.offsets[c + 1]);
+    let len = header.code_len();
+    let mut codes = selected.codes_of(clusters);
+    let mut missing: Vec<usize> = (0..clusters.len())
+        .filter(|i| codes[*i].is_none())
+        .collect();
+    let copying = Instant::now();
+    let before = missing.len();
+    missing.retain(|&i| {
+        let c = clusters[i];
+        let Some(block) = segment.decoded_codes(&snap.source, c) else {
+            return true;
+        };
+        let first = header.offsets[c] as usize;
+        let mut gathered = Vec::with_capacity(in_cluster(c).len() * len);
+        for &row in in_cluster(c) {
+            let at = (row as usize - first) * len;
+            match block.get(at..at + len) {
+                Some(code) => gathered.extend_from_slice(code),
+                None => return true,
+            }
+        }
+        codes[i] = Some(selected.keep_codes(c, Bytes::from(gathered)));
+        false
+    });
+    if missing.len() < before {
+        snap.stats.record("filtered codes", copying.elapsed(), 0);
+    }
+    if !missing.is_empty() {
+        // Ascending clusters hold ascending rows.
+        missing.sort_unstable_by_key(|i| clusters[*i]);
+        let rows: Vec<u32> = missing
+            .iter()
+            .flat_map(|i| in_cluster(clusters[*i]).iter().copied())
+            .collect();
+        let read = snap
+            .stats
+            .phase(
+                "filtered codes",
+                segment.read_row_codes(&snap.source, &rows),
+            )
+            .await?;
+        let mut at = 0;
+        for i in missing {
+            let bytes = in_cluster(clusters[i]).len() * len;
+            if at + bytes > read.len() {
+                return Err(Error::internal("query", "short read of matching codes"));
+            }
+            codes[i] = Some(selected.keep_codes(clusters[i], read.slice(at..at + bytes)));
+            at += bytes;
+        }
+    }
+    codes
+        .into_iter()
+        .map(|c| c.ok_or_else(|| Error::internal("query", "matching codes missing")))
+        .collect()
 }
