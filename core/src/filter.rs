@@ -587,7 +587,7 @@ fn compare_column(col: &dyn Array, op: CmpOp, lit: &Literal) -> Result<Option<Bo
 }
 
 /// Orders `col[i]` against `lit`; `None` when they cannot be compared.
-fn compare(col: &dyn Array, i: usize, lit: &Literal) -> Option<std::cmp::Ordering> {
+pub(crate) fn compare(col: &dyn Array, i: usize, lit: &Literal) -> Option<std::cmp::Ordering> {
     match (col.data_type(), lit) {
         (DataType::UInt64, Literal::Int(v)) => {
             Some((col.as_primitive::<UInt64Type>().value(i) as i128).cmp(&(*v as i128)))

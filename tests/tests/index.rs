@@ -264,6 +264,137 @@ async fn a_repeated_selective_filter_sees_later_deletes_and_overwrites() {
     }
 }
 
+/// The ids one query returns, and the phases `explain` reports for it.
+async fn explained(floe: &Floe, name: &str, mut body: Value) -> (Vec<u64>, Vec<String>) {
+    body["explain"] = json!(true);
+    let request: QueryRequest = serde_json::from_value(body).unwrap();
+    let response = floe_core::api::query(floe, name, request).await.unwrap();
+    let ids = response
+        .results
+        .iter()
+        .map(|r| match &r.id {
+            floe_core::id::Id::U64(v) => *v,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let explain = response.explain.expect("explain was asked for");
+    (ids, explain.phases.iter().map(|p| p.name.clone()).collect())
+}
+
+/// Once a filter has passed over every row, its columns are sorted (off
+/// the query path); later new filters find their rows there: listed when
+/// few, evaluated cluster by cluster when many, and checked by the filter
+/// where the sorted columns only bound them. Searched exhaustively, every
+/// such filter gives exactly the true top 10 of its matching rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_filters_found_in_sorted_columns_give_the_exact_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    // Segments of 2,000 rows: over 50 matching rows of one, a filter is
+    // not listed.
+    settings.search.exact_filter_rows = 50;
+    let floe = Floe::open(settings).await.unwrap();
+    create(&floe, "sorted", "l2", 2000).await;
+    let n = 6000u64;
+    let vs = vectors(n as usize, 5);
+    assert_eq!(load_and_index(&floe, "sorted", &vs, n).await, 3);
+    // Reads see the indexes now (warm-up reads the newest manifest).
+    floe.warm("sorted").await.unwrap();
+    let live: BTreeMap<u64, Vec<f32>> = (0..n).map(|id| (id, vs[id as usize].clone())).collect();
+    let exhaustive = |q: &[f32], filter: &str| json!({"vector": q, "top_k": 10, "filter": filter, "nprobe": 65536, "rerank": 10000});
+    let q = vs[4321].clone();
+    let (_, first) = explained(
+        &floe,
+        "sorted",
+        exhaustive(&q, "cat == 1 and year == 1991 and id > 0"),
+    )
+    .await;
+    assert_eq!(
+        first.iter().filter(|p| *p == "filter (every row)").count(),
+        3,
+        "{first:?}"
+    );
+    // The sorting runs on blocking threads: wait for all three columns of
+    // all three segments (a new filter each time: a listed one is kept).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for i in 1.. {
+        let filter = format!("cat == 2 and year == 1992 and id > {i}");
+        let (_, seen) = explained(&floe, "sorted", exhaustive(&q, &filter)).await;
+        if seen
+            .iter()
+            .filter(|p| *p == "filter (sorted columns)")
+            .count()
+            == 3
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never sorted: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    type Keep = fn(u64) -> bool;
+    let cases: Vec<(&str, Keep, &str)> = vec![
+        ("cat == 7", |id| id % 100 == 7, "filter (sorted columns)"),
+        (
+            "cat >= 10 and cat < 11",
+            |id| id % 100 == 10,
+            "filter (sorted columns)",
+        ),
+        (
+            "cat in [3, 5]",
+            |id| matches!(id % 100, 3 | 5),
+            "filter (sorted columns)",
+        ),
+        // Bounded by the rows of cat 4 or 11, then checked.
+        (
+            "cat == 4 or (year == 2001 and cat == 11)",
+            |id| id % 100 == 4 || (id % 40 == 11 && id % 100 == 11),
+            "filter (sorted columns)",
+        ),
+        (
+            "cat == 9 and id < 3000",
+            |id| id % 100 == 9 && id < 3000,
+            "filter (sorted columns)",
+        ),
+        (
+            "year > 2010",
+            |id| 1990 + (id % 40) > 2010,
+            "filter by cluster",
+        ),
+        (
+            "cat < 30 or year == 1990",
+            |id| id % 100 < 30 || id % 40 == 0,
+            "filter by cluster",
+        ),
+        // Many rows, but only bounded: a pass over every row.
+        (
+            "year != 2000 and cat < 50",
+            |id| id % 40 != 10 && id % 100 < 50,
+            "filter (every row)",
+        ),
+    ];
+    let mut rng = StdRng::seed_from_u64(11);
+    for (filter, keep, way) in cases {
+        let mut ways = Vec::new();
+        for _ in 0..3 {
+            let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let want = oracle("l2", &live, &q, 10, &|id| keep(id));
+            let (got, seen) = explained(&floe, "sorted", exhaustive(&q, filter)).await;
+            assert_eq!(got, want, "{filter}");
+            ways.push(seen);
+        }
+        // Asked first: the way every segment went.
+        assert_eq!(
+            ways[0].iter().filter(|p| *p == way).count(),
+            3,
+            "{filter}: {:?}",
+            ways[0]
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexed_search_reaches_its_recall_for_every_metric() {
     recall_for_every_metric("sq8").await;

@@ -32,6 +32,11 @@ pub enum Part {
         /// Pages counted across row groups.
         page: u32,
     },
+    /// One column of a Parquet file sorted by value, for filter lookups.
+    Sorted {
+        /// The schema's field index.
+        column: u32,
+    },
 }
 
 /// A part of an object, by the object's path.
@@ -101,9 +106,14 @@ impl DecodedCache {
     /// passes a value that owns its memory, not a view of a larger buffer:
     /// the weight is what the value keeps alive.
     pub fn insert(&self, key: DecodedKey, value: Decoded) {
-        if value.weight() < self.cache.capacity() / SHARDS {
+        if self.fits(value.weight()) {
             self.cache.insert(key, value);
         }
+    }
+
+    /// Whether a value of `bytes` would be kept.
+    pub fn fits(&self, bytes: usize) -> bool {
+        bytes < self.cache.capacity() / SHARDS
     }
 
     /// Bytes held.

@@ -1,15 +1,19 @@
-//! Evaluated filters of indexed segments, reused across queries: a segment
-//! never changes, so a filter's result on it never does. Repeated filters
-//! (a tenant, a category) then cost a lookup instead of a pass over every
-//! row of the segment.
+//! Which rows of an indexed segment a filter matches, kept across
+//! queries: a segment never changes, so a filter's result on it never
+//! does. Repeated filters (a tenant, a category) then cost a lookup
+//! instead of a pass over every row of the segment; new ones are found in
+//! sorted columns where they can be ([`super::sorted`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arrow::array::{RecordBatch, UInt32Array};
 use arrow::buffer::BooleanBuffer;
+use arrow::compute::take_record_batch;
 use bytes::Bytes;
 
+use super::sorted::{SortedColumns, Sorting, find};
 use crate::error::Result;
 use crate::filter::Filter;
 
@@ -19,22 +23,33 @@ const KEPT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Which rows of a segment a filter matches.
 #[derive(Debug)]
-pub(crate) struct Mask {
-    pub rows: BooleanBuffer,
+pub(crate) enum Mask {
+    /// A bit a row.
+    Bits(BooleanBuffer),
     /// The matching rows, when at most `exact_rows` of the [`FilterMasks`]
     /// match (setting `search.exact_filter_rows`).
-    pub selected: Option<Selected>,
+    Listed(Selected),
 }
 
 impl Mask {
-    /// What it holds in memory: a bit a row, four bytes per listed row,
+    /// What it holds in memory: a bit a row, or four bytes per listed row
     /// and the listed rows' codes read so far.
     fn bytes(&self) -> usize {
-        self.rows.len().div_ceil(8)
-            + self.selected.as_ref().map_or(0, |s| {
-                s.rows.len() * 4 + s.code_bytes.load(Ordering::Relaxed)
-            })
+        match self {
+            Mask::Bits(bits) => bits.len().div_ceil(8),
+            Mask::Listed(s) => s.rows.len() * 4 + s.code_bytes.load(Ordering::Relaxed),
+        }
     }
+}
+
+/// How a search learns which rows a filter matches.
+#[derive(Debug)]
+pub(crate) enum Matches {
+    Kept(Arc<Mask>),
+    /// Too many to list, as sorted columns tell: the filter is evaluated
+    /// on the rows of each cluster a search scores (a pass over every row
+    /// of the segment would cost more than the search).
+    ByCluster,
 }
 
 /// The few rows a selective filter matches, and their codes copied
@@ -91,6 +106,7 @@ pub(crate) struct FilterMasks {
     kept: Mutex<VecDeque<(String, String, Arc<Mask>)>>,
     /// Up to this many matching rows, a mask lists them (`selected`).
     exact_rows: usize,
+    sorting: Sorting,
 }
 
 impl FilterMasks {
@@ -99,39 +115,86 @@ impl FilterMasks {
         Self {
             kept: Mutex::default(),
             exact_rows,
+            sorting: Sorting::default(),
         }
     }
 
-    /// The mask of `filter` on segment `segment`: kept, or `evaluate`d and
-    /// kept. The lock is not held while evaluating.
-    pub(crate) fn get_or_evaluate(
+    /// Which rows of segment `segment` match `filter`: a kept mask; else
+    /// the rows sorted columns find (checked by the filter where they
+    /// only bound them), listed when few; else by cluster when sorted
+    /// columns tell they are many; else `filter` evaluated on every row
+    /// (and its columns sorted meanwhile for the next new filter). Masks
+    /// made are kept; no lock is held while making one. Also says which
+    /// way it went (a phase of `explain`).
+    pub(crate) fn matches(
         &self,
         segment: &str,
         filter: &Filter,
-        evaluate: impl FnOnce() -> Result<BooleanBuffer>,
-    ) -> Result<Arc<Mask>> {
+        sorted: &SortedColumns<'_>,
+    ) -> Result<(Matches, &'static str)> {
         let key = format!("{filter:?}");
-        {
-            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(at) = kept.iter().position(|(s, f, _)| s == segment && *f == key)
-                && let Some(hit) = kept.remove(at)
-            {
-                let mask = Arc::clone(&hit.2);
-                kept.push_back(hit);
-                // Kept masks grow as searches keep their rows' codes.
-                evict(&mut kept);
-                return Ok(mask);
-            }
+        if let Some(mask) = self.kept(segment, &key) {
+            return Ok((Matches::Kept(mask), "filter (kept)"));
         }
-        let rows = evaluate()?;
-        let selected = (rows.count_set_bits() <= self.exact_rows)
-            .then(|| Selected::new(rows.set_indices().map(|r| r as u32).collect()));
-        let mask = Arc::new(Mask { rows, selected });
+        let mut how = "filter (sorted columns)";
+        let mask = match find(filter, &|c| sorted.get(c)) {
+            Some(found) if found.count() <= self.exact_rows => {
+                let rows = found.rows();
+                let rows = if found.exact() {
+                    rows
+                } else {
+                    matching(filter, sorted.columns, rows)?
+                };
+                Mask::Listed(Selected::new(rows))
+            }
+            Some(found) if found.exact() => return Ok((Matches::ByCluster, how)),
+            _ => {
+                how = "filter (every row)";
+                sorted.sort_later(filter, &self.sorting);
+                self.mask(filter.evaluate(sorted.columns)?)
+            }
+        };
+        Ok((Matches::Kept(self.keep(segment, key, mask)), how))
+    }
+
+    /// The mask kept for `(segment, filter key)`, now the most recently
+    /// used.
+    fn kept(&self, segment: &str, key: &str) -> Option<Arc<Mask>> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let at = kept.iter().position(|(s, f, _)| s == segment && f == key)?;
+        let hit = kept.remove(at)?;
+        let mask = Arc::clone(&hit.2);
+        kept.push_back(hit);
+        // Kept masks grow as searches keep their rows' codes.
+        evict(&mut kept);
+        Some(mask)
+    }
+
+    /// Listed when few match.
+    fn mask(&self, bits: BooleanBuffer) -> Mask {
+        if bits.count_set_bits() <= self.exact_rows {
+            Mask::Listed(Selected::new(
+                bits.set_indices().map(|r| r as u32).collect(),
+            ))
+        } else {
+            Mask::Bits(bits)
+        }
+    }
+
+    fn keep(&self, segment: &str, key: String, mask: Mask) -> Arc<Mask> {
+        let mask = Arc::new(mask);
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.push_back((segment.to_string(), key, Arc::clone(&mask)));
         evict(&mut kept);
-        Ok(mask)
+        mask
     }
+}
+
+/// Those of `rows` (ascending) that `filter` matches in `columns`.
+fn matching(filter: &Filter, columns: &RecordBatch, rows: Vec<u32>) -> Result<Vec<u32>> {
+    let taken = take_record_batch(columns, &UInt32Array::from(rows.clone()))?;
+    let bits = filter.evaluate(&taken)?;
+    Ok(bits.set_indices().map(|i| rows[i]).collect())
 }
 
 /// Drops the least recently used masks while they hold more than
@@ -148,61 +211,43 @@ fn evict(kept: &mut VecDeque<(String, String, Arc<Mask>)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{AttributeDef, AttributeType, CollectionConfig, IdType, Metric};
-
-    fn filter(text: &str) -> Filter {
-        let config = CollectionConfig {
-            name: "t".into(),
-            dimension: 2,
-            metric: Metric::L2,
-            id_type: IdType::U64,
-            attributes: vec![AttributeDef {
-                name: "year".into(),
-                ty: AttributeType::I64,
-            }],
-            index: Default::default(),
-        };
-        Filter::parse(text, &config).unwrap()
-    }
 
     /// A mask matching rows 0..10 of 1,000.
-    fn few() -> Result<BooleanBuffer> {
-        Ok(BooleanBuffer::collect_bool(1000, |r| r < 10))
+    fn few() -> BooleanBuffer {
+        BooleanBuffer::collect_bool(1000, |r| r < 10)
+    }
+
+    fn listed(mask: &Mask) -> &Selected {
+        match mask {
+            Mask::Listed(s) => s,
+            Mask::Bits(_) => panic!("10 rows are listed"),
+        }
     }
 
     #[test]
     fn kept_masks_stay_within_their_bytes_as_they_keep_codes() {
         let masks = FilterMasks::new(100);
-        let a = masks
-            .get_or_evaluate("s1", &filter("year == 1"), few)
-            .unwrap();
-        let selected = a.selected.as_ref().expect("10 rows are listed");
+        assert!(matches!(
+            masks.mask(BooleanBuffer::new_set(1000)),
+            Mask::Bits(_)
+        ));
+        let a = masks.keep("s1", "f".into(), masks.mask(few()));
+        let selected = listed(&a);
         assert_eq!(selected.rows, (0..10).collect::<Vec<u32>>());
         assert_eq!(selected.within(3, 7), &[3, 4, 5, 6]);
         // Two searches fill the same cluster: the first copy is kept.
         let first = selected.keep_codes(0, Bytes::from(vec![1u8; 20 * 1024 * 1024]));
         let second = selected.keep_codes(0, Bytes::from(vec![2u8; 20 * 1024 * 1024]));
         assert_eq!((first[0], second[0]), (1, 1));
-        let b = masks
-            .get_or_evaluate("s2", &filter("year == 1"), few)
-            .unwrap();
+        let b = masks.keep("s2", "f".into(), masks.mask(few()));
         // A hit on `a` makes it the newest, then `b` grows past the bound:
         // the next use evicts `a` (the least recently used), not `b`.
-        masks
-            .get_or_evaluate("s1", &filter("year == 1"), || panic!("kept"))
-            .unwrap();
-        let grown = b.selected.as_ref().expect("listed");
-        grown.keep_codes(1, Bytes::from(vec![3u8; 20 * 1024 * 1024]));
-        masks
-            .get_or_evaluate("s2", &filter("year == 1"), || panic!("kept"))
-            .unwrap();
-        let mut evaluated = false;
-        masks
-            .get_or_evaluate("s1", &filter("year == 1"), || {
-                evaluated = true;
-                few()
-            })
-            .unwrap();
-        assert!(evaluated, "the grown masks overran 32 MiB: the older went");
+        assert!(masks.kept("s1", "f").is_some());
+        listed(&b).keep_codes(1, Bytes::from(vec![3u8; 20 * 1024 * 1024]));
+        assert!(masks.kept("s2", "f").is_some());
+        assert!(
+            masks.kept("s1", "f").is_none(),
+            "the grown masks overran 32 MiB: the older went"
+        );
     }
 }

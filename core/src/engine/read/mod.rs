@@ -12,6 +12,7 @@ mod materialize;
 mod scan;
 mod search;
 mod snapshot;
+mod sorted;
 mod warm;
 
 pub(crate) use indexed::IndexedSegment;

@@ -9,8 +9,9 @@ use bytes::Bytes;
 
 use super::exact::{ExactSearch, Hit, SearchParams, merge_top_k};
 use super::indexed::IndexedSegment;
-use super::masks::Selected;
+use super::masks::{Mask, Matches, Selected};
 use super::materialize::{fetch_rows, materialize};
+use super::sorted::SortedColumns;
 use super::{Snapshot, Source};
 use crate::engine::request::{Query, Row};
 use crate::error::{Error, Result};
@@ -105,7 +106,7 @@ async fn indexed_candidates(
     else {
         return Err(Error::internal("query", "not an indexed source"));
     };
-    let columns = columns.as_deref();
+    let columns = columns.as_ref();
     let planned = snap.probes[source].as_ref();
     let header = &segment.header;
     let keys = match keys {
@@ -127,14 +128,19 @@ async fn indexed_candidates(
     // Without keys, candidates are checked once their keys are read.
     let test = keys.map(|(ids, lsns)| params.visible_fn(source, ids, lsns));
     let visible = |row: usize| test.as_ref().is_none_or(|t| t(row));
-    let mask = match (params.filter, columns) {
+    let matches = match (params.filter, columns) {
         (Some(filter), Some(columns)) => {
             let started = Instant::now();
-            let mask = snap
+            let sorted = SortedColumns {
+                source: &snap.source,
+                segment,
+                columns,
+            };
+            let (matches, how) = snap
                 .filter_masks
-                .get_or_evaluate(&segment.entry.id, filter, || filter.evaluate(columns))?;
-            snap.stats.record("filter", started.elapsed(), 0);
-            Some(mask)
+                .matches(&segment.entry.id, filter, &sorted)?;
+            snap.stats.record(how, started.elapsed(), 0);
+            Some(matches)
         }
         (Some(_), None) => {
             return Err(Error::internal("query", "filter columns were not loaded"));
@@ -151,7 +157,11 @@ async fn indexed_candidates(
         Some(p) => (p.order.clone(), Some(&p.codes)),
         None => (header.probe_order(&params.query.values, nprobe), None),
     };
-    if let Some(selected) = mask.as_ref().and_then(|m| m.selected.as_ref()) {
+    let kept = match &matches {
+        Some(Matches::Kept(mask)) => Some(mask.as_ref()),
+        _ => None,
+    };
+    if let Some(Mask::Listed(selected)) = kept {
         // Selective: approximate distances of just the matching rows of the
         // closest clusters, as many clusters as hold (on average) the rows
         // an unfiltered search at `nprobe` scores; then farther ones while
@@ -189,10 +199,14 @@ async fn indexed_candidates(
         snap.stats.record("code scan", scanning, 0);
         return Ok(probe.candidates());
     }
-    let accept = |row: usize| mask.as_ref().is_none_or(|m| m.rows.value(row)) && visible(row);
+    // A filter evaluated by cluster: on the rows of each cluster scored.
+    let by_cluster = match (&matches, params.filter, columns) {
+        (Some(Matches::ByCluster), Some(filter), Some(columns)) => Some((filter, columns)),
+        _ => None,
+    };
     let mut probe = header.probe_loop(params.query, nprobe, rerank_n.max(params.k), order);
     let mut fetched: HashMap<usize, Bytes> = HashMap::new();
-    let mut scanning = Duration::ZERO;
+    let (mut scanning, mut filtering) = (Duration::ZERO, Duration::ZERO);
     loop {
         let next = probe.next_clusters();
         if next.is_empty() {
@@ -217,11 +231,32 @@ async fn indexed_candidates(
                 .and_then(|codes| codes.get(&c))
                 .or_else(|| fetched.get(&c))
                 .ok_or_else(|| Error::internal("query", format!("codes of cluster {c}")))?;
+            let first = header.offsets[c] as usize;
+            let cluster = match by_cluster {
+                Some((filter, columns)) => {
+                    let started = Instant::now();
+                    let len = header.offsets[c + 1] as usize - first;
+                    let bits = filter.evaluate(&columns.slice(first, len))?;
+                    filtering += started.elapsed();
+                    Some(bits)
+                }
+                None => None,
+            };
+            let accept = |row: usize| {
+                (match (kept, &cluster) {
+                    (Some(Mask::Bits(bits)), _) => bits.value(row),
+                    (_, Some(bits)) => bits.value(row - first),
+                    _ => true,
+                }) && visible(row)
+            };
             probe.scan(c, block, &accept);
         }
         scanning += started.elapsed();
     }
-    snap.stats.record("code scan", scanning, 0);
+    if by_cluster.is_some() {
+        snap.stats.record("filter by cluster", filtering, 0);
+    }
+    snap.stats.record("code scan", scanning - filtering, 0);
     Ok(probe.candidates())
 }
 
