@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use floe_core::Floe;
 use floe_core::api::rows::ColumnsIn;
 use floe_core::api::vectors::{VectorIn, VectorsIn, encode_base64};
-use floe_core::api::wire::{QueryRequest, UpsertRequest};
+use floe_core::api::wire::{QueryRequest, QueryResponse, UpsertRequest};
 use floe_core::catalog::Metric;
 use floe_core::id::Id;
 use floe_core::vector::QueryVector;
@@ -468,12 +468,25 @@ pub async fn run_queries<'q>(
     truth: &[Vec<u64>],
     request: impl Fn(&[f32]) -> QueryRequest,
 ) -> Result<(f64, Vec<f64>)> {
+    run_queries_with(floe, name, queries, truth, request, |_| {}).await
+}
+
+/// [`run_queries`], showing each response to `observe`.
+pub async fn run_queries_with<'q>(
+    floe: &Floe,
+    name: &str,
+    queries: impl Iterator<Item = &'q [f32]>,
+    truth: &[Vec<u64>],
+    request: impl Fn(&[f32]) -> QueryRequest,
+    mut observe: impl FnMut(&QueryResponse),
+) -> Result<(f64, Vec<f64>)> {
     let mut lat = Vec::new();
     let mut hit = 0usize;
     for (qi, q) in queries.enumerate() {
         let t = Instant::now();
         let r = floe_core::api::query(floe, name, request(q)).await?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        observe(&r);
         hit += r
             .results
             .iter()

@@ -9,7 +9,11 @@ use anyhow::Result;
 use floe_core::Floe;
 use floe_core::catalog::Metric;
 
-use crate::ann::{generate_held_out, ground_truth, run_queries, top_10, upsert_vectors};
+use floe_core::api::wire::QueryResponse;
+
+use crate::ann::{
+    generate_held_out, ground_truth, run_queries, run_queries_with, top_10, upsert_vectors,
+};
 
 pub struct FilteredArgs {
     pub n: usize,
@@ -92,12 +96,8 @@ pub async fn run(args: FilteredArgs) -> Result<()> {
         let (matching, truth) = filtered_truth(&data, &queries, dim, |b| b < *per_mille);
         let same = |_: usize| filter.clone();
         let label = format!("{:.1}%", *per_mille as f64 / 10.0);
-        let explained = Explained {
-            query: 1,
-            filter: filter.clone(),
-        };
         run_filtered(
-            &floe, &queries, dim, &truth, &same, true, &label, matching, unfiltered, explained,
+            &floe, &queries, dim, &truth, &same, true, &label, matching, unfiltered,
         )
         .await?;
         // ...and a filter no query asked before (a range of buckets of the
@@ -120,14 +120,8 @@ pub async fn run(args: FilteredArgs) -> Result<()> {
             format!("bucket >= {s} and bucket < {}", s + per_mille)
         };
         let label = format!("{label} new");
-        // Explained: a filter no query asked (every start above is lower).
-        let s = 1000 - per_mille;
-        let explained = Explained {
-            query: 1,
-            filter: format!("bucket >= {s} and bucket < {}", s + per_mille),
-        };
         run_filtered(
-            &floe, &queries, dim, &truth, &fresh, false, &label, matching, unfiltered, explained,
+            &floe, &queries, dim, &truth, &fresh, false, &label, matching, unfiltered,
         )
         .await?;
     }
@@ -158,15 +152,10 @@ fn filtered_truth(
     (matching.len(), truth)
 }
 
-/// The query whose phases a table row shows, and its filter.
-struct Explained {
-    query: usize,
-    filter: String,
-}
-
 /// One table row: query `i` with filter `filter(i)`, recall against
 /// `truth[i]`, latency; after one unmeasured pass when `settle` (as for
-/// the unfiltered row: warm figures); then `explained`'s phases.
+/// the unfiltered row: warm figures); then the measured pass's phases
+/// and blocks, per query on average.
 #[allow(clippy::too_many_arguments)]
 async fn run_filtered(
     floe: &Floe,
@@ -178,38 +167,54 @@ async fn run_filtered(
     label: &str,
     matching: usize,
     unfiltered: f64,
-    explained: Explained,
 ) -> Result<()> {
     let request = |i: usize, q: &[f32]| {
         let mut r = top_10(q, None);
         r.filter = Some(filter(i));
         r
     };
-    let pass = || async {
+    // Phase times (in order of first appearance) and blocks, summed.
+    let mut phases: Vec<(String, f64)> = Vec::new();
+    let mut blocks = [0u64; 3];
+    let mut pass = async |observe: bool| {
         let asked = std::cell::Cell::new(0);
         let next = |q: &[f32]| {
             let i = asked.get();
             asked.set(i + 1);
-            request(i, q)
+            let mut r = request(i, q);
+            r.explain = observe;
+            r
         };
-        run_queries(floe, NAME, queries.chunks_exact(dim), truth, next).await
+        let sum = |r: &QueryResponse| {
+            let Some(stats) = &r.explain else { return };
+            for p in &stats.phases {
+                match phases.iter_mut().find(|(name, _)| *name == p.name) {
+                    Some((_, ms)) => *ms += p.ms,
+                    None => phases.push((p.name.clone(), p.ms)),
+                }
+            }
+            blocks[0] += stats.memory_hits;
+            blocks[1] += stats.disk_hits;
+            blocks[2] += stats.misses;
+        };
+        run_queries_with(floe, NAME, queries.chunks_exact(dim), truth, next, sum).await
     };
     if settle {
-        pass().await?;
+        pass(false).await?;
     }
-    let (recall, lat) = pass().await?;
-    let q = explained.query;
-    let mut request = top_10(&queries[q * dim..(q + 1) * dim], None);
-    request.filter = Some(explained.filter);
-    request.explain = true;
-    if let Some(stats) = floe_core::api::query(floe, NAME, request).await?.explain {
-        let phases: Vec<String> = stats
-            .phases
-            .iter()
-            .map(|p| format!("{} {:.2}", p.name, p.ms))
-            .collect();
-        println!("  phases of one more query (ms): {}", phases.join(", "));
-    }
+    let (recall, lat) = pass(true).await?;
+    let n = lat.len().max(1) as f64;
+    let phases: Vec<String> = phases
+        .iter()
+        .map(|(name, ms)| format!("{name} {:.2}", ms / n))
+        .collect();
+    println!(
+        "  per query (ms): {}; blocks: {:.1} memory, {:.1} disk, {:.1} fetched",
+        phases.join(", "),
+        blocks[0] as f64 / n,
+        blocks[1] as f64 / n,
+        blocks[2] as f64 / n
+    );
     let p50 = crate::percentile(&lat, 0.5);
     println!(
         "{label:<12} {matching:>9} {recall:>10.4} {p50:>9.2} {:>9.2} {:>14.2}",

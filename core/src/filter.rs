@@ -461,6 +461,28 @@ impl Filter {
         Ok(filter)
     }
 
+    /// The columns it reads, each once.
+    pub(crate) fn columns(&self) -> Vec<&str> {
+        fn walk<'a>(f: &'a Filter, out: &mut Vec<&'a str>) {
+            match f {
+                Filter::And(parts) | Filter::Or(parts) => parts.iter().for_each(|p| walk(p, out)),
+                Filter::Not(inner) => walk(inner, out),
+                Filter::Cmp { column, .. }
+                | Filter::In { column, .. }
+                | Filter::Like { column, .. }
+                | Filter::ArrayContains { column, .. }
+                | Filter::IsTrue { column } => {
+                    if !out.contains(&column.as_str()) {
+                        out.push(column);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
+
     /// Which rows of `batch` match (nulls never match a comparison).
     pub(crate) fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanBuffer> {
         let n = batch.num_rows();

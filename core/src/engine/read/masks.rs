@@ -192,7 +192,14 @@ impl FilterMasks {
 
 /// Those of `rows` (ascending) that `filter` matches in `columns`.
 fn matching(filter: &Filter, columns: &RecordBatch, rows: Vec<u32>) -> Result<Vec<u32>> {
-    let taken = take_record_batch(columns, &UInt32Array::from(rows.clone()))?;
+    // Only the filter's own columns are gathered.
+    let schema = columns.schema();
+    let read: Vec<usize> = filter
+        .columns()
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .collect();
+    let taken = take_record_batch(&columns.project(&read)?, &UInt32Array::from(rows.clone()))?;
     let bits = filter.evaluate(&taken)?;
     Ok(bits.set_indices().map(|i| rows[i]).collect())
 }

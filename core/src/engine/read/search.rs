@@ -125,6 +125,18 @@ async fn indexed_candidates(
             ),
         ));
     }
+    if let Some(columns) = columns
+        && columns.num_rows() != header.rows()
+    {
+        return Err(Error::corrupt(
+            "ivf index",
+            format!(
+                "covers {} rows, the segment's attributes {}",
+                header.rows(),
+                columns.num_rows()
+            ),
+        ));
+    }
     // Without keys, candidates are checked once their keys are read.
     let test = keys.map(|(ids, lsns)| params.visible_fn(source, ids, lsns));
     let visible = |row: usize| test.as_ref().is_none_or(|t| t(row));

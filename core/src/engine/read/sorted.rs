@@ -82,20 +82,36 @@ impl SortedColumns<'_> {
                 Arc::clone(sorting),
             );
             tokio::task::spawn_blocking(move || {
+                // No longer in flight however this ends (a panic too).
+                let _done = InFlight {
+                    sorting,
+                    key: key.clone(),
+                };
                 match SortedColumn::build(column.as_ref()) {
                     Ok(sorted) => {
                         if let Some(decoded) = source.decoded() {
-                            decoded.insert(key.clone(), Decoded::Array(sorted.to_array()));
+                            decoded.insert(key, Decoded::Array(sorted.to_array()));
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "sorting a column for filters failed"),
                 }
-                sorting
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
             });
         }
+    }
+}
+
+/// A column being sorted; dropped when done.
+struct InFlight {
+    sorting: Sorting,
+    key: DecodedKey,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.sorting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -357,12 +373,24 @@ pub(crate) fn find(
             let ranges = col.positions(CmpOp::Eq, &Literal::Bool(true));
             positions(col, ranges)
         }
-        Filter::Or(parts) => Some(Found::Any(
-            parts
-                .iter()
-                .map(|p| find(p, sorted))
-                .collect::<Option<_>>()?,
-        )),
+        Filter::Or(parts) => {
+            let mut found: Vec<Found> = Vec::new();
+            for part in parts {
+                match find(part, sorted)? {
+                    // `a == 1 or a == 2`: one set of positions, so rows
+                    // matching both are counted once.
+                    Found::Positions { column, ranges } => match same_column(&mut found, &column) {
+                        Some(r) => {
+                            r.extend(ranges);
+                            *r = normalize(std::mem::take(r));
+                        }
+                        None => found.push(Found::Positions { column, ranges }),
+                    },
+                    other => found.push(other),
+                }
+            }
+            Some(Found::Any(found))
+        }
         Filter::And(parts) => {
             let mut found: Vec<Found> = Vec::new();
             let mut complete = true;
@@ -371,13 +399,7 @@ pub(crate) fn find(
                     // Two bounds on one column (`a >= 1 and a < 9`) are one
                     // exact set of positions.
                     Some(Found::Positions { column, ranges }) => {
-                        match found.iter_mut().find_map(|f| match f {
-                            Found::Positions {
-                                column: c,
-                                ranges: r,
-                            } if c.same(&column) => Some(r),
-                            _ => None,
-                        }) {
+                        match same_column(&mut found, &column) {
                             Some(r) => *r = intersect(r, &ranges),
                             None => found.push(Found::Positions { column, ranges }),
                         }
@@ -398,8 +420,21 @@ pub(crate) fn find(
     }
 }
 
-/// The columns whose sorted form [`find`] would use for `filter`.
-fn lookup_columns(filter: &Filter, out: &mut Vec<String>) {
+/// The ranges of the positions in `found` of `column`, if some.
+fn same_column<'f>(
+    found: &'f mut [Found],
+    column: &SortedColumn,
+) -> Option<&'f mut Vec<Range<usize>>> {
+    found.iter_mut().find_map(|f| match f {
+        Found::Positions { column: c, ranges } if c.same(column) => Some(ranges),
+        _ => None,
+    })
+}
+
+/// Adds the columns whose sorted form [`find`] would use for `filter`
+/// to `out`; false when `find` cannot answer `filter` whatever is sorted
+/// (then an `or` around it gains nothing from sorting its other parts).
+fn lookup_columns(filter: &Filter, out: &mut Vec<String>) -> bool {
     match filter {
         Filter::Cmp { column, .. }
         | Filter::In {
@@ -407,17 +442,31 @@ fn lookup_columns(filter: &Filter, out: &mut Vec<String>) {
             negated: false,
             ..
         }
-        | Filter::IsTrue { column }
-            if !out.contains(column) =>
-        {
-            out.push(column.clone());
-        }
-        Filter::And(parts) | Filter::Or(parts) => {
-            for p in parts {
-                lookup_columns(p, out);
+        | Filter::IsTrue { column } => {
+            if !out.contains(column) {
+                out.push(column.clone());
             }
+            true
         }
-        _ => {}
+        Filter::And(parts) => {
+            let mut any = false;
+            for p in parts {
+                any |= lookup_columns(p, out);
+            }
+            any
+        }
+        Filter::Or(parts) => {
+            let mut mine = out.clone();
+            if !parts.iter().all(|p| lookup_columns(p, &mut mine)) {
+                return false;
+            }
+            *out = mine;
+            true
+        }
+        Filter::In { negated: true, .. }
+        | Filter::Not(_)
+        | Filter::Like { .. }
+        | Filter::ArrayContains { .. } => false,
     }
 }
 
@@ -547,6 +596,23 @@ mod tests {
         }
         let partial = Filter::parse("n < 0 and s like 'a%'", &config()).unwrap();
         assert!(!find(&partial, &lookup).unwrap().exact());
+        // Overlapping parts of an `or` on one column count each row once.
+        let overlap = Filter::parse("n >= 0 or n in [1, 2] or n < 5", &config()).unwrap();
+        let truth = overlap.evaluate(&batch).unwrap().count_set_bits();
+        assert_eq!(find(&overlap, &lookup).unwrap().count(), truth);
+    }
+
+    #[test]
+    fn only_columns_a_lookup_can_use_are_sorted() {
+        let names = |text: &str| {
+            let mut out = Vec::new();
+            lookup_columns(&Filter::parse(text, &config()).unwrap(), &mut out);
+            out
+        };
+        assert_eq!(names("n == 1 and s like 'a%'"), ["n"]);
+        assert!(names("n == 1 or s like 'a%'").is_empty());
+        assert_eq!(names("(n == 1 or x > 2) and not b"), ["n", "x"]);
+        assert_eq!(names("n == 1 or n == 2 or s == 'a'"), ["n", "s"]);
     }
 
     #[test]
