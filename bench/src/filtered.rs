@@ -21,6 +21,8 @@ pub struct FilteredArgs {
     pub queries: usize,
     /// Matching rows per thousand, one table row each.
     pub per_mille: Vec<u64>,
+    /// Call [`Floe::warm`] before measuring.
+    pub warm: bool,
     pub out: PathBuf,
 }
 
@@ -33,7 +35,10 @@ fn bucket(i: usize) -> u64 {
 
 pub async fn run(args: FilteredArgs) -> Result<()> {
     let dim = args.dim;
-    let (data, queries) = generate_held_out(args.n, args.queries, dim);
+    // A second set of queries no query before asked: the unfiltered
+    // baseline of a new filter, whose candidates are new rows too.
+    let (data, mut queries) = generate_held_out(args.n, 2 * args.queries, dim);
+    let fresh_queries = queries.split_off(args.queries * dim);
     println!(
         "\nFiltered search: {} x {dim}-d L2 vectors (generated, seed 7), one indexed segment, an integer attribute `bucket` (0-999, scattered), {} queries, top 10, eventual, default knobs",
         args.n, args.queries
@@ -66,6 +71,11 @@ pub async fn run(args: FilteredArgs) -> Result<()> {
         floe.build_index(NAME, id).await?;
     }
     println!("built in {:.1} s", t.elapsed().as_secs_f64());
+    if args.warm {
+        let t = Instant::now();
+        floe.warm(NAME).await?;
+        println!("warmed in {:.1} s", t.elapsed().as_secs_f64());
+    }
 
     println!(
         "\n{:<12} {:>9} {:>10} {:>9} {:>9} {:>14}",
@@ -90,6 +100,20 @@ pub async fn run(args: FilteredArgs) -> Result<()> {
         crate::percentile(&lat, 0.99),
         1.0
     );
+    let truth_fresh = ground_truth(Metric::L2, &data, &fresh_queries, dim, 10);
+    let none = |_: usize| String::new();
+    run_filtered(
+        &floe,
+        &fresh_queries,
+        dim,
+        &truth_fresh,
+        &none,
+        false,
+        "none new",
+        args.n,
+        unfiltered,
+    )
+    .await?;
     for per_mille in &args.per_mille {
         // The same filter for every query (a tenant, a category)...
         let filter = format!("bucket < {per_mille}");
@@ -170,7 +194,7 @@ async fn run_filtered(
 ) -> Result<()> {
     let request = |i: usize, q: &[f32]| {
         let mut r = top_10(q, None);
-        r.filter = Some(filter(i));
+        r.filter = Some(filter(i)).filter(|f| !f.is_empty());
         r
     };
     // Phase times (in order of first appearance) and blocks, summed.

@@ -201,6 +201,9 @@ enum Command {
         /// Matching rows per thousand.
         #[arg(long, value_delimiter = ',', default_values_t = [1u64, 10, 100, 500])]
         per_mille: Vec<u64>,
+        /// Call the warm-up API (`POST …/warm`) before measuring.
+        #[arg(long)]
+        warm: bool,
         #[arg(long, default_value = "target/filtered-bench")]
         out: std::path::PathBuf,
     },
@@ -376,6 +379,7 @@ async fn main() -> Result<()> {
             dim,
             queries,
             per_mille,
+            warm,
             out,
         } => {
             std::fs::create_dir_all(&out)?;
@@ -384,6 +388,7 @@ async fn main() -> Result<()> {
                 dim,
                 queries,
                 per_mille,
+                warm,
                 out,
             })
             .await

@@ -286,6 +286,11 @@ pub struct CacheFootprint {
     pub decoded_capacity: u64,
 }
 
+/// Bytes waiting to be written to the disk tier beyond which it drops new
+/// entries (foyer's default, set here because [`BlockCache::insert_object`]
+/// paces itself by it).
+const DISK_QUEUE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl BlockCache {
     /// Opens the cache; the disk tier (if any) keeps what an earlier process
     /// left there (entries are checked on read).
@@ -315,7 +320,12 @@ impl BlockCache {
                 .build()
                 .map_err(|e| Error::cache("open", format!("{}: {e}", dir.display())))?;
             builder
-                .with_engine_config(BlockEngineConfig::new(device).with_block_size(4 * 1024 * 1024))
+                .with_engine_config(
+                    BlockEngineConfig::new(device)
+                        .with_block_size(4 * 1024 * 1024)
+                        .with_buffer_pool_size(DISK_QUEUE_BYTES as usize)
+                        .with_submit_queue_size_threshold(DISK_QUEUE_BYTES as usize),
+                )
                 .with_recover_mode(if fresh {
                     RecoverMode::None
                 } else {
@@ -360,13 +370,21 @@ impl BlockCache {
     }
 
     /// Keeps the bytes of an object this process just wrote, so reading it
-    /// back costs nothing.
-    pub fn insert_object(&self, path: &Path, bytes: &Bytes) {
+    /// back costs nothing. A large object (an index file) waits for the
+    /// disk tier now and then: the disk tier drops what arrives while more
+    /// than [`DISK_QUEUE_BYTES`] wait to be written, so without the pauses
+    /// it would keep only the first few MiB, and the rest of the file,
+    /// once out of the memory tier, would be fetched again.
+    pub async fn insert_object(&self, path: &Path, bytes: &Bytes) {
         let n = bytes.len() as u64;
-        let mut block = 0;
+        let (mut block, mut queued) = (0, 0);
         while block * self.block < n {
             let start = block * self.block;
             let end = (start + self.block).min(n);
+            if queued + (end - start) > DISK_QUEUE_BYTES / 2 {
+                self.cache.storage().wait().await;
+                queued = 0;
+            }
             self.cache.insert(
                 BlockKey {
                     path: path.to_string(),
@@ -374,7 +392,39 @@ impl BlockCache {
                 },
                 bytes.slice(start as usize..end as usize),
             );
+            queued += end - start;
             block += 1;
+        }
+    }
+
+    /// Reads `range` of the object at `path` (`size` bytes long) into the
+    /// cache, a few MiB at a time, waiting for the disk tier in between so
+    /// that it keeps all of it (see [`BlockCache::insert_object`]).
+    pub async fn load(
+        &self,
+        stats: &Arc<ReadStats>,
+        path: &Path,
+        size: u64,
+        range: Range<u64>,
+    ) -> Result<()> {
+        let step = (DISK_QUEUE_BYTES / 2).max(self.block);
+        let mut at = range.start;
+        while at < range.end {
+            let end = (at + step).min(range.end);
+            self.read(stats, path, size, &[at..end]).await?;
+            self.cache.storage().wait().await;
+            at = end;
+        }
+        Ok(())
+    }
+
+    /// Bytes the cache can keep without evicting what it loaded: the disk
+    /// tier's, or the memory tier's without one.
+    pub fn room(&self) -> u64 {
+        if self.disk_capacity > 0 {
+            self.disk_capacity
+        } else {
+            self.cache.memory().capacity() as u64
         }
     }
 
@@ -663,6 +713,65 @@ mod tests {
             assert_eq!(got.unwrap(), vec![data.slice(0..1000)]);
         }
         assert_eq!(counting.stats().gets, 1);
+    }
+
+    /// A cache of 16 MiB in memory and 64 MiB on disk, over a store with a
+    /// 40 MiB object at "big".
+    async fn big(dir: &std::path::Path) -> (BlockCache, CountingStore, Bytes) {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let data: Bytes = (0..40u32 << 20).map(|i| (i % 253) as u8).collect();
+        inner
+            .put(&Path::from("big"), data.clone().into())
+            .await
+            .unwrap();
+        let counting = CountingStore::new(inner);
+        let settings = CacheSettings {
+            memory_mb: 16,
+            disk_mb: 64,
+            disk_dir: Some(dir.to_path_buf()),
+            block_kib: 64,
+            decoded_mb: 0,
+        };
+        let cache = BlockCache::open(Arc::new(counting.clone()), &settings, "unused".into())
+            .await
+            .unwrap();
+        (cache, counting, data)
+    }
+
+    /// Reads all of "big"; returns what it fetched from the store.
+    async fn fetched_reading_big(cache: &BlockCache, data: &Bytes) -> u64 {
+        let stats = Arc::new(ReadStats::default());
+        let whole = 0..data.len() as u64;
+        let got = cache
+            .read(&stats, &Path::from("big"), whole.end, &[whole])
+            .await
+            .unwrap();
+        assert!(got[0] == *data);
+        stats.snapshot().misses
+    }
+
+    #[tokio::test]
+    async fn a_large_object_written_or_loaded_is_kept_whole_by_the_disk_tier() {
+        // Written by this process: more than the memory tier holds, more
+        // than the disk tier queues at once.
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, counting, data) = big(dir.path()).await;
+        cache.insert_object(&Path::from("big"), &data).await;
+        cache.cache.storage().wait().await;
+        assert_eq!(fetched_reading_big(&cache, &data).await, 0);
+        assert_eq!(counting.stats().gets, 0);
+        // Loaded from the store (warm-up): fetched once, then all local.
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, counting, data) = big(dir.path()).await;
+        let stats = Arc::new(ReadStats::default());
+        let whole = 0..data.len() as u64;
+        cache
+            .load(&stats, &Path::from("big"), whole.end, whole)
+            .await
+            .unwrap();
+        let gets = counting.stats().gets;
+        assert_eq!(fetched_reading_big(&cache, &data).await, 0);
+        assert_eq!(counting.stats().gets, gets);
     }
 
     async fn read_all(cache: &BlockCache, stats: &Arc<ReadStats>, path: &Path) -> Bytes {

@@ -139,7 +139,7 @@ impl Floe {
                 path: index_path.to_string(),
             });
         }
-        self.remember(&index_path, &bytes);
+        self.remember(&index_path, &bytes).await;
         drop(bytes);
         // The data file keeps every column but the vectors (the index file
         // has them, in the same order): one copy of each vector.

@@ -137,7 +137,7 @@ impl Floe {
         };
         let (bytes, file) = encode_batches(schema, batches, &options)?;
         let (file, bytes) = upload_segment(self.store.as_ref(), &path, bytes, file).await?;
-        self.remember(&path, &bytes);
+        self.remember(&path, &bytes).await;
         Ok(SegmentEntry {
             id: id.to_string(),
             data_path: path.to_string(),
@@ -175,7 +175,7 @@ impl Floe {
         };
         let (file, bytes) =
             write_segment(self.store.as_ref(), &path, &schema, &[batch], &options).await?;
-        self.remember(&path, &bytes);
+        self.remember(&path, &bytes).await;
         Ok(DeleteFile {
             path: path.to_string(),
             rows: file.rows,
@@ -187,9 +187,9 @@ impl Floe {
 
     /// Keeps a file this process just wrote in the read cache, if one is
     /// open (the indexer alone never opens one).
-    fn remember(&self, path: &Path, bytes: &Bytes) {
+    async fn remember(&self, path: &Path, bytes: &Bytes) {
         if let Some(cache) = self.cache.get() {
-            cache.insert_object(path, bytes);
+            cache.insert_object(path, bytes).await;
         }
     }
 }

@@ -207,6 +207,31 @@ impl IndexedSegment {
         Ok(vectors.iter().map(|b| le_f32s(b)).collect())
     }
 
+    /// Loads the full-precision vectors (the index file past the codes)
+    /// into `cache`, as re-ranking reads them; returns their bytes.
+    pub(crate) async fn load_vectors(
+        &self,
+        cache: &crate::cache::BlockCache,
+        stats: &Arc<crate::cache::ReadStats>,
+    ) -> Result<u64> {
+        let start = self.header.row_codes_range(self.header.rows()).start;
+        cache
+            .load(
+                stats,
+                &self.index_path,
+                self.index_size,
+                start..self.index_size,
+            )
+            .await?;
+        Ok(self.index_size.saturating_sub(start))
+    }
+
+    /// Bytes of its full-precision vectors.
+    pub(crate) fn vector_bytes(&self) -> u64 {
+        self.index_size
+            .saturating_sub(self.header.row_codes_range(self.header.rows()).start)
+    }
+
     /// The `id` and `_lsn` columns of rows read from its data file (a bulk
     /// import's file may have no `_lsn`: every row is at `rows_lsn`).
     pub(crate) fn keys_of(&self, batch: &RecordBatch) -> Result<RecordBatch> {

@@ -11,7 +11,9 @@ use crate::error::Result;
 
 impl Floe {
     /// Loads index headers, data-file footers, keys, and every code block
-    /// of every indexed segment.
+    /// of every indexed segment; then their full-precision vectors while
+    /// they take at most half of the cache (its disk tier, or its memory
+    /// tier without one).
     pub async fn warm(&self, name: &str) -> Result<WarmReport> {
         self.on_current(name, |c| async move { self.warm_collection(&c).await })
             .await
@@ -39,6 +41,24 @@ impl Floe {
         stats
             .phase("codes", futures::future::try_join_all(codes))
             .await?;
+        // Then the vectors a re-rank reads, while the cache has room for
+        // them beside everything else (half of it): a query whose
+        // candidates no query had before then reads them locally.
+        let cache = self.cache().await?;
+        let mut room = cache.room() / 2;
+        let loading = async {
+            for source in &snap.sources {
+                if let Source::Indexed { segment, .. } = source {
+                    let bytes = segment.vector_bytes();
+                    if bytes > room {
+                        continue;
+                    }
+                    room -= segment.load_vectors(cache, &stats).await?;
+                }
+            }
+            Ok::<_, crate::error::Error>(())
+        };
+        stats.phase("vectors", loading).await?;
         Ok(WarmReport {
             indexed_segments: indexed,
             other_files: snap.sources.len() - indexed + snap.manifest.deletes.len(),
