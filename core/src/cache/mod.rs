@@ -411,7 +411,9 @@ impl BlockCache {
         let mut at = range.start;
         while at < range.end {
             let end = (at + step).min(range.end);
-            self.read(stats, path, size, &[at..end]).await?;
+            let chunk = at..end;
+            self.read(stats, path, size, std::slice::from_ref(&chunk))
+                .await?;
             self.cache.storage().wait().await;
             at = end;
         }
