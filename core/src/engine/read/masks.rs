@@ -87,16 +87,22 @@ impl Selected {
         clusters.iter().map(|c| codes.get(c).cloned()).collect()
     }
 
-    /// Keeps the codes of cluster `c`'s listed rows, unless a search
-    /// racing this one kept them first; returns the kept ones.
-    pub(crate) fn keep_codes(&self, c: usize, codes: Bytes) -> Bytes {
+    /// Keeps the codes of each cluster's listed rows, `(cluster, codes)`,
+    /// unless a search racing this one kept them first; returns the kept
+    /// ones, in order.
+    pub(crate) fn keep_codes(&self, codes: impl IntoIterator<Item = (usize, Bytes)>) -> Vec<Bytes> {
         let mut kept = self.codes.lock().unwrap_or_else(|p| p.into_inner());
-        kept.entry(c)
-            .or_insert_with(|| {
-                self.code_bytes.fetch_add(codes.len(), Ordering::Relaxed);
-                codes
+        codes
+            .into_iter()
+            .map(|(c, codes)| {
+                kept.entry(c)
+                    .or_insert_with(|| {
+                        self.code_bytes.fetch_add(codes.len(), Ordering::Relaxed);
+                        codes
+                    })
+                    .clone()
             })
-            .clone()
+            .collect()
     }
 }
 
@@ -166,7 +172,9 @@ impl FilterMasks {
         let mask = Arc::clone(&hit.2);
         kept.push_back(hit);
         // Kept masks grow as searches keep their rows' codes.
-        evict(&mut kept);
+        let evicted = evict(&mut kept);
+        drop(kept);
+        drop_later(evicted);
         Some(mask)
     }
 
@@ -185,7 +193,9 @@ impl FilterMasks {
         let mask = Arc::new(mask);
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.push_back((segment.to_string(), key, Arc::clone(&mask)));
-        evict(&mut kept);
+        let evicted = evict(&mut kept);
+        drop(kept);
+        drop_later(evicted);
         mask
     }
 }
@@ -204,14 +214,30 @@ fn matching(filter: &Filter, columns: &RecordBatch, rows: Vec<u32>) -> Result<Ve
     Ok(bits.set_indices().map(|i| rows[i]).collect())
 }
 
-/// Drops the least recently used masks while they hold more than
+/// Takes out the least recently used masks while they hold more than
 /// `KEPT_BYTES` (the newest stays, whatever its size).
-fn evict(kept: &mut VecDeque<(String, String, Arc<Mask>)>) {
+fn evict(kept: &mut VecDeque<(String, String, Arc<Mask>)>) -> Vec<Arc<Mask>> {
     let mut bytes: usize = kept.iter().map(|(_, _, m)| m.bytes()).sum();
+    let mut evicted = Vec::new();
     while bytes > KEPT_BYTES && kept.len() > 1 {
         if let Some((_, _, old)) = kept.pop_front() {
             bytes -= old.bytes();
+            evicted.push(old);
         }
+    }
+    evicted
+}
+
+/// Frees evicted masks off the query's path (a selective filter's mask
+/// holds its codes in hundreds of buffers), on a blocking thread when
+/// inside a runtime.
+fn drop_later(evicted: Vec<Arc<Mask>>) {
+    if evicted.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(evicted))),
+        Err(_) => drop(evicted),
     }
 }
 
@@ -243,14 +269,18 @@ mod tests {
         assert_eq!(selected.rows, (0..10).collect::<Vec<u32>>());
         assert_eq!(selected.within(3, 7), &[3, 4, 5, 6]);
         // Two searches fill the same cluster: the first copy is kept.
-        let first = selected.keep_codes(0, Bytes::from(vec![1u8; 20 * 1024 * 1024]));
-        let second = selected.keep_codes(0, Bytes::from(vec![2u8; 20 * 1024 * 1024]));
+        let keep = |c, byte| {
+            let codes = Bytes::from(vec![byte; 20 * 1024 * 1024]);
+            selected.keep_codes([(c, codes)]).remove(0)
+        };
+        let first = keep(0, 1u8);
+        let second = keep(0, 2u8);
         assert_eq!((first[0], second[0]), (1, 1));
         let b = masks.keep("s2", "f".into(), masks.mask(few()));
         // A hit on `a` makes it the newest, then `b` grows past the bound:
         // the next use evicts `a` (the least recently used), not `b`.
         assert!(masks.kept("s1", "f").is_some());
-        listed(&b).keep_codes(1, Bytes::from(vec![3u8; 20 * 1024 * 1024]));
+        listed(&b).keep_codes([(1, Bytes::from(vec![3u8; 20 * 1024 * 1024]))]);
         assert!(masks.kept("s2", "f").is_some());
         assert!(
             masks.kept("s1", "f").is_none(),

@@ -3,6 +3,7 @@
 //! in memory exactly, and the per-source lists merged into the top k.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -290,25 +291,40 @@ async fn listed_codes(
         .filter(|i| codes[*i].is_none())
         .collect();
     let copying = Instant::now();
-    let before = missing.len();
+    // Copied into one buffer (a selective filter has a row or two in each
+    // of hundreds of clusters), kept under one lock.
+    let mut gathered: Vec<u8> = Vec::new();
+    let mut spans: Vec<(usize, Range<usize>)> = Vec::new();
     missing.retain(|&i| {
         let c = clusters[i];
         let Some(block) = segment.decoded_codes(&snap.source, c) else {
             return true;
         };
         let first = header.offsets[c] as usize;
-        let mut gathered = Vec::with_capacity(in_cluster(c).len() * len);
+        let start = gathered.len();
         for &row in in_cluster(c) {
             let at = (row as usize - first) * len;
             match block.get(at..at + len) {
                 Some(code) => gathered.extend_from_slice(code),
-                None => return true,
+                None => {
+                    gathered.truncate(start);
+                    return true;
+                }
             }
         }
-        codes[i] = Some(selected.keep_codes(c, Bytes::from(gathered)));
+        spans.push((i, start..gathered.len()));
         false
     });
-    if missing.len() < before {
+    if !spans.is_empty() {
+        let gathered = Bytes::from(gathered);
+        let kept = selected.keep_codes(
+            spans
+                .iter()
+                .map(|(i, span)| (clusters[*i], gathered.slice(span.clone()))),
+        );
+        for ((i, _), bytes) in spans.iter().zip(kept) {
+            codes[*i] = Some(bytes);
+        }
         snap.stats.record("filtered codes", copying.elapsed(), 0);
     }
     if !missing.is_empty() {
@@ -326,13 +342,17 @@ async fn listed_codes(
             )
             .await?;
         let mut at = 0;
-        for i in missing {
+        let mut spans = Vec::with_capacity(missing.len());
+        for &i in &missing {
             let bytes = in_cluster(clusters[i]).len() * len;
             if at + bytes > read.len() {
                 return Err(Error::internal("query", "short read of matching codes"));
             }
-            codes[i] = Some(selected.keep_codes(clusters[i], read.slice(at..at + bytes)));
+            spans.push((clusters[i], read.slice(at..at + bytes)));
             at += bytes;
+        }
+        for (i, bytes) in missing.into_iter().zip(selected.keep_codes(spans)) {
+            codes[i] = Some(bytes);
         }
     }
     codes

@@ -273,6 +273,36 @@ fn intersect(a: &[Range<usize>], b: &[Range<usize>]) -> Vec<Range<usize>> {
     out
 }
 
+/// Sorts row numbers ascending: thousands of them (what a lookup finds)
+/// in three counting passes of 11 bits, a few times faster than a
+/// comparison sort; few by comparison.
+fn sort_rows(rows: &mut Vec<u32>) {
+    const BITS: u32 = 11;
+    const BUCKETS: usize = 1 << BITS;
+    if rows.len() < 2 * BUCKETS {
+        rows.sort_unstable();
+        return;
+    }
+    let mut out = vec![0u32; rows.len()];
+    for pass in 0..32u32.div_ceil(BITS) {
+        let digit = |r: u32| ((r >> (pass * BITS)) as usize) & (BUCKETS - 1);
+        let mut next = [0usize; BUCKETS];
+        for &r in rows.iter() {
+            next[digit(r)] += 1;
+        }
+        let mut at = 0;
+        for n in next.iter_mut() {
+            (*n, at) = (at, at + *n);
+        }
+        for &r in rows.iter() {
+            let d = digit(r);
+            out[next[d]] = r;
+            next[d] += 1;
+        }
+        std::mem::swap(rows, &mut out);
+    }
+}
+
 /// The rows a filter can match, as sorted columns find them.
 #[derive(Debug)]
 pub(crate) enum Found {
@@ -319,12 +349,12 @@ impl Found {
                     .iter()
                     .flat_map(|r| column.rows.values()[r.clone()].iter().copied())
                     .collect();
-                rows.sort_unstable();
+                sort_rows(&mut rows);
                 rows
             }
             Found::Any(parts) => {
                 let mut rows: Vec<u32> = parts.iter().flat_map(Found::rows).collect();
-                rows.sort_unstable();
+                sort_rows(&mut rows);
                 rows.dedup();
                 rows
             }
@@ -613,6 +643,26 @@ mod tests {
         assert!(names("n == 1 or s like 'a%'").is_empty());
         assert_eq!(names("(n == 1 or x > 2) and not b"), ["n", "x"]);
         assert_eq!(names("n == 1 or n == 2 or s == 'a'"), ["n", "s"]);
+    }
+
+    #[test]
+    fn row_numbers_sort_as_a_comparison_sort_does() {
+        for n in [0usize, 5, 4095, 4096, 50_000] {
+            let mut x = 0x9e37_79b9u32;
+            let mut rows: Vec<u32> = (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    // Repeats, and values over every bit.
+                    if i % 7 == 0 { u32::MAX - (x % 3) } else { x }
+                })
+                .collect();
+            let mut expected = rows.clone();
+            expected.sort_unstable();
+            sort_rows(&mut rows);
+            assert_eq!(rows, expected, "{n}");
+        }
     }
 
     #[test]
