@@ -373,6 +373,28 @@ impl Catalog {
 }
 
 #[cfg(test)]
+impl CollectionConfig {
+    /// Collection `t` of 2-d L2 vectors with u64 ids and `attributes`
+    /// (for unit tests).
+    pub(crate) fn for_tests(attributes: &[(&str, AttributeType)]) -> CollectionConfig {
+        CollectionConfig {
+            name: "t".into(),
+            dimension: 2,
+            metric: Metric::L2,
+            id_type: IdType::U64,
+            attributes: attributes
+                .iter()
+                .map(|(name, ty)| AttributeDef {
+                    name: name.to_string(),
+                    ty: *ty,
+                })
+                .collect(),
+            index: IndexParams::default(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -654,27 +654,14 @@ fn like(text: &[char], pattern: &[char]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{AttributeDef, IndexParams, Metric};
-
     fn config() -> CollectionConfig {
-        let attr = |name: &str, ty| AttributeDef {
-            name: name.into(),
-            ty,
-        };
-        CollectionConfig {
-            name: "t".into(),
-            dimension: 2,
-            metric: Metric::L2,
-            id_type: IdType::U64,
-            attributes: vec![
-                attr("year", AttributeType::I64),
-                attr("score", AttributeType::F64),
-                attr("title", AttributeType::String),
-                attr("tags", AttributeType::StringList),
-                attr("published", AttributeType::Bool),
-            ],
-            index: IndexParams::default(),
-        }
+        CollectionConfig::for_tests(&[
+            ("year", AttributeType::I64),
+            ("score", AttributeType::F64),
+            ("title", AttributeType::String),
+            ("tags", AttributeType::StringList),
+            ("published", AttributeType::Bool),
+        ])
     }
 
     #[test]

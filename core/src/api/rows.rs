@@ -420,26 +420,11 @@ pub fn value_at(column: &dyn arrow::array::Array, row: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{AttributeDef, IndexParams, Metric};
-
     fn config() -> CollectionConfig {
-        CollectionConfig {
-            name: "t".into(),
-            dimension: 2,
-            metric: Metric::L2,
-            id_type: IdType::U64,
-            attributes: vec![
-                AttributeDef {
-                    name: "year".into(),
-                    ty: AttributeType::I64,
-                },
-                AttributeDef {
-                    name: "tags".into(),
-                    ty: AttributeType::StringList,
-                },
-            ],
-            index: IndexParams::default(),
-        }
+        CollectionConfig::for_tests(&[
+            ("year", AttributeType::I64),
+            ("tags", AttributeType::StringList),
+        ])
     }
 
     fn rows(json: &str) -> Vec<RowIn> {

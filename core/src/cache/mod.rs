@@ -377,11 +377,12 @@ impl BlockCache {
     /// once out of the memory tier, would be fetched again.
     pub async fn insert_object(&self, path: &Path, bytes: &Bytes) {
         let n = bytes.len() as u64;
+        let queued_per_block = self.queued_per_block(path);
         let (mut block, mut queued) = (0, 0);
         while block * self.block < n {
             let start = block * self.block;
             let end = (start + self.block).min(n);
-            if queued + (end - start) > DISK_QUEUE_BYTES / 2 {
+            if queued + queued_per_block > DISK_QUEUE_BYTES / 2 {
                 self.cache.storage().wait().await;
                 queued = 0;
             }
@@ -390,11 +391,19 @@ impl BlockCache {
                     path: path.to_string(),
                     block,
                 },
-                bytes.slice(start as usize..end as usize),
+                // A copy: a slice would keep the whole file alive while
+                // any block of it is cached.
+                Bytes::copy_from_slice(&bytes[start as usize..end as usize]),
             );
-            queued += end - start;
+            queued += queued_per_block;
             block += 1;
         }
+    }
+
+    /// What one block of `path` takes in the disk tier's write queue: the
+    /// entry (block, key, header) rounded up to 4 KiB pages.
+    fn queued_per_block(&self, path: &Path) -> u64 {
+        (self.block + path.as_ref().len() as u64 + 64).next_multiple_of(4096)
     }
 
     /// Reads `range` of the object at `path` (`size` bytes long) into the
@@ -407,10 +416,11 @@ impl BlockCache {
         size: u64,
         range: Range<u64>,
     ) -> Result<()> {
-        let step = (DISK_QUEUE_BYTES / 2).max(self.block);
+        // Whole blocks, as many as half the queue holds.
+        let step = (DISK_QUEUE_BYTES / 2 / self.queued_per_block(path)).max(1) * self.block;
         let mut at = range.start;
         while at < range.end {
-            let end = (at + step).min(range.end);
+            let end = ((at / self.block) * self.block + step).min(range.end);
             let chunk = at..end;
             self.read(stats, path, size, std::slice::from_ref(&chunk))
                 .await?;

@@ -415,28 +415,12 @@ pub fn drop_repeated_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{AttributeDef, IndexParams, Metric};
+    use crate::catalog::AttributeDef;
     use arrow::array::{Float64Array, Int32Array, Int64Array, ListBuilder, StringBuilder};
     use arrow::datatypes::{Int64Type, Schema};
 
     fn config() -> CollectionConfig {
-        CollectionConfig {
-            name: "t".into(),
-            dimension: 2,
-            metric: Metric::L2,
-            id_type: IdType::U64,
-            attributes: vec![
-                AttributeDef {
-                    name: "year".into(),
-                    ty: AttributeType::I64,
-                },
-                AttributeDef {
-                    name: "score".into(),
-                    ty: AttributeType::F64,
-                },
-            ],
-            index: IndexParams::default(),
-        }
+        CollectionConfig::for_tests(&[("year", AttributeType::I64), ("score", AttributeType::F64)])
     }
 
     fn vectors(rows: &[Option<Vec<f64>>]) -> ArrayRef {

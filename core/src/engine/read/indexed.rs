@@ -208,12 +208,12 @@ impl IndexedSegment {
     }
 
     /// Loads the full-precision vectors (the index file past the codes)
-    /// into `cache`, as re-ranking reads them; returns their bytes.
+    /// into `cache`, as re-ranking reads them.
     pub(crate) async fn load_vectors(
         &self,
         cache: &crate::cache::BlockCache,
         stats: &Arc<crate::cache::ReadStats>,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         let start = self.header.row_codes_range(self.header.rows()).start;
         cache
             .load(
@@ -222,8 +222,7 @@ impl IndexedSegment {
                 self.index_size,
                 start..self.index_size,
             )
-            .await?;
-        Ok(self.index_size.saturating_sub(start))
+            .await
     }
 
     /// Bytes of its full-precision vectors.

@@ -91,6 +91,9 @@ impl Selected {
     /// unless a search racing this one kept them first; returns the kept
     /// ones, in order.
     pub(crate) fn keep_codes(&self, codes: impl IntoIterator<Item = (usize, Bytes)>) -> Vec<Bytes> {
+        // Collected before the lock is taken: the iterator runs no code
+        // under it.
+        let codes: Vec<(usize, Bytes)> = codes.into_iter().collect();
         let mut kept = self.codes.lock().unwrap_or_else(|p| p.into_inner());
         codes
             .into_iter()
@@ -221,7 +224,9 @@ fn evict(kept: &mut VecDeque<(String, String, Arc<Mask>)>) -> Vec<Arc<Mask>> {
     let mut evicted = Vec::new();
     while bytes > KEPT_BYTES && kept.len() > 1 {
         if let Some((_, _, old)) = kept.pop_front() {
-            bytes -= old.bytes();
+            // A mask may have grown since the sum (codes are kept without
+            // this lock).
+            bytes = bytes.saturating_sub(old.bytes());
             evicted.push(old);
         }
     }

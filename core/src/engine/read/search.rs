@@ -293,7 +293,12 @@ async fn listed_codes(
     let copying = Instant::now();
     // Copied into one buffer (a selective filter has a row or two in each
     // of hundreds of clusters), kept under one lock.
-    let mut gathered: Vec<u8> = Vec::new();
+    // Sized exactly: the kept codes are counted by their length.
+    let wanted: usize = missing
+        .iter()
+        .map(|&i| in_cluster(clusters[i]).len() * len)
+        .sum();
+    let mut gathered: Vec<u8> = Vec::with_capacity(wanted);
     let mut spans: Vec<(usize, Range<usize>)> = Vec::new();
     missing.retain(|&i| {
         let c = clusters[i];

@@ -503,28 +503,17 @@ fn lookup_columns(filter: &Filter, out: &mut Vec<String>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{AttributeDef, AttributeType, CollectionConfig, IdType, Metric};
+    use crate::catalog::{AttributeType, CollectionConfig};
     use arrow::array::{BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
     use std::collections::HashMap;
 
     fn config() -> CollectionConfig {
-        let attr = |name: &str, ty| AttributeDef {
-            name: name.into(),
-            ty,
-        };
-        CollectionConfig {
-            name: "t".into(),
-            dimension: 2,
-            metric: Metric::L2,
-            id_type: IdType::U64,
-            attributes: vec![
-                attr("n", AttributeType::I64),
-                attr("x", AttributeType::F64),
-                attr("s", AttributeType::String),
-                attr("b", AttributeType::Bool),
-            ],
-            index: Default::default(),
-        }
+        CollectionConfig::for_tests(&[
+            ("n", AttributeType::I64),
+            ("x", AttributeType::F64),
+            ("s", AttributeType::String),
+            ("b", AttributeType::Bool),
+        ])
     }
 
     /// 500 rows with nulls, NaNs, repeats and both zero signs.

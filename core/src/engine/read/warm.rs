@@ -53,7 +53,8 @@ impl Floe {
                     if bytes > room {
                         continue;
                     }
-                    room -= segment.load_vectors(cache, &stats).await?;
+                    segment.load_vectors(cache, &stats).await?;
+                    room -= bytes;
                 }
             }
             Ok::<_, crate::error::Error>(())
