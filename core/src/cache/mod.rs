@@ -652,11 +652,16 @@ mod tests {
     use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
 
-    async fn setup(disk: Option<&std::path::Path>) -> (BlockCache, CountingStore, Bytes) {
+    /// A cache of 16 MiB in memory (and 64 MiB on disk with `disk`) over
+    /// a store holding `data` at `path`.
+    async fn cache_over(
+        path: &str,
+        data: &Bytes,
+        disk: Option<&std::path::Path>,
+    ) -> (BlockCache, CountingStore) {
         let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let data: Bytes = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         inner
-            .put(&Path::from("a/b"), data.clone().into())
+            .put(&Path::from(path), data.clone().into())
             .await
             .unwrap();
         let counting = CountingStore::new(inner);
@@ -670,6 +675,13 @@ mod tests {
         let cache = BlockCache::open(Arc::new(counting.clone()), &settings, "unused".into())
             .await
             .unwrap();
+        (cache, counting)
+    }
+
+    /// 300,000 bytes at "a/b".
+    async fn setup(disk: Option<&std::path::Path>) -> (BlockCache, CountingStore, Bytes) {
+        let data: Bytes = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (cache, counting) = cache_over("a/b", &data, disk).await;
         (cache, counting, data)
     }
 
@@ -727,26 +739,10 @@ mod tests {
         assert_eq!(counting.stats().gets, 1);
     }
 
-    /// A cache of 16 MiB in memory and 64 MiB on disk, over a store with a
-    /// 40 MiB object at "big".
+    /// 40 MiB at "big", with a disk tier in `dir`.
     async fn big(dir: &std::path::Path) -> (BlockCache, CountingStore, Bytes) {
-        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let data: Bytes = (0..40u32 << 20).map(|i| (i % 253) as u8).collect();
-        inner
-            .put(&Path::from("big"), data.clone().into())
-            .await
-            .unwrap();
-        let counting = CountingStore::new(inner);
-        let settings = CacheSettings {
-            memory_mb: 16,
-            disk_mb: 64,
-            disk_dir: Some(dir.to_path_buf()),
-            block_kib: 64,
-            decoded_mb: 0,
-        };
-        let cache = BlockCache::open(Arc::new(counting.clone()), &settings, "unused".into())
-            .await
-            .unwrap();
+        let (cache, counting) = cache_over("big", &data, Some(dir)).await;
         (cache, counting, data)
     }
 

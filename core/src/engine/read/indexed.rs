@@ -207,28 +207,17 @@ impl IndexedSegment {
         Ok(vectors.iter().map(|b| le_f32s(b)).collect())
     }
 
-    /// Loads the full-precision vectors (the index file past the codes)
-    /// into `cache`, as re-ranking reads them.
+    /// Loads the full-precision vectors into `cache`, as re-ranking
+    /// reads them.
     pub(crate) async fn load_vectors(
         &self,
         cache: &crate::cache::BlockCache,
         stats: &Arc<crate::cache::ReadStats>,
     ) -> Result<()> {
-        let start = self.header.row_codes_range(self.header.rows()).start;
+        let section = self.header.vectors_section();
         cache
-            .load(
-                stats,
-                &self.index_path,
-                self.index_size,
-                start..self.index_size,
-            )
+            .load(stats, &self.index_path, self.index_size, section)
             .await
-    }
-
-    /// Bytes of its full-precision vectors.
-    pub(crate) fn vector_bytes(&self) -> u64 {
-        self.index_size
-            .saturating_sub(self.header.row_codes_range(self.header.rows()).start)
     }
 
     /// The `id` and `_lsn` columns of rows read from its data file (a bulk

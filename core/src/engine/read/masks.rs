@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::buffer::BooleanBuffer;
@@ -111,8 +111,7 @@ impl Selected {
 
 /// The most recently used masks of one collection's segments.
 pub(crate) struct FilterMasks {
-    /// `(segment id, filter, mask)`, least recently used first.
-    kept: Mutex<VecDeque<(String, String, Arc<Mask>)>>,
+    kept: Mutex<Kept>,
     /// Up to this many matching rows, a mask lists them (`selected`).
     exact_rows: usize,
     sorting: Sorting,
@@ -175,9 +174,7 @@ impl FilterMasks {
         let mask = Arc::clone(&hit.2);
         kept.push_back(hit);
         // Kept masks grow as searches keep their rows' codes.
-        let evicted = evict(&mut kept);
-        drop(kept);
-        drop_later(evicted);
+        evict(kept);
         Some(mask)
     }
 
@@ -196,9 +193,7 @@ impl FilterMasks {
         let mask = Arc::new(mask);
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.push_back((segment.to_string(), key, Arc::clone(&mask)));
-        let evicted = evict(&mut kept);
-        drop(kept);
-        drop_later(evicted);
+        evict(kept);
         mask
     }
 }
@@ -217,9 +212,13 @@ fn matching(filter: &Filter, columns: &RecordBatch, rows: Vec<u32>) -> Result<Ve
     Ok(bits.set_indices().map(|i| rows[i]).collect())
 }
 
+/// Kept masks, least recently used first: `(segment id, filter, mask)`.
+type Kept = VecDeque<(String, String, Arc<Mask>)>;
+
 /// Takes out the least recently used masks while they hold more than
-/// `KEPT_BYTES` (the newest stays, whatever its size).
-fn evict(kept: &mut VecDeque<(String, String, Arc<Mask>)>) -> Vec<Arc<Mask>> {
+/// `KEPT_BYTES` (the newest stays, whatever its size), then releases the
+/// lock and frees them off the query's path.
+fn evict(mut kept: MutexGuard<'_, Kept>) {
     let mut bytes: usize = kept.iter().map(|(_, _, m)| m.bytes()).sum();
     let mut evicted = Vec::new();
     while bytes > KEPT_BYTES && kept.len() > 1 {
@@ -230,7 +229,8 @@ fn evict(kept: &mut VecDeque<(String, String, Arc<Mask>)>) -> Vec<Arc<Mask>> {
             evicted.push(old);
         }
     }
-    evicted
+    drop(kept);
+    drop_later(evicted);
 }
 
 /// Frees evicted masks off the query's path (a selective filter's mask

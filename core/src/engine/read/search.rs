@@ -114,29 +114,19 @@ async fn indexed_candidates(
         Some(keys) => Some(id_and_lsn(keys)?),
         None => None,
     };
-    if let Some((ids, _)) = keys
-        && ids.len() != header.rows()
-    {
-        return Err(Error::corrupt(
-            "ivf index",
-            format!(
-                "covers {} rows, the segment has {}",
-                header.rows(),
-                ids.len()
-            ),
-        ));
-    }
-    if let Some(columns) = columns
-        && columns.num_rows() != header.rows()
-    {
-        return Err(Error::corrupt(
-            "ivf index",
-            format!(
-                "covers {} rows, the segment's attributes {}",
-                header.rows(),
-                columns.num_rows()
-            ),
-        ));
+    // The keys and attribute columns loaded must cover the index's rows.
+    for (what, rows) in [
+        ("keys", keys.map(|(ids, _)| ids.len())),
+        ("attributes", columns.map(|c| c.num_rows())),
+    ] {
+        if let Some(rows) = rows
+            && rows != header.rows()
+        {
+            return Err(Error::corrupt(
+                "ivf index",
+                format!("covers {} rows, the segment's {what} {rows}", header.rows()),
+            ));
+        }
     }
     // Without keys, candidates are checked once their keys are read.
     let test = keys.map(|(ids, lsns)| params.visible_fn(source, ids, lsns));

@@ -49,7 +49,8 @@ impl Floe {
         let loading = async {
             for source in &snap.sources {
                 if let Source::Indexed { segment, .. } = source {
-                    let bytes = segment.vector_bytes();
+                    let section = segment.header.vectors_section();
+                    let bytes = section.end - section.start;
                     if bytes > room {
                         continue;
                     }

@@ -54,6 +54,12 @@ impl IvfHeader {
         )
     }
 
+    /// Where all the full-precision vectors are in the index file.
+    pub(crate) fn vectors_section(&self) -> std::ops::Range<u64> {
+        let rows = self.rows() as u64;
+        vectors_range(self.file_len(), rows, self.dim as u64, 0..rows)
+    }
+
     /// Size of the whole index file.
     pub(crate) fn file_len(&self) -> u64 {
         self.header_len() + self.rows() as u64 * (self.code_len() + self.dim * 4) as u64
