@@ -1,7 +1,7 @@
 //! The decoded cache: parts of immutable objects in the form a query uses
-//! them (a cluster's codes as one contiguous buffer, an attribute page as an
-//! Arrow array), in memory, bounded and evicting, in front of the block
-//! cache.
+//! them (a cluster's codes as one contiguous buffer, an attribute page or
+//! a filtered column as an Arrow array), in memory, bounded and evicting,
+//! in front of the block cache.
 //!
 //! The block cache holds bytes in fixed blocks; a query that reads from it
 //! copies every part spanning blocks into one buffer and decodes every
@@ -31,6 +31,11 @@ pub enum Part {
         column: u32,
         /// Pages counted across row groups.
         page: u32,
+    },
+    /// One whole column of a Parquet file, for filters.
+    Column {
+        /// The schema's field index.
+        column: u32,
     },
     /// One column of a Parquet file sorted by value, for filter lookups.
     Sorted {

@@ -49,8 +49,8 @@ pub struct CacheSettings {
     pub disk_dir: Option<PathBuf>,
     /// Block size, KiB: the unit of caching and of ranged reads.
     pub block_kib: usize,
-    /// Decoded parts (cluster codes, attribute pages) in memory, MiB, on
-    /// top of `memory_mb`; 0 keeps none.
+    /// Decoded parts (cluster codes, attribute pages, filtered columns)
+    /// in memory, MiB, on top of `memory_mb`; 0 keeps none.
     pub decoded_mb: usize,
 }
 

@@ -141,9 +141,6 @@ pub(crate) struct ReadState {
     pub indexed: HashMap<String, Arc<IndexedSegment>>,
     /// `id` and `_lsn` of indexed segments (visibility).
     pub keys: HashMap<String, Arc<RecordBatch>>,
-    /// Every column but the vector, of indexed segments: loaded for filters
-    /// and scans only.
-    pub columns: HashMap<String, Arc<RecordBatch>>,
     pub deletes: HashMap<String, Arc<RecordBatch>>,
     /// What opening indexed segments reads, from the collection's head:
     /// used (and dropped) when they are opened.
@@ -160,7 +157,6 @@ impl Default for ReadState {
             segments: HashMap::new(),
             indexed: HashMap::new(),
             keys: HashMap::new(),
-            columns: HashMap::new(),
             deletes: HashMap::new(),
             openings: HashMap::new(),
             base: None,
@@ -287,7 +283,6 @@ impl ReadState {
         self.openings.retain(|id, _| live.contains(id.as_str()));
         self.indexed.retain(|id, _| live.contains(id.as_str()));
         self.keys.retain(|id, _| live.contains(id.as_str()));
-        self.columns.retain(|id, _| live.contains(id.as_str()));
         let live_deletes: HashSet<&str> =
             manifest.deletes.iter().map(|d| d.path.as_str()).collect();
         self.deletes

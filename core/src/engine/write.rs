@@ -137,7 +137,7 @@ impl Floe {
         key: Option<RequestKey<'_>>,
         conditions: &[Condition],
     ) -> Result<WriteAck> {
-        let mut rw = ReadThenWrite::new(key, "conditional write", false, rows);
+        let mut rw = ReadThenWrite::new(key, "conditional write", None, rows);
         loop {
             let snap = rw.read(self, c).await?;
             let step = match check_conditions(&snap.visibility(), conditions) {
@@ -180,7 +180,7 @@ impl Floe {
         key: Option<RequestKey<'_>>,
     ) -> Result<WriteAck> {
         let names: Vec<String> = c.config.attributes.iter().map(|a| a.name.clone()).collect();
-        let mut rw = ReadThenWrite::new(key, "patch", false, patch.ids.len());
+        let mut rw = ReadThenWrite::new(key, "patch", None, patch.ids.len());
         loop {
             let snap = rw.read(self, c).await?;
             let step = match check_conditions(&snap.visibility(), &patch.conditions) {
@@ -217,7 +217,7 @@ impl Floe {
         filter: &Filter,
         key: Option<RequestKey<'_>>,
     ) -> Result<WriteAck> {
-        let mut rw = ReadThenWrite::new(key, "delete by filter", true, 0);
+        let mut rw = ReadThenWrite::new(key, "delete by filter", Some(filter), 0);
         loop {
             let snap = rw.read(self, c).await?;
             let matches = scan_matches(&snap, Some(filter))?;
@@ -247,8 +247,8 @@ impl Floe {
 struct ReadThenWrite<'k> {
     key: Option<RequestKey<'k>>,
     what: &'static str,
-    /// The read needs every attribute of indexed segments (filters).
-    columns: bool,
+    /// The filter the read evaluates (its columns are loaded).
+    filter: Option<&'k Filter>,
     /// The rows the request writes: what an answer to its retry says.
     rows: usize,
     attempts: usize,
@@ -256,11 +256,16 @@ struct ReadThenWrite<'k> {
 }
 
 impl<'k> ReadThenWrite<'k> {
-    fn new(key: Option<RequestKey<'k>>, what: &'static str, columns: bool, rows: usize) -> Self {
+    fn new(
+        key: Option<RequestKey<'k>>,
+        what: &'static str,
+        filter: Option<&'k Filter>,
+        rows: usize,
+    ) -> Self {
         Self {
             key,
             what,
-            columns,
+            filter,
             rows,
             attempts: 0,
             last_moved: None,
@@ -283,7 +288,7 @@ impl<'k> ReadThenWrite<'k> {
         self.attempts += 1;
         let stats = Arc::new(ReadStats::default());
         let needs = Needs {
-            columns: self.columns,
+            filter: self.filter,
             probe: None,
             lazy_keys: false,
         };

@@ -407,10 +407,13 @@ impl ParquetFile {
         };
         let mut builder =
             ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.metadata.clone());
-        let indices = columns
+        let mut indices = columns
             .iter()
             .map(|n| self.schema().index_of(n))
             .collect::<Result<Vec<_>, _>>()?;
+        // The reader yields the columns in the file's order.
+        indices.sort_unstable();
+        indices.dedup();
         let projected = Arc::new(self.schema().project(&indices)?);
         let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
         builder = builder.with_projection(mask);

@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use arrow::datatypes::{Schema, SchemaRef};
 use bytes::Bytes;
 use object_store::path::Path;
 
@@ -220,6 +221,17 @@ impl IndexedSegment {
             .await
     }
 
+    /// The `id` and `_lsn` of every row.
+    pub(crate) async fn read_keys(&self, source: &Arc<dyn RangeSource>) -> Result<RecordBatch> {
+        let names = if self.data.schema().field_with_name(COL_LSN).is_ok() {
+            &[COL_ID, COL_LSN][..]
+        } else {
+            &[COL_ID][..]
+        };
+        let batch = self.read_columns(source, names, None).await?;
+        self.keys_of(&batch)
+    }
+
     /// The `id` and `_lsn` columns of rows read from its data file (a bulk
     /// import's file may have no `_lsn`: every row is at `rows_lsn`).
     pub(crate) fn keys_of(&self, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -238,8 +250,82 @@ impl IndexedSegment {
         }
     }
 
+    /// Columns `names` of every row, typed as `schema` (the collection's)
+    /// types them: an attribute added after the data file was written is
+    /// all null. Each column comes from the decoded cache where it is kept;
+    /// the rest are read in one wave and kept there (bounded and evicting:
+    /// a column larger than a shard of it serves only this read).
+    pub(crate) async fn whole_columns(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        names: &[&str],
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        let rows = self.header.rows();
+        let file = self.data.schema();
+        let key = |field: usize| DecodedKey {
+            object: Arc::from(self.entry.data_path.as_str()),
+            part: Part::Column {
+                column: field as u32,
+            },
+        };
+        let mut found: HashMap<&str, ArrayRef> = HashMap::new();
+        let mut missing: Vec<&str> = Vec::new();
+        for name in names {
+            let Ok(field) = file.index_of(name) else {
+                continue;
+            };
+            match source.decoded().and_then(|d| d.get(&key(field))) {
+                Some(Decoded::Array(array)) => {
+                    found.insert(name, array);
+                }
+                _ => missing.push(name),
+            }
+        }
+        if !missing.is_empty() {
+            // (In the file's order, not the names'.)
+            let read = self.read_columns(source, &missing, None).await?;
+            for name in missing {
+                let (Some(array), Ok(field)) = (read.column_by_name(name), file.index_of(name))
+                else {
+                    return Err(Error::internal("read", format!("column {name:?} not read")));
+                };
+                if let Some(decoded) = source.decoded() {
+                    decoded.insert(key(field), Decoded::Array(Arc::clone(array)));
+                }
+                found.insert(name, Arc::clone(array));
+            }
+        }
+        let mut fields = Vec::with_capacity(names.len());
+        let mut columns = Vec::with_capacity(names.len());
+        for name in names {
+            let field = schema.field_with_name(name)?;
+            let column = match found.remove(name) {
+                Some(column) => column,
+                None => arrow::array::new_null_array(field.data_type(), rows),
+            };
+            if column.len() != rows {
+                return Err(Error::corrupt(
+                    self.entry.data_path.clone(),
+                    format!(
+                        "column {name:?} has {} rows, the index {rows}",
+                        column.len()
+                    ),
+                ));
+            }
+            fields.push(field.clone());
+            columns.push(column);
+        }
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &options,
+        )?)
+    }
+
     /// `columns` of `rows` of the data file (all rows when `None`).
-    pub(crate) async fn read_columns(
+    async fn read_columns(
         &self,
         source: &Arc<dyn RangeSource>,
         columns: &[&str],

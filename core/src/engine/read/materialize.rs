@@ -16,7 +16,7 @@ pub(super) struct Fetched {
     /// Sorted row numbers.
     pub rows: Vec<u32>,
     pub vectors: Vec<Vec<f32>>,
-    /// Requested attributes of `rows`, when not already in memory.
+    /// Requested attributes of `rows` (and their keys when read here).
     pub attributes: Option<RecordBatch>,
     /// `id` and `_lsn` of `rows`, for a source whose keys are not in memory.
     pub keys: Option<RecordBatch>,
@@ -78,7 +78,7 @@ pub(super) fn rows_by_source(
 }
 
 /// Fetches, in one wave, the vectors (when `vectors`) and the `attributes`
-/// not in memory of the wanted rows of indexed sources.
+/// of the wanted rows of indexed sources.
 pub(super) async fn fetch_rows(
     snap: &Snapshot,
     wanted: &[Option<Vec<u32>>],
@@ -90,15 +90,7 @@ pub(super) async fn fetch_rows(
         .iter()
         .zip(wanted)
         .map(|(source, rows)| async move {
-            let (
-                Source::Indexed {
-                    segment,
-                    columns,
-                    keys,
-                },
-                Some(rows),
-            ) = (source, rows)
-            else {
+            let (Source::Indexed { segment, keys, .. }, Some(rows)) = (source, rows) else {
                 return Ok::<_, Error>(None);
             };
             let mut rows = rows.clone();
@@ -124,14 +116,12 @@ pub(super) async fn fetch_rows(
                     }
                 }
                 // Attributes added after the segment was written are null.
-                if columns.is_none() {
-                    names.extend(
-                        attributes
-                            .iter()
-                            .map(String::as_str)
-                            .filter(|n| segment.data.schema().field_with_name(n).is_ok()),
-                    );
-                }
+                names.extend(
+                    attributes
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|n| segment.data.schema().field_with_name(n).is_ok()),
+                );
                 if names.is_empty() {
                     return Ok(None);
                 }
@@ -147,7 +137,7 @@ pub(super) async fn fetch_rows(
             Ok(Some(Fetched {
                 rows,
                 vectors,
-                attributes: if columns.is_none() { read } else { None },
+                attributes: read,
                 keys,
             }))
         });
@@ -183,10 +173,10 @@ pub(super) fn materialize(
         }
     };
     // Where the attributes are: in memory, or among the fetched rows.
-    let attribute_rows = match (s.attributes(), fetched.and_then(|f| f.attributes.as_ref())) {
-        (Some(batch), _) => Some((batch, row)),
-        (None, Some(batch)) => position.map(|p| (batch, p)),
-        (None, None) => None,
+    let attribute_rows = match (s, fetched.and_then(|f| f.attributes.as_ref())) {
+        (Source::Rows(batch), _) => Some((batch.as_ref(), row)),
+        (Source::Indexed { .. }, Some(batch)) => position.map(|p| (batch, p)),
+        (Source::Indexed { .. }, None) => None,
     };
     // An attribute added after the row's segment was written is null
     // (its file has no column for it: nothing was fetched for it).

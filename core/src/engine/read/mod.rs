@@ -31,6 +31,7 @@ use super::request::{Query, QueryResult};
 use crate::cache::ReadStats;
 use crate::catalog::CollectionConfig;
 use crate::error::Result;
+use crate::filter::Filter;
 use crate::index::SearchKnobs;
 use crate::log::Lsn;
 use crate::manifest::Manifest;
@@ -44,11 +45,12 @@ pub(crate) enum Source {
     Rows(Arc<RecordBatch>),
     /// An indexed segment: keys in memory (`None`: a vector query reads
     /// its candidates' keys with their rows, see [`Needs::lazy_keys`]), the
-    /// rest through the cache.
+    /// columns the read's filter names (see [`Needs::filter`]), the rest
+    /// through the cache.
     Indexed {
         segment: Arc<IndexedSegment>,
         keys: Option<Arc<RecordBatch>>,
-        columns: Option<Arc<RecordBatch>>,
+        filtered: Option<Arc<RecordBatch>>,
     },
 }
 
@@ -67,11 +69,12 @@ impl Source {
             .ok_or_else(|| crate::error::Error::internal("read", "keys were not loaded"))
     }
 
-    /// The batch with every attribute of every row, if in memory.
-    fn attributes(&self) -> Option<&RecordBatch> {
+    /// The batch a filter is evaluated on: every row, with (at least) the
+    /// columns the read's filter names.
+    fn filtered(&self) -> Option<&RecordBatch> {
         match self {
             Source::Rows(batch) => Some(batch),
-            Source::Indexed { columns, .. } => columns.as_deref(),
+            Source::Indexed { filtered, .. } => filtered.as_deref(),
         }
     }
 }
@@ -79,8 +82,10 @@ impl Source {
 /// What a read needs loaded besides keys.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Needs<'a> {
-    /// Every non-vector column of indexed segments (filters, scans).
-    pub columns: bool,
+    /// The filter the read evaluates: the columns it names are loaded,
+    /// whole, for every indexed segment (through the decoded cache, for
+    /// this read only).
+    pub filter: Option<&'a Filter>,
     /// Prefetch the code blocks of the clusters this query probes first.
     pub probe: Option<(&'a QueryVector, SearchKnobs)>,
     /// Leave the keys of an indexed segment unloaded when no other row
@@ -153,7 +158,7 @@ impl Floe {
             stats.record("collection config", opened, 0);
         }
         let needs = Needs {
-            columns: query.filter.is_some() || query.vector.is_none(),
+            filter: query.filter.as_ref(),
             probe: query.vector.as_ref().map(|q| (q, query.knobs)),
             lazy_keys: query.vector.is_some() && query.filter.is_none(),
         };

@@ -26,7 +26,7 @@ pub(crate) fn scan_matches(
         let mask = match filter {
             Some(f) => Some(
                 f.evaluate(
-                    s.attributes()
+                    s.filtered()
                         .ok_or_else(|| Error::internal("scan", "columns were not loaded"))?,
                 )?,
             ),

@@ -102,31 +102,31 @@ async fn indexed_candidates(
     let Source::Indexed {
         segment,
         keys,
-        columns,
+        filtered,
     } = &snap.sources[source]
     else {
         return Err(Error::internal("query", "not an indexed source"));
     };
-    let columns = columns.as_ref();
+    let columns = filtered.as_ref();
     let planned = snap.probes[source].as_ref();
     let header = &segment.header;
     let keys = match keys {
         Some(keys) => Some(id_and_lsn(keys)?),
         None => None,
     };
-    // The keys and attribute columns loaded must cover the index's rows.
-    for (what, rows) in [
-        ("keys", keys.map(|(ids, _)| ids.len())),
-        ("attributes", columns.map(|c| c.num_rows())),
-    ] {
-        if let Some(rows) = rows
-            && rows != header.rows()
-        {
-            return Err(Error::corrupt(
-                "ivf index",
-                format!("covers {} rows, the segment's {what} {rows}", header.rows()),
-            ));
-        }
+    // The keys loaded must cover the index's rows (the filter's columns
+    // were checked as they were loaded).
+    if let Some((ids, _)) = keys
+        && ids.len() != header.rows()
+    {
+        return Err(Error::corrupt(
+            "ivf index",
+            format!(
+                "covers {} rows, the segment's keys {}",
+                header.rows(),
+                ids.len()
+            ),
+        ));
     }
     // Without keys, candidates are checked once their keys are read.
     let test = keys.map(|(ids, lsns)| params.visible_fn(source, ids, lsns));

@@ -23,9 +23,7 @@ use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{DeleteFile, Manifest, SegmentEntry};
 use crate::mvcc::{Newest, RowSetVisibility, Visibility};
-use crate::segment::{
-    COL_ID, COL_LSN, COL_VECTOR, RangeSource, conform, indexed_data_schema, read_whole,
-};
+use crate::segment::{RangeSource, conform, indexed_data_schema, read_whole};
 
 /// How long a remembered manifest serves reads before it is listed again
 /// (a `strong` read adds the log's newer records to it).
@@ -92,7 +90,7 @@ impl Floe {
             Consistency::Eventual => self.refresh_manifest(c, false).await?,
         }
         stats.record("manifest+log", started.elapsed(), 0);
-        let mut probes = HashMap::new();
+        let mut loaded = Loaded::default();
         for _ in 0..MAX_ASSEMBLY_ROUNDS {
             // One wave: what the manifest lists and this process has not
             // opened (indexed segments with an opening from the head need
@@ -100,11 +98,12 @@ impl Floe {
             // segments opened before. Segments opened by a read in this
             // wave get theirs in the next round.
             open_from_head(c).await;
-            let (_, loaded) = futures::try_join!(
+            let (_, more) = futures::try_join!(
                 open_sources(c, &source, stats),
-                load_keys_and_codes(c, &source, stats, needs, &probes)
+                load_keys_and_codes(c, &source, stats, needs, &loaded)
             )?;
-            probes.extend(loaded);
+            loaded.probes.extend(more.probes);
+            loaded.filtered.extend(more.filtered);
             let mut state = c.state.lock().await;
             // Another read may have added an import's marker to the tail
             // meanwhile: its rows come with the flush that commits it.
@@ -118,7 +117,7 @@ impl Floe {
                 &mut state,
                 consistency,
                 needs,
-                &mut probes,
+                &mut loaded,
                 &source,
                 stats,
             )? {
@@ -398,17 +397,27 @@ async fn open_from_head(c: &Collection) {
     }
 }
 
-/// Loads the keys (and, if needed, all non-vector columns) of indexed
-/// segments that lack them, and prefetches the first probed code blocks
-/// of each indexed segment not in `planned` yet: one wave.
+/// What one read loaded for itself, per indexed segment (not kept in the
+/// collection's state: the decoded cache keeps what it has room for).
+#[derive(Default)]
+struct Loaded {
+    /// Probe orders and first code blocks (`Needs::probe`).
+    probes: HashMap<String, Probe>,
+    /// The columns the read's filter names (`Needs::filter`).
+    filtered: HashMap<String, Arc<RecordBatch>>,
+}
+
+/// Loads the keys of indexed segments that lack them, and what this read
+/// needs of each indexed segment and has not `loaded` yet: the columns
+/// its filter names and the first probed code blocks. One wave.
 async fn load_keys_and_codes(
     c: &Collection,
     source: &Arc<dyn RangeSource>,
     stats: &Arc<ReadStats>,
     needs: Needs<'_>,
-    planned: &HashMap<String, Probe>,
-) -> Result<HashMap<String, Probe>> {
-    // (segment, whether it needs its keys, its columns, a probe plan)
+    loaded: &Loaded,
+) -> Result<Loaded> {
+    // (segment, whether it needs its keys, its filter's columns, a probe plan)
     let work: Vec<(Arc<IndexedSegment>, bool, bool, bool)> = {
         let state = c.state.lock().await;
         state
@@ -421,30 +430,35 @@ async fn load_keys_and_codes(
                 (
                     Arc::clone(seg),
                     !state.keys.contains_key(id) && keys_needed(&state.manifest, needs, &seg.entry),
-                    needs.columns && !state.columns.contains_key(id),
-                    needs.probe.is_some() && !planned.contains_key(id),
+                    needs.filter.is_some() && !loaded.filtered.contains_key(id),
+                    needs.probe.is_some() && !loaded.probes.contains_key(id),
                 )
             })
             .filter(|(_, keys, columns, probe)| *keys || *columns || *probe)
             .collect()
     };
     if work.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Loaded::default());
     }
     let mut loads = Vec::new();
+    let mut filters = Vec::new();
     let mut plans = Vec::new();
-    for (seg, want_keys, want_columns, want_probe) in &work {
-        if *want_keys || *want_columns {
-            let names: Vec<String> = if *want_columns {
-                seg.data.column_names_except(COL_VECTOR)
-            } else {
-                vec![COL_ID.to_string(), COL_LSN.to_string()]
-            };
-            let (seg, all_columns) = (Arc::clone(seg), *want_columns);
+    let (data_schema, _) = indexed_data_schema(&c.schema);
+    for (seg, want_keys, want_filtered, want_probe) in &work {
+        if *want_keys {
+            let seg = Arc::clone(seg);
             loads.push(async move {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                let batch = seg.read_columns(source, &names, None).await?;
-                Ok::<_, Error>((seg, all_columns, batch))
+                let keys = seg.read_keys(source).await?;
+                Ok::<_, Error>((seg.entry.id.clone(), Arc::new(keys)))
+            });
+        }
+        if let (true, Some(filter)) = (*want_filtered, needs.filter) {
+            let (seg, schema) = (Arc::clone(seg), Arc::clone(&data_schema));
+            filters.push(async move {
+                let batch = seg
+                    .whole_columns(source, &filter.columns(), &schema)
+                    .await?;
+                Ok::<_, Error>((seg.entry.id.clone(), Arc::new(batch)))
             });
         }
         if let (true, Some((q, knobs))) = (*want_probe, needs.probe) {
@@ -457,31 +471,25 @@ async fn load_keys_and_codes(
             });
         }
     }
-    let (loaded, probes) = stats
+    let (keys, filtered, probes) = stats
         .phase("keys+codes", async {
             futures::try_join!(
                 futures::future::try_join_all(loads),
+                futures::future::try_join_all(filters),
                 futures::future::try_join_all(plans)
             )
         })
         .await?;
     let mut state = c.state.lock().await;
-    for (seg, all_columns, batch) in loaded {
-        let id = seg.entry.id.clone();
-        if !state.lists_segment(&id) {
-            continue;
-        }
-        state
-            .keys
-            .insert(id.clone(), Arc::new(seg.keys_of(&batch)?));
-        if all_columns {
-            let (schema, _) = indexed_data_schema(&c.schema);
-            state
-                .columns
-                .insert(id, Arc::new(conform(batch, &schema, None)?));
+    for (id, keys) in keys {
+        if state.lists_segment(&id) {
+            state.keys.insert(id, keys);
         }
     }
-    Ok(probes.into_iter().collect())
+    Ok(Loaded {
+        probes: probes.into_iter().collect(),
+        filtered: filtered.into_iter().collect(),
+    })
 }
 
 /// Builds the snapshot from the state, if everything the current manifest
@@ -492,7 +500,7 @@ fn assemble(
     state: &mut ReadState,
     consistency: Consistency,
     needs: Needs<'_>,
-    probes: &mut HashMap<String, Probe>,
+    loaded: &mut Loaded,
     source: &Arc<dyn RangeSource>,
     stats: &Arc<ReadStats>,
 ) -> Result<Option<Snapshot>> {
@@ -501,17 +509,17 @@ fn assemble(
     if c.lags(&state.manifest) {
         return Err(Error::SchemaChanged);
     }
-    let loaded = state.manifest.segments.iter().all(|s| {
+    let complete = state.manifest.segments.iter().all(|s| {
         state.segments.contains_key(&s.id)
             || (state.indexed.contains_key(&s.id)
                 && (state.keys.contains_key(&s.id) || !keys_needed(&state.manifest, needs, s))
-                && (!needs.columns || state.columns.contains_key(&s.id)))
+                && (needs.filter.is_none() || loaded.filtered.contains_key(&s.id)))
     }) && state
         .manifest
         .deletes
         .iter()
         .all(|d| state.deletes.contains_key(&d.path));
-    if !loaded {
+    if !complete {
         return Ok(None);
     }
     let BaseView {
@@ -529,7 +537,7 @@ fn assemble(
             Source::Indexed {
                 segment: Arc::clone(segment),
                 keys: state.keys.get(&s.id).cloned(),
-                columns: state.columns.get(&s.id).cloned(),
+                filtered: loaded.filtered.get(&s.id).cloned(),
             }
         } else {
             return Err(Error::internal(
@@ -542,7 +550,7 @@ fn assemble(
             mask: masks.get(&s.id).cloned().flatten(),
             under_tail: true,
         });
-        source_probes.push(probes.remove(&s.id));
+        source_probes.push(loaded.probes.remove(&s.id));
     }
     let tail = if consistency == Consistency::Eventual {
         Arc::new(Newest::default())
@@ -699,8 +707,10 @@ pub(super) fn load_keys_behind(c: &Arc<Collection>, snap: &Snapshot, source: Arc
         let loaded = async {
             let mut batches = Vec::new();
             for seg in &lazy {
-                let batch = seg.read_columns(&source, &[COL_ID, COL_LSN], None).await?;
-                batches.push((seg.entry.id.clone(), Arc::new(seg.keys_of(&batch)?)));
+                batches.push((
+                    seg.entry.id.clone(),
+                    Arc::new(seg.read_keys(&source).await?),
+                ));
             }
             let inputs = {
                 let mut state = c.state.lock().await;

@@ -25,7 +25,7 @@ use crate::segment::RangeSource;
 pub(crate) struct SortedColumns<'a> {
     pub source: &'a Arc<dyn RangeSource>,
     pub segment: &'a IndexedSegment,
-    /// The segment's columns (as filters see them).
+    /// Every row of the columns the filter names.
     pub columns: &'a Arc<RecordBatch>,
 }
 
