@@ -494,10 +494,11 @@ impl BlockCache {
             futures::future::join_all(wanted.iter().map(|b| self.cache.get(&key(*b)))).await;
         let mut found = BTreeMap::new();
         let mut missing = Vec::new();
+        let mut hits = Hits::default();
         for (block, entry) in wanted.iter().zip(looked_up) {
             match entry {
                 Ok(Some(entry)) => {
-                    count_hit(stats, entry.source());
+                    hits.count(entry.source());
                     found.insert(*block, entry.value().clone());
                 }
                 // A disk-tier read error is a miss: the object store has it.
@@ -532,13 +533,12 @@ impl BlockCache {
         for (block, entry, fetch) in futures::future::join_all(fetches).await {
             match entry {
                 Ok(entry) => {
-                    if entry.source() != Source::Outer {
-                        count_hit(stats, entry.source());
-                    }
+                    hits.count(entry.source());
                     found.insert(block, entry.value().clone());
                 }
                 // Our typed error (not found, unavailable) rather than foyer's.
                 Err(e) => {
+                    hits.record(stats);
                     return Err(match fetch.await {
                         Err(ours) => Error::Shared(ours),
                         Ok(_) => Error::cache("read", format!("{path}: {e}")),
@@ -546,6 +546,7 @@ impl BlockCache {
                 }
             }
         }
+        hits.record(stats);
         Ok(found)
     }
 
@@ -602,17 +603,29 @@ impl RangeSource for CachedSource {
     }
 }
 
-fn count_hit(stats: &ReadStats, source: Source) {
-    match source {
-        Source::Memory => {
-            stats.memory_hits.fetch_add(1, Ordering::Relaxed);
-            crate::telemetry::cache_blocks("memory", 1);
+/// Blocks one read found in each tier, recorded once per read: a metric
+/// with labels costs a registry look-up each time it is touched.
+#[derive(Default)]
+struct Hits {
+    memory: u64,
+    disk: u64,
+}
+
+impl Hits {
+    fn count(&mut self, source: Source) {
+        match source {
+            Source::Memory => self.memory += 1,
+            Source::Disk => self.disk += 1,
+            // Fetched: counted by the fetch.
+            Source::Outer => {}
         }
-        Source::Disk => {
-            stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-            crate::telemetry::cache_blocks("disk", 1);
-        }
-        Source::Outer => {}
+    }
+
+    fn record(&self, stats: &ReadStats) {
+        stats.memory_hits.fetch_add(self.memory, Ordering::Relaxed);
+        stats.disk_hits.fetch_add(self.disk, Ordering::Relaxed);
+        crate::telemetry::cache_blocks("memory", self.memory);
+        crate::telemetry::cache_blocks("disk", self.disk);
     }
 }
 
