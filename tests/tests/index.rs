@@ -282,7 +282,9 @@ async fn explained(floe: &Floe, name: &str, mut body: Value) -> (Vec<u64>, Vec<S
 }
 
 /// Once a filter has passed over every row, its columns are sorted (off
-/// the query path); later new filters find their rows there: listed when
+/// the query path, and warm, their codes arranged in sorted order); later
+/// new filters find their rows there: listed (and scored from the
+/// arranged codes when one column's positions are exactly the rows) when
 /// few, evaluated cluster by cluster when many, and checked by the filter
 /// where the sorted columns only bound them. Searched exhaustively, every
 /// such filter gives exactly the true top 10 of its matching rows.
@@ -334,18 +336,34 @@ async fn new_filters_found_in_sorted_columns_give_the_exact_rows() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Warm, each sorted column's codes are arranged in its order too
+    // (after the sort, on the same thread): a filter found in one sorted
+    // column then scores its rows from them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for i in 1.. {
+        let filter = format!("cat == {}", 20 + i % 50);
+        let (_, seen) = explained(&floe, "sorted", exhaustive(&q, &filter)).await;
+        if seen.iter().filter(|p| *p == "sorted codes").count() == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "codes never arranged: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     type Keep = fn(u64) -> bool;
     let cases: Vec<(&str, Keep, &str)> = vec![
-        ("cat == 7", |id| id % 100 == 7, "filter (sorted columns)"),
+        ("cat == 7", |id| id % 100 == 7, "sorted codes"),
         (
             "cat >= 10 and cat < 11",
             |id| id % 100 == 10,
-            "filter (sorted columns)",
+            "sorted codes",
         ),
         (
             "cat in [3, 5]",
             |id| matches!(id % 100, 3 | 5),
-            "filter (sorted columns)",
+            "sorted codes",
         ),
         // Bounded by the rows of cat 4 or 11, then checked.
         (
@@ -393,6 +411,23 @@ async fn new_filters_found_in_sorted_columns_give_the_exact_rows() {
             ways[0]
         );
     }
+    // The arranged codes are each row's own: re-ranking only as many as
+    // are returned, the approximate order alone finds nearly the true
+    // top 10 (codes paired with the wrong rows would find about half).
+    let mut overlap = 0;
+    for _ in 0..10 {
+        let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let want = oracle("l2", &live, &q, 10, &|id| id % 100 == 7);
+        let body = json!({"vector": q, "top_k": 10, "filter": "cat == 7", "rerank": 10});
+        let (got, seen) = explained(&floe, "sorted", body).await;
+        assert_eq!(
+            seen.iter().filter(|p| *p == "sorted codes").count(),
+            3,
+            "{seen:?}"
+        );
+        overlap += got.iter().filter(|id| want.contains(id)).count();
+    }
+    assert!(overlap >= 90, "{overlap} of the true top 10s' 100 rows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

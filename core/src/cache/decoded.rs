@@ -42,6 +42,15 @@ pub enum Part {
         /// The schema's field index.
         column: u32,
     },
+    /// Codes of an index file, its rows in the order of one data-file
+    /// column's sorted values ([`Part::Sorted`]), a chunk of them: the
+    /// rows a lookup finds are then one contiguous run of codes.
+    SortedCodes {
+        /// The data file's field index.
+        column: u32,
+        /// Which chunk of sorted positions.
+        chunk: u32,
+    },
 }
 
 /// A part of an object, by the object's path.

@@ -91,7 +91,8 @@ impl IndexedSegment {
         })
     }
 
-    fn key(&self, part: Part) -> DecodedKey {
+    /// Where `part` of the index file is kept in the decoded cache.
+    pub(crate) fn decoded_key(&self, part: Part) -> DecodedKey {
         DecodedKey {
             object: Arc::clone(&self.index_key),
             part,
@@ -100,7 +101,7 @@ impl IndexedSegment {
 
     /// `part` of the index file if the decoded cache holds it (no read).
     fn decoded(&self, source: &Arc<dyn RangeSource>, part: Part) -> Option<Bytes> {
-        match source.decoded()?.get(&self.key(part))? {
+        match source.decoded()?.get(&self.decoded_key(part))? {
             Decoded::Bytes(bytes) => Some(bytes),
             Decoded::Array(_) => None,
         }
@@ -141,7 +142,7 @@ impl IndexedSegment {
             if let Some(decoded) = source.decoded() {
                 // A copy: a slice of a cache block would keep the block alive.
                 decoded.insert(
-                    self.key(parts[i].0),
+                    self.decoded_key(parts[i].0),
                     Decoded::Bytes(Bytes::copy_from_slice(&bytes)),
                 );
             }

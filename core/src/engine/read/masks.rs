@@ -5,6 +5,7 @@
 //! sorted columns where they can be ([`super::sorted`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -37,7 +38,11 @@ impl Mask {
     fn bytes(&self) -> usize {
         match self {
             Mask::Bits(bits) => bits.len().div_ceil(8),
-            Mask::Listed(s) => s.rows.len() * 4 + s.code_bytes.load(Ordering::Relaxed),
+            Mask::Listed(s) => {
+                s.rows.len() * 4
+                    + s.code_bytes.load(Ordering::Relaxed)
+                    + s.runs.as_ref().map_or(0, |(_, r)| r.len() * 16)
+            }
         }
     }
 }
@@ -60,15 +65,20 @@ pub(crate) enum Matches {
 pub(crate) struct Selected {
     /// Ascending (so each cluster's are one run: rows are stored by cluster).
     pub rows: Vec<u32>,
+    /// The same rows as positions in one sorted column (its attribute's
+    /// name and ranges of positions), when a lookup found them exactly:
+    /// their codes may be kept in that order ([`super::sorted_codes`]).
+    pub runs: Option<(String, Vec<Range<usize>>)>,
     /// Cluster → the codes of its listed rows, in row order.
     codes: Mutex<HashMap<usize, Bytes>>,
     code_bytes: AtomicUsize,
 }
 
 impl Selected {
-    fn new(rows: Vec<u32>) -> Self {
+    fn new(rows: Vec<u32>, runs: Option<(String, Vec<Range<usize>>)>) -> Self {
         Self {
             rows,
+            runs,
             codes: Mutex::default(),
             code_bytes: AtomicUsize::new(0),
         }
@@ -147,13 +157,16 @@ impl FilterMasks {
         let mut how = "filter (sorted columns)";
         let mask = match find(filter, &|c| sorted.get(c)) {
             Some(found) if found.count() <= self.exact_rows => {
+                let runs = found
+                    .single_column()
+                    .map(|(name, ranges)| (name.to_string(), ranges.to_vec()));
                 let rows = found.rows();
                 let rows = if found.exact() {
                     rows
                 } else {
                     matching(filter, sorted.columns, rows)?
                 };
-                Mask::Listed(Selected::new(rows))
+                Mask::Listed(Selected::new(rows, runs))
             }
             Some(found) if found.exact() => return Ok((Matches::ByCluster, how)),
             _ => {
@@ -163,6 +176,11 @@ impl FilterMasks {
             }
         };
         Ok((Matches::Kept(self.keep(segment, key, mask)), how))
+    }
+
+    /// What is being sorted or arranged now (see [`SortedColumns`]).
+    pub(crate) fn sorting(&self) -> &Sorting {
+        &self.sorting
     }
 
     /// The mask kept for `(segment, filter key)`, now the most recently
@@ -183,6 +201,7 @@ impl FilterMasks {
         if bits.count_set_bits() <= self.exact_rows {
             Mask::Listed(Selected::new(
                 bits.set_indices().map(|r| r as u32).collect(),
+                None,
             ))
         } else {
             Mask::Bits(bits)

@@ -13,6 +13,7 @@ mod scan;
 mod search;
 mod snapshot;
 mod sorted;
+mod sorted_codes;
 mod warm;
 
 pub(crate) use indexed::IndexedSegment;

@@ -131,17 +131,17 @@ async fn indexed_candidates(
     // Without keys, candidates are checked once their keys are read.
     let test = keys.map(|(ids, lsns)| params.visible_fn(source, ids, lsns));
     let visible = |row: usize| test.as_ref().is_none_or(|t| t(row));
-    let matches = match (params.filter, columns) {
-        (Some(filter), Some(columns)) => {
+    let sorted = columns.map(|columns| SortedColumns {
+        source: &snap.source,
+        segment,
+        columns,
+    });
+    let matches = match (params.filter, &sorted) {
+        (Some(filter), Some(sorted)) => {
             let started = Instant::now();
-            let sorted = SortedColumns {
-                source: &snap.source,
-                segment,
-                columns,
-            };
             let (matches, how) = snap
                 .filter_masks
-                .matches(&segment.entry.id, filter, &sorted)?;
+                .matches(&segment.entry.id, filter, sorted)?;
             snap.stats.record(how, started.elapsed(), 0);
             Some(matches)
         }
@@ -164,6 +164,28 @@ async fn indexed_candidates(
         Some(Matches::Kept(mask)) => Some(mask.as_ref()),
         _ => None,
     };
+    if let (Some(Mask::Listed(selected)), Some(sorted)) = (kept, &sorted)
+        && let Some((name, ranges)) = &selected.runs
+    {
+        // Found by a lookup in one sorted column: every matching row
+        // scored, from their codes in that column's order (contiguous
+        // runs) when kept: cheaper than the nearest clusters' matching rows
+        // below unless those codes are kept with the mask, and exhaustive.
+        // Else as below, while they are arranged for the next search.
+        match sorted.codes(name, ranges) {
+            Some(codes) => {
+                let started = Instant::now();
+                let mut probe =
+                    header.probe_loop(params.query, 1, rerank_n.max(params.k), Vec::new());
+                for (rows, codes) in codes.runs(ranges) {
+                    probe.scan_rows(rows, codes, &visible)?;
+                }
+                snap.stats.record("sorted codes", started.elapsed(), 0);
+                return Ok(probe.candidates());
+            }
+            None => sorted.codes_later(name, snap.filter_masks.sorting()),
+        }
+    }
     if let Some(Mask::Listed(selected)) = kept {
         // Selective: approximate distances of just the matching rows of the
         // closest clusters, as many clusters as hold (on average) the rows

@@ -14,6 +14,7 @@ use arrow::compute::{SortOptions, sort_to_indices, take};
 use arrow::datatypes::{DataType, Field, Float64Type};
 
 use super::IndexedSegment;
+use super::sorted_codes::{self, SortedCodes};
 use crate::cache::{Decoded, DecodedKey, Part};
 use crate::error::{Error, Result};
 use crate::filter::{CmpOp, Filter, Literal, compare};
@@ -24,23 +25,83 @@ use crate::segment::RangeSource;
 /// them and found none.
 pub(crate) struct SortedColumns<'a> {
     pub source: &'a Arc<dyn RangeSource>,
-    pub segment: &'a IndexedSegment,
+    pub segment: &'a Arc<IndexedSegment>,
     /// Every row of the columns the filter names.
     pub columns: &'a Arc<RecordBatch>,
 }
 
-/// Columns being sorted now, by their decoded-cache key.
+/// Columns being sorted now, and sorted columns whose codes are being
+/// arranged ([`sorted_codes`]), by their decoded-cache key.
 pub(crate) type Sorting = Arc<Mutex<HashSet<DecodedKey>>>;
 
 impl SortedColumns<'_> {
     fn key(&self, name: &str) -> Option<DecodedKey> {
-        let column = self.segment.data.schema().index_of(name).ok()?;
         Some(DecodedKey {
             object: Arc::from(self.segment.entry.data_path.as_str()),
             part: Part::Sorted {
-                column: column as u32,
+                column: self.field(name)? as u32,
             },
         })
+    }
+
+    /// The data file's field index of attribute `name`.
+    fn field(&self, name: &str) -> Option<usize> {
+        self.segment.data.schema().index_of(name).ok()
+    }
+
+    /// The codes of `ranges` of the positions of column `name` sorted,
+    /// in that order, if kept (see [`sorted_codes`]).
+    pub(crate) fn codes(&self, name: &str, ranges: &[Range<usize>]) -> Option<SortedCodes> {
+        SortedCodes::get(
+            self.source,
+            self.segment,
+            self.field(name)?,
+            self.get(name)?,
+            ranges,
+        )
+    }
+
+    /// Arranges, on a blocking thread, the codes of column `name` sorted
+    /// when they may be kept and are not (or not all) kept, nor being
+    /// arranged.
+    pub(crate) fn codes_later(&self, name: &str, sorting: &Sorting) {
+        let (Some(field), Some(column), Some(key)) =
+            (self.field(name), self.get(name), self.key(name))
+        else {
+            return;
+        };
+        // (A process not warmed keeps few clusters' codes: a first look
+        // spares it a thread that would find one missing.)
+        let last = self.segment.header.nlist().saturating_sub(1);
+        if [0, last]
+            .iter()
+            .any(|c| self.segment.decoded_codes(self.source, *c).is_none())
+            || !sorted_codes::wanted(self.source, self.segment, field, &column)
+        {
+            return;
+        }
+        // In flight under the index file's name (the sort itself is under
+        // the data file's).
+        let key = DecodedKey {
+            object: self.segment.decoded_key(key.part).object,
+            part: key.part,
+        };
+        if !sorting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        let (source, segment, sorting) = (
+            Arc::clone(self.source),
+            Arc::clone(self.segment),
+            Arc::clone(sorting),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _done = InFlight { sorting, key };
+            sorted_codes::build(&source, &segment, field, &column);
+        });
     }
 
     /// Column `name` sorted, if kept.
@@ -76,11 +137,13 @@ impl SortedColumns<'_> {
             {
                 continue;
             }
-            let (source, column, sorting) = (
+            let (source, column, sorting, segment) = (
                 Arc::clone(self.source),
                 Arc::clone(column),
                 Arc::clone(sorting),
+                Arc::clone(self.segment),
             );
+            let field = self.field(&name);
             tokio::task::spawn_blocking(move || {
                 // No longer in flight however this ends (a panic too).
                 let _done = InFlight {
@@ -91,6 +154,12 @@ impl SortedColumns<'_> {
                     Ok(sorted) => {
                         if let Some(decoded) = source.decoded() {
                             decoded.insert(key, Decoded::Array(sorted.to_array()));
+                        }
+                        // Its codes too, while the clusters' are at hand.
+                        if let Some(field) = field
+                            && sorted_codes::wanted(&source, &segment, field, &sorted)
+                        {
+                            sorted_codes::build(&source, &segment, field, &sorted);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "sorting a column for filters failed"),
@@ -154,6 +223,9 @@ impl SortedColumn {
         let order = sort_to_indices(column, Some(options), None)?;
         let order = order.slice(0, column.len() - column.null_count());
         let values = take(column, &order, None)?;
+        // Equal values in row order, so every sort of a column puts each
+        // row at the same position (codes kept by position rely on it).
+        let order = ties_by_row(values.as_ref(), order)?;
         // Floats sort in IEEE total order: NaNs of either sign sit at the
         // two ends, and no comparison matches them.
         let (start, end) = match values.data_type() {
@@ -172,9 +244,13 @@ impl SortedColumn {
     }
 
     /// Rows with a comparable value.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    /// The row at each position.
+    pub(crate) fn rows(&self) -> &[u32] {
+        self.rows.values()
     }
 
     /// Whether both are the same column (one kept array).
@@ -226,6 +302,22 @@ impl SortedColumn {
             CmpOp::Ge => one(below..n),
         }
     }
+}
+
+/// `order` with each run of equal `values` (sorted) in ascending row order.
+fn ties_by_row(values: &dyn Array, order: UInt32Array) -> Result<UInt32Array> {
+    let same = arrow::array::make_comparator(values, values, SortOptions::default())?;
+    let mut rows = order.values().to_vec();
+    let mut start = 0;
+    for i in 1..=rows.len() {
+        if i == rows.len() || same(i - 1, i) != std::cmp::Ordering::Equal {
+            if i - start > 1 {
+                rows[start..i].sort_unstable();
+            }
+            start = i;
+        }
+    }
+    Ok(UInt32Array::from(rows))
 }
 
 /// The first `i` in `0..n` where `pred` fails (it holds on a prefix).
@@ -306,8 +398,10 @@ fn sort_rows(rows: &mut Vec<u32>) {
 /// The rows a filter can match, as sorted columns find them.
 #[derive(Debug)]
 pub(crate) enum Found {
-    /// Positions in one sorted column: exactly the matching rows.
+    /// Positions in one sorted column (attribute `name`): exactly the
+    /// matching rows.
     Positions {
+        name: String,
         column: Arc<SortedColumn>,
         ranges: Vec<Range<usize>>,
     },
@@ -328,6 +422,20 @@ impl Found {
         }
     }
 
+    /// The attribute and its sorted positions, when they are exactly the
+    /// matching rows.
+    pub(crate) fn single_column(&self) -> Option<(&str, &[Range<usize>])> {
+        match self {
+            Found::Positions { name, ranges, .. } => Some((name, ranges)),
+            Found::Any(parts)
+            | Found::All {
+                parts,
+                complete: true,
+            } if parts.len() == 1 => parts[0].single_column(),
+            _ => None,
+        }
+    }
+
     /// Whether [`Found::rows`] are exactly the filter's rows (else a
     /// superset, to be checked by the filter itself).
     pub(crate) fn exact(&self) -> bool {
@@ -344,7 +452,7 @@ impl Found {
     /// [`Found::exact`]; for `All`, those of its smallest part).
     pub(crate) fn rows(&self) -> Vec<u32> {
         match self {
-            Found::Positions { column, ranges } => {
+            Found::Positions { column, ranges, .. } => {
                 let mut rows: Vec<u32> = ranges
                     .iter()
                     .flat_map(|r| column.rows.values()[r.clone()].iter().copied())
@@ -374,8 +482,9 @@ pub(crate) fn find(
     filter: &Filter,
     sorted: &dyn Fn(&str) -> Option<Arc<SortedColumn>>,
 ) -> Option<Found> {
-    let positions = |column: Arc<SortedColumn>, ranges: Option<Vec<Range<usize>>>| {
+    let positions = |name: &str, column: Arc<SortedColumn>, ranges: Option<Vec<Range<usize>>>| {
         Some(Found::Positions {
+            name: name.to_string(),
             column,
             ranges: normalize(ranges?),
         })
@@ -384,7 +493,7 @@ pub(crate) fn find(
         Filter::Cmp { column, op, value } => {
             let col = sorted(column)?;
             let ranges = col.positions(*op, value);
-            positions(col, ranges)
+            positions(column, col, ranges)
         }
         Filter::In {
             column,
@@ -396,12 +505,12 @@ pub(crate) fn find(
             for v in values {
                 ranges.extend(col.positions(CmpOp::Eq, v)?);
             }
-            positions(col, Some(ranges))
+            positions(column, col, Some(ranges))
         }
         Filter::IsTrue { column } => {
             let col = sorted(column)?;
             let ranges = col.positions(CmpOp::Eq, &Literal::Bool(true));
-            positions(col, ranges)
+            positions(column, col, ranges)
         }
         Filter::Or(parts) => {
             let mut found: Vec<Found> = Vec::new();
@@ -409,12 +518,20 @@ pub(crate) fn find(
                 match find(part, sorted)? {
                     // `a == 1 or a == 2`: one set of positions, so rows
                     // matching both are counted once.
-                    Found::Positions { column, ranges } => match same_column(&mut found, &column) {
+                    Found::Positions {
+                        name,
+                        column,
+                        ranges,
+                    } => match same_column(&mut found, &column) {
                         Some(r) => {
                             r.extend(ranges);
                             *r = normalize(std::mem::take(r));
                         }
-                        None => found.push(Found::Positions { column, ranges }),
+                        None => found.push(Found::Positions {
+                            name,
+                            column,
+                            ranges,
+                        }),
                     },
                     other => found.push(other),
                 }
@@ -428,12 +545,18 @@ pub(crate) fn find(
                 match find(part, sorted) {
                     // Two bounds on one column (`a >= 1 and a < 9`) are one
                     // exact set of positions.
-                    Some(Found::Positions { column, ranges }) => {
-                        match same_column(&mut found, &column) {
-                            Some(r) => *r = intersect(r, &ranges),
-                            None => found.push(Found::Positions { column, ranges }),
-                        }
-                    }
+                    Some(Found::Positions {
+                        name,
+                        column,
+                        ranges,
+                    }) => match same_column(&mut found, &column) {
+                        Some(r) => *r = intersect(r, &ranges),
+                        None => found.push(Found::Positions {
+                            name,
+                            column,
+                            ranges,
+                        }),
+                    },
                     Some(other) => found.push(other),
                     None => complete = false,
                 }
@@ -456,7 +579,9 @@ fn same_column<'f>(
     column: &SortedColumn,
 ) -> Option<&'f mut Vec<Range<usize>>> {
     found.iter_mut().find_map(|f| match f {
-        Found::Positions { column: c, ranges } if c.same(column) => Some(ranges),
+        Found::Positions {
+            column: c, ranges, ..
+        } if c.same(column) => Some(ranges),
         _ => None,
     })
 }
@@ -619,6 +744,42 @@ mod tests {
         let overlap = Filter::parse("n >= 0 or n in [1, 2] or n < 5", &config()).unwrap();
         let truth = overlap.evaluate(&batch).unwrap().count_set_bits();
         assert_eq!(find(&overlap, &lookup).unwrap().count(), truth);
+        // Exact positions in one column name it, through `and` and `or`.
+        for (text, column) in [
+            ("n == 4", Some("n")),
+            ("n >= -2 and n < 7", Some("n")),
+            ("n == 1 or n == 2", Some("n")),
+            ("x > 3", Some("x")),
+            ("n == 4 or s == 'b'", None),
+            ("n < 0 and s like 'a%'", None),
+        ] {
+            let filter = Filter::parse(text, &config()).unwrap();
+            let found = find(&filter, &lookup).unwrap();
+            assert_eq!(found.single_column().map(|(c, _)| c), column, "{text}");
+        }
+    }
+
+    #[test]
+    fn equal_values_sit_in_row_order() {
+        let batch = batch();
+        for c in ["n", "x", "s", "b"] {
+            let col = batch.column_by_name(c).unwrap();
+            let sorted = SortedColumn::build(col.as_ref()).unwrap();
+            let same = arrow::array::make_comparator(
+                sorted.values.as_ref(),
+                sorted.values.as_ref(),
+                SortOptions::default(),
+            )
+            .unwrap();
+            let rows = sorted.rows();
+            for i in 1..rows.len() {
+                match same(i - 1, i) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => assert!(rows[i - 1] < rows[i], "{c} at {i}"),
+                    std::cmp::Ordering::Greater => panic!("{c}: not ascending at {i}"),
+                }
+            }
+        }
     }
 
     #[test]

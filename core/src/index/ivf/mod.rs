@@ -137,6 +137,21 @@ impl IvfHeader {
         self.offsets.last().copied().unwrap_or(0) as usize
     }
 
+    /// Whether a row's code is scored the same whatever its cluster
+    /// (SQ8; RaBitQ codes the residual from the cluster's centroid): then
+    /// codes of rows of many clusters can be scored as one run.
+    pub(crate) fn codes_span_clusters(&self) -> bool {
+        matches!(self.quantizer, Quantizer::Sq8 { .. })
+    }
+
+    /// The cluster holding `row` (rows are stored cluster by cluster).
+    pub(crate) fn cluster_of(&self, row: usize) -> usize {
+        self.offsets
+            .partition_point(|&start| start as usize <= row)
+            .saturating_sub(1)
+            .min(self.nlist().saturating_sub(1))
+    }
+
     /// Bytes of one row's code.
     pub(crate) fn code_len(&self) -> usize {
         match &self.quantizer {
@@ -175,6 +190,25 @@ mod tests {
             codes,
             ..IvfParams::default()
         }
+    }
+
+    #[test]
+    fn rows_belong_to_the_cluster_whose_range_holds_them() {
+        let header = IvfHeader {
+            metric: Metric::L2,
+            dim: 1,
+            centroids: vec![0.0; 4],
+            // Cluster 1 and 3 are empty.
+            offsets: vec![0, 5, 5, 10, 10],
+            quantizer: Quantizer::Sq8 {
+                min: vec![0.0],
+                scale: vec![1.0],
+            },
+            calibration: Vec::new(),
+        };
+        let of: Vec<usize> = (0..10).map(|r| header.cluster_of(r)).collect();
+        assert_eq!(of, [0, 0, 0, 0, 0, 2, 2, 2, 2, 2]);
+        assert!(header.codes_span_clusters());
     }
 
     #[test]

@@ -269,6 +269,27 @@ impl ProbeLoop<'_> {
         }
     }
 
+    /// Offers those of `rows` (of any clusters) that `accept` admits by
+    /// their approximate distance; `codes` are the rows' codes one after
+    /// another. Only for codes scored alike in every cluster
+    /// ([`IvfHeader::codes_span_clusters`]).
+    pub(crate) fn scan_rows(
+        &mut self,
+        rows: &[u32],
+        codes: &[u8],
+        accept: &dyn Fn(usize) -> bool,
+    ) -> Result<()> {
+        if !self.header.codes_span_clusters() {
+            return Err(Error::internal(
+                "ivf search",
+                "codes of many clusters scored as one run",
+            ));
+        }
+        // Any cluster: the scoring does not depend on it.
+        self.scan_listed(0, rows, codes, accept);
+        Ok(())
+    }
+
     /// Whether the pool holds as many candidates as it keeps.
     pub(crate) fn is_full(&self) -> bool {
         self.pool.is_full()
