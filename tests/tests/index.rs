@@ -428,6 +428,18 @@ async fn new_filters_found_in_sorted_columns_give_the_exact_rows() {
         overlap += got.iter().filter(|id| want.contains(id)).count();
     }
     assert!(overlap >= 90, "{overlap} of the true top 10s' 100 rows");
+    // A row deleted since is not found through them.
+    let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let before = oracle("l2", &live, &q, 10, &|id| id % 100 == 7);
+    let request: DeleteRequest = serde_json::from_value(json!({ "ids": [before[0]] })).unwrap();
+    floe_core::api::delete(&floe, "sorted", request)
+        .await
+        .unwrap();
+    let gone = before[0];
+    let want = oracle("l2", &live, &q, 10, &|id| id % 100 == 7 && id != gone);
+    let (got, seen) = explained(&floe, "sorted", exhaustive(&q, "cat == 7")).await;
+    assert_eq!(got, want);
+    assert!(seen.iter().any(|p| p == "sorted codes"), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
