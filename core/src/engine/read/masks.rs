@@ -50,7 +50,9 @@ impl Mask {
 /// How a search learns which rows a filter matches.
 #[derive(Debug)]
 pub(crate) enum Matches {
-    Kept(Arc<Mask>),
+    /// A kept mask; `new` when this search made it (a filter asked for
+    /// the first time).
+    Kept { mask: Arc<Mask>, new: bool },
     /// Too many to list, as sorted columns tell: the filter is evaluated
     /// on the rows of each cluster a search scores (a pass over every row
     /// of the segment would cost more than the search).
@@ -152,7 +154,7 @@ impl FilterMasks {
     ) -> Result<(Matches, &'static str)> {
         let key = format!("{filter:?}");
         if let Some(mask) = self.kept(segment, &key) {
-            return Ok((Matches::Kept(mask), "filter (kept)"));
+            return Ok((Matches::Kept { mask, new: false }, "filter (kept)"));
         }
         let mut how = "filter (sorted columns)";
         let mask = match find(filter, &|c| sorted.get(c)) {
@@ -175,7 +177,8 @@ impl FilterMasks {
                 self.mask(filter.evaluate(sorted.columns)?)
             }
         };
-        Ok((Matches::Kept(self.keep(segment, key, mask)), how))
+        let mask = self.keep(segment, key, mask);
+        Ok((Matches::Kept { mask, new: true }, how))
     }
 
     /// What is being sorted or arranged now (see [`SortedColumns`]).

@@ -161,17 +161,22 @@ async fn indexed_candidates(
         None => (header.probe_order(&params.query.values, nprobe), None),
     };
     let kept = match &matches {
-        Some(Matches::Kept(mask)) => Some(mask.as_ref()),
+        Some(Matches::Kept { mask, .. }) => Some(mask.as_ref()),
         _ => None,
     };
-    if let (Some(Mask::Listed(selected)), Some(sorted)) = (kept, &sorted)
+    let new = matches!(matches, Some(Matches::Kept { new: true, .. }));
+    if let (Some(Mask::Listed(selected)), Some(sorted), true) = (kept, &sorted, new)
         && let Some((name, ranges)) = &selected.runs
     {
-        // Found by a lookup in one sorted column: every matching row
-        // scored, from their codes in that column's order (contiguous
-        // runs) when kept: cheaper than the nearest clusters' matching rows
-        // below unless those codes are kept with the mask, and exhaustive.
-        // Else as below, while they are arranged for the next search.
+        // A filter asked for the first time, found by a lookup in one
+        // sorted column: every matching row scored, from their codes in
+        // that column's order (contiguous runs) when kept. Below, its
+        // matching rows' codes would be gathered one random read at a
+        // time; a repeated filter scores the nearest clusters' rows from
+        // the codes kept with its mask as searches gathered them (fewer
+        // rows than every matching one when a filter matches many).
+        // Without arranged codes, as below, while they are arranged for
+        // the next search.
         match sorted.codes(name, ranges) {
             Some(codes) => {
                 let started = Instant::now();
