@@ -476,4 +476,23 @@ async fn a_filter_reads_only_the_columns_it_names() {
         assert_eq!(again, expected, "{ask}");
         assert_eq!(stats.requests, 0, "{ask}: {stats:?}");
     }
+
+    // A filter on the large column, in a process whose decoded cache is
+    // too small to keep it: the first search reads it whole (about 40
+    // blocks); a repeated one, answered by the filter's kept mask, reads
+    // none of it.
+    let mut settings = test_settings(&dir.path().join("small"));
+    settings.object_store = Some(s3.clone());
+    settings.nats = Some(nats.clone());
+    settings.cache.decoded_mb = 1;
+    let small = Floe::open(settings).await.unwrap();
+    let ask =
+        json!({"vector": q, "top_k": 10, "filter": "body like 'a%'", "include_attributes": false});
+    let (expected, first) = query_with(&small, "f", ask.clone()).await;
+    assert!(!expected.is_empty());
+    let blocks = |s: &QueryStats| s.memory_hits + s.disk_hits + s.misses;
+    assert!(blocks(&first) >= 30, "{first:?}");
+    let (again, repeated) = query_with(&small, "f", ask).await;
+    assert_eq!(again, expected);
+    assert!(blocks(&repeated) < 20, "{repeated:?}");
 }

@@ -181,6 +181,20 @@ impl FilterMasks {
         Ok((Matches::Kept { mask, new: true }, how))
     }
 
+    /// The mask kept for `filter` on segment `segment`, now the most
+    /// recently used.
+    pub(crate) fn kept_for(&self, segment: &str, filter: &Filter) -> Option<Arc<Mask>> {
+        self.kept(segment, &format!("{filter:?}"))
+    }
+
+    /// Whether a mask is kept for `filter` on segment `segment` (its
+    /// columns are then not needed), leaving the order of use as it is.
+    pub(crate) fn holds(&self, segment: &str, filter: &Filter) -> bool {
+        let key = format!("{filter:?}");
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().any(|(s, f, _)| s == segment && *f == key)
+    }
+
     /// What is being sorted or arranged now (see [`SortedColumns`]).
     pub(crate) fn sorting(&self) -> &Sorting {
         &self.sorting

@@ -46,8 +46,9 @@ pub(crate) enum Source {
     Rows(Arc<RecordBatch>),
     /// An indexed segment: keys in memory (`None`: a vector query reads
     /// its candidates' keys with their rows, see [`Needs::lazy_keys`]), the
-    /// columns the read's filter names (see [`Needs::filter`]), the rest
-    /// through the cache.
+    /// columns the read's filter names (see [`Needs::filter`]; `None` for
+    /// a vector query whose filter's mask was kept), the rest through the
+    /// cache.
     Indexed {
         segment: Arc<IndexedSegment>,
         keys: Option<Arc<RecordBatch>>,
@@ -85,7 +86,7 @@ impl Source {
 pub(crate) struct Needs<'a> {
     /// The filter the read evaluates: the columns it names are loaded,
     /// whole, for every indexed segment (through the decoded cache, for
-    /// this read only).
+    /// this read only), but those a vector query's kept mask answers.
     pub filter: Option<&'a Filter>,
     /// Prefetch the code blocks of the clusters this query probes first.
     pub probe: Option<(&'a QueryVector, SearchKnobs)>,
@@ -117,6 +118,9 @@ pub(crate) struct Snapshot {
     pub stats: Arc<ReadStats>,
     /// The collection's evaluated filters of indexed segments.
     pub filter_masks: Arc<FilterMasks>,
+    /// The non-vector columns of the collection's rows, as filters see
+    /// them (for columns a search loads itself).
+    pub data_schema: arrow::datatypes::SchemaRef,
 }
 
 impl Snapshot {

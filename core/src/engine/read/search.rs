@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -107,7 +108,6 @@ async fn indexed_candidates(
     else {
         return Err(Error::internal("query", "not an indexed source"));
     };
-    let columns = filtered.as_ref();
     let planned = snap.probes[source].as_ref();
     let header = &segment.header;
     let keys = match keys {
@@ -131,13 +131,36 @@ async fn indexed_candidates(
     // Without keys, candidates are checked once their keys are read.
     let test = keys.map(|(ids, lsns)| params.visible_fn(source, ids, lsns));
     let visible = |row: usize| test.as_ref().is_none_or(|t| t(row));
-    let sorted = columns.map(|columns| SortedColumns {
+    // The filter's columns, unless its kept mask answers: the snapshot
+    // left them unloaded when it was kept then.
+    let mut kept_mask = None;
+    let columns = match (filtered, params.filter) {
+        (Some(columns), _) => Some(Arc::clone(columns)),
+        (None, Some(filter)) => match snap.filter_masks.kept_for(&segment.entry.id, filter) {
+            Some(mask) => {
+                kept_mask = Some(mask);
+                None
+            }
+            // Evicted since: loaded here.
+            None => Some(Arc::new(
+                segment
+                    .whole_columns(&snap.source, &filter.columns(), &snap.data_schema)
+                    .await?,
+            )),
+        },
+        (None, None) => None,
+    };
+    let sorted = columns.as_ref().map(|columns| SortedColumns {
         source: &snap.source,
         segment,
         columns,
     });
-    let matches = match (params.filter, &sorted) {
-        (Some(filter), Some(sorted)) => {
+    let matches = match (params.filter, &sorted, kept_mask) {
+        (Some(_), _, Some(mask)) => {
+            snap.stats.record("filter (kept)", Duration::ZERO, 0);
+            Some(Matches::Kept { mask, new: false })
+        }
+        (Some(filter), Some(sorted), None) => {
             let started = Instant::now();
             let (matches, how) = snap
                 .filter_masks
@@ -145,10 +168,10 @@ async fn indexed_candidates(
             snap.stats.record(how, started.elapsed(), 0);
             Some(matches)
         }
-        (Some(_), None) => {
+        (Some(_), None, None) => {
             return Err(Error::internal("query", "filter columns were not loaded"));
         }
-        _ => None,
+        (None, ..) => None,
     };
     let knobs = query.knobs;
     let nprobe = header.nprobe(&knobs);
@@ -230,7 +253,7 @@ async fn indexed_candidates(
         return Ok(probe.candidates());
     }
     // A filter evaluated by cluster: on the rows of each cluster scored.
-    let by_cluster = match (&matches, params.filter, columns) {
+    let by_cluster = match (&matches, params.filter, columns.as_ref()) {
         (Some(Matches::ByCluster), Some(filter), Some(columns)) => Some((filter, columns)),
         _ => None,
     };

@@ -403,8 +403,9 @@ async fn open_from_head(c: &Collection) {
 struct Loaded {
     /// Probe orders and first code blocks (`Needs::probe`).
     probes: HashMap<String, Probe>,
-    /// The columns the read's filter names (`Needs::filter`).
-    filtered: HashMap<String, Arc<RecordBatch>>,
+    /// The columns the read's filter names (`Needs::filter`); `None`
+    /// where a vector query's filter has a kept mask.
+    filtered: HashMap<String, Option<Arc<RecordBatch>>>,
 }
 
 /// Loads the keys of indexed segments that lack them, and what this read
@@ -444,6 +445,7 @@ async fn load_keys_and_codes(
     let mut filters = Vec::new();
     let mut plans = Vec::new();
     let (data_schema, _) = indexed_data_schema(&c.schema);
+    let mut answered = HashMap::new();
     for (seg, want_keys, want_filtered, want_probe) in &work {
         if *want_keys {
             let seg = Arc::clone(seg);
@@ -453,13 +455,19 @@ async fn load_keys_and_codes(
             });
         }
         if let (true, Some(filter)) = (*want_filtered, needs.filter) {
-            let (seg, schema) = (Arc::clone(seg), Arc::clone(&data_schema));
-            filters.push(async move {
-                let batch = seg
-                    .whole_columns(source, &filter.columns(), &schema)
-                    .await?;
-                Ok::<_, Error>((seg.entry.id.clone(), Arc::new(batch)))
-            });
+            // A search with a kept mask reads no column (and one whose mask
+            // is evicted meanwhile loads them itself).
+            if needs.probe.is_some() && c.filter_masks.holds(&seg.entry.id, filter) {
+                answered.insert(seg.entry.id.clone(), None);
+            } else {
+                let (seg, schema) = (Arc::clone(seg), Arc::clone(&data_schema));
+                filters.push(async move {
+                    let batch = seg
+                        .whole_columns(source, &filter.columns(), &schema)
+                        .await?;
+                    Ok::<_, Error>((seg.entry.id.clone(), Some(Arc::new(batch))))
+                });
+            }
         }
         if let (true, Some((q, knobs))) = (*want_probe, needs.probe) {
             let seg = Arc::clone(seg);
@@ -488,7 +496,7 @@ async fn load_keys_and_codes(
     }
     Ok(Loaded {
         probes: probes.into_iter().collect(),
-        filtered: filtered.into_iter().collect(),
+        filtered: filtered.into_iter().chain(answered).collect(),
     })
 }
 
@@ -537,7 +545,7 @@ fn assemble(
             Source::Indexed {
                 segment: Arc::clone(segment),
                 keys: state.keys.get(&s.id).cloned(),
-                filtered: loaded.filtered.get(&s.id).cloned(),
+                filtered: loaded.filtered.get(&s.id).cloned().flatten(),
             }
         } else {
             return Err(Error::internal(
@@ -582,6 +590,7 @@ fn assemble(
         source: Arc::clone(source),
         stats: Arc::clone(stats),
         filter_masks: Arc::clone(&c.filter_masks),
+        data_schema: indexed_data_schema(&c.schema).0,
     }))
 }
 

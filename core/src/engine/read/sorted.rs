@@ -80,26 +80,13 @@ impl SortedColumns<'_> {
         {
             return;
         }
-        // In flight under the index file's name (the sort itself is under
-        // the data file's).
-        let key = DecodedKey {
-            object: self.segment.decoded_key(key.part).object,
-            part: key.part,
-        };
-        if !sorting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone())
-        {
+        let Some(arranging) = InFlight::start(sorting, codes_key(self.segment, key.part)) else {
             return;
-        }
-        let (source, segment, sorting) = (
-            Arc::clone(self.source),
-            Arc::clone(self.segment),
-            Arc::clone(sorting),
-        );
+        };
+        let (source, segment) = (Arc::clone(self.source), Arc::clone(self.segment));
         tokio::task::spawn_blocking(move || {
-            let _done = InFlight { sorting, key };
+            // No longer in flight however this ends.
+            let _done = arranging;
             sorted_codes::build(&source, &segment, field, &column);
         });
     }
@@ -130,34 +117,32 @@ impl SortedColumns<'_> {
             if !SortedColumn::sortable(column.data_type())
                 || !decoded.fits(bytes)
                 || decoded.get(&key).is_some()
-                || !sorting
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key.clone())
             {
                 continue;
             }
-            let (source, column, sorting, segment) = (
+            let Some(sorting_it) = InFlight::start(sorting, key.clone()) else {
+                continue;
+            };
+            let (source, column, segment) = (
                 Arc::clone(self.source),
                 Arc::clone(column),
-                Arc::clone(sorting),
                 Arc::clone(self.segment),
             );
             let field = self.field(&name);
             tokio::task::spawn_blocking(move || {
                 // No longer in flight however this ends (a panic too).
-                let _done = InFlight {
-                    sorting,
-                    key: key.clone(),
-                };
+                let _done = sorting_it;
                 match SortedColumn::build(column.as_ref()) {
                     Ok(sorted) => {
                         if let Some(decoded) = source.decoded() {
-                            decoded.insert(key, Decoded::Array(sorted.to_array()));
+                            decoded.insert(key.clone(), Decoded::Array(sorted.to_array()));
                         }
-                        // Its codes too, while the clusters' are at hand.
+                        // Its codes too, while the clusters' are at hand
+                        // (unless a search started arranging them).
                         if let Some(field) = field
                             && sorted_codes::wanted(&source, &segment, field, &sorted)
+                            && let Some(_arranging) =
+                                InFlight::start(&_done.sorting, codes_key(&segment, key.part))
                         {
                             sorted_codes::build(&source, &segment, field, &sorted);
                         }
@@ -169,10 +154,31 @@ impl SortedColumns<'_> {
     }
 }
 
-/// A column being sorted; dropped when done.
+/// A column being sorted (or its codes arranged); dropped when done.
 struct InFlight {
     sorting: Sorting,
     key: DecodedKey,
+}
+
+impl InFlight {
+    /// Marks `key` in flight; `None` when it already is.
+    fn start(sorting: &Sorting, key: DecodedKey) -> Option<InFlight> {
+        let fresh = sorting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        fresh.then(|| InFlight {
+            sorting: Arc::clone(sorting),
+            key,
+        })
+    }
+}
+
+/// The in-flight mark of arranging the codes of a sorted column (`part`,
+/// its [`Part::Sorted`]): under the index file's name, as the sort is
+/// under the data file's.
+fn codes_key(segment: &IndexedSegment, part: Part) -> DecodedKey {
+    segment.decoded_key(part)
 }
 
 impl Drop for InFlight {
@@ -305,6 +311,8 @@ impl SortedColumn {
 }
 
 /// `order` with each run of equal `values` (sorted) in ascending row order.
+/// Only rows move, not values: right because `Equal` here means the same
+/// value (floats compare in total order, as the sort does).
 fn ties_by_row(values: &dyn Array, order: UInt32Array) -> Result<UInt32Array> {
     let same = arrow::array::make_comparator(values, values, SortOptions::default())?;
     let mut rows = order.values().to_vec();

@@ -162,7 +162,11 @@ pub(crate) fn build(
         let mut codes = Vec::with_capacity(want);
         for &row in &rows[chunk * CHUNK..chunk * CHUNK + n] {
             let c = header.cluster_of(row as usize);
-            let at = (row as usize - header.offsets[c] as usize) * code_len;
+            // (A damaged header's offsets need not start at 0.)
+            let Some(at) = (row as usize).checked_sub(header.offsets[c] as usize) else {
+                return;
+            };
+            let at = at * code_len;
             match blocks[c].get(at..at + code_len) {
                 Some(code) => codes.extend_from_slice(code),
                 None => return,
