@@ -97,17 +97,8 @@ async fn reader(
 }
 
 async fn query(floe: &Floe, q: &[f32], consistency: &str) -> (Vec<Value>, QueryStats) {
-    let request: QueryRequest = serde_json::from_value(json!({
-        "vector": q, "top_k": 10, "consistency": consistency, "explain": true
-    }))
-    .unwrap();
-    let response = floe_core::api::query(floe, "c", request).await.unwrap();
-    let results = response
-        .results
-        .iter()
-        .map(|r| serde_json::to_value(r).unwrap())
-        .collect();
-    (results, response.explain.expect("explain was asked for"))
+    let body = json!({"vector": q, "top_k": 10, "consistency": consistency});
+    query_with(floe, "c", body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
