@@ -183,16 +183,7 @@ async fn cold_warm_and_incremental_queries_stay_within_their_request_budget() {
     // Each block at most once: never more than the files themselves (at
     // this small scale a cold query reads most of them; the benchmark
     // measures the share on a million vectors).
-    let store = open_object_store(&s3).unwrap();
-    let files: u64 = store
-        .list(Some(&object_store::path::Path::from("collections/c")))
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|m| CollectionPaths::is_data_file(m.location.as_ref()))
-        .map(|m| m.size)
-        .sum();
+    let files = stored_bytes(&s3, "c", CollectionPaths::is_data_file).await;
     assert!(
         stats.bytes_fetched <= files,
         "{} of {files}",
@@ -378,6 +369,26 @@ async fn a_lagging_missing_or_foreign_head_never_serves_wrong_rows() {
     );
 }
 
+/// Bytes of the objects of collection `name` whose path `keep` admits.
+async fn stored_bytes(
+    s3: &floe_core::storage::ObjectStoreConfig,
+    name: &str,
+    keep: impl Fn(&str) -> bool,
+) -> u64 {
+    open_object_store(s3)
+        .unwrap()
+        .list(Some(&object_store::path::Path::from(format!(
+            "collections/{name}"
+        ))))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| keep(m.location.as_ref()))
+        .map(|m| m.size)
+        .sum()
+}
+
 /// What a query asked with `body` (explain on) answered and cost.
 async fn query_with(floe: &Floe, name: &str, body: Value) -> (Vec<Value>, QueryStats) {
     let mut body = body;
@@ -428,16 +439,7 @@ async fn a_filter_reads_only_the_columns_it_names() {
         .await
         .unwrap()
         .expect("built");
-    let store = open_object_store(&s3).unwrap();
-    let data_file: u64 = store
-        .list(Some(&object_store::path::Path::from("collections/f")))
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|m| m.location.as_ref().ends_with(".parquet"))
-        .map(|m| m.size)
-        .sum();
+    let data_file = stored_bytes(&s3, "f", |path| path.ends_with(".parquet")).await;
     let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     // (Returned attributes are read by page, for the rows returned: not
     // asked for here, to see what the filters read.)

@@ -99,6 +99,14 @@ impl IndexedSegment {
         }
     }
 
+    /// Where `part` of the data file is kept in the decoded cache.
+    pub(crate) fn data_key(&self, part: Part) -> DecodedKey {
+        DecodedKey {
+            object: Arc::from(self.entry.data_path.as_str()),
+            part,
+        }
+    }
+
     /// `part` of the index file if the decoded cache holds it (no read).
     fn decoded(&self, source: &Arc<dyn RangeSource>, part: Part) -> Option<Bytes> {
         match source.decoded()?.get(&self.decoded_key(part))? {
@@ -263,32 +271,31 @@ impl IndexedSegment {
         schema: &SchemaRef,
     ) -> Result<RecordBatch> {
         let rows = self.header.rows();
-        let file = self.data.schema();
-        let key = |field: usize| DecodedKey {
-            object: Arc::from(self.entry.data_path.as_str()),
-            part: Part::Column {
+        let key = |field: usize| {
+            self.data_key(Part::Column {
                 column: field as u32,
-            },
+            })
         };
         let mut found: HashMap<&str, ArrayRef> = HashMap::new();
-        let mut missing: Vec<&str> = Vec::new();
+        // (name, data-file field)
+        let mut missing: Vec<(&str, usize)> = Vec::new();
         for name in names {
-            let Ok(field) = file.index_of(name) else {
+            let Ok(field) = self.data.schema().index_of(name) else {
                 continue;
             };
             match source.decoded().and_then(|d| d.get(&key(field))) {
                 Some(Decoded::Array(array)) => {
                     found.insert(name, array);
                 }
-                _ => missing.push(name),
+                _ => missing.push((name, field)),
             }
         }
         if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
             // (In the file's order, not the names'.)
-            let read = self.read_columns(source, &missing, None).await?;
-            for name in missing {
-                let (Some(array), Ok(field)) = (read.column_by_name(name), file.index_of(name))
-                else {
+            let read = self.read_columns(source, &names, None).await?;
+            for (name, field) in missing {
+                let Some(array) = read.column_by_name(name) else {
                     return Err(Error::internal("read", format!("column {name:?} not read")));
                 };
                 if let Some(decoded) = source.decoded() {

@@ -153,8 +153,8 @@ impl FilterMasks {
         sorted: &SortedColumns<'_>,
     ) -> Result<(Matches, &'static str)> {
         let key = format!("{filter:?}");
-        if let Some(mask) = self.kept(segment, &key) {
-            return Ok((Matches::Kept { mask, new: false }, "filter (kept)"));
+        if let Some(kept) = self.kept_matches(segment, &key) {
+            return Ok(kept);
         }
         let mut how = "filter (sorted columns)";
         let mask = match find(filter, &|c| sorted.get(c)) {
@@ -181,10 +181,19 @@ impl FilterMasks {
         Ok((Matches::Kept { mask, new: true }, how))
     }
 
-    /// The mask kept for `filter` on segment `segment`, now the most
-    /// recently used.
-    pub(crate) fn kept_for(&self, segment: &str, filter: &Filter) -> Option<Arc<Mask>> {
-        self.kept(segment, &format!("{filter:?}"))
+    /// [`FilterMasks::matches`] when a mask is kept for `filter` on
+    /// segment `segment` (which then needs no columns).
+    pub(crate) fn kept_for(
+        &self,
+        segment: &str,
+        filter: &Filter,
+    ) -> Option<(Matches, &'static str)> {
+        self.kept_matches(segment, &format!("{filter:?}"))
+    }
+
+    fn kept_matches(&self, segment: &str, key: &str) -> Option<(Matches, &'static str)> {
+        let mask = self.kept(segment, key)?;
+        Some((Matches::Kept { mask, new: false }, "filter (kept)"))
     }
 
     /// Whether a mask is kept for `filter` on segment `segment` (its

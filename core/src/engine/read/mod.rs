@@ -118,9 +118,9 @@ pub(crate) struct Snapshot {
     pub stats: Arc<ReadStats>,
     /// The collection's evaluated filters of indexed segments.
     pub filter_masks: Arc<FilterMasks>,
-    /// The non-vector columns of the collection's rows, as filters see
-    /// them (for columns a search loads itself).
-    pub data_schema: arrow::datatypes::SchemaRef,
+    /// The collection's rows' columns (types for the columns a search
+    /// loads itself).
+    pub schema: arrow::datatypes::SchemaRef,
 }
 
 impl Snapshot {

@@ -133,18 +133,18 @@ async fn indexed_candidates(
     let visible = |row: usize| test.as_ref().is_none_or(|t| t(row));
     // The filter's columns, unless its kept mask answers: the snapshot
     // left them unloaded when it was kept then.
-    let mut kept_mask = None;
+    let mut kept = None;
     let columns = match (filtered, params.filter) {
         (Some(columns), _) => Some(Arc::clone(columns)),
         (None, Some(filter)) => match snap.filter_masks.kept_for(&segment.entry.id, filter) {
-            Some(mask) => {
-                kept_mask = Some(mask);
+            Some(matches) => {
+                kept = Some(matches);
                 None
             }
             // Evicted since: loaded here.
             None => Some(Arc::new(
                 segment
-                    .whole_columns(&snap.source, &filter.columns(), &snap.data_schema)
+                    .whole_columns(&snap.source, &filter.columns(), &snap.schema)
                     .await?,
             )),
         },
@@ -155,10 +155,10 @@ async fn indexed_candidates(
         segment,
         columns,
     });
-    let matches = match (params.filter, &sorted, kept_mask) {
-        (Some(_), _, Some(mask)) => {
-            snap.stats.record("filter (kept)", Duration::ZERO, 0);
-            Some(Matches::Kept { mask, new: false })
+    let matches = match (params.filter, &sorted, kept) {
+        (Some(_), _, Some((matches, how))) => {
+            snap.stats.record(how, Duration::ZERO, 0);
+            Some(matches)
         }
         (Some(filter), Some(sorted), None) => {
             let started = Instant::now();

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::log::{LogCursor, LogRecord, Lsn};
 use crate::manifest::{DeleteFile, Manifest, SegmentEntry};
 use crate::mvcc::{Newest, RowSetVisibility, Visibility};
-use crate::segment::{RangeSource, conform, indexed_data_schema, read_whole};
+use crate::segment::{RangeSource, conform, read_whole};
 
 /// How long a remembered manifest serves reads before it is listed again
 /// (a `strong` read adds the log's newer records to it).
@@ -444,7 +444,6 @@ async fn load_keys_and_codes(
     let mut loads = Vec::new();
     let mut filters = Vec::new();
     let mut plans = Vec::new();
-    let (data_schema, _) = indexed_data_schema(&c.schema);
     let mut answered = HashMap::new();
     for (seg, want_keys, want_filtered, want_probe) in &work {
         if *want_keys {
@@ -460,11 +459,9 @@ async fn load_keys_and_codes(
             if needs.probe.is_some() && c.filter_masks.holds(&seg.entry.id, filter) {
                 answered.insert(seg.entry.id.clone(), None);
             } else {
-                let (seg, schema) = (Arc::clone(seg), Arc::clone(&data_schema));
+                let (seg, schema) = (Arc::clone(seg), &c.schema);
                 filters.push(async move {
-                    let batch = seg
-                        .whole_columns(source, &filter.columns(), &schema)
-                        .await?;
+                    let batch = seg.whole_columns(source, &filter.columns(), schema).await?;
                     Ok::<_, Error>((seg.entry.id.clone(), Some(Arc::new(batch))))
                 });
             }
@@ -590,7 +587,7 @@ fn assemble(
         source: Arc::clone(source),
         stats: Arc::clone(stats),
         filter_masks: Arc::clone(&c.filter_masks),
-        data_schema: indexed_data_schema(&c.schema).0,
+        schema: Arc::clone(&c.schema),
     }))
 }
 

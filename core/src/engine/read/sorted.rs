@@ -36,12 +36,9 @@ pub(crate) type Sorting = Arc<Mutex<HashSet<DecodedKey>>>;
 
 impl SortedColumns<'_> {
     fn key(&self, name: &str) -> Option<DecodedKey> {
-        Some(DecodedKey {
-            object: Arc::from(self.segment.entry.data_path.as_str()),
-            part: Part::Sorted {
-                column: self.field(name)? as u32,
-            },
-        })
+        Some(self.segment.data_key(Part::Sorted {
+            column: self.field(name)? as u32,
+        }))
     }
 
     /// The data file's field index of attribute `name`.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::IndexedSegment;
 use super::sorted::SortedColumn;
-use crate::cache::{Decoded, DecodedKey, Part};
+use crate::cache::{Decoded, DecodedCache, DecodedKey, Part};
 use crate::segment::RangeSource;
 
 /// Positions per kept chunk (2 MiB of 128-byte codes).
@@ -45,24 +45,18 @@ impl SortedCodes {
             return None;
         }
         let decoded = source.decoded()?;
-        let code_len = segment.header.code_len();
         let mut chunks = HashMap::new();
         for r in ranges.iter().filter(|r| r.start < r.end) {
             for chunk in r.start / CHUNK..=(r.end - 1) / CHUNK {
-                if chunks.contains_key(&chunk) {
-                    continue;
+                if let std::collections::hash_map::Entry::Vacant(slot) = chunks.entry(chunk) {
+                    slot.insert(kept_chunk(decoded, segment, field, column.len(), chunk)?);
                 }
-                let want = chunk_len(column.len(), chunk) * code_len;
-                match decoded.get(&key(segment, field, chunk))? {
-                    Decoded::Bytes(bytes) if bytes.len() == want => chunks.insert(chunk, bytes),
-                    _ => return None,
-                };
             }
         }
         Some(SortedCodes {
             column,
             chunks,
-            code_len,
+            code_len: segment.header.code_len(),
         })
     }
 
@@ -96,6 +90,25 @@ fn chunk_len(len: usize, chunk: usize) -> usize {
     len.saturating_sub(chunk * CHUNK).min(CHUNK)
 }
 
+/// Chunk `chunk` of the codes of a sorted column of `len` positions
+/// (data-file field `field`), if kept whole.
+fn kept_chunk(
+    decoded: &DecodedCache,
+    segment: &IndexedSegment,
+    field: usize,
+    len: usize,
+    chunk: usize,
+) -> Option<Bytes> {
+    match decoded.get(&key(segment, field, chunk))? {
+        Decoded::Bytes(codes)
+            if codes.len() == chunk_len(len, chunk) * segment.header.code_len() =>
+        {
+            Some(codes)
+        }
+        _ => None,
+    }
+}
+
 /// Where chunk `chunk` of field `field`'s sorted codes is kept: under the
 /// index file (its codes), by the data file's field.
 fn key(segment: &IndexedSegment, field: usize, chunk: usize) -> DecodedKey {
@@ -118,14 +131,11 @@ pub(crate) fn wanted(
         return false;
     };
     let bytes = segment.header.code_len();
-    let kept = |chunk: usize| {
-        matches!(decoded.get(&key(segment, field, chunk)),
-            Some(Decoded::Bytes(b)) if b.len() == chunk_len(column.len(), chunk) * bytes)
-    };
     segment.header.codes_span_clusters()
         && column.len() * bytes <= decoded.capacity() / SHARE_OF_CACHE
         && decoded.fits(CHUNK * bytes)
-        && !(0..column.len().div_ceil(CHUNK)).all(kept)
+        && (0..column.len().div_ceil(CHUNK))
+            .any(|chunk| kept_chunk(decoded, segment, field, column.len(), chunk).is_none())
 }
 
 /// Builds and keeps the chunks of `column`'s codes not kept yet (see
@@ -153,13 +163,11 @@ pub(crate) fn build(
     };
     let rows = column.rows();
     for chunk in 0..rows.len().div_ceil(CHUNK) {
-        let key = key(segment, field, chunk);
-        let n = chunk_len(rows.len(), chunk);
-        let want = n * code_len;
-        if matches!(decoded.get(&key), Some(Decoded::Bytes(b)) if b.len() == want) {
+        if kept_chunk(decoded, segment, field, rows.len(), chunk).is_some() {
             continue;
         }
-        let mut codes = Vec::with_capacity(want);
+        let n = chunk_len(rows.len(), chunk);
+        let mut codes = Vec::with_capacity(n * code_len);
         for &row in &rows[chunk * CHUNK..chunk * CHUNK + n] {
             let c = header.cluster_of(row as usize);
             // (A damaged header's offsets need not start at 0.)
@@ -172,6 +180,9 @@ pub(crate) fn build(
                 None => return,
             }
         }
-        decoded.insert(key, Decoded::Bytes(Bytes::from(codes)));
+        decoded.insert(
+            key(segment, field, chunk),
+            Decoded::Bytes(Bytes::from(codes)),
+        );
     }
 }
