@@ -473,7 +473,7 @@ async fn a_filter_reads_only_the_columns_it_names() {
     // A filter on the large column, in a process whose decoded cache is
     // too small to keep it: the first search reads it whole (about 40
     // blocks); a repeated one, answered by the filter's kept mask, reads
-    // none of it.
+    // none of it. Both read the same re-ranked vectors' blocks.
     let mut settings = test_settings(&dir.path().join("small"));
     settings.object_store = Some(s3.clone());
     settings.nats = Some(nats.clone());
@@ -484,8 +484,10 @@ async fn a_filter_reads_only_the_columns_it_names() {
     let (expected, first) = query_with(&small, "f", ask.clone()).await;
     assert!(!expected.is_empty());
     let blocks = |s: &QueryStats| s.memory_hits + s.disk_hits + s.misses;
-    assert!(blocks(&first) >= 30, "{first:?}");
     let (again, repeated) = query_with(&small, "f", ask).await;
     assert_eq!(again, expected);
-    assert!(blocks(&repeated) < 20, "{repeated:?}");
+    assert!(
+        blocks(&first) >= blocks(&repeated) + 30,
+        "{first:?}\n{repeated:?}"
+    );
 }

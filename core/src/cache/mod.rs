@@ -11,7 +11,7 @@
 //! share one fetch (foyer's `get_or_fetch` coalesces them). The disk tier
 //! checksums every entry; a damaged entry reads as a miss and is refetched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +92,20 @@ impl CacheSettings {
 struct BlockKey {
     path: String,
     block: u64,
+}
+
+/// A [`BlockKey`] borrowed, to look a block up without building one:
+/// hashed as a `BlockKey` is.
+#[derive(Hash)]
+struct BlockKeyRef<'a> {
+    path: &'a str,
+    block: u64,
+}
+
+impl equivalent::Equivalent<BlockKey> for BlockKeyRef<'_> {
+    fn equivalent(&self, key: &BlockKey) -> bool {
+        self.block == key.block && self.path == key.path
+    }
 }
 
 impl foyer::Code for BlockKey {
@@ -470,6 +484,45 @@ impl BlockCache {
             .collect()
     }
 
+    /// The bytes of each of `ranges` of the object at `path` whose blocks
+    /// are all in the memory tier (else `None`): no read, no wait.
+    pub fn resident(
+        &self,
+        stats: &ReadStats,
+        path: &Path,
+        ranges: &[Range<u64>],
+    ) -> Vec<Option<Bytes>> {
+        let memory = self.cache.memory();
+        // Each block looked up once (and counted once, as a read counts it).
+        let mut found: HashMap<u64, Option<Bytes>> = HashMap::new();
+        let out = ranges
+            .iter()
+            .map(|r| {
+                if r.end <= r.start {
+                    return None;
+                }
+                let mut blocks = BTreeMap::new();
+                for block in r.start / self.block..=(r.end - 1) / self.block {
+                    let bytes = found.entry(block).or_insert_with(|| {
+                        let key = BlockKeyRef {
+                            path: path.as_ref(),
+                            block,
+                        };
+                        memory.get(&key).map(|e| e.value().clone())
+                    });
+                    blocks.insert(block, bytes.clone()?);
+                }
+                assemble(&blocks, self.block, r).ok()
+            })
+            .collect();
+        let hits = Hits {
+            memory: found.values().filter(|b| b.is_some()).count() as u64,
+            disk: 0,
+        };
+        hits.record(stats);
+        out
+    }
+
     /// The cache as the read seam of one query (or warm-up), whose reads
     /// are counted in `stats`.
     pub fn source(self: &Arc<Self>, stats: &Arc<ReadStats>) -> Arc<dyn RangeSource> {
@@ -598,6 +651,10 @@ impl RangeSource for CachedSource {
         true
     }
 
+    fn resident(&self, path: &Path, ranges: &[Range<u64>]) -> Vec<Option<Bytes>> {
+        self.cache.resident(&self.stats, path, ranges)
+    }
+
     fn decoded(&self) -> Option<&DecodedCache> {
         Some(&self.cache.decoded)
     }
@@ -696,6 +753,39 @@ mod tests {
         let data: Bytes = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let (cache, counting) = cache_over("a/b", &data, disk).await;
         (cache, counting, data)
+    }
+
+    #[tokio::test]
+    async fn resident_ranges_come_only_from_blocks_in_memory() {
+        let (cache, counting, data) = setup(None).await;
+        let stats = Arc::new(ReadStats::default());
+        let path = Path::from("a/b");
+        // Blocks 1 and 2 in memory; 0 and 3 not.
+        let blocks_1_and_2 = 70_000..140_000;
+        cache
+            .read(&stats, &path, data.len() as u64, &[blocks_1_and_2])
+            .await
+            .unwrap();
+        let before = counting.stats().gets;
+        let quiet = ReadStats::default();
+        let ranges = [
+            65_536..65_600,
+            131_000..132_000, // across blocks 1 and 2
+            65_000..66_000,   // across blocks 0 and 1
+            200_000..200_010,
+            5..5,
+        ];
+        let got = cache.resident(&quiet, &path, &ranges);
+        let want = [true, true, false, false, false];
+        for ((r, b), want) in ranges.iter().zip(&got).zip(want) {
+            assert_eq!(b.is_some(), want, "{r:?}");
+            if let Some(b) = b {
+                assert_eq!(b, &data.slice(r.start as usize..r.end as usize));
+            }
+        }
+        assert_eq!(counting.stats().gets, before, "nothing is read");
+        // Blocks 1 and 2, each counted once.
+        assert_eq!(quiet.snapshot().memory_hits, 2);
     }
 
     #[tokio::test]

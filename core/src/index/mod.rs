@@ -6,7 +6,8 @@ mod ivf;
 mod kmeans;
 
 pub(crate) use ivf::{
-    EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, SearchKnobs, le_f32s, rerank, vectors_range,
+    EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, ProbeOrder, SearchKnobs, le_f32s, rerank,
+    vectors_range,
 };
 
 /// `work` over contiguous shares of `items` (with the index of each

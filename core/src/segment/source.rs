@@ -30,6 +30,12 @@ pub trait RangeSource: Send + Sync + Debug {
     /// a read needs in one wave first and decode from here after.
     fn keeps_reads(&self) -> bool;
 
+    /// The bytes of each of `ranges` of the object at `path` that are in
+    /// memory here (else `None`): no read, no wait.
+    fn resident(&self, _path: &Path, ranges: &[Range<u64>]) -> Vec<Option<Bytes>> {
+        vec![None; ranges.len()]
+    }
+
     /// Where decoded parts of objects are kept between reads, if anywhere.
     fn decoded(&self) -> Option<&DecodedCache> {
         None

@@ -111,7 +111,29 @@ pub fn weighted_l2_u8_rows(u: &[f32], w: &[f32], codes: &[u8], out: &mut [f32]) 
     }
 }
 
+/// `Σ q[i] · c[i]` for 16-bit integer `q` and each `q.len()`-byte code
+/// of `codes`, into `out` (as f32). The caller keeps `Σ |q[i]| · 255`
+/// within `i32` ([`I16_DOT_LIMIT`]).
+pub fn dot_i16_u8_rows(q: &[i16], codes: &[u8], out: &mut [f32]) {
+    debug_assert!(codes.len() >= out.len() * q.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2.
+        return unsafe { x86::dot_i16_u8_rows(q, codes, out) };
+    }
+    for (code, d) in codes.chunks_exact(q.len().max(1)).zip(out) {
+        *d = portable::dot_i16_u8(q, code) as f32;
+    }
+}
+
+/// The largest `Σ |q[i]|` [`dot_i16_u8_rows`] takes.
+pub const I16_DOT_LIMIT: i64 = i32::MAX as i64 / 255;
+
 mod portable {
+    pub(super) fn dot_i16_u8(q: &[i16], c: &[u8]) -> i32 {
+        q.iter().zip(c).map(|(q, c)| *q as i32 * *c as i32).sum()
+    }
+
     pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
         let mut acc = [0f32; 8];
         let n = a.len() / 8 * 8;
@@ -329,6 +351,41 @@ mod x86 {
         }
     }
 
+    /// 16 dimensions a step: codes widened to 16 bits, pairs multiplied
+    /// and summed into 32 bits (`vpmaddwd`): about three times fewer
+    /// instructions than the f32 kernels per code.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn dot_i16_u8_rows(q: &[i16], codes: &[u8], out: &mut [f32]) {
+        let len = q.len();
+        let n16 = len / 16 * 16;
+        for (code, d) in codes.chunks_exact(len.max(1)).zip(out) {
+            let (mut s0, mut s1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            let (pq, pc) = (q.as_ptr(), code.as_ptr());
+            let mut i = 0;
+            // SAFETY: i + 16 <= n16 <= len, within both q and code.
+            unsafe {
+                let step = |i: usize| {
+                    let c = _mm256_cvtepu8_epi16(_mm_loadu_si128(pc.add(i) as *const __m128i));
+                    _mm256_madd_epi16(c, _mm256_loadu_si256(pq.add(i) as *const __m256i))
+                };
+                while i + 32 <= n16 {
+                    s0 = _mm256_add_epi32(s0, step(i));
+                    s1 = _mm256_add_epi32(s1, step(i + 16));
+                    i += 32;
+                }
+                if i < n16 {
+                    s0 = _mm256_add_epi32(s0, step(i));
+                }
+            }
+            let s = _mm256_add_epi32(s0, s1);
+            let x = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b01_00_11_10));
+            let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b10_11_00_01));
+            let tail = super::portable::dot_i16_u8(&q[n16..], &code[n16..]);
+            *d = (_mm_cvtsi128_si32(x) + tail) as f32;
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn weighted_l2_u8_rows(u: &[f32], w: &[f32], codes: &[u8], out: &mut [f32]) {
         for (code, d) in codes.chunks_exact(u.len().max(1)).zip(out) {
@@ -394,6 +451,29 @@ mod tests {
                     out,
                     [weighted_l2_u8(&a, &w, &c), weighted_l2_u8(&a, &w, &back)],
                     "wl2 rows {len}"
+                );
+            }
+            // The integer kernel, exact, at the largest weights it takes.
+            let q: Vec<i16> = (0..len)
+                .map(|i| {
+                    let limit = (I16_DOT_LIMIT / len.max(1) as i64).min(i16::MAX as i64);
+                    (if i % 3 == 0 { -limit } else { limit }) as i16
+                })
+                .collect();
+            let all_255 = vec![255u8; len];
+            let mut one = [0f32; 1];
+            for code in [&c, &all_255] {
+                let want: i64 = q
+                    .iter()
+                    .zip(code.iter())
+                    .map(|(q, c)| *q as i64 * *c as i64)
+                    .sum();
+                dot_i16_u8_rows(&q, code, &mut one);
+                assert_eq!(one[0], want as f32, "i16 {len}");
+                assert_eq!(
+                    portable::dot_i16_u8(&q, code) as i64,
+                    want,
+                    "i16 portable {len}"
                 );
             }
             // The portable path too, whatever this CPU has.

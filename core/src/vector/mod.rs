@@ -3,8 +3,8 @@
 mod kernels;
 
 pub use kernels::{
-    dot, dot_rows, dot_u8, dot_u8_rows, l2_squared, l2_squared_rows, weighted_l2_u8,
-    weighted_l2_u8_rows,
+    I16_DOT_LIMIT, dot, dot_i16_u8_rows, dot_rows, dot_u8, dot_u8_rows, l2_squared,
+    l2_squared_rows, weighted_l2_u8, weighted_l2_u8_rows,
 };
 
 use crate::catalog::Metric;

@@ -200,21 +200,38 @@ impl IndexedSegment {
         Ok(Bytes::from(out))
     }
 
-    /// The full-precision vectors of `rows` (from the decoded cache or
-    /// read, see [`IndexedSegment::read_parts`]: re-ranked rows are
-    /// scattered, and a block of the block cache would keep 64 KiB alive
-    /// for each).
+    /// The full-precision vectors of `rows`: cut from the blocks of the
+    /// cache's memory tier where it holds them (warm-up loads them there);
+    /// else from the decoded cache or read, see
+    /// [`IndexedSegment::read_parts`] (kept one by one there: re-ranked
+    /// rows are scattered, and a block would keep 64 KiB alive for each).
+    /// Kept one by one only when not in memory, so the decoded cache does
+    /// not fill with a million small parts its look-ups then wade through.
     pub(crate) async fn read_vectors(
         &self,
         source: &Arc<dyn RangeSource>,
         rows: &[u32],
     ) -> Result<Vec<Vec<f32>>> {
-        let parts: Vec<(Part, Range<u64>)> = rows
+        let ranges: Vec<Range<u64>> = rows
             .iter()
-            .map(|r| (Part::Vector(*r), self.header.vector_range(*r as usize)))
+            .map(|r| self.header.vector_range(*r as usize))
             .collect();
-        let vectors = self.read_parts(source, &parts).await?;
-        Ok(vectors.iter().map(|b| le_f32s(b)).collect())
+        let mut vectors = source.resident(&self.index_path, &ranges);
+        let missing: Vec<usize> = (0..rows.len()).filter(|i| vectors[*i].is_none()).collect();
+        if !missing.is_empty() {
+            let parts: Vec<(Part, Range<u64>)> = missing
+                .iter()
+                .map(|i| (Part::Vector(rows[*i]), ranges[*i].clone()))
+                .collect();
+            let read = self.read_parts(source, &parts).await?;
+            for (i, bytes) in missing.into_iter().zip(read) {
+                vectors[i] = Some(bytes);
+            }
+        }
+        Ok(vectors
+            .iter()
+            .map(|b| b.as_deref().map(le_f32s).unwrap_or_default())
+            .collect())
     }
 
     /// Loads the full-precision vectors into `cache`, as re-ranking

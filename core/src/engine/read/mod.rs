@@ -33,6 +33,7 @@ use crate::cache::ReadStats;
 use crate::catalog::CollectionConfig;
 use crate::error::Result;
 use crate::filter::Filter;
+use crate::index::ProbeOrder;
 use crate::index::SearchKnobs;
 use crate::log::Lsn;
 use crate::manifest::Manifest;
@@ -137,7 +138,7 @@ impl Snapshot {
 /// of the first `nprobe` of them.
 #[derive(Default)]
 pub(crate) struct Probe {
-    pub order: Vec<usize>,
+    pub order: ProbeOrder,
     pub codes: HashMap<usize, Bytes>,
 }
 

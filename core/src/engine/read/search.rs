@@ -17,7 +17,7 @@ use super::sorted::SortedColumns;
 use super::{Snapshot, Source};
 use crate::engine::request::{Query, Row};
 use crate::error::{Error, Result};
-use crate::index::rerank;
+use crate::index::{ProbeOrder, rerank};
 use crate::mvcc::id_and_lsn;
 use crate::vector::QueryVector;
 
@@ -179,7 +179,7 @@ async fn indexed_candidates(
         .rerank
         .unwrap_or_else(|| header.default_rerank(params.k));
     // A segment opened after the first wave was planned has no probe yet.
-    let (order, codes) = match planned {
+    let (mut order, codes) = match planned {
         Some(p) => (p.order.clone(), Some(&p.codes)),
         None => (header.probe_order(&params.query.values, nprobe), None),
     };
@@ -203,10 +203,14 @@ async fn indexed_candidates(
         match sorted.codes(name, ranges) {
             Some(codes) => {
                 let started = Instant::now();
-                let mut probe =
-                    header.probe_loop(params.query, 1, rerank_n.max(params.k), Vec::new());
-                for (rows, codes) in codes.runs(ranges) {
-                    probe.scan_rows(rows, codes, &visible)?;
+                let mut probe = header.probe_loop(
+                    params.query,
+                    1,
+                    rerank_n.max(params.k),
+                    ProbeOrder::default(),
+                );
+                for (rows, codes, norms) in codes.runs(ranges) {
+                    probe.scan_rows(rows, codes, norms, &visible)?;
                 }
                 snap.stats.record("sorted codes", started.elapsed(), 0);
                 return Ok(probe.candidates());
@@ -230,9 +234,14 @@ async fn indexed_candidates(
             .div_ceil(selected.rows.len().max(1))
             .clamp(nprobe, header.nlist());
         let in_cluster = |c: usize| selected.within(header.offsets[c], header.offsets[c + 1]);
-        let mut probe = header.probe_loop(params.query, 1, rerank_n.max(params.k), Vec::new());
+        let mut probe = header.probe_loop(
+            params.query,
+            1,
+            rerank_n.max(params.k),
+            ProbeOrder::default(),
+        );
         let mut scanning = Duration::ZERO;
-        let waves = [&order[..clusters], &order[clusters..]];
+        let waves = [order.clusters(0..clusters), order.rest(clusters)];
         for (wave, clusters) in waves.into_iter().enumerate() {
             if wave > 0 && probe.is_full() {
                 break;

@@ -470,8 +470,8 @@ async fn load_keys_and_codes(
             let seg = Arc::clone(seg);
             plans.push(async move {
                 let nprobe = seg.header.nprobe(&knobs);
-                let order = seg.header.probe_order(&q.values, nprobe);
-                let codes = seg.read_codes(source, &order[..nprobe]).await?;
+                let mut order = seg.header.probe_order(&q.values, nprobe);
+                let codes = seg.read_codes(source, &order.clusters(0..nprobe)).await?;
                 Ok::<_, Error>((seg.entry.id.clone(), Probe { order, codes }))
             });
         }

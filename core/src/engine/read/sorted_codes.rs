@@ -4,7 +4,9 @@
 //! are runs of positions, so their codes are runs of contiguous bytes: a
 //! new selective filter scores its rows without a random read per row
 //! among the clusters' codes. Only for codes scored alike in every
-//! cluster (SQ8).
+//! cluster (SQ8). Under L2 a chunk keeps each code's norm after its
+//! codes ([`IvfHeader::code_norm`](crate::index::IvfHeader)), so a run is
+//! scored by one integer inner product a code.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -28,6 +30,7 @@ pub(crate) struct SortedCodes {
     column: Arc<SortedColumn>,
     chunks: HashMap<usize, Bytes>,
     code_len: usize,
+    norm_len: usize,
 }
 
 impl SortedCodes {
@@ -57,12 +60,14 @@ impl SortedCodes {
             column,
             chunks,
             code_len: segment.header.code_len(),
+            norm_len: segment.header.norm_len(),
         })
     }
 
-    /// Per run of `ranges` within one chunk: its rows and their codes, one
-    /// after another (`ranges` within those [`SortedCodes::get`] had).
-    pub(crate) fn runs(&self, ranges: &[Range<usize>]) -> Vec<(&[u32], &[u8])> {
+    /// Per run of `ranges` within one chunk: its rows, their codes one
+    /// after another and their norms likewise (empty when the metric
+    /// needs none); `ranges` within those [`SortedCodes::get`] had.
+    pub(crate) fn runs(&self, ranges: &[Range<usize>]) -> Vec<(&[u32], &[u8], &[u8])> {
         let rows = self.column.rows();
         let mut out = Vec::new();
         for r in ranges {
@@ -71,12 +76,22 @@ impl SortedCodes {
                 let chunk = at / CHUNK;
                 let base = chunk * CHUNK;
                 let end = r.end.min(base + CHUNK);
-                let span = (at - base) * self.code_len..(end - base) * self.code_len;
-                if let (Some(codes), Some(rows)) = (
-                    self.chunks.get(&chunk).and_then(|c| c.get(span)),
-                    rows.get(at..end),
-                ) {
-                    out.push((rows, codes));
+                let (codes, norms) = match self.chunks.get(&chunk) {
+                    Some(kept) => {
+                        let n = chunk_len(self.column.len(), chunk);
+                        let norms_at = n * self.code_len;
+                        (
+                            kept.get((at - base) * self.code_len..(end - base) * self.code_len),
+                            kept.get(
+                                norms_at + (at - base) * self.norm_len
+                                    ..norms_at + (end - base) * self.norm_len,
+                            ),
+                        )
+                    }
+                    None => (None, None),
+                };
+                if let (Some(codes), Some(norms), Some(rows)) = (codes, norms, rows.get(at..end)) {
+                    out.push((rows, codes, norms));
                 }
                 at = end;
             }
@@ -101,7 +116,9 @@ fn kept_chunk(
 ) -> Option<Bytes> {
     match decoded.get(&key(segment, field, chunk))? {
         Decoded::Bytes(codes)
-            if codes.len() == chunk_len(len, chunk) * segment.header.code_len() =>
+            if codes.len()
+                == chunk_len(len, chunk)
+                    * (segment.header.code_len() + segment.header.norm_len()) =>
         {
             Some(codes)
         }
@@ -130,7 +147,7 @@ pub(crate) fn wanted(
     let Some(decoded) = source.decoded() else {
         return false;
     };
-    let bytes = segment.header.code_len();
+    let bytes = segment.header.code_len() + segment.header.norm_len();
     segment.header.codes_span_clusters()
         && column.len() * bytes <= decoded.capacity() / SHARE_OF_CACHE
         && decoded.fits(CHUNK * bytes)
@@ -153,7 +170,7 @@ pub(crate) fn build(
         return;
     };
     let header = &segment.header;
-    let code_len = header.code_len();
+    let (code_len, norm_len) = (header.code_len(), header.norm_len());
     // Stops at the first cluster not kept: cheap when few are.
     let Some(blocks) = (0..header.nlist())
         .map(|c| segment.decoded_codes(source, c))
@@ -167,7 +184,7 @@ pub(crate) fn build(
             continue;
         }
         let n = chunk_len(rows.len(), chunk);
-        let mut codes = Vec::with_capacity(n * code_len);
+        let mut codes = Vec::with_capacity(n * (code_len + norm_len));
         for &row in &rows[chunk * CHUNK..chunk * CHUNK + n] {
             let c = header.cluster_of(row as usize);
             // (A damaged header's offsets need not start at 0.)
@@ -179,6 +196,13 @@ pub(crate) fn build(
                 Some(code) => codes.extend_from_slice(code),
                 None => return,
             }
+        }
+        if norm_len > 0 {
+            let norms: Vec<u8> = codes
+                .chunks_exact(code_len)
+                .flat_map(|code| header.code_norm(code).to_le_bytes())
+                .collect();
+            codes.extend_from_slice(&norms);
         }
         decoded.insert(
             key(segment, field, chunk),

@@ -130,7 +130,9 @@ impl IvfIndex {
         let mut ranks: Vec<usize> = on_all_cores(&queries, |qs, at| {
             let mut out = Vec::new();
             for (q, want) in qs.iter().zip(&truth[at..]) {
-                let order = self.probe_order(&q.values, self.nlist());
+                let order = self
+                    .probe_order(&q.values, self.nlist())
+                    .clusters(0..self.nlist());
                 let mut rank = vec![0usize; self.nlist()];
                 for (i, c) in order.iter().enumerate() {
                     rank[*c] = i;

@@ -36,7 +36,7 @@ mod probe;
 mod rabitq;
 
 pub(crate) use format::{le_f32s, vectors_range};
-pub(crate) use probe::rerank;
+pub(crate) use probe::{ProbeOrder, rerank};
 
 use crate::catalog::{CodeKind, Metric};
 

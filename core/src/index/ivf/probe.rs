@@ -4,26 +4,62 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 
 use super::rabitq::QueryBits;
 use super::{IvfHeader, Quantizer, SearchKnobs};
 use crate::catalog::Metric;
 use crate::error::{Error, Result};
-use crate::vector::{QueryVector, dot, dot_u8_rows, l2_squared, weighted_l2_u8_rows};
+use crate::vector::{
+    I16_DOT_LIMIT, QueryVector, dot, dot_i16_u8_rows, dot_u8_rows, l2_squared, weighted_l2_u8_rows,
+};
 
 /// Neighbours a calibration measures recall over: the default
 /// `IvfParams::calibration_queries` × 10.
 const CALIBRATED_NEIGHBOURS: f32 = 1000.0;
 
+/// A query side in 16-bit integers, `q ≈ x / unit`, for
+/// [`dot_i16_u8_rows`]: as fine as the sum of its magnitudes times 255
+/// fits in 32 bits allows (15 bits a component up to 256 dimensions,
+/// 11 at 4,096).
+pub(crate) struct IntQuery {
+    q: Vec<i16>,
+    unit: f32,
+}
+
+impl IntQuery {
+    fn new(x: &[f32]) -> IntQuery {
+        let largest = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let top = (I16_DOT_LIMIT / x.len().max(1) as i64).min(i16::MAX as i64) as f32;
+        if largest == 0.0 || !largest.is_finite() {
+            return IntQuery {
+                q: vec![0; x.len()],
+                unit: 0.0,
+            };
+        }
+        let unit = largest / top;
+        IntQuery {
+            q: x.iter().map(|v| (v / unit).round() as i16).collect(),
+            unit,
+        }
+    }
+}
+
 /// The query side of the approximate distance, prepared once per query.
 pub(crate) enum Prepared {
+    /// `Σ w·(u − c)²`; `wide` is `w·u`, for runs scored with their codes'
+    /// norms, and `base` is `Σ w·u²`.
     L2 {
         u: Vec<f32>,
         w: Vec<f32>,
+        wide: IntQuery,
+        base: f32,
     },
+    /// `bias + Σ v·c`.
     Dot {
         v: Vec<f32>,
         bias: f32,
+        wide: IntQuery,
     },
     /// The rotated query and, for the inner products, its quantised side
     /// shared by every cluster (RaBitQ).
@@ -76,18 +112,80 @@ impl IvfHeader {
             }
         };
         match self.metric {
-            Metric::L2 => Prepared::L2 {
-                u: q.iter()
+            Metric::L2 => {
+                let u: Vec<f32> = q
+                    .iter()
                     .zip(min)
                     .zip(scale)
                     .map(|((x, m), s)| (x - m) / s)
-                    .collect(),
-                w: scale.iter().map(|s| s * s).collect(),
-            },
-            Metric::Ip | Metric::Cosine => Prepared::Dot {
-                v: q.iter().zip(scale).map(|(x, s)| x * s).collect(),
-                bias: dot(q, min),
-            },
+                    .collect();
+                let w: Vec<f32> = scale.iter().map(|s| s * s).collect();
+                let wu: Vec<f32> = u.iter().zip(&w).map(|(u, w)| u * w).collect();
+                Prepared::L2 {
+                    wide: IntQuery::new(&wu),
+                    base: dot(&wu, &u),
+                    u,
+                    w,
+                }
+            }
+            Metric::Ip | Metric::Cosine => {
+                let v: Vec<f32> = q.iter().zip(scale).map(|(x, s)| x * s).collect();
+                Prepared::Dot {
+                    wide: IntQuery::new(&v),
+                    bias: dot(q, min),
+                    v,
+                }
+            }
+        }
+    }
+
+    /// Bytes of the norm kept beside each code of a run scored as one
+    /// ([`IvfHeader::code_norm`]): SQ8 under L2 only.
+    pub(crate) fn norm_len(&self) -> usize {
+        match (&self.quantizer, self.metric) {
+            (Quantizer::Sq8 { .. }, Metric::L2) => 4,
+            _ => 0,
+        }
+    }
+
+    /// `Σ scale²·c²` of an SQ8 code `c`: the part of its L2 distance to
+    /// any query that is the code's own, kept beside codes arranged in a
+    /// run so the rest is one integer inner product.
+    pub(crate) fn code_norm(&self, code: &[u8]) -> f32 {
+        match &self.quantizer {
+            Quantizer::Sq8 { scale, .. } => code
+                .iter()
+                .zip(scale)
+                .map(|(c, s)| {
+                    let x = *c as f32 * s;
+                    x * x
+                })
+                .sum(),
+            Quantizer::RaBitQ(_) => 0.0,
+        }
+    }
+
+    /// Approximate distances of `q` (prepared) to codes of any clusters,
+    /// each with its norm beside (`norms`, [`IvfHeader::norm_len`] bytes
+    /// a code): the integer kernel where the metric allows.
+    fn approx_run(&self, prepared: &Prepared, codes: &[u8], norms: &[u8], out: &mut [f32]) {
+        match prepared {
+            Prepared::L2 { wide, base, .. } if norms.len() >= 4 * out.len() => {
+                dot_i16_u8_rows(&wide.q, codes, out);
+                for (d, norm) in out.iter_mut().zip(norms.chunks_exact(4)) {
+                    let norm = f32::from_le_bytes([norm[0], norm[1], norm[2], norm[3]]);
+                    *d = base + norm - 2.0 * wide.unit * *d;
+                }
+            }
+            Prepared::Dot { wide, bias, .. } => {
+                dot_i16_u8_rows(&wide.q, codes, out);
+                let cosine = self.metric == Metric::Cosine;
+                for d in out.iter_mut() {
+                    let ip = bias + wide.unit * *d;
+                    *d = if cosine { 1.0 - ip } else { -ip };
+                }
+            }
+            _ => self.approx_rows(prepared, 0, codes, out),
         }
     }
 
@@ -108,8 +206,8 @@ impl IvfHeader {
                     r.distances(self.metric, &bits, offset, codes, out);
                 }
             }
-            Prepared::L2 { u, w } => weighted_l2_u8_rows(u, w, codes, out),
-            Prepared::Dot { v, bias } => {
+            Prepared::L2 { u, w, .. } => weighted_l2_u8_rows(u, w, codes, out),
+            Prepared::Dot { v, bias, .. } => {
                 dot_u8_rows(v, codes, out);
                 let cosine = self.metric == Metric::Cosine;
                 for d in out.iter_mut() {
@@ -120,10 +218,10 @@ impl IvfHeader {
         }
     }
 
-    /// Clusters by closeness of their centroid to `q`: the first `first`
-    /// exactly ordered, the rest ordered only when a widening search needs them.
-    pub(crate) fn probe_order(&self, q: &[f32], first: usize) -> Vec<usize> {
-        let mut d: Vec<(f32, usize)> = self
+    /// Clusters by closeness of their centroid to `q`, the first `first`
+    /// put in order (the rest as a search reaches them).
+    pub(crate) fn probe_order(&self, q: &[f32], first: usize) -> ProbeOrder {
+        let ranked = self
             .centroids
             .chunks_exact(self.dim)
             .enumerate()
@@ -139,13 +237,9 @@ impl IvfHeader {
                 (dist, c)
             })
             .collect();
-        let first = first.min(d.len());
-        if first > 0 && first < d.len() {
-            d.select_nth_unstable_by(first - 1, |a, b| a.0.total_cmp(&b.0));
-        }
-        d[..first].sort_by(|a, b| a.0.total_cmp(&b.0));
-        d[first..].sort_by(|a, b| a.0.total_cmp(&b.0));
-        d.into_iter().map(|(_, c)| c).collect()
+        let mut order = ProbeOrder { ranked, ordered: 0 };
+        order.order_to(first);
+        order
     }
 
     /// Starts a search for `q` that probes the clusters of `order` (every
@@ -156,7 +250,7 @@ impl IvfHeader {
         q: &QueryVector,
         nprobe: usize,
         candidates: usize,
-        order: Vec<usize>,
+        order: ProbeOrder,
     ) -> ProbeLoop<'_> {
         debug_assert_eq!(q.metric, self.metric);
         ProbeLoop {
@@ -188,12 +282,76 @@ impl IvfHeader {
         scratch.resize(codes.len() / self.code_len().max(1), 0.0);
         self.approx_rows(prepared, c, codes, scratch);
         for (i, d) in scratch.iter().enumerate() {
+            // Asked only of rows that would enter the pool.
             let row = start + i;
-            if accept(row) {
+            if pool.takes(*d) && accept(row) {
                 pool.offer(*d, row as u32);
             }
         }
     }
+}
+
+/// Clusters by closeness of their centroid to a query, put in order only
+/// as far as a search reads them: a search probes tens of a thousand
+/// clusters, and sorting them all cost more than scoring the centroids.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ProbeOrder {
+    /// (distance, cluster); `ranked[..ordered]` are the closest, in order.
+    ranked: Vec<(f32, usize)>,
+    ordered: usize,
+}
+
+impl ProbeOrder {
+    /// Number of clusters.
+    pub(crate) fn len(&self) -> usize {
+        self.ranked.len()
+    }
+
+    /// The clusters ranked `range` by closeness, closest first.
+    pub(crate) fn clusters(&mut self, range: Range<usize>) -> Vec<usize> {
+        self.order_to(range.end);
+        self.ranked
+            .get(range.start.min(self.ordered)..range.end.min(self.ordered))
+            .unwrap_or_default()
+            .iter()
+            .map(|(_, c)| *c)
+            .collect()
+    }
+
+    /// The clusters ranked from `from` on, in no particular order.
+    pub(crate) fn rest(&mut self, from: usize) -> Vec<usize> {
+        self.split_at(from);
+        self.ranked[from.min(self.len())..]
+            .iter()
+            .map(|(_, c)| *c)
+            .collect()
+    }
+
+    /// Puts the closest `end` clusters in order.
+    fn order_to(&mut self, end: usize) {
+        let end = end.min(self.len());
+        if end > self.ordered {
+            let from = self.ordered;
+            self.split_at(end);
+            self.ranked[from..end].sort_unstable_by(closer);
+            self.ordered = end;
+        }
+    }
+
+    /// Makes `ranked[..at]` the closest `at` clusters (in no order past
+    /// what is ordered).
+    fn split_at(&mut self, at: usize) {
+        let rest = &mut self.ranked[self.ordered..];
+        let k = at.saturating_sub(self.ordered);
+        if k > 0 && k < rest.len() {
+            rest.select_nth_unstable_by(k - 1, closer);
+        }
+    }
+}
+
+/// Closer first; equally close clusters by number (the same order every time).
+fn closer(a: &(f32, usize), b: &(f32, usize)) -> Ordering {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
 }
 
 /// The one probe-and-widen loop of an IVF search, run by queries (over
@@ -207,7 +365,7 @@ pub(crate) struct ProbeLoop<'h> {
     header: &'h IvfHeader,
     prepared: Prepared,
     pool: CandidatePool,
-    order: Vec<usize>,
+    order: ProbeOrder,
     nprobe: usize,
     probed: usize,
     batch: usize,
@@ -223,7 +381,7 @@ impl ProbeLoop<'_> {
             return Vec::new();
         }
         let end = (self.probed + self.batch).min(self.order.len());
-        let next = self.order[self.probed..end].to_vec();
+        let next = self.order.clusters(self.probed..end);
         self.probed = end;
         self.batch = (self.batch * 2).min(self.header.nlist());
         next
@@ -263,7 +421,7 @@ impl ProbeLoop<'_> {
             &mut self.scratch,
         );
         for (d, &row) in self.scratch.iter().zip(rows) {
-            if accept(row as usize) {
+            if self.pool.takes(*d) && accept(row as usize) {
                 self.pool.offer(*d, row);
             }
         }
@@ -277,6 +435,7 @@ impl ProbeLoop<'_> {
         &mut self,
         rows: &[u32],
         codes: &[u8],
+        norms: &[u8],
         accept: &dyn Fn(usize) -> bool,
     ) -> Result<()> {
         if !self.header.codes_span_clusters() {
@@ -285,8 +444,21 @@ impl ProbeLoop<'_> {
                 "codes of many clusters scored as one run",
             ));
         }
-        // Any cluster: the scoring does not depend on it.
-        self.scan_listed(0, rows, codes, accept);
+        let len = self.header.code_len().max(1);
+        let rows = &rows[..rows.len().min(codes.len() / len)];
+        self.scratch.clear();
+        self.scratch.resize(rows.len(), 0.0);
+        self.header.approx_run(
+            &self.prepared,
+            &codes[..rows.len() * len],
+            norms,
+            &mut self.scratch,
+        );
+        for (d, &row) in self.scratch.iter().zip(rows) {
+            if self.pool.takes(*d) && accept(row as usize) {
+                self.pool.offer(*d, row);
+            }
+        }
         Ok(())
     }
 
@@ -313,6 +485,11 @@ impl CandidatePool {
             heap: BinaryHeap::with_capacity(capacity + 1),
             capacity: capacity.max(1),
         }
+    }
+
+    /// Whether a row at approximate distance `d` would be kept now.
+    fn takes(&self, d: f32) -> bool {
+        self.heap.len() < self.capacity || self.heap.peek().is_some_and(|w| d < w.0)
     }
 
     fn offer(&mut self, d: f32, row: u32) {
@@ -384,5 +561,87 @@ impl PartialOrd for Candidate {
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
         self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Quantizer;
+    use super::*;
+
+    #[test]
+    fn runs_with_norms_score_as_the_per_cluster_kernels_do() {
+        let dim = 37; // not a multiple of 16: the kernel's tail too
+        for metric in [Metric::L2, Metric::Ip, Metric::Cosine] {
+            let header = IvfHeader {
+                metric,
+                dim,
+                centroids: vec![0.0; dim],
+                offsets: vec![0, 50],
+                quantizer: Quantizer::Sq8 {
+                    min: (0..dim).map(|j| -1.0 - j as f32 / 50.0).collect(),
+                    scale: (0..dim).map(|j| 0.004 + j as f32 / 9000.0).collect(),
+                },
+                calibration: Vec::new(),
+            };
+            let codes: Vec<u8> = (0..50 * dim).map(|i| (i * 131 % 256) as u8).collect();
+            // Norms only where the metric has use for them.
+            let norms: Vec<u8> = codes
+                .chunks_exact(dim)
+                .filter(|_| metric == Metric::L2)
+                .flat_map(|c| header.code_norm(c).to_le_bytes())
+                .collect();
+            assert_eq!(norms.len(), 50 * header.norm_len());
+            let mut q: Vec<f32> = (0..dim)
+                .map(|j| ((j * 7 % 11) as f32 - 5.0) / 9.0)
+                .collect();
+            if metric == Metric::Cosine {
+                crate::vector::normalize(&mut q);
+            }
+            let prepared = header.prepare(&q);
+            let (mut want, mut got) = (vec![0f32; 50], vec![0f32; 50]);
+            header.approx_rows(&prepared, 0, &codes, &mut want);
+            header.approx_run(&prepared, &codes, &norms, &mut got);
+            let spread = want.iter().fold(0f32, |m, d| m.max(d.abs()));
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-3 * spread,
+                    "{metric:?}: {g} against {w}"
+                );
+            }
+        }
+    }
+
+    /// Distances with ties, in a scrambled order.
+    fn order() -> ProbeOrder {
+        let ranked = (0..200usize).map(|c| (((c * 37) % 50) as f32, c)).collect();
+        ProbeOrder { ranked, ordered: 0 }
+    }
+
+    #[test]
+    fn clusters_come_in_the_order_a_full_sort_gives() {
+        let mut all = order().ranked;
+        all.sort_by(closer);
+        let all: Vec<usize> = all.into_iter().map(|(_, c)| c).collect();
+        // Batches as a widening search takes them, and a prefix asked again.
+        let mut lazy = order();
+        let mut got = Vec::new();
+        for range in [0..3, 3..9, 9..21, 21..45, 45..200] {
+            got.extend(lazy.clusters(range));
+        }
+        assert_eq!(got, all);
+        assert_eq!(lazy.clusters(0..5), all[..5]);
+        assert_eq!(lazy.clusters(190..400), all[190..]);
+
+        // The rest past a prefix is exactly the other clusters.
+        let mut lazy = order();
+        assert_eq!(lazy.clusters(0..7), all[..7]);
+        let mut rest = lazy.rest(30);
+        rest.sort_unstable();
+        let mut want = all[30..].to_vec();
+        want.sort_unstable();
+        assert_eq!(rest, want);
+        assert_eq!(lazy.clusters(0..30), all[..30]);
+        assert_eq!(lazy.rest(500), Vec::<usize>::new());
     }
 }
