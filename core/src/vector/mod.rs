@@ -9,6 +9,20 @@ pub use kernels::{
 
 use crate::catalog::Metric;
 
+/// Asks the CPU to start loading `bytes` into its caches (a hint; nothing
+/// on CPUs without one): many scattered reads then wait for memory
+/// together rather than one after another.
+pub fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of x86_64; a prefetch reads nothing.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 /// Scales `v` to unit length (a zero vector stays zero).
 pub fn normalize(v: &mut [f32]) {
     let norm = dot(v, v).sqrt();

@@ -228,6 +228,11 @@ impl IndexedSegment {
                 vectors[i] = Some(bytes);
             }
         }
+        // Scattered over memory: all of them on their way before the first
+        // is decoded (decoding one at a time waits on each in turn).
+        for bytes in vectors.iter().flatten() {
+            crate::vector::prefetch(bytes);
+        }
         Ok(vectors
             .iter()
             .map(|b| b.as_deref().map(le_f32s).unwrap_or_default())

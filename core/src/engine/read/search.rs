@@ -241,7 +241,8 @@ async fn indexed_candidates(
             ProbeOrder::default(),
         );
         let mut scanning = Duration::ZERO;
-        let waves = [order.clusters(0..clusters), order.rest(clusters)];
+        // Each wave is scanned whole: its clusters in no particular order.
+        let waves = [order.nearest(clusters), order.rest(clusters)];
         for (wave, clusters) in waves.into_iter().enumerate() {
             if wave > 0 && probe.is_full() {
                 break;

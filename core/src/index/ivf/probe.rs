@@ -318,6 +318,15 @@ impl ProbeOrder {
             .collect()
     }
 
+    /// The closest `n` clusters, in no particular order.
+    pub(crate) fn nearest(&mut self, n: usize) -> Vec<usize> {
+        self.split_at(n);
+        self.ranked[..n.min(self.len())]
+            .iter()
+            .map(|(_, c)| *c)
+            .collect()
+    }
+
     /// The clusters ranked from `from` on, in no particular order.
     pub(crate) fn rest(&mut self, from: usize) -> Vec<usize> {
         self.split_at(from);
@@ -632,6 +641,15 @@ mod tests {
         assert_eq!(got, all);
         assert_eq!(lazy.clusters(0..5), all[..5]);
         assert_eq!(lazy.clusters(190..400), all[190..]);
+
+        // The nearest as a set.
+        let mut lazy = order();
+        let mut near = lazy.nearest(40);
+        near.sort_unstable();
+        let mut want = all[..40].to_vec();
+        want.sort_unstable();
+        assert_eq!(near, want);
+        assert_eq!(lazy.clusters(0..50), all[..50]);
 
         // The rest past a prefix is exactly the other clusters.
         let mut lazy = order();
