@@ -21,6 +21,10 @@ use foyer::{Cache, CacheBuilder, CacheProperties};
 pub enum Part {
     /// The codes of one cluster of an index file.
     Codes(u32),
+    /// The norms of the codes of one cluster of an index file
+    /// ([`crate::index::IvfHeader`]'s `code_norm`, SQ8 under L2), computed
+    /// when the codes are kept.
+    Norms(u32),
     /// One row's full-precision vector in an index file (re-ranked rows
     /// are scattered: a block of the block cache would keep 64 KiB alive
     /// for each).

@@ -174,6 +174,34 @@ impl IndexedSegment {
         Ok(clusters.iter().copied().zip(blocks).collect())
     }
 
+    /// The norms of the codes of `clusters` (`codes` holds their blocks),
+    /// kept in the decoded cache beside them: the integer kernel scores a
+    /// code by one inner product given its norm. Empty when the metric
+    /// needs none or there is no decoded cache to keep them in.
+    pub(crate) fn code_norms(
+        &self,
+        source: &Arc<dyn RangeSource>,
+        clusters: &[usize],
+        codes: &HashMap<usize, Bytes>,
+    ) -> HashMap<usize, Bytes> {
+        // Computing them per query would cost more than the f32 kernel.
+        let Some(decoded) = source.decoded().filter(|_| self.header.norm_len() > 0) else {
+            return HashMap::new();
+        };
+        clusters
+            .iter()
+            .filter_map(|&c| {
+                let part = Part::Norms(c as u32);
+                if let Some(norms) = self.decoded(source, part) {
+                    return Some((c, norms));
+                }
+                let norms = Bytes::from(self.header.code_norms(codes.get(&c)?));
+                decoded.insert(self.decoded_key(part), Decoded::Bytes(norms.clone()));
+                Some((c, norms))
+            })
+            .collect()
+    }
+
     /// The codes of `rows` (ascending), one after another in a buffer of
     /// their own (not a slice pinning cache blocks); runs of consecutive
     /// rows are read as one range.

@@ -140,6 +140,8 @@ impl Snapshot {
 pub(crate) struct Probe {
     pub order: ProbeOrder,
     pub codes: HashMap<usize, Bytes>,
+    /// The norms of `codes` (see `IndexedSegment::code_norms`).
+    pub norms: HashMap<usize, Bytes>,
 }
 
 impl Floe {

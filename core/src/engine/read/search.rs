@@ -179,9 +179,9 @@ async fn indexed_candidates(
         .rerank
         .unwrap_or_else(|| header.default_rerank(params.k));
     // A segment opened after the first wave was planned has no probe yet.
-    let (mut order, codes) = match planned {
-        Some(p) => (p.order.clone(), Some(&p.codes)),
-        None => (header.probe_order(&params.query.values, nprobe), None),
+    let (mut order, codes, norms) = match planned {
+        Some(p) => (p.order.clone(), Some(&p.codes), Some(&p.norms)),
+        None => (header.probe_order(&params.query.values, nprobe), None, None),
     };
     let kept = match &matches {
         Some(Matches::Kept { mask, .. }) => Some(mask.as_ref()),
@@ -269,6 +269,7 @@ async fn indexed_candidates(
     };
     let mut probe = header.probe_loop(params.query, nprobe, rerank_n.max(params.k), order);
     let mut fetched: HashMap<usize, Bytes> = HashMap::new();
+    let mut fetched_norms: HashMap<usize, Bytes> = HashMap::new();
     let (mut scanning, mut filtering) = (Duration::ZERO, Duration::ZERO);
     loop {
         let next = probe.next_clusters();
@@ -282,11 +283,12 @@ async fn indexed_candidates(
             .collect();
         if !missing.is_empty() {
             // Too few candidates passed: widen the search (another wave).
-            fetched.extend(
-                snap.stats
-                    .phase("widen", segment.read_codes(&snap.source, &missing))
-                    .await?,
-            );
+            let read = snap
+                .stats
+                .phase("widen", segment.read_codes(&snap.source, &missing))
+                .await?;
+            fetched_norms.extend(segment.code_norms(&snap.source, &missing, &read));
+            fetched.extend(read);
         }
         let started = Instant::now();
         for c in next {
@@ -312,7 +314,12 @@ async fn indexed_candidates(
                     _ => true,
                 }) && visible(row)
             };
-            probe.scan(c, block, &accept);
+            let block_norms = norms
+                .and_then(|n| n.get(&c))
+                .or_else(|| fetched_norms.get(&c))
+                .map(|n| n.as_ref())
+                .unwrap_or_default();
+            probe.scan(c, block, block_norms, &accept);
         }
         scanning += started.elapsed();
     }

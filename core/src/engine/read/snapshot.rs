@@ -471,8 +471,17 @@ async fn load_keys_and_codes(
             plans.push(async move {
                 let nprobe = seg.header.nprobe(&knobs);
                 let mut order = seg.header.probe_order(&q.values, nprobe);
-                let codes = seg.read_codes(source, &order.clusters(0..nprobe)).await?;
-                Ok::<_, Error>((seg.entry.id.clone(), Probe { order, codes }))
+                let first = order.clusters(0..nprobe);
+                let codes = seg.read_codes(source, &first).await?;
+                let norms = seg.code_norms(source, &first, &codes);
+                Ok::<_, Error>((
+                    seg.entry.id.clone(),
+                    Probe {
+                        order,
+                        codes,
+                        norms,
+                    },
+                ))
             });
         }
     }

@@ -35,7 +35,11 @@ impl Floe {
                 indexed += 1;
                 let all: Vec<usize> = (0..segment.header.nlist()).collect();
                 let source = &snap.source;
-                codes.push(async move { segment.read_codes(source, &all).await });
+                codes.push(async move {
+                    let read = segment.read_codes(source, &all).await?;
+                    segment.code_norms(source, &all, &read);
+                    Ok::<_, crate::error::Error>(())
+                });
             }
         }
         stats

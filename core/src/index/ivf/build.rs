@@ -150,6 +150,8 @@ impl IvfIndex {
         ranks.sort_unstable();
         let coverage =
             |p: usize| ranks.partition_point(|r| *r < p) as f32 / ranks.len().max(1) as f32;
+        // As queries score codes: with their norms (kept beside them).
+        let norms = self.code_norms(&self.codes);
         let mut out = Vec::new();
         let mut nprobe = 1;
         loop {
@@ -160,7 +162,8 @@ impl IvfIndex {
                     .zip(&held_out[at..])
                     .map(|((q, want), own)| {
                         let others = |r: usize| r != *own as usize;
-                        self.search_rows(q, k, nprobe_now, self.default_rerank(k), &row, &others)
+                        let rerank = self.default_rerank(k);
+                        self.search_rows(q, k, nprobe_now, rerank, &row, &others, &norms)
                             .iter()
                             .filter(|(_, r)| want.contains(r))
                             .count()
@@ -189,7 +192,8 @@ impl IvfIndex {
 
     /// Top-k rows (by exact distance) among rows `accept` admits, by the
     /// query's own [`ProbeLoop`]. `vector` gives the full-precision vector
-    /// of an index row.
+    /// of an index row; `norms` are [`IvfHeader::code_norms`] of all codes.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn search_rows<'v>(
         &self,
         q: &QueryVector,
@@ -198,6 +202,7 @@ impl IvfIndex {
         rerank_n: usize,
         vector: &dyn Fn(u32) -> Option<&'v [f32]>,
         accept: &dyn Fn(usize) -> bool,
+        norms: &[u8],
     ) -> Vec<(f32, u32)> {
         let order = self.probe_order(&q.values, nprobe);
         let mut probe = self.probe_loop(q, nprobe, rerank_n.max(k), order);
@@ -207,10 +212,12 @@ impl IvfIndex {
                 break;
             }
             for c in next {
-                let len = self.code_len();
-                let codes =
-                    &self.codes[self.offsets[c] as usize * len..self.offsets[c + 1] as usize * len];
-                probe.scan(c, codes, accept);
+                let (len, norm_len) = (self.code_len(), self.norm_len());
+                let (from, to) = (self.offsets[c] as usize, self.offsets[c + 1] as usize);
+                let norms = norms
+                    .get(from * norm_len..to * norm_len)
+                    .unwrap_or_default();
+                probe.scan(c, &self.codes[from * len..to * len], norms, accept);
             }
         }
         rerank(q, &probe.candidates(), vector, k).unwrap_or_default()

@@ -285,6 +285,7 @@ mod tests {
                 index.calibration
             );
             let nprobe = index.nprobe_for(0.95);
+            let norms = index.code_norms(&index.codes);
             let mut rng = SmallRng::seed_from_u64(9);
             let (mut found, mut total) = (0, 0);
             for _ in 0..50 {
@@ -300,7 +301,7 @@ mod tests {
                 all.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let want: Vec<u32> = all[..10].iter().map(|x| x.1).collect();
                 let row = |r: u32| clustered.get(r as usize * dim..(r as usize + 1) * dim);
-                let got = index.search_rows(&q, 10, nprobe, 100, &row, &|_| true);
+                let got = index.search_rows(&q, 10, nprobe, 100, &row, &|_| true, &norms);
                 found += got.iter().filter(|(_, r)| want.contains(r)).count();
                 total += 10;
             }

@@ -165,6 +165,18 @@ impl IvfHeader {
         }
     }
 
+    /// [`IvfHeader::code_norm`] of each code of `codes`, one after another
+    /// (nothing where [`IvfHeader::norm_len`] is 0).
+    pub(crate) fn code_norms(&self, codes: &[u8]) -> Vec<u8> {
+        if self.norm_len() == 0 {
+            return Vec::new();
+        }
+        codes
+            .chunks_exact(self.code_len().max(1))
+            .flat_map(|code| self.code_norm(code).to_le_bytes())
+            .collect()
+    }
+
     /// Approximate distances of `q` (prepared) to codes of any clusters,
     /// each with its norm beside (`norms`, [`IvfHeader::norm_len`] bytes
     /// a code): the integer kernel where the metric allows.
@@ -266,13 +278,16 @@ impl IvfHeader {
     }
 
     /// Adds the rows of cluster `c` that `accept` admits to `pool`, by
-    /// approximate distance; `codes` are the cluster's codes, `scratch`
+    /// approximate distance; `codes` are the cluster's codes and `norms`
+    /// their norms (empty when not kept: the f32 kernel then), `scratch`
     /// holds their distances.
+    #[allow(clippy::too_many_arguments)]
     fn scan(
         &self,
         prepared: &Prepared,
         c: usize,
         codes: &[u8],
+        norms: &[u8],
         accept: &dyn Fn(usize) -> bool,
         pool: &mut CandidatePool,
         scratch: &mut Vec<f32>,
@@ -280,7 +295,11 @@ impl IvfHeader {
         let start = self.offsets[c] as usize;
         scratch.clear();
         scratch.resize(codes.len() / self.code_len().max(1), 0.0);
-        self.approx_rows(prepared, c, codes, scratch);
+        if self.codes_span_clusters() {
+            self.approx_run(prepared, codes, norms, scratch);
+        } else {
+            self.approx_rows(prepared, c, codes, scratch);
+        }
         for (i, d) in scratch.iter().enumerate() {
             // Asked only of rows that would enter the pool.
             let row = start + i;
@@ -396,13 +415,21 @@ impl ProbeLoop<'_> {
         next
     }
 
-    /// Scans cluster `c`, whose codes are `codes`, offering the rows
+    /// Scans cluster `c`, whose codes are `codes` (with their `norms`, see
+    /// [`IvfHeader::code_norms`]; empty when not kept), offering the rows
     /// `accept` admits.
-    pub(crate) fn scan(&mut self, c: usize, codes: &[u8], accept: &dyn Fn(usize) -> bool) {
+    pub(crate) fn scan(
+        &mut self,
+        c: usize,
+        codes: &[u8],
+        norms: &[u8],
+        accept: &dyn Fn(usize) -> bool,
+    ) {
         self.header.scan(
             &self.prepared,
             c,
             codes,
+            norms,
             accept,
             &mut self.pool,
             &mut self.scratch,
