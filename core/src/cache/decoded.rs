@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use bytes::Bytes;
-use foyer::{Cache, CacheBuilder, CacheProperties};
+use foyer::{Cache, CacheBuilder, CacheProperties, S3FifoConfig};
 
 /// Which part of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,6 +107,8 @@ impl DecodedCache {
         DecodedCache {
             cache: CacheBuilder::new(bytes.max(1))
                 .with_shards(SHARDS)
+                // A hit under a shared lock (see the block cache's memory tier).
+                .with_eviction_config(S3FifoConfig::default())
                 // The key, the value and the cache's own entry (about 64 bytes):
                 // small parts (a re-ranked vector) are mostly overhead.
                 .with_weighter(|k: &DecodedKey, v: &Decoded| k.object.len() + 96 + v.weight())

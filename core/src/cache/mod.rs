@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, RecoverMode, Source,
+    HybridCachePolicy, RecoverMode, S3FifoConfig, Source,
 };
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -318,6 +318,11 @@ impl BlockCache {
             .with_name("floe")
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .memory(settings.memory_mb * 1024 * 1024)
+            // S3-FIFO: a hit bumps a counter under a shared lock. (LRU, the
+            // default, relinks the entry under the shard's write lock on
+            // every hit and again on release: a warm re-rank's hundred
+            // look-ups each took it twice, and queries at once queued on it.)
+            .with_eviction_config(S3FifoConfig::default())
             .with_weighter(|key: &BlockKey, value: &Bytes| key.path.len() + value.len() + 16)
             .storage();
         let builder = if settings.disk_mb > 0 {
