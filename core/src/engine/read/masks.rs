@@ -7,14 +7,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::take_record_batch;
 use bytes::Bytes;
 
-use super::sorted::{SortedColumns, Sorting, find};
+use super::sorted::{Found, SortedColumns, Sorting, find};
 use crate::error::Result;
 use crate::filter::Filter;
 
@@ -39,7 +39,7 @@ impl Mask {
         match self {
             Mask::Bits(bits) => bits.len().div_ceil(8),
             Mask::Listed(s) => {
-                s.rows.len() * 4
+                s.len() * 4
                     + s.code_bytes.load(Ordering::Relaxed)
                     + s.runs.as_ref().map_or(0, |(_, r)| r.len() * 16)
             }
@@ -65,8 +65,14 @@ pub(crate) enum Matches {
 /// block instead of a random read per row in the whole cluster's codes.
 #[derive(Debug)]
 pub(crate) struct Selected {
-    /// Ascending (so each cluster's are one run: rows are stored by cluster).
-    pub rows: Vec<u32>,
+    /// Ascending (so each cluster's are one run: rows are stored by
+    /// cluster); made from `found` when first asked.
+    rows: OnceLock<Vec<u32>>,
+    /// A lookup's positions the rows are made from, until they are: a new
+    /// filter scored from codes in sorted order ([`super::sorted_codes`])
+    /// never needs them in row order, a repeated one does.
+    found: Mutex<Option<Found>>,
+    count: usize,
     /// The same rows as positions in one sorted column (its attribute's
     /// name and ranges of positions), when a lookup found them exactly:
     /// their codes may be kept in that order ([`super::sorted_codes`]).
@@ -79,18 +85,47 @@ pub(crate) struct Selected {
 impl Selected {
     fn new(rows: Vec<u32>, runs: Option<(String, Vec<Range<usize>>)>) -> Self {
         Self {
-            rows,
+            count: rows.len(),
+            rows: OnceLock::from(rows),
+            found: Mutex::new(None),
             runs,
             codes: Mutex::default(),
             code_bytes: AtomicUsize::new(0),
         }
     }
 
+    /// The rows `found` exactly (positions in one sorted column, `runs`),
+    /// put in row order when first asked.
+    fn found(found: Found, runs: (String, Vec<Range<usize>>)) -> Self {
+        Self {
+            count: found.count(),
+            rows: OnceLock::new(),
+            found: Mutex::new(Some(found)),
+            runs: Some(runs),
+            codes: Mutex::default(),
+            code_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many rows are listed.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// The listed rows, ascending.
+    pub(crate) fn rows(&self) -> &[u32] {
+        self.rows.get_or_init(|| {
+            let found = self.found.lock().unwrap_or_else(|p| p.into_inner()).take();
+            found.map(|f| f.rows()).unwrap_or_default()
+        })
+    }
+
     /// The listed rows in `from..to` (one cluster's rows).
     pub(crate) fn within(&self, from: u32, to: u32) -> &[u32] {
-        let start = self.rows.partition_point(|r| *r < from);
-        let end = self.rows.partition_point(|r| *r < to);
-        &self.rows[start..end]
+        let rows = self.rows();
+        let start = rows.partition_point(|r| *r < from);
+        let end = rows.partition_point(|r| *r < to);
+        &rows[start..end]
     }
 
     /// The codes kept for each of `clusters` (`None`: not read yet).
@@ -162,13 +197,15 @@ impl FilterMasks {
                 let runs = found
                     .single_column()
                     .map(|(name, ranges)| (name.to_string(), ranges.to_vec()));
-                let rows = found.rows();
-                let rows = if found.exact() {
-                    rows
-                } else {
-                    matching(filter, sorted.columns, rows)?
-                };
-                Mask::Listed(Selected::new(rows, runs))
+                match runs {
+                    // (Positions in one column are exactly the matches.)
+                    Some(runs) => Mask::Listed(Selected::found(found, runs)),
+                    None if found.exact() => Mask::Listed(Selected::new(found.rows(), None)),
+                    None => {
+                        let rows = matching(filter, sorted.columns, found.rows())?;
+                        Mask::Listed(Selected::new(rows, None))
+                    }
+                }
             }
             Some(found) if found.exact() => return Ok((Matches::ByCluster, how)),
             _ => {
@@ -316,7 +353,7 @@ mod tests {
         ));
         let a = masks.keep("s1", "f".into(), masks.mask(few()));
         let selected = listed(&a);
-        assert_eq!(selected.rows, (0..10).collect::<Vec<u32>>());
+        assert_eq!(selected.rows(), (0..10).collect::<Vec<u32>>());
         assert_eq!(selected.within(3, 7), &[3, 4, 5, 6]);
         // Two searches fill the same cluster: the first copy is kept.
         let keep = |c, byte| {

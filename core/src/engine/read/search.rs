@@ -231,7 +231,7 @@ async fn indexed_candidates(
         // mostly rows that fail.)
         let rows = header.rows().max(1);
         let clusters = (nprobe * rows)
-            .div_ceil(selected.rows.len().max(1))
+            .div_ceil(selected.len().max(1))
             .clamp(nprobe, header.nlist());
         let in_cluster = |c: usize| selected.within(header.offsets[c], header.offsets[c + 1]);
         let mut probe = header.probe_loop(
