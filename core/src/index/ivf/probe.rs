@@ -177,6 +177,17 @@ impl IvfHeader {
             .collect()
     }
 
+    /// Approximate distances of `q` (prepared) to codes of cluster `c`
+    /// (any cluster where codes are scored alike in all), with their norms
+    /// where kept (else empty).
+    fn approx(&self, prepared: &Prepared, c: usize, codes: &[u8], norms: &[u8], out: &mut [f32]) {
+        if self.codes_span_clusters() {
+            self.approx_run(prepared, codes, norms, out);
+        } else {
+            self.approx_rows(prepared, c, codes, out);
+        }
+    }
+
     /// Approximate distances of `q` (prepared) to codes of any clusters,
     /// each with its norm beside (`norms`, [`IvfHeader::norm_len`] bytes
     /// a code): the integer kernel where the metric allows.
@@ -295,11 +306,7 @@ impl IvfHeader {
         let start = self.offsets[c] as usize;
         scratch.clear();
         scratch.resize(codes.len() / self.code_len().max(1), 0.0);
-        if self.codes_span_clusters() {
-            self.approx_run(prepared, codes, norms, scratch);
-        } else {
-            self.approx_rows(prepared, c, codes, scratch);
-        }
+        self.approx(prepared, c, codes, norms, scratch);
         for (i, d) in scratch.iter().enumerate() {
             // Asked only of rows that would enter the pool.
             let row = start + i;
@@ -446,21 +453,7 @@ impl ProbeLoop<'_> {
         codes: &[u8],
         accept: &dyn Fn(usize) -> bool,
     ) {
-        let len = self.header.code_len().max(1);
-        let rows = &rows[..rows.len().min(codes.len() / len)];
-        self.scratch.clear();
-        self.scratch.resize(rows.len(), 0.0);
-        self.header.approx_rows(
-            &self.prepared,
-            c,
-            &codes[..rows.len() * len],
-            &mut self.scratch,
-        );
-        for (d, &row) in self.scratch.iter().zip(rows) {
-            if self.pool.takes(*d) && accept(row as usize) {
-                self.pool.offer(*d, row);
-            }
-        }
+        self.offer_rows(c, rows, codes, &[], accept);
     }
 
     /// Offers those of `rows` (of any clusters) that `accept` admits by
@@ -480,22 +473,33 @@ impl ProbeLoop<'_> {
                 "codes of many clusters scored as one run",
             ));
         }
+        // Any cluster: the scoring does not depend on it.
+        self.offer_rows(0, rows, codes, norms, accept);
+        Ok(())
+    }
+
+    /// Offers those of `rows` (codes `codes`, norms `norms` or empty, of
+    /// cluster `c`) that `accept` admits, by their approximate distance.
+    fn offer_rows(
+        &mut self,
+        c: usize,
+        rows: &[u32],
+        codes: &[u8],
+        norms: &[u8],
+        accept: &dyn Fn(usize) -> bool,
+    ) {
         let len = self.header.code_len().max(1);
         let rows = &rows[..rows.len().min(codes.len() / len)];
         self.scratch.clear();
         self.scratch.resize(rows.len(), 0.0);
-        self.header.approx_run(
-            &self.prepared,
-            &codes[..rows.len() * len],
-            norms,
-            &mut self.scratch,
-        );
+        let codes = &codes[..rows.len() * len];
+        self.header
+            .approx(&self.prepared, c, codes, norms, &mut self.scratch);
         for (d, &row) in self.scratch.iter().zip(rows) {
             if self.pool.takes(*d) && accept(row as usize) {
                 self.pool.offer(*d, row);
             }
         }
-        Ok(())
     }
 
     /// Whether the pool holds as many candidates as it keeps.
