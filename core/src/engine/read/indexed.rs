@@ -176,8 +176,9 @@ impl IndexedSegment {
 
     /// The norms of the codes of `clusters` (`codes` holds their blocks),
     /// kept in the decoded cache beside them: the integer kernel scores a
-    /// code by one inner product given its norm. Empty when the metric
-    /// needs none or there is no decoded cache to keep them in.
+    /// code by one inner product given its norm. Computed once per cluster
+    /// (its first scan pays one pass more). Empty when the metric needs
+    /// none or there is no decoded cache to keep them in.
     pub(crate) fn code_norms(
         &self,
         source: &Arc<dyn RangeSource>,
@@ -245,6 +246,9 @@ impl IndexedSegment {
             .map(|r| self.header.vector_range(*r as usize))
             .collect();
         let mut vectors = source.resident(&self.index_path, &ranges);
+        if vectors.len() != ranges.len() {
+            return Err(Error::internal("cache", "resident ranges miscounted"));
+        }
         let missing: Vec<usize> = (0..rows.len()).filter(|i| vectors[*i].is_none()).collect();
         if !missing.is_empty() {
             let parts: Vec<(Part, Range<u64>)> = missing

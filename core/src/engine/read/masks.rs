@@ -33,6 +33,13 @@ pub(crate) enum Mask {
 }
 
 impl Mask {
+    /// Puts a listed mask's rows in row order now (see [`Selected::rows`]).
+    fn rows_in_order(&self) {
+        if let Mask::Listed(selected) = self {
+            selected.rows();
+        }
+    }
+
     /// What it holds in memory: a bit a row, or four bytes per listed row
     /// and the listed rows' codes read so far.
     fn bytes(&self) -> usize {
@@ -115,8 +122,11 @@ impl Selected {
     /// The listed rows, ascending.
     pub(crate) fn rows(&self) -> &[u32] {
         self.rows.get_or_init(|| {
-            let found = self.found.lock().unwrap_or_else(|p| p.into_inner()).take();
-            found.map(|f| f.rows()).unwrap_or_default()
+            let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+            let rows = found.as_ref().map(Found::rows).unwrap_or_default();
+            // Let go of the sorted column the lookup holds.
+            *found = None;
+            rows
         })
     }
 
@@ -215,6 +225,17 @@ impl FilterMasks {
             }
         };
         let mask = self.keep(segment, key, mask);
+        if let Mask::Listed(selected) = mask.as_ref()
+            && selected.rows.get().is_none()
+        {
+            // In row order off this search's path, soon: until then the
+            // lookup holds its sorted column outside the masks' budget.
+            let later = Arc::clone(&mask);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || later.rows_in_order())),
+                Err(_) => later.rows_in_order(),
+            }
+        }
         Ok((Matches::Kept { mask, new: true }, how))
     }
 

@@ -150,7 +150,9 @@ impl IvfIndex {
         ranks.sort_unstable();
         let coverage =
             |p: usize| ranks.partition_point(|r| *r < p) as f32 / ranks.len().max(1) as f32;
-        // As queries score codes: with their norms (kept beside them).
+        // As queries score codes: with their norms (kept beside them; a
+        // process without a decoded cache scores with the f32 kernel,
+        // the same distances to within rounding).
         let norms = self.code_norms(&self.codes);
         let mut out = Vec::new();
         let mut nprobe = 1;

@@ -19,47 +19,69 @@ use crate::vector::{
 const CALIBRATED_NEIGHBOURS: f32 = 1000.0;
 
 /// A query side in 16-bit integers, `q ≈ x / unit`, for
-/// [`dot_i16_u8_rows`]: as fine as the sum of its magnitudes times 255
-/// fits in 32 bits allows (15 bits a component up to 256 dimensions,
-/// 11 at 4,096).
+/// [`dot_i16_u8_rows`]: one step for every component, as fine as 16 bits
+/// and `Σ|q| · 255` within 32 bits allow.
 pub(crate) struct IntQuery {
     q: Vec<i16>,
     unit: f32,
 }
 
+/// Components that must keep this many steps (at the median magnitude of
+/// those not zero, which are exact) for the integer kernel to rank codes as the f32 one does: with one
+/// component's range far above the others' (a raw feature beside an
+/// embedding; under L2 the ratio is squared) one step would round most
+/// of them to nothing.
+const STEPS_AT_MEDIAN: f32 = 64.0;
+
 impl IntQuery {
-    fn new(x: &[f32]) -> IntQuery {
-        let largest = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let top = (I16_DOT_LIMIT / x.len().max(1) as i64).min(i16::MAX as i64) as f32;
-        if largest == 0.0 || !largest.is_finite() {
-            return IntQuery {
+    /// `None` where 16 bits cannot hold `x` finely enough (see
+    /// [`STEPS_AT_MEDIAN`]) or it is not finite: the f32 kernels then.
+    fn new(x: &[f32]) -> Option<IntQuery> {
+        let mut magnitudes: Vec<f32> = x.iter().map(|v| v.abs()).filter(|v| *v != 0.0).collect();
+        let largest = magnitudes.iter().fold(0f32, |m, v| m.max(*v));
+        let sum: f32 = magnitudes.iter().sum();
+        let limit = (I16_DOT_LIMIT - x.len() as i64) as f32;
+        if !sum.is_finite() || limit <= 0.0 {
+            return None;
+        }
+        if largest == 0.0 {
+            return Some(IntQuery {
                 q: vec![0; x.len()],
                 unit: 0.0,
-            };
+            });
         }
-        let unit = largest / top;
-        IntQuery {
-            q: x.iter().map(|v| (v / unit).round() as i16).collect(),
+        // Rounding adds at most half a step a component: `limit` spares one.
+        let unit = (largest / i16::MAX as f32).max(sum / limit);
+        let mid = magnitudes.len() / 2;
+        let (_, median, _) = magnitudes.select_nth_unstable_by(mid, f32::total_cmp);
+        if !unit.is_normal() || *median < STEPS_AT_MEDIAN * unit {
+            return None;
+        }
+        let top = i16::MAX as f32;
+        Some(IntQuery {
+            q: x.iter()
+                .map(|v| (v / unit).round().clamp(-top, top) as i16)
+                .collect(),
             unit,
-        }
+        })
     }
 }
 
 /// The query side of the approximate distance, prepared once per query.
 pub(crate) enum Prepared {
     /// `Σ w·(u − c)²`; `wide` is `w·u`, for runs scored with their codes'
-    /// norms, and `base` is `Σ w·u²`.
+    /// norms (`None`: see [`IntQuery::new`]), and `base` is `Σ w·u²`.
     L2 {
         u: Vec<f32>,
         w: Vec<f32>,
-        wide: IntQuery,
+        wide: Option<IntQuery>,
         base: f32,
     },
     /// `bias + Σ v·c`.
     Dot {
         v: Vec<f32>,
         bias: f32,
-        wide: IntQuery,
+        wide: Option<IntQuery>,
     },
     /// The rotated query and, for the inner products, its quantised side
     /// shared by every cluster (RaBitQ).
@@ -193,14 +215,22 @@ impl IvfHeader {
     /// a code): the integer kernel where the metric allows.
     fn approx_run(&self, prepared: &Prepared, codes: &[u8], norms: &[u8], out: &mut [f32]) {
         match prepared {
-            Prepared::L2 { wide, base, .. } if norms.len() >= 4 * out.len() => {
+            Prepared::L2 {
+                wide: Some(wide),
+                base,
+                ..
+            } if norms.len() >= 4 * out.len() => {
                 dot_i16_u8_rows(&wide.q, codes, out);
                 for (d, norm) in out.iter_mut().zip(norms.chunks_exact(4)) {
                     let norm = f32::from_le_bytes([norm[0], norm[1], norm[2], norm[3]]);
                     *d = base + norm - 2.0 * wide.unit * *d;
                 }
             }
-            Prepared::Dot { wide, bias, .. } => {
+            Prepared::Dot {
+                wide: Some(wide),
+                bias,
+                ..
+            } => {
                 dot_i16_u8_rows(&wide.q, codes, out);
                 let cosine = self.metric == Metric::Cosine;
                 for d in out.iter_mut() {
@@ -608,6 +638,35 @@ impl Ord for Candidate {
 mod tests {
     use super::super::Quantizer;
     use super::*;
+
+    #[test]
+    fn an_integer_query_is_fine_enough_or_not_made() {
+        // Typical: every component kept finely, the sum within the kernel's bound.
+        for dim in [16usize, 128, 1536, 16384] {
+            let x: Vec<f32> = (0..dim)
+                .map(|j| ((j * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let int = IntQuery::new(&x).expect("typical values");
+            let sum: i64 = int.q.iter().map(|q| (*q as i64).abs()).sum();
+            assert!(sum <= I16_DOT_LIMIT, "{dim}");
+            for (x, q) in x.iter().zip(&int.q) {
+                assert!((x - int.unit * *q as f32).abs() <= int.unit / 2.0 * 1.001);
+            }
+        }
+        // One component a million times the rest (a 1000x range under L2):
+        // they would round to nothing, so the f32 kernels score.
+        let mut skewed = vec![1.0f32; 128];
+        skewed[5] = 1e6;
+        assert!(IntQuery::new(&skewed).is_none());
+        // Zeros are exact: a sparse query keeps the integer kernel.
+        let mut sparse = vec![0.0f32; 128];
+        sparse[..8].copy_from_slice(&[3.0, -2.0, 1.5, 4.0, -1.0, 2.5, 0.5, -3.5]);
+        assert!(IntQuery::new(&sparse).is_some());
+        // Too small a step to be a normal float, or not finite: none.
+        assert!(IntQuery::new(&vec![1e-40f32; 1536]).is_none());
+        assert!(IntQuery::new(&[1.0, f32::INFINITY]).is_none());
+        assert!(IntQuery::new(&[0.0; 4]).is_some_and(|q| q.unit == 0.0));
+    }
 
     #[test]
     fn runs_with_norms_score_as_the_per_cluster_kernels_do() {
