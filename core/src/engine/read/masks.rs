@@ -14,7 +14,7 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::take_record_batch;
 use bytes::Bytes;
 
-use super::sorted::{Found, SortedColumns, Sorting, find};
+use super::sorted::{SortedColumns, Sorting, find, sort_rows};
 use crate::error::Result;
 use crate::filter::Filter;
 
@@ -33,13 +33,6 @@ pub(crate) enum Mask {
 }
 
 impl Mask {
-    /// Puts a listed mask's rows in row order now (see [`Selected::rows`]).
-    fn rows_in_order(&self) {
-        if let Mask::Listed(selected) = self {
-            selected.rows();
-        }
-    }
-
     /// What it holds in memory: a bit a row, or four bytes per listed row
     /// and the listed rows' codes read so far.
     fn bytes(&self) -> usize {
@@ -73,12 +66,12 @@ pub(crate) enum Matches {
 #[derive(Debug)]
 pub(crate) struct Selected {
     /// Ascending (so each cluster's are one run: rows are stored by
-    /// cluster); made from `found` when first asked.
+    /// cluster); sorted from `unordered` when first asked.
     rows: OnceLock<Vec<u32>>,
-    /// A lookup's positions the rows are made from, until they are: a new
-    /// filter scored from codes in sorted order ([`super::sorted_codes`])
+    /// The rows in a sorted column's order, until put in row order: a new
+    /// filter scored from codes in that order ([`super::sorted_codes`])
     /// never needs them in row order, a repeated one does.
-    found: Mutex<Option<Found>>,
+    unordered: Mutex<Option<Vec<u32>>>,
     count: usize,
     /// The same rows as positions in one sorted column (its attribute's
     /// name and ranges of positions), when a lookup found them exactly:
@@ -94,20 +87,20 @@ impl Selected {
         Self {
             count: rows.len(),
             rows: OnceLock::from(rows),
-            found: Mutex::new(None),
+            unordered: Mutex::new(None),
             runs,
             codes: Mutex::default(),
             code_bytes: AtomicUsize::new(0),
         }
     }
 
-    /// The rows `found` exactly (positions in one sorted column, `runs`),
-    /// put in row order when first asked.
-    fn found(found: Found, runs: (String, Vec<Range<usize>>)) -> Self {
+    /// `unordered`, the rows at positions `runs` of one sorted column, put
+    /// in row order when first asked.
+    fn positions(unordered: Vec<u32>, runs: (String, Vec<Range<usize>>)) -> Self {
         Self {
-            count: found.count(),
+            count: unordered.len(),
             rows: OnceLock::new(),
-            found: Mutex::new(Some(found)),
+            unordered: Mutex::new(Some(unordered)),
             runs: Some(runs),
             codes: Mutex::default(),
             code_bytes: AtomicUsize::new(0),
@@ -122,10 +115,9 @@ impl Selected {
     /// The listed rows, ascending.
     pub(crate) fn rows(&self) -> &[u32] {
         self.rows.get_or_init(|| {
-            let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
-            let rows = found.as_ref().map(Found::rows).unwrap_or_default();
-            // Let go of the sorted column the lookup holds.
-            *found = None;
+            let mut unordered = self.unordered.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rows = unordered.take().unwrap_or_default();
+            sort_rows(&mut rows);
             rows
         })
     }
@@ -207,11 +199,11 @@ impl FilterMasks {
                 let runs = found
                     .single_column()
                     .map(|(name, ranges)| (name.to_string(), ranges.to_vec()));
-                match runs {
+                match (runs, found.single_column_rows()) {
                     // (Positions in one column are exactly the matches.)
-                    Some(runs) => Mask::Listed(Selected::found(found, runs)),
-                    None if found.exact() => Mask::Listed(Selected::new(found.rows(), None)),
-                    None => {
+                    (Some(runs), Some(rows)) => Mask::Listed(Selected::positions(rows, runs)),
+                    (_, _) if found.exact() => Mask::Listed(Selected::new(found.rows(), None)),
+                    (_, _) => {
                         let rows = matching(filter, sorted.columns, found.rows())?;
                         Mask::Listed(Selected::new(rows, None))
                     }
@@ -225,17 +217,6 @@ impl FilterMasks {
             }
         };
         let mask = self.keep(segment, key, mask);
-        if let Mask::Listed(selected) = mask.as_ref()
-            && selected.rows.get().is_none()
-        {
-            // In row order off this search's path, soon: until then the
-            // lookup holds its sorted column outside the masks' budget.
-            let later = Arc::clone(&mask);
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(move || later.rows_in_order())),
-                Err(_) => later.rows_in_order(),
-            }
-        }
         Ok((Matches::Kept { mask, new: true }, how))
     }
 
@@ -363,6 +344,21 @@ mod tests {
             Mask::Listed(s) => s,
             Mask::Bits(_) => panic!("10 rows are listed"),
         }
+    }
+
+    #[test]
+    fn rows_found_in_a_sorted_column_come_in_row_order_when_asked() {
+        let rows: Vec<u32> = (0..5000u32).map(|i| (i * 7919) % 5003).collect();
+        let all = 0..5000;
+        let selected = Selected::positions(rows.clone(), ("a".into(), vec![all]));
+        assert_eq!(selected.len(), 5000);
+        let mut want = rows;
+        want.sort_unstable();
+        assert_eq!(selected.rows(), want);
+        assert_eq!(
+            selected.within(10, 20).len(),
+            want.iter().filter(|r| (10..20).contains(*r)).count()
+        );
     }
 
     #[test]

@@ -373,7 +373,7 @@ fn intersect(a: &[Range<usize>], b: &[Range<usize>]) -> Vec<Range<usize>> {
 /// Sorts row numbers ascending: thousands of them (what a lookup finds)
 /// in three counting passes of 11 bits, a few times faster than a
 /// comparison sort; few by comparison.
-fn sort_rows(rows: &mut Vec<u32>) {
+pub(crate) fn sort_rows(rows: &mut Vec<u32>) {
     const BITS: u32 = 11;
     const BUCKETS: usize = 1 << BITS;
     if rows.len() < 2 * BUCKETS {
@@ -441,6 +441,25 @@ impl Found {
         }
     }
 
+    /// The rows at [`Found::single_column`]'s positions, in the column's
+    /// order (not row order), copied out of it.
+    pub(crate) fn single_column_rows(&self) -> Option<Vec<u32>> {
+        match self {
+            Found::Positions { column, ranges, .. } => Some(
+                ranges
+                    .iter()
+                    .flat_map(|r| column.rows.values()[r.clone()].iter().copied())
+                    .collect(),
+            ),
+            Found::Any(parts)
+            | Found::All {
+                parts,
+                complete: true,
+            } if parts.len() == 1 => parts[0].single_column_rows(),
+            _ => None,
+        }
+    }
+
     /// Whether [`Found::rows`] are exactly the filter's rows (else a
     /// superset, to be checked by the filter itself).
     pub(crate) fn exact(&self) -> bool {
@@ -457,11 +476,8 @@ impl Found {
     /// [`Found::exact`]; for `All`, those of its smallest part).
     pub(crate) fn rows(&self) -> Vec<u32> {
         match self {
-            Found::Positions { column, ranges, .. } => {
-                let mut rows: Vec<u32> = ranges
-                    .iter()
-                    .flat_map(|r| column.rows.values()[r.clone()].iter().copied())
-                    .collect();
+            Found::Positions { .. } => {
+                let mut rows = self.single_column_rows().unwrap_or_default();
                 sort_rows(&mut rows);
                 rows
             }
