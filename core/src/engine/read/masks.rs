@@ -196,14 +196,14 @@ impl FilterMasks {
         let mut how = "filter (sorted columns)";
         let mask = match find(filter, &|c| sorted.get(c)) {
             Some(found) if found.count() <= self.exact_rows => {
-                let runs = found
-                    .single_column()
-                    .map(|(name, ranges)| (name.to_string(), ranges.to_vec()));
-                match (runs, found.single_column_rows()) {
+                match found.single_column() {
                     // (Positions in one column are exactly the matches.)
-                    (Some(runs), Some(rows)) => Mask::Listed(Selected::positions(rows, runs)),
-                    (_, _) if found.exact() => Mask::Listed(Selected::new(found.rows(), None)),
-                    (_, _) => {
+                    Some((name, column, ranges)) => Mask::Listed(Selected::positions(
+                        column.rows_at(ranges),
+                        (name.to_string(), ranges.to_vec()),
+                    )),
+                    None if found.exact() => Mask::Listed(Selected::new(found.rows(), None)),
+                    None => {
                         let rows = matching(filter, sorted.columns, found.rows())?;
                         Mask::Listed(Selected::new(rows, None))
                     }

@@ -256,6 +256,15 @@ impl SortedColumn {
         self.rows.values()
     }
 
+    /// The rows at `ranges` of positions, in the column's order (not row
+    /// order), copied out.
+    pub(crate) fn rows_at(&self, ranges: &[Range<usize>]) -> Vec<u32> {
+        ranges
+            .iter()
+            .flat_map(|r| self.rows()[r.clone()].iter().copied())
+            .collect()
+    }
+
     /// Whether both are the same column (one kept array).
     fn same(&self, other: &SortedColumn) -> bool {
         Arc::ptr_eq(&self.values, &other.values)
@@ -427,35 +436,20 @@ impl Found {
         }
     }
 
-    /// The attribute and its sorted positions, when they are exactly the
-    /// matching rows.
-    pub(crate) fn single_column(&self) -> Option<(&str, &[Range<usize>])> {
+    /// The attribute, its sorted column and the positions in it, when they
+    /// are exactly the matching rows.
+    pub(crate) fn single_column(&self) -> Option<(&str, &SortedColumn, &[Range<usize>])> {
         match self {
-            Found::Positions { name, ranges, .. } => Some((name, ranges)),
+            Found::Positions {
+                name,
+                column,
+                ranges,
+            } => Some((name, column, ranges)),
             Found::Any(parts)
             | Found::All {
                 parts,
                 complete: true,
             } if parts.len() == 1 => parts[0].single_column(),
-            _ => None,
-        }
-    }
-
-    /// The rows at [`Found::single_column`]'s positions, in the column's
-    /// order (not row order), copied out of it.
-    pub(crate) fn single_column_rows(&self) -> Option<Vec<u32>> {
-        match self {
-            Found::Positions { column, ranges, .. } => Some(
-                ranges
-                    .iter()
-                    .flat_map(|r| column.rows.values()[r.clone()].iter().copied())
-                    .collect(),
-            ),
-            Found::Any(parts)
-            | Found::All {
-                parts,
-                complete: true,
-            } if parts.len() == 1 => parts[0].single_column_rows(),
             _ => None,
         }
     }
@@ -476,8 +470,8 @@ impl Found {
     /// [`Found::exact`]; for `All`, those of its smallest part).
     pub(crate) fn rows(&self) -> Vec<u32> {
         match self {
-            Found::Positions { .. } => {
-                let mut rows = self.single_column_rows().unwrap_or_default();
+            Found::Positions { column, ranges, .. } => {
+                let mut rows = column.rows_at(ranges);
                 sort_rows(&mut rows);
                 rows
             }
@@ -776,7 +770,7 @@ mod tests {
         ] {
             let filter = Filter::parse(text, &config()).unwrap();
             let found = find(&filter, &lookup).unwrap();
-            assert_eq!(found.single_column().map(|(c, _)| c), column, "{text}");
+            assert_eq!(found.single_column().map(|(c, ..)| c), column, "{text}");
         }
     }
 

@@ -197,13 +197,8 @@ pub(crate) fn build(
                 None => return,
             }
         }
-        if norm_len > 0 {
-            let norms: Vec<u8> = codes
-                .chunks_exact(code_len)
-                .flat_map(|code| header.code_norm(code).to_le_bytes())
-                .collect();
-            codes.extend_from_slice(&norms);
-        }
+        let norms = header.code_norms(&codes);
+        codes.extend_from_slice(&norms);
         decoded.insert(
             key(segment, field, chunk),
             Decoded::Bytes(Bytes::from(codes)),

@@ -199,6 +199,15 @@ impl IvfHeader {
             .collect()
     }
 
+    /// The distance an inner product `ip` stands for (cosine: 1 − ip).
+    fn dot_distance(&self, ip: f32) -> f32 {
+        if self.metric == Metric::Cosine {
+            1.0 - ip
+        } else {
+            -ip
+        }
+    }
+
     /// Approximate distances of `q` (prepared) to codes of cluster `c`
     /// (any cluster where codes are scored alike in all), with their norms
     /// where kept (else empty).
@@ -232,10 +241,8 @@ impl IvfHeader {
                 ..
             } => {
                 dot_i16_u8_rows(&wide.q, codes, out);
-                let cosine = self.metric == Metric::Cosine;
                 for d in out.iter_mut() {
-                    let ip = bias + wide.unit * *d;
-                    *d = if cosine { 1.0 - ip } else { -ip };
+                    *d = self.dot_distance(bias + wide.unit * *d);
                 }
             }
             _ => self.approx_rows(prepared, 0, codes, out),
@@ -262,10 +269,8 @@ impl IvfHeader {
             Prepared::L2 { u, w, .. } => weighted_l2_u8_rows(u, w, codes, out),
             Prepared::Dot { v, bias, .. } => {
                 dot_u8_rows(v, codes, out);
-                let cosine = self.metric == Metric::Cosine;
                 for d in out.iter_mut() {
-                    let ip = bias + *d;
-                    *d = if cosine { 1.0 - ip } else { -ip };
+                    *d = self.dot_distance(bias + *d);
                 }
             }
         }
