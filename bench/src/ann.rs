@@ -282,8 +282,11 @@ pub async fn run(args: AnnArgs) -> Result<()> {
         args.codes.as_deref().unwrap_or("default")
     );
 
-    // Warm: one query loads the segment and its index into memory.
+    // Warm: one query loads the segment and its index into memory, and
+    // the warm-up behind it (default settings) loads the rest.
+    let t = Instant::now();
     floe_core::api::query(&floe, "ann", top_10(&queries[..dim], Some(1))).await?;
+    wait_for_warm_up(&floe, "ann", t).await?;
     println!(
         "\n{:<22} {:>8} {:>10} {:>9} {:>9} {:>9}",
         "engine", "nprobe", "recall@10", "p50 ms", "p99 ms", "QPS"
@@ -456,6 +459,26 @@ pub fn top_10(q: &[f32], nprobe: Option<usize>) -> QueryRequest {
         rerank: None,
         recall_target: None,
         explain: false,
+    }
+}
+
+/// Waits until the warm-up behind the first query (`cache.auto_warm`)
+/// has warmed every indexed segment, at most ten minutes.
+pub async fn wait_for_warm_up(floe: &Floe, name: &str, since: Instant) -> Result<()> {
+    loop {
+        let stats = floe.describe(name).await?.stats;
+        if stats.warm_segments == stats.indexed_segments {
+            println!(
+                "auto warm-up: done {:.1} s after the first query",
+                since.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            since.elapsed().as_secs() < 600,
+            "auto warm-up not done after 10 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

@@ -174,6 +174,10 @@ pub async fn run(args: ColdArgs) -> Result<()> {
             };
             settings.cache.memory_mb = 1024;
             settings.cache.disk_mb = 2048;
+            // The bench's fresh processes share one OS process: a warm-up
+            // behind one's cold query would run beside the next one's. The
+            // warmed process below asks for its warm-up instead.
+            settings.cache.auto_warm = false;
             // Everything was flushed: the reader's log is empty, as the
             // shared one is after a flush trims it.
             let logs = Arc::new(FileLogs::new(

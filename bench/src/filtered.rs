@@ -13,6 +13,7 @@ use floe_core::api::wire::QueryResponse;
 
 use crate::ann::{
     generate_held_out, ground_truth, run_queries, run_queries_with, top_10, upsert_vectors,
+    wait_for_warm_up,
 };
 
 pub struct FilteredArgs {
@@ -23,6 +24,9 @@ pub struct FilteredArgs {
     pub per_mille: Vec<u64>,
     /// Call [`Floe::warm`] before measuring.
     pub warm: bool,
+    /// `cache.auto_warm`; when on, measuring waits for the warm-up behind
+    /// the first query.
+    pub auto_warm: bool,
     pub out: PathBuf,
 }
 
@@ -45,11 +49,12 @@ pub async fn run(args: FilteredArgs) -> Result<()> {
     );
     let dir = args.out.join("filtered-data");
     let _ = std::fs::remove_dir_all(&dir);
-    let floe = Floe::open(floe_core::Settings {
+    let mut settings = floe_core::Settings {
         data_dir: dir,
         ..Default::default()
-    })
-    .await?;
+    };
+    settings.cache.auto_warm = args.auto_warm;
+    let floe = Floe::open(settings).await?;
     let config = serde_json::from_value(serde_json::json!({
         "name": NAME, "dimension": dim, "metric": "l2", "id_type": "u64",
         "attributes": [{"name": "bucket", "type": "i64"}],
@@ -84,10 +89,14 @@ pub async fn run(args: FilteredArgs) -> Result<()> {
     let truth = ground_truth(Metric::L2, &data, &queries, dim, 10);
     // One pass to settle: the build's writes to the disk tier of the cache
     // drain meanwhile, and every query's blocks are in memory.
+    let t = Instant::now();
     run_queries(&floe, NAME, queries.chunks_exact(dim), &truth, |q| {
         top_10(q, None)
     })
     .await?;
+    if args.auto_warm && !args.warm {
+        wait_for_warm_up(&floe, NAME, t).await?;
+    }
     let (recall, lat) = run_queries(&floe, NAME, queries.chunks_exact(dim), &truth, |q| {
         top_10(q, None)
     })

@@ -204,6 +204,11 @@ enum Command {
         /// Call the warm-up API (`POST …/warm`) before measuring.
         #[arg(long)]
         warm: bool,
+        /// Turn `cache.auto_warm` off: the process is warm only for what
+        /// the queries asked (by default the bench waits for the warm-up
+        /// behind the first query to end before measuring).
+        #[arg(long)]
+        no_auto_warm: bool,
         #[arg(long, default_value = "target/filtered-bench")]
         out: std::path::PathBuf,
     },
@@ -380,6 +385,7 @@ async fn main() -> Result<()> {
             queries,
             per_mille,
             warm,
+            no_auto_warm,
             out,
         } => {
             std::fs::create_dir_all(&out)?;
@@ -389,6 +395,7 @@ async fn main() -> Result<()> {
                 queries,
                 per_mille,
                 warm,
+                auto_warm: !no_auto_warm,
                 out,
             })
             .await

@@ -460,6 +460,9 @@ impl Settings {
         if let Some(v) = num("FLOE_CACHE_DECODED_MB")? {
             s.cache.decoded_mb = v as usize;
         }
+        if let Some(v) = flag("FLOE_CACHE_AUTO_WARM")? {
+            s.cache.auto_warm = v;
+        }
         if let Some(v) = num("FLOE_EXACT_FILTER_ROWS")? {
             s.search.exact_filter_rows = v as usize;
         }

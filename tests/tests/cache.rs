@@ -70,11 +70,22 @@ fn collection_config() -> floe_core::catalog::CollectionConfig {
 }
 
 /// A query process: its own cache directory, S3 behind 20–40 ms of latency
-/// per GET and HEAD, every request counted.
+/// per GET and HEAD, every request counted. It warms nothing by itself:
+/// these tests count what single queries read (auto warm-up has its own).
 async fn reader(
     s3: &floe_core::storage::ObjectStoreConfig,
     nats: &floe_core::log::JetStreamConfig,
     cache_dir: &std::path::Path,
+) -> (Arc<Floe>, CountingStore) {
+    reader_with(s3, nats, cache_dir, |s| s.cache.auto_warm = false).await
+}
+
+/// [`reader`] from default settings as `adjust` leaves them.
+async fn reader_with(
+    s3: &floe_core::storage::ObjectStoreConfig,
+    nats: &floe_core::log::JetStreamConfig,
+    cache_dir: &std::path::Path,
+    adjust: impl FnOnce(&mut floe_core::Settings),
 ) -> (Arc<Floe>, CountingStore) {
     let slow = FaultyStore::new(
         open_object_store(s3).unwrap(),
@@ -88,6 +99,7 @@ async fn reader(
     let counting = CountingStore::new(Arc::new(slow));
     let mut settings = test_settings(cache_dir);
     settings.cache.disk_mb = 128;
+    adjust(&mut settings);
     let floe = Floe::new(
         Arc::new(counting.clone()),
         Arc::new(jetstream_logs(nats).await),
@@ -106,17 +118,8 @@ async fn cold_warm_and_incremental_queries_stay_within_their_request_budget() {
     let (s3, nats) = (s3_config(), jetstream_config());
     let dir = tempfile::tempdir().unwrap();
     let writer = writer(&s3, &nats, dir.path()).await;
-    writer.create_collection(collection_config()).await.unwrap();
     // Three indexed segments, one small unindexed one, one delete file.
-    for start in (0..6000).step_by(1000) {
-        upsert(&writer, "c", rows(start..start + 1000, start)).await;
-        writer.flush("c").await.unwrap();
-    }
-    let compacted = writer.compact("c").await.unwrap();
-    assert_eq!(compacted.sealed.len(), 3);
-    for id in &compacted.sealed {
-        writer.build_index("c", id).await.unwrap().expect("built");
-    }
+    three_indexed_segments(&writer).await;
     upsert(&writer, "c", rows(6000..6300, 6000)).await;
     let delete: DeleteRequest = serde_json::from_value(json!({"ids": [1, 2, 3]})).unwrap();
     floe_core::api::delete(&writer, "c", delete).await.unwrap();
@@ -269,6 +272,77 @@ async fn cold_warm_and_incremental_queries_stay_within_their_request_budget() {
             .collect();
         assert!(index_reads.is_empty(), "{index_reads:?}");
     }
+}
+
+/// Creates collection `c` with rows 0..6000 in three indexed segments.
+async fn three_indexed_segments(writer: &Floe) {
+    writer.create_collection(collection_config()).await.unwrap();
+    for start in (0..6000).step_by(1000) {
+        upsert(writer, "c", rows(start..start + 1000, start)).await;
+        writer.flush("c").await.unwrap();
+    }
+    let compacted = writer.compact("c").await.unwrap();
+    assert_eq!(compacted.sealed.len(), 3);
+    for id in &compacted.sealed {
+        writer.build_index("c", id).await.unwrap().expect("built");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_query_warms_the_collection_behind_itself() {
+    let (s3, nats) = (s3_config(), jetstream_config());
+    let dir = tempfile::tempdir().unwrap();
+    let writer = writer(&s3, &nats, dir.path()).await;
+    three_indexed_segments(&writer).await;
+    let mut rng = StdRng::seed_from_u64(12);
+    let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let (expected, _) = query(&writer, &q, "eventual").await;
+
+    // Default settings: warm-up follows the first query by itself. Small
+    // blocks, so that one query does not read these small index files
+    // whole.
+    let small_blocks = |s: &mut floe_core::Settings| s.cache.block_kib = 4;
+    let (reader, counting) =
+        reader_with(&s3, &nats, &dir.path().join("reader"), small_blocks).await;
+    assert!(reader.settings().cache.auto_warm);
+    let (results, _) = query(&reader, &q, "eventual").await;
+    assert_eq!(results, expected);
+    let mut warm = 0;
+    for _ in 0..300 {
+        warm = reader.describe("c").await.unwrap().stats.warm_segments;
+        if warm == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(warm, 3, "not warmed within 30 s");
+    settle(&counting).await;
+
+    // Every cluster's codes and every vector are local now: a query
+    // probing every cluster and re-ranking every row reads nothing of an
+    // index file (one default query read only its own clusters).
+    counting.clear_requests();
+    let body = json!({"vector": q, "top_k": 10, "nprobe": 65536, "rerank": 10000, "consistency": "eventual"});
+    let (results, stats) = query_with(&reader, "c", body.clone()).await;
+    assert_eq!(results, query_with(&writer, "c", body).await.0);
+    let index_reads: Vec<String> = data(&counting.requests())
+        .iter()
+        .map(|r| r.path.clone())
+        .filter(|p| p.ends_with(".ivf"))
+        .collect();
+    assert!(index_reads.is_empty(), "{index_reads:?} {stats:?}");
+    // And warm-up happens once per segment.
+    counting.clear_requests();
+    let q: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    query(&reader, &q, "eventual").await;
+    settle(&counting).await;
+    assert!(
+        data(&counting.requests())
+            .iter()
+            .all(|r| !r.path.ends_with(".ivf")),
+        "{:?}",
+        counting.requests()
+    );
 }
 
 /// Waits until a process makes no more requests (what a query started

@@ -52,6 +52,11 @@ pub struct CacheSettings {
     /// Decoded parts (cluster codes, attribute pages, filtered columns)
     /// in memory, MiB, on top of `memory_mb`; 0 keeps none.
     pub decoded_mb: usize,
+    /// Warm each indexed segment in the background after the first
+    /// vector query that opens it (what `POST …/warm` loads), so later
+    /// queries read nothing from the object store whichever rows they
+    /// meet. Off: a process is warm only for what it was asked.
+    pub auto_warm: bool,
 }
 
 impl Default for CacheSettings {
@@ -62,6 +67,7 @@ impl Default for CacheSettings {
             disk_dir: None,
             block_kib: 64,
             decoded_mb: 512,
+            auto_warm: true,
         }
     }
 }
@@ -746,6 +752,7 @@ mod tests {
             disk_dir: disk.map(|d| d.to_path_buf()),
             block_kib: 64,
             decoded_mb: 512,
+            auto_warm: false,
         };
         let cache = BlockCache::open(Arc::new(counting.clone()), &settings, "unused".into())
             .await

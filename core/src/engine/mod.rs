@@ -63,8 +63,21 @@ pub struct Floe {
     /// One export at a time per process: each holds a row group of its
     /// part in memory; others wait their turn.
     exports: tokio::sync::Semaphore,
+    /// One warm-up behind queries at a time per process.
+    warm_turn: Arc<tokio::sync::Semaphore>,
+    /// Warm-ups behind queries, stopped when the engine is dropped.
+    warm_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Import jobs running in this process (`name/incarnation/job`).
     imports: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Drop for Floe {
+    fn drop(&mut self) {
+        let tasks = self.warm_tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Floe {
@@ -103,6 +116,8 @@ impl Floe {
             cache: tokio::sync::OnceCell::new(),
             events: Mutex::default(),
             exports: tokio::sync::Semaphore::new(1),
+            warm_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            warm_tasks: Mutex::default(),
             imports: Mutex::default(),
         })
     }
@@ -492,6 +507,7 @@ impl Floe {
                     .filter_map(|s| s.index.as_ref())
                     .map(|i| i.size_bytes)
                     .sum(),
+                warm_segments: snap.warm_segments(),
                 delete_files: m.deletes.len(),
                 manifest_version: m.version,
                 log_lsn: snap.lsn,

@@ -179,6 +179,9 @@ pub struct CollectionStats {
     pub indexed_rows: u64,
     /// Bytes of index files.
     pub index_bytes: u64,
+    /// Indexed segments this process has warmed (`POST …/warm`, or behind
+    /// the first vector query that opened them with `cache.auto_warm`).
+    pub warm_segments: usize,
     /// Delete files in the newest manifest.
     pub delete_files: usize,
     /// The newest manifest's version.

@@ -26,6 +26,8 @@ pub(crate) struct IndexedSegment {
     index_key: Arc<str>,
     index_size: u64,
     pub data: ParquetFile,
+    /// Whether this process warmed it (see `warm.rs`).
+    pub warm: super::warm::WarmState,
 }
 
 impl IndexedSegment {
@@ -88,6 +90,7 @@ impl IndexedSegment {
             index_path,
             index_size: index.size_bytes,
             data,
+            warm: Default::default(),
         })
     }
 

@@ -199,6 +199,9 @@ impl Floe {
             },
             None => scan::scan_page(&snap, query).await?,
         };
+        if query.vector.is_some() {
+            self.warm_behind(&c, &snap).await;
+        }
         let explain = query.explain.then(|| {
             stats.record("total", started.elapsed(), 0);
             stats.snapshot()
