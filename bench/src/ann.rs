@@ -28,6 +28,8 @@ pub struct AnnArgs {
     pub faiss: bool,
     /// Concurrent clients of the concurrency table (empty: none).
     pub clients: Vec<usize>,
+    /// Also over HTTP (see [`http_overhead`]).
+    pub http: bool,
     /// The collection's `index.codes` (unset: the default).
     pub codes: Option<String>,
     pub out: PathBuf,
@@ -315,6 +317,10 @@ pub async fn run(args: AnnArgs) -> Result<()> {
         floe_rows.push((label, recall, super::percentile(&lat, 0.5)));
     }
 
+    if args.http {
+        let engine_p50 = floe_rows.last().map(|r| r.2).unwrap_or(0.0);
+        http_overhead(&floe, &queries, dim, &truth, engine_p50).await?;
+    }
     if !args.clients.is_empty() {
         concurrency(&floe, &queries, dim, &args.clients).await?;
     }
@@ -518,6 +524,84 @@ pub async fn run_queries_with<'q>(
     }
     lat.sort_by(f64::total_cmp);
     Ok((hit as f64 / (10 * truth.len().max(1)) as f64, lat))
+}
+
+/// The default-knob queries again, one at a time over HTTP to `floe
+/// serve` on loopback (the bench's process serves it), the query vector
+/// as JSON numbers and as base64: p50 beside the engine's `engine_p50`.
+async fn http_overhead(
+    floe: &Arc<Floe>,
+    queries: &[f32],
+    dim: usize,
+    truth: &[Vec<u64>],
+    engine_p50: f64,
+) -> Result<()> {
+    let server = floe::serve::start(
+        Arc::clone(floe),
+        "127.0.0.1:0",
+        false,
+        std::future::pending(),
+    )
+    .await?;
+    let url = format!("http://{}/v1/collections/ann/query", server.addr);
+    let http = reqwest::Client::new();
+    println!(
+        "\n{:<30} {:>10} {:>9} {:>9} {:>18}",
+        "over HTTP, default knobs", "recall@10", "p50 ms", "p99 ms", "p50 - engine's"
+    );
+    for encoding in ["json", "base64"] {
+        let bodies: Vec<String> = queries
+            .chunks_exact(dim)
+            .map(|q| {
+                let vector = match encoding {
+                    "json" => serde_json::json!(q),
+                    _ => floe_core::api::vectors::encode_base64(q).into(),
+                };
+                serde_json::json!({"vector": vector, "top_k": 10, "consistency": "eventual"})
+                    .to_string()
+            })
+            .collect();
+        let mut lat = Vec::new();
+        let mut hit = 0usize;
+        // One pass to open the connection and settle, one measured.
+        for pass in 0..2 {
+            for (qi, body) in bodies.iter().enumerate() {
+                let t = Instant::now();
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "query: {}",
+                    response.text().await?
+                );
+                let answer: serde_json::Value = response.json().await?;
+                if pass == 1 {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    hit += answer["results"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|r| r["id"].as_u64().is_some_and(|id| truth[qi].contains(&id)))
+                        .count();
+                }
+            }
+        }
+        lat.sort_by(f64::total_cmp);
+        let p50 = super::percentile(&lat, 0.5);
+        println!(
+            "{:<30} {:>10.4} {:>9.2} {:>9.2} {:>18.2}",
+            format!("query vector as {encoding}"),
+            hit as f64 / (10 * truth.len().max(1)) as f64,
+            p50,
+            super::percentile(&lat, 0.99),
+            p50 - engine_p50
+        );
+    }
+    Ok(())
 }
 
 /// QPS and latency with `clients` queries in flight at once (each a task

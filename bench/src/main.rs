@@ -171,6 +171,11 @@ enum Command {
         /// Concurrent clients for a throughput table, e.g. 1,4,16.
         #[arg(long, value_delimiter = ',')]
         clients: Vec<usize>,
+        /// Also run the default-knob queries over HTTP (`floe serve` on
+        /// loopback), the query vector as JSON numbers and as base64: what
+        /// HTTP and JSON add to the engine's time.
+        #[arg(long)]
+        http: bool,
         /// The collection's `index.codes` (sq8 or rabitq; unset: the default).
         #[arg(long)]
         codes: Option<String>,
@@ -347,10 +352,12 @@ async fn main() -> Result<()> {
             nprobes,
             faiss,
             clients,
+            http,
             codes,
             out,
         } => {
             ann::run(ann::AnnArgs {
+                http,
                 codes,
                 data,
                 n,
