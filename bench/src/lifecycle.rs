@@ -26,6 +26,8 @@ pub struct LifecycleArgs {
     /// After indexing: overwrite 30% and delete 10% of the rows, compact,
     /// and report storage before and after and recall after.
     pub churn: bool,
+    /// A client querying all along (see [`QueryTimeline`]).
+    pub query_during: bool,
     pub faiss: bool,
     pub out: PathBuf,
 }
@@ -48,6 +50,117 @@ async fn measure(
         crate::percentile(&lat, 0.5),
         crate::percentile(&lat, 0.99),
     ))
+}
+
+/// One client querying a collection as it is loaded and indexed: each
+/// query's start and latency, and the collection's indexed rows and
+/// segments as the loader saw them.
+struct QueryTimeline {
+    started: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    client: tokio::task::JoinHandle<Result<Vec<(f64, f64)>>>,
+    /// `(seconds, indexed rows, segments)` whenever either changed.
+    marks: std::sync::Mutex<Vec<(f64, u64, usize)>>,
+}
+
+/// What [`QueryTimeline::stop`] gathered.
+struct Timeline {
+    /// `(seconds since the start, latency ms)` of each query.
+    queries: Vec<(f64, f64)>,
+    marks: Vec<(f64, u64, usize)>,
+}
+
+impl QueryTimeline {
+    fn start(floe: Arc<Floe>, queries: Vec<f32>, dim: usize) -> Self {
+        let started = Instant::now();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let client = tokio::spawn(async move {
+            let mut out = Vec::new();
+            for q in queries.chunks_exact(dim).cycle() {
+                if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let t = Instant::now();
+                floe_core::api::query(&floe, "life", top_10(q, None)).await?;
+                out.push((
+                    (t - started).as_secs_f64(),
+                    t.elapsed().as_secs_f64() * 1000.0,
+                ));
+            }
+            Ok(out)
+        });
+        QueryTimeline {
+            started,
+            stop,
+            client,
+            marks: Default::default(),
+        }
+    }
+
+    fn mark(&self, indexed_rows: u64, segments: usize) {
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        if marks
+            .last()
+            .is_none_or(|m| (m.1, m.2) != (indexed_rows, segments))
+        {
+            marks.push((self.started.elapsed().as_secs_f64(), indexed_rows, segments));
+        }
+    }
+
+    async fn stop(self) -> Result<Timeline> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let queries = self.client.await.context("query client")??;
+        let marks = self.marks.into_inner().unwrap_or_else(|p| p.into_inner());
+        Ok(Timeline { queries, marks })
+    }
+}
+
+impl Timeline {
+    /// Two-second windows: queries per second, p50 and p99, and the
+    /// collection's indexed rows and segments at the window's end.
+    fn print(&self) {
+        println!(
+            "  query client, 2 s windows: {:>6} {:>8} {:>8} {:>9} {:>13} {:>5}",
+            "from s", "QPS", "p50 ms", "p99 ms", "indexed rows", "segs"
+        );
+        let end = self.queries.last().map_or(0.0, |q| q.0);
+        let mut from = 0.0;
+        while from <= end {
+            let mut lat: Vec<f64> = self
+                .queries
+                .iter()
+                .filter(|q| q.0 >= from && q.0 < from + 2.0)
+                .map(|q| q.1)
+                .collect();
+            lat.sort_by(f64::total_cmp);
+            let (indexed, segments) = self
+                .marks
+                .iter()
+                .rev()
+                .find(|m| m.0 < from + 2.0)
+                .map_or((0, 0), |m| (m.1, m.2));
+            println!(
+                "  {:>34} {:>8.0} {:>8.2} {:>9.2} {:>13} {:>5}",
+                format!("{from:.0}"),
+                lat.len() as f64 / 2.0,
+                // None finished in the window: a query longer than it.
+                if lat.is_empty() {
+                    f64::NAN
+                } else {
+                    crate::percentile(&lat, 0.5)
+                },
+                if lat.is_empty() {
+                    f64::NAN
+                } else {
+                    crate::percentile(&lat, 0.99)
+                },
+                indexed,
+                segments
+            );
+            from += 2.0;
+        }
+    }
 }
 
 /// Bytes of every file under `dir`.
@@ -105,6 +218,9 @@ pub async fn run(args: LifecycleArgs) -> Result<()> {
             "name": "life", "dimension": dim, "metric": "l2", "id_type": "u64"
         }))?;
         floe.create_collection(config).await?;
+        let timeline = args
+            .query_during
+            .then(|| QueryTimeline::start(Arc::clone(&floe), queries.clone(), dim));
         let t = Instant::now();
         match args.rate {
             None => upsert_vectors(&floe, "life", &data, dim, |_| Default::default()).await?,
@@ -135,12 +251,19 @@ pub async fn run(args: LifecycleArgs) -> Result<()> {
             {
                 break s;
             }
+            if let Some(timeline) = &timeline {
+                timeline.mark(s.indexed_rows, s.segments);
+            }
             if t.elapsed() > Duration::from_secs(600) {
                 bail!("{n} rows: not fully indexed after 600 s: {s:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let indexed = t.elapsed().as_secs_f64();
+        if let Some(timeline) = timeline {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            timeline.stop().await?.print();
+        }
         let _ = stop_tx.send(());
         indexer.await.context("background indexer")?;
         let wrote = du(&dir.join("objects"));

@@ -81,6 +81,11 @@ enum Command {
         /// Then overwrite 30% and delete 10%, compact, and measure again.
         #[arg(long)]
         churn: bool,
+        /// One client queries (eventual, default knobs) all through the
+        /// load, flushes, compactions and index builds, and 10 s past the
+        /// last: a timeline of its throughput and latency.
+        #[arg(long)]
+        query_during: bool,
         #[arg(long)]
         faiss: bool,
         #[arg(long, default_value = "bench-out/lifecycle")]
@@ -329,6 +334,7 @@ async fn main() -> Result<()> {
             queries,
             rate,
             churn,
+            query_during,
             faiss,
             out,
         } => {
@@ -338,6 +344,7 @@ async fn main() -> Result<()> {
                 queries,
                 rate,
                 churn,
+                query_during,
                 faiss,
                 out,
             })

@@ -5,6 +5,8 @@
 mod ivf;
 mod kmeans;
 
+#[cfg(test)]
+pub(crate) use ivf::Quantizer;
 pub(crate) use ivf::{
     EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, ProbeOrder, SearchKnobs, le_f32s, rerank,
     vectors_range,

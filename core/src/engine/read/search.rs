@@ -17,7 +17,7 @@ use super::sorted::SortedColumns;
 use super::{Snapshot, Source};
 use crate::engine::request::{Query, Row};
 use crate::error::{Error, Result};
-use crate::index::{ProbeOrder, rerank};
+use crate::index::{IvfHeader, ProbeOrder, rerank};
 use crate::mvcc::id_and_lsn;
 use crate::vector::QueryVector;
 
@@ -254,8 +254,11 @@ async fn indexed_candidates(
                 .collect();
             let codes = listed_codes(snap, segment, selected, &clusters).await?;
             let started = Instant::now();
-            for (c, codes) in clusters.iter().zip(&codes) {
-                probe.scan_listed(*c, in_cluster(*c), codes, &visible);
+            for (c, kept) in clusters.iter().zip(&codes) {
+                let rows = in_cluster(*c);
+                let (codes, norms) =
+                    kept.split_at((rows.len() * header.code_len()).min(kept.len()));
+                probe.scan_listed(*c, rows, codes, norms, &visible);
             }
             scanning += started.elapsed();
         }
@@ -330,7 +333,8 @@ async fn indexed_candidates(
     Ok(probe.candidates())
 }
 
-/// The codes of `selected`'s rows in each of `clusters`, in order: kept
+/// The codes of `selected`'s rows in each of `clusters`, in order, each
+/// cluster's followed by their norms ([`IvfHeader::code_norms`]): kept
 /// with the filter's mask; else copied out of the cluster's code block in
 /// the decoded cache (an unfiltered search probed it); else read, a range
 /// per run of rows, in one wave. What was not kept is kept then.
@@ -378,12 +382,12 @@ async fn listed_codes(
         false
     });
     if !spans.is_empty() {
-        let gathered = Bytes::from(gathered);
-        let kept = selected.keep_codes(
-            spans
-                .iter()
-                .map(|(i, span)| (clusters[*i], gathered.slice(span.clone()))),
+        let with_norms = with_norms(
+            header,
+            &gathered,
+            spans.iter().map(|(i, span)| (clusters[*i], span.clone())),
         );
+        let kept = selected.keep_codes(with_norms);
         for ((i, _), bytes) in spans.iter().zip(kept) {
             codes[*i] = Some(bytes);
         }
@@ -410,9 +414,10 @@ async fn listed_codes(
             if at + bytes > read.len() {
                 return Err(Error::internal("query", "short read of matching codes"));
             }
-            spans.push((clusters[i], read.slice(at..at + bytes)));
+            spans.push((clusters[i], at..at + bytes));
             at += bytes;
         }
+        let spans = with_norms(header, &read, spans);
         for (i, bytes) in missing.into_iter().zip(selected.keep_codes(spans)) {
             codes[i] = Some(bytes);
         }
@@ -421,4 +426,74 @@ async fn listed_codes(
         .into_iter()
         .map(|c| c.ok_or_else(|| Error::internal("query", "matching codes missing")))
         .collect()
+}
+
+/// Each `(cluster, span of codes)` of `codes` as one buffer: the codes
+/// followed by their norms, computed once here so that every later scan
+/// of them is the integer kernel's (none where the codes need no norms).
+fn with_norms(
+    header: &IvfHeader,
+    codes: &[u8],
+    spans: impl IntoIterator<Item = (usize, Range<usize>)>,
+) -> Vec<(usize, Bytes)> {
+    let spans: Vec<(usize, Range<usize>)> = spans.into_iter().collect();
+    let norm_len = header.norm_len();
+    let code_len = header.code_len().max(1);
+    let total: usize = spans
+        .iter()
+        .map(|(_, s)| s.len() + s.len() / code_len * norm_len)
+        .sum();
+    // One buffer for all: a selective filter has a row or two in each of
+    // hundreds of clusters.
+    let mut joined = Vec::with_capacity(total);
+    let mut at = Vec::with_capacity(spans.len());
+    for (c, span) in &spans {
+        let start = joined.len();
+        let span = codes.get(span.clone()).unwrap_or_default();
+        joined.extend_from_slice(span);
+        joined.extend_from_slice(&header.code_norms(span));
+        at.push((*c, start..joined.len()));
+    }
+    let joined = Bytes::from(joined);
+    at.into_iter()
+        .map(|(c, range)| (c, joined.slice(range)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Metric;
+    use crate::index::Quantizer;
+
+    #[test]
+    fn listed_codes_are_kept_with_their_norms_where_the_metric_needs_them() {
+        let dim = 3;
+        for (metric, norm_len) in [(Metric::L2, 4), (Metric::Ip, 0)] {
+            let header = IvfHeader {
+                metric,
+                dim,
+                centroids: vec![0.0; dim],
+                offsets: vec![0, 10],
+                quantizer: Quantizer::Sq8 {
+                    min: vec![0.0; dim],
+                    scale: vec![0.5, 1.0, 2.0],
+                },
+                calibration: Vec::new(),
+            };
+            let codes: Vec<u8> = (0..10 * dim as u8).collect();
+            let kept = with_norms(&header, &codes, [(4, 0..3), (7, 6..12)]);
+            assert_eq!(kept.len(), 2);
+            for ((c, bytes), span) in kept.iter().zip([0..3, 6..12]) {
+                let (code, norms) = bytes.split_at(span.len());
+                assert_eq!(code, &codes[span.clone()], "cluster {c}");
+                assert_eq!(norms.len(), span.len() / dim * norm_len);
+                assert_eq!(norms, header.code_norms(code).as_slice());
+            }
+            // The first code (0, 1, 2) scaled: 0² + 1² + 4².
+            if norm_len > 0 {
+                assert_eq!(&kept[0].1[3..7], 17f32.to_le_bytes().as_slice());
+            }
+        }
+    }
 }

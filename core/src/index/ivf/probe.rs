@@ -480,15 +480,16 @@ impl ProbeLoop<'_> {
 
     /// Offers those of `rows` (of cluster `c`) that `accept` admits by
     /// their approximate distance; `codes` are the rows' codes one after
-    /// another (scanning nothing else).
+    /// another (scanning nothing else), with their norms (or empty).
     pub(crate) fn scan_listed(
         &mut self,
         c: usize,
         rows: &[u32],
         codes: &[u8],
+        norms: &[u8],
         accept: &dyn Fn(usize) -> bool,
     ) {
-        self.offer_rows(c, rows, codes, &[], accept);
+        self.offer_rows(c, rows, codes, norms, accept);
     }
 
     /// Offers those of `rows` (of any clusters) that `accept` admits by
