@@ -44,6 +44,19 @@ async fn measure(
     for q in queries.chunks_exact(dim).take(20) {
         floe_core::api::query(floe, "life", query(q)).await?;
     }
+    let mut explained = query(&queries[..dim]);
+    explained.explain = true;
+    if let Some(stats) = floe_core::api::query(floe, "life", explained)
+        .await?
+        .explain
+    {
+        let phases: Vec<String> = stats
+            .phases
+            .iter()
+            .map(|p| format!("{} {:.2}", p.name, p.ms))
+            .collect();
+        println!("  one warm query (ms): {}", phases.join(", "));
+    }
     let (recall, lat) = run_queries(floe, "life", queries.chunks_exact(dim), truth, query).await?;
     Ok((
         recall,
@@ -82,11 +95,14 @@ impl QueryTimeline {
                     break;
                 }
                 let t = Instant::now();
-                floe_core::api::query(&floe, "life", top_10(q, None)).await?;
-                out.push((
-                    (t - started).as_secs_f64(),
-                    t.elapsed().as_secs_f64() * 1000.0,
-                ));
+                let answer = floe_core::api::query(&floe, "life", top_10(q, None)).await?;
+                // From the first rows on: before them the collection is empty.
+                if !answer.results.is_empty() || !out.is_empty() {
+                    out.push((
+                        (t - started).as_secs_f64(),
+                        t.elapsed().as_secs_f64() * 1000.0,
+                    ));
+                }
             }
             Ok(out)
         });
@@ -117,15 +133,16 @@ impl QueryTimeline {
 }
 
 impl Timeline {
-    /// Two-second windows: queries per second, p50 and p99, and the
-    /// collection's indexed rows and segments at the window's end.
+    /// Two-second windows from the first query that found rows: queries
+    /// per second, p50 and p99, and the collection's indexed rows and
+    /// segments at the window's end (as seen once the load returned).
     fn print(&self) {
         println!(
             "  query client, 2 s windows: {:>6} {:>8} {:>8} {:>9} {:>13} {:>5}",
             "from s", "QPS", "p50 ms", "p99 ms", "indexed rows", "segs"
         );
         let end = self.queries.last().map_or(0.0, |q| q.0);
-        let mut from = 0.0;
+        let mut from = self.queries.first().map_or(0.0, |q| q.0.floor());
         while from <= end {
             let mut lat: Vec<f64> = self
                 .queries
@@ -247,12 +264,12 @@ pub async fn run(args: LifecycleArgs) -> Result<()> {
         let t = Instant::now();
         let stats = loop {
             let s = floe.describe("life").await?.stats;
+            if let Some(timeline) = &timeline {
+                timeline.mark(s.indexed_rows, s.segments);
+            }
             if s.unflushed_records == 0 && s.indexed_rows == n as u64 && s.segment_rows == n as u64
             {
                 break s;
-            }
-            if let Some(timeline) = &timeline {
-                timeline.mark(s.indexed_rows, s.segments);
             }
             if t.elapsed() > Duration::from_secs(600) {
                 bail!("{n} rows: not fully indexed after 600 s: {s:?}");

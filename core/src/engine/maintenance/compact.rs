@@ -128,7 +128,7 @@ impl Floe {
         } else {
             None
         };
-        let jobs = plan(&manifest.segments, dead.as_ref(), &c.config.index, force);
+        let jobs = plan(&manifest.segments, dead.as_ref(), &c.config, force);
         let mut report = CompactReport::default();
         if jobs.is_empty() && !purge {
             return Ok(report);
@@ -260,7 +260,7 @@ impl Floe {
         for s in &inputs {
             let batch = self.read_segment(c, s).await?;
             rows_in += batch.num_rows() as u64;
-            bytes_in += s.stored_bytes();
+            bytes_in += s.row_bytes(c.config.dimension as usize);
             kept.push(arrow::compute::filter_record_batch(
                 &batch,
                 &newest.visible_mask(&batch)?,

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::catalog::IndexParams;
+use crate::catalog::{CollectionConfig, IndexParams};
 use crate::manifest::SegmentEntry;
 
 /// Segments merged at once (and the count of unindexed segments that
@@ -50,14 +50,16 @@ fn tier(bytes: u64) -> u32 {
     t
 }
 
-/// What is due. `dead` gives dead rows per segment id, when known; `force`
-/// merges every unsealed segment into as few as possible.
+/// What is due for a collection of `config`. `dead` gives dead rows per
+/// segment id, when known; `force` merges every unsealed segment into as
+/// few as possible.
 pub(super) fn plan(
     segments: &[SegmentEntry],
     dead: Option<&HashMap<String, u64>>,
-    params: &IndexParams,
+    config: &CollectionConfig,
     force: bool,
 ) -> Vec<Job> {
+    let (params, dim) = (&config.index, config.dimension as usize);
     let mut jobs = Vec::new();
     let mut taken: HashSet<&str> = HashSet::new();
     let by_lsn = |mut v: Vec<&SegmentEntry>| {
@@ -74,7 +76,7 @@ pub(super) fn plan(
             && dead.is_some_and(|d| d.get(&unsealed[0].id).copied().unwrap_or(0) == 0);
         (!unsealed.is_empty() && !settled).then_some("forced")
     } else {
-        reaches_seal(&unsealed, params).then_some("seal")
+        reaches_seal(&unsealed, params, dim).then_some("seal")
     };
     if let Some(reason) = merge_all {
         taken.extend(unsealed.iter().map(|s| s.id.as_str()));
@@ -98,7 +100,7 @@ pub(super) fn plan(
         }
         let mut tiers: HashMap<u32, Vec<&SegmentEntry>> = HashMap::new();
         for s in unsealed.iter().filter(|s| s.index.is_some()) {
-            tiers.entry(tier(s.stored_bytes())).or_default().push(s);
+            tiers.entry(tier(s.row_bytes(dim))).or_default().push(s);
         }
         let mut tiers: Vec<_> = tiers.into_iter().collect();
         tiers.sort_by_key(|(t, _)| *t);
@@ -133,9 +135,9 @@ pub(super) fn plan(
 }
 
 /// Whether `segments` hold enough rows between them for a sealed segment.
-fn reaches_seal(segments: &[&SegmentEntry], params: &IndexParams) -> bool {
+fn reaches_seal(segments: &[&SegmentEntry], params: &IndexParams, dim: usize) -> bool {
     let rows: u64 = segments.iter().map(|s| s.rows).sum();
-    let bytes: u64 = segments.iter().map(|s| s.stored_bytes()).sum();
+    let bytes: u64 = segments.iter().map(|s| s.row_bytes(dim)).sum();
     rows > 0 && rows >= params.seal_at_rows(bytes as f64 / rows as f64)
 }
 
@@ -183,6 +185,45 @@ mod tests {
         }
     }
 
+    /// A collection of `dim` dimensions (0: row bytes are data file bytes).
+    fn config(p: &IndexParams, dim: u32) -> CollectionConfig {
+        CollectionConfig {
+            name: "c".into(),
+            dimension: dim,
+            metric: crate::catalog::Metric::L2,
+            id_type: crate::catalog::IdType::U64,
+            attributes: Vec::new(),
+            index: p.clone(),
+        }
+    }
+
+    #[test]
+    fn a_segment_merged_unsealed_is_not_due_for_a_seal_once_indexed() {
+        // 1M x 128-d: 520 bytes a row in a flush segment's data file; once
+        // merged and indexed, 8 in the data file, 512 of vectors and 128
+        // of codes in the index file.
+        let p = IndexParams::default();
+        let (rows, dim) = (1_000_000u64, 128u32);
+        let flushed: Vec<_> = (0..4)
+            .map(|i| seg(&format!("f{i}"), rows / 4, rows / 4 * 520, false, false, i))
+            .collect();
+        let c = config(&p, dim);
+        assert_eq!(
+            ids(&plan(&flushed, None, &c, false)),
+            [["f0", "f1", "f2", "f3"]]
+        );
+        assert!(!reaches_seal(
+            &flushed.iter().collect::<Vec<_>>(),
+            &p,
+            dim as usize
+        ));
+        let mut merged = seg("m", rows, rows * 8, true, false, 0);
+        if let Some(index) = merged.index.as_mut() {
+            index.size_bytes = rows * (512 + 128);
+        }
+        assert!(plan(&[merged], None, &c, false).is_empty());
+    }
+
     fn ids(jobs: &[Job]) -> Vec<Vec<&str>> {
         jobs.iter()
             .map(|j| j.inputs.iter().map(String::as_str).collect())
@@ -196,17 +237,17 @@ mod tests {
             seg("a", 100, 1000, false, false, 1),
             seg("b", 100, 1000, false, false, 2),
         ];
-        assert!(plan(&two, None, &p, false).is_empty());
+        assert!(plan(&two, None, &config(&p, 0), false).is_empty());
         let four: Vec<_> = (0..4)
             .map(|i| seg(&format!("s{i}"), 10, 100, false, false, 10 - i))
             .collect();
         assert_eq!(
-            ids(&plan(&four, None, &p, false)),
+            ids(&plan(&four, None, &config(&p, 0), false)),
             [["s3", "s2", "s1", "s0"]],
             "all of them, oldest first"
         );
         let big = [seg("a", p.index_min_rows, 1 << 20, false, false, 1)];
-        assert_eq!(ids(&plan(&big, None, &p, false)), [["a"]]);
+        assert_eq!(ids(&plan(&big, None, &config(&p, 0), false)), [["a"]]);
     }
 
     #[test]
@@ -216,7 +257,7 @@ mod tests {
             ..IndexParams::default()
         };
         let one = [seg("a", 1000, 10_000, false, false, 1)];
-        assert_eq!(ids(&plan(&one, None, &p, false)), [["a"]]);
+        assert_eq!(ids(&plan(&one, None, &config(&p, 0), false)), [["a"]]);
         let p = IndexParams {
             seal_bytes: 1 << 20,
             ..IndexParams::default()
@@ -226,7 +267,10 @@ mod tests {
             seg("new", 5_000, 500 << 10, false, false, 2),
             seg("done", 50_000, 2 << 20, true, true, 0),
         ];
-        assert_eq!(ids(&plan(&mixed, None, &p, false)), [["big", "new"]]);
+        assert_eq!(
+            ids(&plan(&mixed, None, &config(&p, 0), false)),
+            [["big", "new"]]
+        );
     }
 
     #[test]
@@ -237,9 +281,15 @@ mod tests {
             .map(|i| seg(&format!("t{i}"), 20_000, 5 * mb, true, false, i))
             .collect();
         s.push(seg("big", 80_000, 20 * mb, true, false, 9));
-        assert!(plan(&s, None, &p, false).is_empty(), "three per tier wait");
+        assert!(
+            plan(&s, None, &config(&p, 0), false).is_empty(),
+            "three per tier wait"
+        );
         s.push(seg("t3", 20_000, 6 * mb, true, false, 3));
-        assert_eq!(ids(&plan(&s, None, &p, false)), [["t0", "t1", "t2", "t3"]]);
+        assert_eq!(
+            ids(&plan(&s, None, &config(&p, 0), false)),
+            [["t0", "t1", "t2", "t3"]]
+        );
         assert_eq!(tier(0), 0);
         assert_eq!(tier(4 * mb - 1), 0);
         assert_eq!(tier(4 * mb), 1);
@@ -253,14 +303,14 @@ mod tests {
             .map(|i| seg(&format!("s{i}"), 1000, 1 << 30, true, true, i))
             .collect();
         assert!(
-            plan(&s, None, &p, true).is_empty(),
+            plan(&s, None, &config(&p, 0), true).is_empty(),
             "sealed: nothing to force"
         );
         let dead: HashMap<String, u64> = [("s1".to_string(), 199), ("s2".to_string(), 200)].into();
-        assert_eq!(ids(&plan(&s, Some(&dead), &p, false)), [["s2"]]);
+        assert_eq!(ids(&plan(&s, Some(&dead), &config(&p, 0), false)), [["s2"]]);
         let waiting = [seg("w", 1000, 1 << 30, false, true, 1)];
         let dead: HashMap<String, u64> = [("w".to_string(), 900)].into();
-        assert!(plan(&waiting, Some(&dead), &p, false).is_empty());
+        assert!(plan(&waiting, Some(&dead), &config(&p, 0), false).is_empty());
     }
 
     #[test]
