@@ -614,8 +614,8 @@ async fn concurrency(
     clients: &[usize],
 ) -> Result<()> {
     println!(
-        "\n{:<12} {:>8} {:>9} {:>9} {:>9}",
-        "consistency", "clients", "QPS", "p50 ms", "p99 ms"
+        "\n{:<12} {:>8} {:>9} {:>9} {:>9} {:>11}",
+        "consistency", "clients", "QPS", "p50 ms", "p99 ms", "cores busy"
     );
     let mut explained = top_10(&queries[..dim], None);
     explained.explain = true;
@@ -631,6 +631,7 @@ async fn concurrency(
         for &c in clients {
             let total = (nq * 4).max(c * 50);
             let started = Instant::now();
+            let cpu = process_cpu_seconds();
             let tasks: Vec<_> = (0..c)
                 .map(|client| {
                     let (floe, queries) = (Arc::clone(floe), Arc::clone(&queries));
@@ -653,9 +654,15 @@ async fn concurrency(
                 lat.extend(t.await??);
             }
             let wall = started.elapsed().as_secs_f64();
+            // The whole process's CPU over the run: clients use up the
+            // cores, or something makes them wait.
+            let busy = match (cpu, process_cpu_seconds()) {
+                (Some(a), Some(b)) => format!("{:.2}", (b - a) / wall),
+                _ => "-".into(),
+            };
             lat.sort_by(f64::total_cmp);
             println!(
-                "{consistency:<12} {c:>8} {:>9.0} {:>9.2} {:>9.2}",
+                "{consistency:<12} {c:>8} {:>9.0} {:>9.2} {:>9.2} {busy:>11}",
                 lat.len() as f64 / wall,
                 super::percentile(&lat, 0.5),
                 super::percentile(&lat, 0.99)
@@ -663,6 +670,18 @@ async fn concurrency(
         }
     }
     Ok(())
+}
+
+/// CPU seconds (user and system, all threads) this process has used, from
+/// `/proc/self/stat` (Linux; its ticks are 1/100 s).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// Runs `bench/python/faiss_ref.py` with `args` in the benchmark venv;
