@@ -484,7 +484,7 @@ impl Floe {
         let snap = self
             .snapshot_current(&mut c, since, Consistency::Strong, Needs::default(), &stats)
             .await?;
-        let pending = c.state.lock().await.tail.pending();
+        let pending = c.read_state().tail.pending();
         let m = &snap.manifest;
         Ok(CollectionInfo {
             config: c.config.clone(),

@@ -73,7 +73,7 @@ impl Floe {
                         report.deletes_flushed += files.deletes;
                         // Readers here see the flush at once, and keep what we
                         // just wrote instead of downloading it again.
-                        let mut state = c.state.lock().await;
+                        let mut state = c.read_state();
                         state.install(m);
                         state.checked = Some(Instant::now());
                         report.rows_flushed += files
@@ -117,7 +117,7 @@ impl Floe {
     /// `LsnTrimmed` and move to the newer manifest. Best effort: a failed
     /// trim is retried by the next round.
     pub(crate) async fn trim_log(&self, c: &Collection) {
-        let manifest = Arc::clone(&c.state.lock().await.manifest);
+        let manifest = Arc::clone(&c.read_state().manifest);
         let log = match c.log().await {
             Ok(log) => log,
             Err(e) => {
@@ -156,7 +156,7 @@ impl Floe {
         self.trim_log(c).await;
         let last = c.log().await?.last_lsn().await?;
         self.refresh_tail(c, last).await?;
-        let pending = c.state.lock().await.tail.pending();
+        let pending = c.read_state().tail.pending();
         crate::telemetry::unflushed(
             &c.config.name,
             pending.records as u64,

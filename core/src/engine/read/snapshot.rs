@@ -77,7 +77,7 @@ impl Floe {
                 self.refresh_manifest(c, false).await?;
                 self.refresh_tail(c, lsn).await?;
                 self.await_imports(c).await?;
-                let upto = c.state.lock().await.tail.upto;
+                let upto = c.read_state().tail.upto;
                 if upto < lsn {
                     return Err(Error::invalid(
                         "consistency.at_least_lsn",
@@ -104,24 +104,28 @@ impl Floe {
             )?;
             loaded.probes.extend(more.probes);
             loaded.filtered.extend(more.filtered);
-            let mut state = c.state.lock().await;
-            // Another read may have added an import's marker to the tail
-            // meanwhile: its rows come with the flush that commits it.
-            if consistency != Consistency::Eventual && state.tail.holds_import() {
-                drop(state);
-                self.await_imports(c).await?;
-                continue;
-            }
-            if let Some(snap) = assemble(
-                c,
-                &mut state,
-                consistency,
-                needs,
-                &mut loaded,
-                &source,
-                stats,
-            )? {
-                return Ok(snap);
+            // `None`: another read added an import's marker to the tail
+            // meanwhile; its rows come with the flush that commits it.
+            let assembled = {
+                let mut state = c.read_state();
+                if consistency != Consistency::Eventual && state.tail.holds_import() {
+                    None
+                } else {
+                    Some(assemble(
+                        c,
+                        &mut state,
+                        consistency,
+                        needs,
+                        &mut loaded,
+                        &source,
+                        stats,
+                    )?)
+                }
+            };
+            match assembled {
+                None => self.await_imports(c).await?,
+                Some(Some(snap)) => return Ok(snap),
+                Some(None) => {}
             }
         }
         Err(Error::log(
@@ -160,7 +164,7 @@ impl Floe {
     /// if it was checked within [`MANIFEST_TTL`].
     pub(crate) async fn refresh_manifest(&self, c: &Collection, force: bool) -> Result<()> {
         if !force {
-            let state = c.state.lock().await;
+            let state = c.read_state();
             if state.checked.is_some_and(|t| t.elapsed() < MANIFEST_TTL) {
                 // Another request may have installed a manifest with
                 // attributes this (older) handle does not know.
@@ -195,7 +199,7 @@ impl Floe {
             None => {}
         }
         let manifest = manifest?;
-        let mut state = c.state.lock().await;
+        let mut state = c.read_state();
         state.checked = Some(Instant::now());
         state.install(manifest);
         if c.lags(&state.manifest) {
@@ -213,7 +217,7 @@ impl Floe {
     async fn await_imports(&self, c: &Collection) -> Result<()> {
         let deadline = Instant::now() + IMPORT_COMMIT_WAIT;
         let mut pause = Duration::from_millis(10);
-        while c.state.lock().await.tail.holds_import() {
+        while c.read_state().tail.holds_import() {
             if Instant::now() >= deadline {
                 return Err(Error::log(
                     "snapshot",
@@ -233,7 +237,7 @@ impl Floe {
         let mut moved_to_newer_manifest = false;
         loop {
             let from = {
-                let state = c.state.lock().await;
+                let state = c.read_state();
                 if state.tail.upto >= target {
                     return Ok(());
                 }
@@ -269,7 +273,7 @@ impl Floe {
                     import: matches!(record, LogRecord::Import(_)),
                 });
             }
-            c.state.lock().await.tail.extend(records, end);
+            c.read_state().tail.extend(records, end);
             // Another flush may trim what the next page wants: recover again.
             moved_to_newer_manifest = false;
         }
@@ -289,7 +293,7 @@ async fn open_sources(
         Deletes(String, RecordBatch),
     }
     let (segments, deletes): (Vec<SegmentEntry>, Vec<DeleteFile>) = {
-        let state = c.state.lock().await;
+        let state = c.read_state();
         let segments = state
             .manifest
             .segments
@@ -340,7 +344,7 @@ async fn open_sources(
     let opened = stats
         .phase("open", futures::future::try_join_all(work))
         .await?;
-    let mut state = c.state.lock().await;
+    let mut state = c.read_state();
     for o in opened {
         // A newer manifest may have dropped it meanwhile.
         match o {
@@ -363,7 +367,7 @@ async fn open_sources(
 /// (parsing only, with the state unlocked: no request).
 async fn open_from_head(c: &Collection) {
     let work: Vec<(SegmentEntry, crate::manifest::Opening)> = {
-        let mut state = c.state.lock().await;
+        let mut state = c.read_state();
         if state.openings.is_empty() {
             return;
         }
@@ -387,7 +391,7 @@ async fn open_from_head(c: &Collection) {
             }
         }
     }
-    let mut state = c.state.lock().await;
+    let mut state = c.read_state();
     for segment in opened {
         if state.lists_segment(&segment.entry.id) {
             state
@@ -420,7 +424,7 @@ async fn load_keys_and_codes(
 ) -> Result<Loaded> {
     // (segment, whether it needs its keys, its filter's columns, a probe plan)
     let work: Vec<(Arc<IndexedSegment>, bool, bool, bool)> = {
-        let state = c.state.lock().await;
+        let state = c.read_state();
         state
             .manifest
             .segments
@@ -494,7 +498,7 @@ async fn load_keys_and_codes(
             )
         })
         .await?;
-    let mut state = c.state.lock().await;
+    let mut state = c.read_state();
     for (id, keys) in keys {
         if state.lists_segment(&id) {
             state.keys.insert(id, keys);
@@ -728,7 +732,7 @@ pub(super) fn load_keys_behind(c: &Arc<Collection>, snap: &Snapshot, source: Arc
                 ));
             }
             let inputs = {
-                let mut state = c.state.lock().await;
+                let mut state = c.read_state();
                 for (id, keys) in batches {
                     if state.lists_segment(&id) {
                         state.keys.insert(id, keys);
@@ -737,7 +741,7 @@ pub(super) fn load_keys_behind(c: &Arc<Collection>, snap: &Snapshot, source: Arc
                 BaseInputs::of(&state)
             };
             let view = inputs.build()?;
-            let mut state = c.state.lock().await;
+            let mut state = c.read_state();
             if state.manifest.version == view.version && state.keys.len() == view.keyed {
                 state.base = Some(view);
             }
