@@ -5,8 +5,6 @@
 mod ivf;
 mod kmeans;
 
-#[cfg(test)]
-pub(crate) use ivf::Quantizer;
 pub(crate) use ivf::{
     EXACT_FILTER_ROWS, IvfHeader, IvfIndex, IvfParams, ProbeOrder, SearchKnobs, le_f32s, rerank,
     vectors_range,

@@ -464,23 +464,13 @@ fn with_norms(
 mod tests {
     use super::*;
     use crate::catalog::Metric;
-    use crate::index::Quantizer;
 
     #[test]
     fn listed_codes_are_kept_with_their_norms_where_the_metric_needs_them() {
         let dim = 3;
         for (metric, norm_len) in [(Metric::L2, 4), (Metric::Ip, 0)] {
-            let header = IvfHeader {
-                metric,
-                dim,
-                centroids: vec![0.0; dim],
-                offsets: vec![0, 10],
-                quantizer: Quantizer::Sq8 {
-                    min: vec![0.0; dim],
-                    scale: vec![0.5, 1.0, 2.0],
-                },
-                calibration: Vec::new(),
-            };
+            let header =
+                IvfHeader::sq8_one_cluster(metric, vec![0.0; dim], vec![0.5, 1.0, 2.0], 10);
             let codes: Vec<u8> = (0..10 * dim as u8).collect();
             let kept = with_norms(&header, &codes, [(4, 0..3), (7, 6..12)]);
             assert_eq!(kept.len(), 2);

@@ -105,6 +105,28 @@ pub(crate) struct IvfHeader {
     pub calibration: Vec<(u32, f32)>,
 }
 
+#[cfg(test)]
+impl IvfHeader {
+    /// One cluster of `rows` SQ8 codes around the origin, coded with `min`
+    /// and `scale` (tests of scoring alone).
+    pub(crate) fn sq8_one_cluster(
+        metric: Metric,
+        min: Vec<f32>,
+        scale: Vec<f32>,
+        rows: u32,
+    ) -> IvfHeader {
+        let dim = min.len();
+        IvfHeader {
+            metric,
+            dim,
+            centroids: vec![0.0; dim],
+            offsets: vec![0, rows],
+            quantizer: Quantizer::Sq8 { min, scale },
+            calibration: Vec::new(),
+        }
+    }
+}
+
 /// How rows are coded for the approximate first pass.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Quantizer {

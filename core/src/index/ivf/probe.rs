@@ -642,7 +642,6 @@ impl Ord for Candidate {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Quantizer;
     use super::*;
 
     #[test]
@@ -678,17 +677,12 @@ mod tests {
     fn runs_with_norms_score_as_the_per_cluster_kernels_do() {
         let dim = 37; // not a multiple of 16: the kernel's tail too
         for metric in [Metric::L2, Metric::Ip, Metric::Cosine] {
-            let header = IvfHeader {
+            let header = IvfHeader::sq8_one_cluster(
                 metric,
-                dim,
-                centroids: vec![0.0; dim],
-                offsets: vec![0, 50],
-                quantizer: Quantizer::Sq8 {
-                    min: (0..dim).map(|j| -1.0 - j as f32 / 50.0).collect(),
-                    scale: (0..dim).map(|j| 0.004 + j as f32 / 9000.0).collect(),
-                },
-                calibration: Vec::new(),
-            };
+                (0..dim).map(|j| -1.0 - j as f32 / 50.0).collect(),
+                (0..dim).map(|j| 0.004 + j as f32 / 9000.0).collect(),
+                50,
+            );
             let codes: Vec<u8> = (0..50 * dim).map(|i| (i * 131 % 256) as u8).collect();
             // Norms only where the metric has use for them.
             let norms: Vec<u8> = codes
