@@ -24,7 +24,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::ann::{generate_held_out, ground_truth, upsert_vectors};
+use crate::ann::{generate_held_out, ground_truth, read_npy_f32, upsert_vectors};
 
 pub struct ColdArgs {
     pub s3_endpoint: String,
@@ -39,20 +39,37 @@ pub struct ColdArgs {
     pub local: bool,
     /// The collection's `index.codes` (unset: the default).
     pub codes: Option<String>,
+    /// Vectors from this .npy file instead of generated ones.
+    pub data: Option<PathBuf>,
+    pub metric: String,
     pub out: PathBuf,
 }
 
 const NAME: &str = "cold";
 
 pub async fn run(args: ColdArgs) -> Result<()> {
-    let dim = args.dim;
     let nq = args.cold_queries.max(args.warm_queries);
-    let (data, queries) = generate_held_out(args.n, nq, dim);
+    let (data, queries, dim, source) = match &args.data {
+        Some(path) => {
+            let (mut all, rows, dim) = read_npy_f32(path)?;
+            anyhow::ensure!(rows > nq, "need more than {nq} rows");
+            // The last rows are the queries, never inserted.
+            let queries = all.split_off((rows - nq) * dim);
+            (all, queries, dim, path.display().to_string())
+        }
+        None => {
+            let (data, queries) = generate_held_out(args.n, nq, args.dim);
+            (data, queries, args.dim, "generated, seed 7".to_string())
+        }
+    };
+    let n = data.len() / dim;
+    let metric: Metric = serde_json::from_value(serde_json::Value::String(args.metric.clone()))
+        .with_context(|| format!("--metric {:?}: use l2, cosine or ip", args.metric))?;
     println!(
-        "\nCold/warm benchmark: {} x {dim}-d L2 vectors (generated, seed 7), S3 server with {}–{} ms per request",
-        args.n, args.latency_ms.0, args.latency_ms.1
+        "\nCold/warm benchmark: {n} x {dim}-d {} vectors ({source}), S3 server with {}–{} ms per request",
+        args.metric, args.latency_ms.0, args.latency_ms.1
     );
-    let truth = ground_truth(Metric::L2, &data, &queries, dim, 10);
+    let truth = ground_truth(metric, &data, &queries, dim, 10);
 
     // Build on a local directory (fast), then copy what the newest manifest
     // references into the S3 server.
@@ -66,12 +83,12 @@ pub async fn run(args: ColdArgs) -> Result<()> {
     settings.flush.max_rows = usize::MAX / 2;
     let t = Instant::now();
     let builder = Floe::open(settings.clone()).await?;
-    let mut index = serde_json::json!({"seal_rows": args.n, "row_group_rows": 8192});
+    let mut index = serde_json::json!({"seal_rows": n, "row_group_rows": 8192});
     if let Some(codes) = &args.codes {
         index["codes"] = codes.clone().into();
     }
     let config = serde_json::from_value(serde_json::json!({
-        "name": NAME, "dimension": dim, "metric": "l2", "id_type": "u64",
+        "name": NAME, "dimension": dim, "metric": args.metric, "id_type": "u64",
         "attributes": [{"name": "tag", "type": "string"}],
         "index": index
     }))?;

@@ -250,6 +250,12 @@ enum Command {
         /// The collection's `index.codes` (sq8 or rabitq; unset: the default).
         #[arg(long)]
         codes: Option<String>,
+        /// A 2-D float32 .npy file (its last rows are the queries, never
+        /// inserted); default: `--n` generated vectors of `--dim`.
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "l2")]
+        metric: String,
         #[arg(long, default_value = "target/cold-bench")]
         out: std::path::PathBuf,
     },
@@ -425,10 +431,14 @@ async fn main() -> Result<()> {
             latency_max_ms,
             local,
             codes,
+            data,
+            metric,
             out,
         } => {
             cold::run(cold::ColdArgs {
                 codes,
+                data,
+                metric,
                 s3_endpoint,
                 bucket,
                 n,
