@@ -26,11 +26,15 @@ const WARMING: u8 = 1;
 const WARM: u8 = 2;
 
 impl WarmState {
-    /// Claims the segment's warm-up: false if it ran or is running.
+    /// Claims the segment's warm-up: false if it ran or is running. Asked
+    /// after every vector query: a read first, so that queries on other
+    /// cores do not take the flag's cache line once it is settled.
     fn claim(&self) -> bool {
-        self.0
-            .compare_exchange(COLD, WARMING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.0.load(Ordering::Acquire) == COLD
+            && self
+                .0
+                .compare_exchange(COLD, WARMING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     fn set(&self, state: u8) {
@@ -63,7 +67,7 @@ impl Floe {
         let snap = self
             .snapshot(c, Consistency::Eventual, Needs::default(), &stats)
             .await?;
-        let segments = indexed(&snap);
+        let segments: Vec<Arc<IndexedSegment>> = indexed(&snap).cloned().collect();
         let cache = self.cache().await?;
         warm_segments(&segments, cache, &snap.source, &stats).await?;
         for segment in &segments {
@@ -84,10 +88,8 @@ impl Floe {
         if !self.settings.cache.auto_warm {
             return;
         }
-        let claimed: Vec<Arc<IndexedSegment>> = indexed(snap)
-            .into_iter()
-            .filter(|s| s.warm.claim())
-            .collect();
+        let claimed: Vec<Arc<IndexedSegment>> =
+            indexed(snap).filter(|s| s.warm.claim()).cloned().collect();
         if claimed.is_empty() {
             return;
         }
@@ -131,19 +133,16 @@ impl Floe {
 impl Snapshot {
     /// Its indexed segments this process has warmed.
     pub(crate) fn warm_segments(&self) -> usize {
-        indexed(self).iter().filter(|s| s.warm.is_warm()).count()
+        indexed(self).filter(|s| s.warm.is_warm()).count()
     }
 }
 
 /// The indexed segments of `snap`.
-fn indexed(snap: &Snapshot) -> Vec<Arc<IndexedSegment>> {
-    snap.sources
-        .iter()
-        .filter_map(|s| match s {
-            Source::Indexed { segment, .. } => Some(Arc::clone(segment)),
-            _ => None,
-        })
-        .collect()
+fn indexed(snap: &Snapshot) -> impl Iterator<Item = &Arc<IndexedSegment>> {
+    snap.sources.iter().filter_map(|s| match s {
+        Source::Indexed { segment, .. } => Some(segment),
+        _ => None,
+    })
 }
 
 /// Every cluster's codes (and their norms) of `segments`, then their

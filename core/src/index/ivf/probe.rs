@@ -478,20 +478,6 @@ impl ProbeLoop<'_> {
         );
     }
 
-    /// Offers those of `rows` (of cluster `c`) that `accept` admits by
-    /// their approximate distance; `codes` are the rows' codes one after
-    /// another (scanning nothing else), with their norms (or empty).
-    pub(crate) fn scan_listed(
-        &mut self,
-        c: usize,
-        rows: &[u32],
-        codes: &[u8],
-        norms: &[u8],
-        accept: &dyn Fn(usize) -> bool,
-    ) {
-        self.offer_rows(c, rows, codes, norms, accept);
-    }
-
     /// Offers those of `rows` (of any clusters) that `accept` admits by
     /// their approximate distance; `codes` are the rows' codes one after
     /// another. Only for codes scored alike in every cluster
@@ -510,13 +496,14 @@ impl ProbeLoop<'_> {
             ));
         }
         // Any cluster: the scoring does not depend on it.
-        self.offer_rows(0, rows, codes, norms, accept);
+        self.scan_listed(0, rows, codes, norms, accept);
         Ok(())
     }
 
-    /// Offers those of `rows` (codes `codes`, norms `norms` or empty, of
-    /// cluster `c`) that `accept` admits, by their approximate distance.
-    fn offer_rows(
+    /// Offers those of `rows` (of cluster `c`) that `accept` admits by
+    /// their approximate distance; `codes` are the rows' codes one after
+    /// another (scanning nothing else), with their norms (or empty).
+    pub(crate) fn scan_listed(
         &mut self,
         c: usize,
         rows: &[u32],
