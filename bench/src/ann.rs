@@ -101,6 +101,47 @@ pub fn write_npy(path: &Path, descr: &str, rows: usize, cols: usize, body: &[u8]
 
 /// `n` generated rows (seed 7) and `queries` more from the same
 /// distribution, held out: `(data, queries)`.
+/// Vectors to insert and held-out queries (never inserted).
+pub struct HeldOut {
+    pub data: Vec<f32>,
+    pub queries: Vec<f32>,
+    pub dim: usize,
+    /// Where the vectors came from, for the report.
+    pub source: String,
+}
+
+/// The last `queries` rows of the 2-D f32 `.npy` at `path`, held out from
+/// the rest; without a file, `n` generated vectors of `dim` and `queries`
+/// more from the same distribution.
+pub fn held_out(path: Option<&Path>, n: usize, dim: usize, queries: usize) -> Result<HeldOut> {
+    let Some(path) = path else {
+        let (data, queries) = generate_held_out(n, queries, dim);
+        return Ok(HeldOut {
+            data,
+            queries,
+            dim,
+            source: "generated clustered (seed 7)".into(),
+        });
+    };
+    let (mut data, rows, dim) = read_npy_f32(path)?;
+    if rows <= queries {
+        bail!("need more than {queries} rows");
+    }
+    let queries = data.split_off((rows - queries) * dim);
+    Ok(HeldOut {
+        data,
+        queries,
+        dim,
+        source: path.display().to_string(),
+    })
+}
+
+/// The metric named by `--metric`.
+pub fn parse_metric(name: &str) -> Result<Metric> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .with_context(|| format!("--metric {name:?}: use l2, cosine or ip"))
+}
+
 pub fn generate_held_out(n: usize, queries: usize, dim: usize) -> (Vec<f32>, Vec<f32>) {
     let mut data = generate(n + queries, dim, 7);
     let queries = data.split_off(n * dim);
@@ -208,34 +249,20 @@ pub async fn upsert_ids(
 
 pub async fn run(args: AnnArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
-    let (mut all, rows, dim) = match &args.data {
-        Some(path) => read_npy_f32(path)?,
-        None => (
-            generate(args.n + args.queries, args.dim, 7),
-            args.n + args.queries,
-            args.dim,
-        ),
-    };
-    if rows <= args.queries {
-        bail!("need more than {} rows", args.queries);
-    }
-    // The last rows are the queries, never inserted.
-    let queries = all.split_off((rows - args.queries) * dim);
-    let data = all;
+    let HeldOut {
+        data,
+        queries,
+        dim,
+        source,
+    } = held_out(args.data.as_deref(), args.n, args.dim, args.queries)?;
     let n = data.len() / dim;
-    let source = args
-        .data
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "generated clustered (seed 7)".into());
     println!(
         "\nANN benchmark: {n} x {dim}-d {} vectors from {source}, {} held-out queries, recall@10",
         args.metric, args.queries
     );
 
     let t = Instant::now();
-    let metric: Metric = serde_json::from_value(serde_json::Value::String(args.metric.clone()))
-        .with_context(|| format!("--metric {:?}: use l2, cosine or ip", args.metric))?;
+    let metric = parse_metric(&args.metric)?;
     let truth = ground_truth(metric, &data, &queries, dim, 10);
     println!("exact ground truth: {:.1} s", t.elapsed().as_secs_f64());
 

@@ -12,7 +12,6 @@ use anyhow::{Context, Result};
 use floe_core::Floe;
 use floe_core::api::vectors::VectorIn;
 use floe_core::api::wire::QueryRequest;
-use floe_core::catalog::Metric;
 use floe_core::id::Id;
 use floe_core::log::{FileLogOptions, FileLogs, LogId, LogProvider};
 use floe_core::manifest::ManifestStore;
@@ -24,7 +23,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::ann::{generate_held_out, ground_truth, read_npy_f32, upsert_vectors};
+use crate::ann::{HeldOut, ground_truth, held_out, parse_metric, upsert_vectors};
 
 pub struct ColdArgs {
     pub s3_endpoint: String,
@@ -49,22 +48,14 @@ const NAME: &str = "cold";
 
 pub async fn run(args: ColdArgs) -> Result<()> {
     let nq = args.cold_queries.max(args.warm_queries);
-    let (data, queries, dim, source) = match &args.data {
-        Some(path) => {
-            let (mut all, rows, dim) = read_npy_f32(path)?;
-            anyhow::ensure!(rows > nq, "need more than {nq} rows");
-            // The last rows are the queries, never inserted.
-            let queries = all.split_off((rows - nq) * dim);
-            (all, queries, dim, path.display().to_string())
-        }
-        None => {
-            let (data, queries) = generate_held_out(args.n, nq, args.dim);
-            (data, queries, args.dim, "generated, seed 7".to_string())
-        }
-    };
+    let HeldOut {
+        data,
+        queries,
+        dim,
+        source,
+    } = held_out(args.data.as_deref(), args.n, args.dim, nq)?;
     let n = data.len() / dim;
-    let metric: Metric = serde_json::from_value(serde_json::Value::String(args.metric.clone()))
-        .with_context(|| format!("--metric {:?}: use l2, cosine or ip", args.metric))?;
+    let metric = parse_metric(&args.metric)?;
     println!(
         "\nCold/warm benchmark: {n} x {dim}-d {} vectors ({source}), S3 server with {}–{} ms per request",
         args.metric, args.latency_ms.0, args.latency_ms.1
